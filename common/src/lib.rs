@@ -5,6 +5,8 @@
 pub mod archive;
 pub mod digest;
 pub mod names;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod redact;
 pub mod tls;
 

@@ -57,7 +57,9 @@ mod tests {
 
     #[test]
     fn refuses_paths_and_odd_characters() {
-        for bad in ["", "..", "../x", "a/b", ".hidden", "-rf", "a b", "a\0b", "x\\y"] {
+        for bad in [
+            "", "..", "../x", "a/b", ".hidden", "-rf", "a b", "a\0b", "x\\y",
+        ] {
             assert!(validate_name("backup id", bad).is_err(), "{bad:?}");
         }
         assert!(validate_name("backup id", &"a".repeat(129)).is_err());
