@@ -1,0 +1,247 @@
+//! Command line: `check-config` and `run`, and the server start-up.
+
+use crate::auth::Authorizer;
+use crate::config::Config;
+use crate::fsutil;
+use crate::hub::Hub;
+use crate::service::AgentService;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use hubshift_common::pb::hub_agent_server::HubAgentServer;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code of a bad configuration.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
+/// The hubshift agent: runs on an Intelligence Hub host and serves the
+/// controller over mTLS gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "hubshift-agent", version = hubshift_common::VERSION)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validates a configuration file; exits 2 and names the key when it is bad.
+    CheckConfig {
+        /// The agent's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Serves the gRPC API.
+    Run {
+        /// The agent's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Serve plain TCP without TLS or client authentication (local development only).
+        #[arg(long)]
+        insecure_listen: bool,
+        /// Log line format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Entry point after the crypto provider is installed.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            init_tracing(LogFormat::Text);
+            match Config::load(&config, false) {
+                Ok(cfg) => {
+                    if cfg.tls.is_none() {
+                        println!(
+                            "{}: OK, but without [tls]: `run` needs --insecure-listen",
+                            config.display()
+                        );
+                    } else {
+                        println!("{}: OK", config.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hubshift-agent: {e}");
+                    ExitCode::from(EXIT_BAD_CONFIG)
+                }
+            }
+        }
+        Command::Run {
+            config,
+            insecure_listen,
+            log_format,
+        } => {
+            init_tracing(log_format);
+            let cfg = match Config::load(&config, !insecure_listen) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("hubshift-agent: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("hubshift-agent: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(Arc::new(cfg), insecure_listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("hubshift-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Removes upload and unpack leftovers of an interrupted run.
+fn clean_leftovers(cfg: &Config) {
+    let dirs = [
+        (cfg.paths.state_dir.join("staging"), ""),
+        (
+            crate::runtime::runtimes_dir(&cfg.paths.install_root),
+            ".staging-",
+        ),
+    ];
+    for (dir, prefix) in dirs {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            let path = entry.path();
+            let res = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match res {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed leftover from an interrupted upload")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover")
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal(tx: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down (the hub keeps running)"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down (the hub keeps running)"),
+    }
+    let _ = tx.send(true);
+}
+
+async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
+    let state = &cfg.paths.state_dir;
+    fsutil::ensure_dir(state, 0o700).context("while preparing the state directory")?;
+    fsutil::ensure_dir(&state.join("staging"), 0o700).context("while preparing staging")?;
+    clean_leftovers(&cfg);
+    let hub = Hub::new(cfg.clone()).context("while loading the hub record")?;
+
+    let addr: std::net::SocketAddr = cfg.listen.parse().context("listen address")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("while binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    write_addr(state, bound)?;
+
+    let mut builder = Server::builder();
+    let authorizer = match (&cfg.tls, insecure) {
+        (Some(tls), false) => {
+            let tls_cfg = tls
+                .files()
+                .server_config()
+                .context("while loading the TLS files")?;
+            builder = builder
+                .tls_config(tls_cfg)
+                .context("while setting up TLS")?;
+            Authorizer::new(tls.allowed_clients.clone())
+        }
+        _ => {
+            tracing::warn!(
+                "!!! --insecure-listen: serving plain TCP WITHOUT TLS OR CLIENT AUTHENTICATION on {bound}; \
+                 anyone who can reach this port can stop the hub and replace its runtime. \
+                 Use only for local development. !!!"
+            );
+            Authorizer::insecure()
+        }
+    };
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown_signal(tx));
+    hub.spawn_log_cap(rx.clone());
+    let service = AgentService::new(cfg.clone(), hub);
+    let server = HubAgentServer::with_interceptor(service, move |req| authorizer.check(req));
+    tracing::info!(
+        address = %bound,
+        version = hubshift_common::VERSION,
+        tls = !insecure,
+        "hubshift-agent serving"
+    );
+    let mut rx2 = rx;
+    builder
+        .add_service(server)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+            let _ = rx2.changed().await;
+        })
+        .await
+        .context("while serving")?;
+    // Nothing else to join: the hub is deliberately left running and is
+    // re-adopted at the next start.
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn write_addr(state: &Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    fsutil::write_atomic(
+        &state.join("agent.addr"),
+        format!("{addr}\n").as_bytes(),
+        0o644,
+    )
+    .context("while writing agent.addr")?;
+    Ok(())
+}

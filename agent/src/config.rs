@@ -1,0 +1,605 @@
+//! The agent's TOML configuration (see docs/agent-config.md) and its
+//! validation. Every error names the key and the file.
+
+use hubshift_common::tls::TlsFiles;
+use regex::Regex;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names the key).
+    #[error("config file {file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// toml's message (line, column, key).
+        message: String,
+    },
+    /// One key holds a value that cannot be used.
+    #[error("config file {file}: key `{key}`: {reason}")]
+    Key {
+        /// The file.
+        file: PathBuf,
+        /// Dotted key, e.g. `tls.cert`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// mTLS files; absent only with `--insecure-listen`.
+    pub tls: Option<TlsSection>,
+    /// Directories the agent manages.
+    pub paths: PathsSection,
+    /// How the hub is started and stopped.
+    pub hub: HubSection,
+    /// How the hub's HA role is found.
+    #[serde(default)]
+    pub role_probe: RoleProbeSection,
+    /// Caps on received archives.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// This agent's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA that signs controller certificates.
+    pub client_ca: PathBuf,
+    /// Controller identities allowed to call: certificate CN or DNS SAN.
+    pub allowed_clients: Vec<String>,
+}
+
+impl TlsSection {
+    /// The files as hubshift-common wants them.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.client_ca.clone(),
+        }
+    }
+}
+
+/// `[paths]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsSection {
+    /// backups/, staging/, hub.log, hub.json.
+    pub state_dir: PathBuf,
+    /// runtimes/<version>/ and the `current` link.
+    pub install_root: PathBuf,
+    /// The hub's appdata directory.
+    pub appdata: PathBuf,
+    /// Further directories archived by Backup.
+    #[serde(default)]
+    pub extra_backup_dirs: Vec<PathBuf>,
+    /// File name of the certificate store inside appdata.
+    #[serde(default = "default_certificate_store")]
+    pub certificate_store: String,
+}
+
+/// `[hub]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// argv template of HA `create`.
+    pub create_command: Vec<String>,
+    /// argv template of HA `start`.
+    pub start_command: Vec<String>,
+    /// Working directory template.
+    #[serde(default = "default_working_dir")]
+    pub working_dir: String,
+    /// argv template of a graceful stop; empty: SIGTERM to the process group.
+    #[serde(default)]
+    pub stop_command: Vec<String>,
+    /// Grace period before SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_secs: u64,
+    /// Longest time `create` may run.
+    #[serde(default = "default_create_timeout")]
+    pub create_timeout_secs: u64,
+    /// hub.log is cut back to its last half beyond this.
+    #[serde(default = "default_log_max")]
+    pub log_max_bytes: u64,
+    /// Extra environment for the hub.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Kind of role probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// Last matching line of hub.log since the current start.
+    Log,
+    /// Run a command and match its stdout.
+    Command,
+}
+
+/// `[role_probe]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleProbeSection {
+    /// log or command.
+    #[serde(default = "default_probe_kind")]
+    pub kind: ProbeKind,
+    /// Regex of a line that says "active".
+    #[serde(default = "default_active_pattern")]
+    pub active_pattern: String,
+    /// Regex of a line that says "standby".
+    #[serde(default = "default_standby_pattern")]
+    pub standby_pattern: String,
+    /// argv template for kind = "command".
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Longest time the probe command may run.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for RoleProbeSection {
+    fn default() -> Self {
+        Self {
+            kind: default_probe_kind(),
+            active_pattern: default_active_pattern(),
+            standby_pattern: default_standby_pattern(),
+            command: Vec::new(),
+            timeout_secs: default_probe_timeout(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest runtime archive accepted, and largest unpacked total.
+    #[serde(default = "default_max_archive_bytes")]
+    pub max_archive_bytes: u64,
+    /// Largest number of entries in an archive.
+    #[serde(default = "default_max_entries")]
+    pub max_archive_entries: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_archive_bytes: default_max_archive_bytes(),
+            max_archive_entries: default_max_entries(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:7443".into()
+}
+fn default_certificate_store() -> String {
+    "intelligencehub-certificatestore.pkcs12".into()
+}
+fn default_working_dir() -> String {
+    "{runtime}".into()
+}
+fn default_stop_timeout() -> u64 {
+    60
+}
+fn default_create_timeout() -> u64 {
+    300
+}
+fn default_log_max() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_probe_kind() -> ProbeKind {
+    ProbeKind::Log
+}
+fn default_active_pattern() -> String {
+    "HA role: active".into()
+}
+fn default_standby_pattern() -> String {
+    "HA role: standby".into()
+}
+fn default_probe_timeout() -> u64 {
+    5
+}
+fn default_max_archive_bytes() -> u64 {
+    4 * 1024 * 1024 * 1024
+}
+fn default_max_entries() -> u64 {
+    200_000
+}
+
+/// Placeholders a command template may hold.
+pub const PLACEHOLDERS: &[&str] = &["runtime", "node", "jdbc", "appdata"];
+
+/// Values for a template.
+#[derive(Clone, Copy)]
+pub struct Vars<'a> {
+    /// Resolved runtime directory.
+    pub runtime: &'a str,
+    /// HA node name.
+    pub node: &'a str,
+    /// JDBC URI (secret).
+    pub jdbc: &'a str,
+    /// appdata directory.
+    pub appdata: &'a str,
+}
+
+/// One piece of a parsed template.
+enum Piece<'a> {
+    Text(&'a str),
+    Var(&'a str),
+}
+
+/// Splits a template into text and `{placeholder}` pieces; `{{` and `}}`
+/// are literal braces. Errors name the bad placeholder.
+fn parse_template(t: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = t;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("{{") {
+            pieces.push(Piece::Text("{"));
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("}}") {
+            pieces.push(Piece::Text("}"));
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('{') {
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?;
+            let name = &r[..end];
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(format!(
+                    "unknown placeholder {{{name}}} in {t:?} (known: {{runtime}}, {{node}}, {{jdbc}}, {{appdata}})"
+                ));
+            }
+            pieces.push(Piece::Var(name));
+            rest = &r[end + 1..];
+        } else if rest.starts_with('}') {
+            return Err(format!(
+                "unmatched '}}' in {t:?} (write '}}}}' for a literal brace)"
+            ));
+        } else {
+            let end = rest.find(['{', '}']).unwrap_or(rest.len());
+            pieces.push(Piece::Text(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    Ok(pieces)
+}
+
+/// Checks one template string.
+pub fn check_template(t: &str) -> Result<(), String> {
+    parse_template(t).map(|_| ())
+}
+
+/// Fills one template string (already validated at load time).
+pub fn fill(t: &str, vars: Vars<'_>) -> String {
+    let Ok(pieces) = parse_template(t) else {
+        return t.to_string();
+    };
+    let mut out = String::new();
+    for p in pieces {
+        match p {
+            Piece::Text(s) => out.push_str(s),
+            Piece::Var("runtime") => out.push_str(vars.runtime),
+            Piece::Var("node") => out.push_str(vars.node),
+            Piece::Var("jdbc") => out.push_str(vars.jdbc),
+            Piece::Var("appdata") => out.push_str(vars.appdata),
+            Piece::Var(_) => {}
+        }
+    }
+    out
+}
+
+/// Fills an argv template.
+pub fn fill_argv(argv: &[String], vars: Vars<'_>) -> Vec<String> {
+    argv.iter().map(|a| fill(a, vars)).collect()
+}
+
+/// Whether the template uses `{name}`.
+pub fn uses(argv: &[String], name: &str) -> bool {
+    argv.iter().any(|a| {
+        parse_template(a)
+            .map(|p| p.iter().any(|p| matches!(p, Piece::Var(n) if *n == name)))
+            .unwrap_or(false)
+    })
+}
+
+impl Config {
+    /// Reads and validates `file`. `need_tls`: refuse a missing `[tls]`.
+    pub fn load(file: &Path, need_tls: bool) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(file, need_tls)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path, need_tls: bool) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Key {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        self.listen.parse::<SocketAddr>().map_err(|e| {
+            bad(
+                "listen",
+                format!("{:?} is not an address:port ({e})", self.listen),
+            )
+        })?;
+
+        match &self.tls {
+            None if need_tls => {
+                return Err(bad(
+                    "tls",
+                    "missing: mTLS is required (use --insecure-listen only for local development)"
+                        .into(),
+                ));
+            }
+            None => {}
+            Some(tls) => {
+                for (key, path) in [
+                    ("tls.cert", &tls.cert),
+                    ("tls.key", &tls.key),
+                    ("tls.client_ca", &tls.client_ca),
+                ] {
+                    let meta = std::fs::metadata(path)
+                        .map_err(|e| bad(key, format!("{}: {e}", path.display())))?;
+                    if !meta.is_file() {
+                        return Err(bad(key, format!("{} is not a file", path.display())));
+                    }
+                    let text = std::fs::read(path)
+                        .map_err(|e| bad(key, format!("{}: {e}", path.display())))?;
+                    if !String::from_utf8_lossy(&text).contains("-----BEGIN ") {
+                        return Err(bad(key, format!("{} holds no PEM block", path.display())));
+                    }
+                }
+                if tls.allowed_clients.is_empty() {
+                    return Err(bad(
+                        "tls.allowed_clients",
+                        "empty: no controller could call this agent".into(),
+                    ));
+                }
+                if let Some(c) = tls.allowed_clients.iter().find(|c| c.trim().is_empty()) {
+                    return Err(bad("tls.allowed_clients", format!("blank entry {c:?}")));
+                }
+            }
+        }
+
+        let p = &self.paths;
+        for (key, path) in [
+            ("paths.state_dir", &p.state_dir),
+            ("paths.install_root", &p.install_root),
+            ("paths.appdata", &p.appdata),
+        ] {
+            check_dir_path(path).map_err(|r| bad(key, r))?;
+        }
+        for (i, path) in p.extra_backup_dirs.iter().enumerate() {
+            let key = format!("paths.extra_backup_dirs[{i}]");
+            if !path.is_absolute() {
+                return Err(bad(
+                    &key,
+                    format!("{} is not an absolute path", path.display()),
+                ));
+            }
+            if !path.is_dir() {
+                return Err(bad(&key, format!("{} is not a directory", path.display())));
+            }
+        }
+        hubshift_common::names::validate_name("file name", &p.certificate_store)
+            .map_err(|e| bad("paths.certificate_store", e.to_string()))?;
+
+        let h = &self.hub;
+        for (key, argv) in [
+            ("hub.create_command", &h.create_command),
+            ("hub.start_command", &h.start_command),
+        ] {
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                return Err(bad(key, "must name a program".into()));
+            }
+        }
+        for (key, argv) in [
+            ("hub.create_command", &h.create_command),
+            ("hub.start_command", &h.start_command),
+            ("hub.stop_command", &h.stop_command),
+            ("role_probe.command", &self.role_probe.command),
+        ] {
+            for a in argv.iter() {
+                check_template(a).map_err(|r| bad(key, r))?;
+            }
+        }
+        check_template(&h.working_dir).map_err(|r| bad("hub.working_dir", r))?;
+        for (key, argv) in [
+            ("hub.stop_command", &h.stop_command),
+            ("role_probe.command", &self.role_probe.command),
+        ] {
+            if uses(argv, "jdbc") || uses(argv, "node") {
+                return Err(bad(
+                    key,
+                    "may only use {runtime} and {appdata} (node and JDBC URI are not kept)".into(),
+                ));
+            }
+        }
+        if uses(std::slice::from_ref(&h.working_dir), "jdbc") {
+            return Err(bad("hub.working_dir", "must not use {jdbc}".into()));
+        }
+        for k in h.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(bad("hub.env", format!("invalid variable name {k:?}")));
+            }
+            if k == "HUBSHIFT_JDBC_URI" || k == "HUBSHIFT_NODE" {
+                return Err(bad("hub.env", format!("{k} is set by the agent")));
+            }
+        }
+        if h.log_max_bytes < 4096 {
+            return Err(bad("hub.log_max_bytes", "must be at least 4096".into()));
+        }
+        if h.stop_timeout_secs == 0 {
+            return Err(bad("hub.stop_timeout_secs", "must be at least 1".into()));
+        }
+        if h.create_timeout_secs == 0 {
+            return Err(bad("hub.create_timeout_secs", "must be at least 1".into()));
+        }
+
+        let r = &self.role_probe;
+        Regex::new(&r.active_pattern).map_err(|e| {
+            bad(
+                "role_probe.active_pattern",
+                format!("does not compile: {e}"),
+            )
+        })?;
+        Regex::new(&r.standby_pattern).map_err(|e| {
+            bad(
+                "role_probe.standby_pattern",
+                format!("does not compile: {e}"),
+            )
+        })?;
+        if r.kind == ProbeKind::Command && r.command.is_empty() {
+            return Err(bad(
+                "role_probe.command",
+                "must name a program when kind = \"command\"".into(),
+            ));
+        }
+        if r.timeout_secs == 0 {
+            return Err(bad("role_probe.timeout_secs", "must be at least 1".into()));
+        }
+        if self.limits.max_archive_bytes == 0 {
+            return Err(bad("limits.max_archive_bytes", "must be positive".into()));
+        }
+        if self.limits.max_archive_entries == 0 {
+            return Err(bad("limits.max_archive_entries", "must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A managed directory: absolute; it exists as a directory, or its parent
+/// does (the agent creates it).
+fn check_dir_path(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    if path.exists() {
+        if !path.is_dir() {
+            return Err(format!("{} is not a directory", path.display()));
+        }
+        return Ok(());
+    }
+    match path.parent() {
+        Some(parent) if parent.is_dir() => Ok(()),
+        _ => Err(format!(
+            "{} does not exist and neither does its parent directory",
+            path.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars<'static> {
+        Vars {
+            runtime: "/r",
+            node: "n1",
+            jdbc: "jdbc:x",
+            appdata: "/a",
+        }
+    }
+
+    #[test]
+    fn templates_fill_and_refuse_unknown_placeholders() {
+        assert_eq!(fill("{runtime}/lib/*:{{x}}", vars()), "/r/lib/*:{x}");
+        assert_eq!(fill("-n{node}-j{jdbc}{appdata}", vars()), "-nn1-jjdbc:x/a");
+        assert!(check_template("{runtme}").unwrap_err().contains("{runtme}"));
+        assert!(check_template("{runtime").is_err());
+        assert!(check_template("x}").is_err());
+    }
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        let f = dir.join("agent.toml");
+        std::fs::write(&f, body).unwrap();
+        f
+    }
+
+    fn minimal(dir: &Path) -> String {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[paths]\nstate_dir = \"{0}/state\"\ninstall_root = \"{0}/opt\"\nappdata = \"{0}/opt/appData\"\n[hub]\ncreate_command = [\"{{runtime}}/bin/hub\", \"create\"]\nstart_command = [\"{{runtime}}/bin/hub\", \"start\", \"-n\", \"{{node}}\"]\n",
+            dir.display()
+        )
+    }
+
+    #[test]
+    fn minimal_config_loads_without_tls_only_when_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("opt")).unwrap();
+        let f = write(dir.path(), &minimal(dir.path()));
+        let c = Config::load(&f, false).unwrap();
+        assert_eq!(c.hub.stop_timeout_secs, 60);
+        assert_eq!(c.role_probe.kind, ProbeKind::Log);
+        let err = Config::load(&f, true).unwrap_err().to_string();
+        assert!(err.contains("`tls`") && err.contains("agent.toml"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("opt")).unwrap();
+        let base = minimal(dir.path());
+        let cases = [
+            (base.replace("\"start\"", "\"{nod}\""), "hub.start_command"),
+            (
+                format!("{base}[role_probe]\nactive_pattern = \"(\"\n"),
+                "role_probe.active_pattern",
+            ),
+            (format!("{base}bogus = 1\n"), "bogus"),
+            (base.replace("opt/appData", "nope/appData"), "paths.appdata"),
+            (
+                format!(
+                    "{base}[tls]\ncert = \"/nonexistent.crt\"\nkey = \"/k\"\nclient_ca = \"/c\"\nallowed_clients = [\"x\"]\n"
+                ),
+                "tls.cert",
+            ),
+            (
+                base.replace("start_command", "strat_command"),
+                "strat_command",
+            ),
+        ];
+        for (body, key) in cases {
+            let f = write(dir.path(), &body);
+            let err = Config::load(&f, false).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(err.contains("agent.toml"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! Runtimes: client-streamed archive upload into `runtimes/<version>/`,
+//! checked before anything is unpacked, and the atomic `current` switch.
+//! Old runtime directories are never deleted (store-and-forward data may
+//! live there).
+
+use crate::config::LimitsSection;
+use crate::error::{AgentError, Result};
+use crate::fsutil;
+use hubshift_common::archive::{ArchiveStats, UnpackLimits, unpack_tar_gz};
+use hubshift_common::digest::StreamDigest;
+use hubshift_common::names::validate_name;
+use hubshift_common::pb::{
+    ArchiveFormat, InstallRuntimeRequest, RuntimeHeader, install_runtime_request::Item,
+};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use tokio_stream::{Stream, StreamExt};
+
+/// Name of the link that selects the active runtime.
+pub const CURRENT: &str = "current";
+
+/// `<install_root>/runtimes`
+pub fn runtimes_dir(install_root: &Path) -> PathBuf {
+    install_root.join("runtimes")
+}
+
+/// Version the `current` link points at, if it points at a staged runtime.
+pub fn active_version(install_root: &Path) -> Option<String> {
+    let target = fs::read_link(install_root.join(CURRENT)).ok()?;
+    let version = target.file_name()?.to_str()?.to_string();
+    runtimes_dir(install_root)
+        .join(&version)
+        .is_dir()
+        .then_some(version)
+}
+
+/// `runtimes/<active version>`, the value of `{runtime}`.
+pub fn active_dir(install_root: &Path) -> Option<PathBuf> {
+    active_version(install_root).map(|v| runtimes_dir(install_root).join(v))
+}
+
+/// Every version unpacked under runtimes/, sorted.
+pub fn staged_versions(install_root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(runtimes_dir(install_root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Switches `current` to `runtimes/<version>` atomically (a relative
+/// symlink created beside it, renamed over it). Returns (previous, active).
+/// The caller makes sure the hub does not run.
+pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> {
+    validate_name("runtime version", version)?;
+    let dir = runtimes_dir(install_root).join(version);
+    if !dir.is_dir() {
+        return Err(AgentError::NotFound(format!(
+            "runtime {version} is not staged"
+        )));
+    }
+    let current = install_root.join(CURRENT);
+    if let Ok(meta) = fs::symlink_metadata(&current) {
+        if !meta.file_type().is_symlink() {
+            return Err(AgentError::FailedPrecondition(format!(
+                "{} exists and is not a symlink; move it away first",
+                current.display()
+            )));
+        }
+    }
+    let previous = active_version(install_root).unwrap_or_default();
+    let tmp = install_root.join(format!(
+        ".current.tmp-{}-{}",
+        std::process::id(),
+        fsutil::now_unix_ms()
+    ));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(Path::new("runtimes").join(version), &tmp)
+        .map_err(AgentError::io("cannot create link", &tmp))?;
+    if let Err(e) = fs::rename(&tmp, &current) {
+        let _ = fs::remove_file(&tmp);
+        return Err(AgentError::io("cannot switch", &current)(e));
+    }
+    fsutil::sync_dir(install_root);
+    tracing::info!(previous = %previous, active = %version, "runtime activated");
+    Ok((previous, version.to_string()))
+}
+
+/// Where the agent remembers which archive a staged runtime came from.
+fn archive_record(state_dir: &Path, version: &str) -> PathBuf {
+    state_dir
+        .join("runtime-archives")
+        .join(format!("{version}.sha256"))
+}
+
+/// Outcome of an upload.
+#[derive(Debug)]
+pub struct Installed {
+    /// The header, validated.
+    pub header: RuntimeHeader,
+    /// True when runtimes/<version>/ already held this archive.
+    pub already_installed: bool,
+}
+
+/// Checks a header: version, digest, size, format.
+fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
+    validate_name("runtime version", &h.version)?;
+    h.sha256 = h.sha256.to_ascii_lowercase();
+    if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AgentError::InvalidArgument(
+            "sha256 must be 64 hex digits".into(),
+        ));
+    }
+    if h.size_bytes == 0 {
+        return Err(AgentError::InvalidArgument(
+            "size_bytes must be positive".into(),
+        ));
+    }
+    if h.size_bytes > limits.max_archive_bytes {
+        return Err(AgentError::InvalidArgument(format!(
+            "archive of {} bytes exceeds the limit of {} bytes",
+            h.size_bytes, limits.max_archive_bytes
+        )));
+    }
+    match ArchiveFormat::try_from(h.format) {
+        Ok(ArchiveFormat::TarGz | ArchiveFormat::Zip) => Ok(()),
+        _ => Err(AgentError::InvalidArgument(
+            "format must be TAR_GZ or ZIP".into(),
+        )),
+    }
+}
+
+/// Receives an InstallRuntime stream, verifies it and unpacks it into
+/// `runtimes/<version>/`. Leaves nothing behind on failure. Activation is
+/// the caller's (it needs the hub to be stopped).
+pub async fn install<S>(
+    mut stream: S,
+    state_dir: &Path,
+    install_root: &Path,
+    limits: LimitsSection,
+) -> Result<Installed>
+where
+    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
+{
+    let first = stream
+        .next()
+        .await
+        .ok_or_else(|| AgentError::InvalidArgument("empty stream: header expected".into()))?
+        .map_err(|s| AgentError::InvalidArgument(format!("stream failed: {}", s.message())))?;
+    let mut header = match first.item {
+        Some(Item::Header(h)) => h,
+        _ => {
+            return Err(AgentError::InvalidArgument(
+                "the first message must be the header".into(),
+            ));
+        }
+    };
+    check_header(&mut header, &limits)?;
+    let version = header.version.clone();
+    let runtimes = runtimes_dir(install_root);
+    fsutil::ensure_dir(&runtimes, 0o755)?;
+    if let Some(already) = existing(state_dir, &runtimes, &header)? {
+        return Ok(Installed {
+            header,
+            already_installed: already,
+        });
+    }
+
+    // Receive into a private temp file while hashing, in a blocking writer.
+    let staging = state_dir.join("staging");
+    fsutil::ensure_dir(&staging, 0o700)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(&staging)
+        .map_err(AgentError::io("cannot create a temp file in", &staging))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let writer = tokio::task::spawn_blocking(
+        move || -> io::Result<(tempfile::NamedTempFile, String, u64)> {
+            let mut tmp = tmp;
+            let mut digest = StreamDigest::new();
+            while let Some(chunk) = rx.blocking_recv() {
+                digest.update(&chunk);
+                tmp.as_file_mut().write_all(&chunk)?;
+            }
+            let size = digest.size();
+            Ok((tmp, digest.finish(), size))
+        },
+    );
+    let mut received = 0u64;
+    let mut failure = None;
+    while let Some(msg) = stream.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(s) => {
+                failure = Some(AgentError::InvalidArgument(format!(
+                    "upload stream failed: {}",
+                    s.message()
+                )));
+                break;
+            }
+        };
+        match msg.item {
+            Some(Item::Chunk(chunk)) => {
+                received += chunk.len() as u64;
+                if received > header.size_bytes {
+                    failure = Some(AgentError::InvalidArgument(format!(
+                        "more bytes than the announced {}",
+                        header.size_bytes
+                    )));
+                    break;
+                }
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            _ => {
+                failure = Some(AgentError::InvalidArgument(
+                    "only chunks may follow the header".into(),
+                ));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let (tmp, sha, size) = written.map_err(AgentError::io("cannot write upload in", &staging))?;
+    if size != header.size_bytes {
+        return Err(AgentError::InvalidArgument(format!(
+            "size mismatch: announced {} bytes, received {size}",
+            header.size_bytes
+        )));
+    }
+    if sha != header.sha256 {
+        return Err(AgentError::InvalidArgument(format!(
+            "checksum mismatch: expected {}, received {sha}",
+            header.sha256
+        )));
+    }
+
+    let format = ArchiveFormat::try_from(header.format).unwrap_or(ArchiveFormat::Unspecified);
+    let unpack_limits = UnpackLimits {
+        max_total_bytes: limits.max_archive_bytes,
+        max_entries: limits.max_archive_entries,
+    };
+    let state_dir = state_dir.to_path_buf();
+    let sha_for_record = sha.clone();
+    let v = version.clone();
+    tokio::task::spawn_blocking(move || {
+        unpack_into_place(
+            tmp,
+            format,
+            &runtimes,
+            &v,
+            &state_dir,
+            &sha_for_record,
+            unpack_limits,
+        )
+    })
+    .await??;
+    tracing::info!(version = %version, sha256 = %sha, bytes = size, "runtime installed");
+    Ok(Installed {
+        header,
+        already_installed: false,
+    })
+}
+
+/// `Some(true)`: the same archive is staged; `None`: not staged;
+/// AlreadyExists when the version is staged from another archive.
+fn existing(state_dir: &Path, runtimes: &Path, header: &RuntimeHeader) -> Result<Option<bool>> {
+    let dir = runtimes.join(&header.version);
+    if fs::symlink_metadata(&dir).is_err() {
+        return Ok(None);
+    }
+    let recorded =
+        fs::read_to_string(archive_record(state_dir, &header.version)).unwrap_or_default();
+    if recorded.trim() == header.sha256 {
+        Ok(Some(true))
+    } else {
+        Err(AgentError::AlreadyExists(format!(
+            "runtime {} is already staged from a different archive",
+            header.version
+        )))
+    }
+}
+
+fn unpack_into_place(
+    archive: tempfile::NamedTempFile,
+    format: ArchiveFormat,
+    runtimes: &Path,
+    version: &str,
+    state_dir: &Path,
+    sha: &str,
+    limits: UnpackLimits,
+) -> Result<()> {
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(runtimes)
+        .map_err(AgentError::io(
+            "cannot create a staging directory in",
+            runtimes,
+        ))?;
+    let mut file = archive
+        .reopen()
+        .map_err(AgentError::io("cannot reopen", archive.path()))?;
+    file.rewind()
+        .map_err(AgentError::io("cannot rewind", archive.path()))?;
+    let stats = match format {
+        ArchiveFormat::Zip => unpack_zip(file, staging.path(), limits)?,
+        _ => unpack_tar_gz(
+            io::BufReader::with_capacity(256 * 1024, file),
+            staging.path(),
+            limits,
+        )
+        .map_err(AgentError::archive)?,
+    };
+    drop(archive);
+    fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+        .map_err(AgentError::io("cannot set mode of", staging.path()))?;
+    let record = archive_record(state_dir, version);
+    fsutil::ensure_dir(record.parent().expect("has parent"), 0o700)?;
+    fsutil::write_atomic(&record, format!("{sha}\n").as_bytes(), 0o600)?;
+    let target = runtimes.join(version);
+    if let Err(e) = rename_noreplace(staging.path(), &target) {
+        return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+            AgentError::AlreadyExists(format!("runtime {version} appeared while unpacking"))
+        } else {
+            AgentError::io("cannot rename staging directory to", &target)(e)
+        });
+    }
+    // Renamed away: nothing left for the TempDir to clean.
+    let _ = staging.keep();
+    fsutil::sync_dir(runtimes);
+    tracing::debug!(entries = stats.entries, bytes = stats.bytes, "unpacked");
+    Ok(())
+}
+
+/// rename(2) that refuses to replace an existing target.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let cfrom = CString::new(from.as_os_str().as_bytes())?;
+    let cto = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: two valid NUL-terminated paths; AT_FDCWD for both.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cfrom.as_ptr(),
+            libc::AT_FDCWD,
+            cto.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn refuse(entry: &str, reason: &str) -> AgentError {
+    AgentError::InvalidArgument(format!("refused archive entry {entry:?}: {reason}"))
+}
+
+/// Number of normal components of a relative path without `..`.
+fn relative_depth(path: &Path) -> Option<usize> {
+    let mut depth = 0;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(depth)
+}
+
+/// Whether `target`, resolved from a directory `depth` levels below the
+/// root, stays inside the root.
+fn stays_inside(depth: usize, target: &Path) -> bool {
+    let mut level = depth as i64;
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => level += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                level -= 1;
+                if level < 0 {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Refuses a path whose existing ancestors inside `dest` include a symlink:
+/// writing through a link could land outside the tree.
+fn no_symlink_ancestor(dest: &Path, rel: &Path, entry: &str) -> Result<()> {
+    let mut at = dest.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refuse(entry, "path goes through a symlink"));
+            }
+            Ok(m) if !m.is_dir() => return Err(refuse(entry, "path goes through a file")),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks a zip as strictly as the tar.gz path: no absolute paths, no
+/// `..`, no links out, no special files, no writing through links, size
+/// and entry caps enforced on the bytes actually written.
+pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<ArchiveStats> {
+    let bad_zip =
+        |e: zip::result::ZipError| AgentError::InvalidArgument(format!("bad zip archive: {e}"));
+    let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(bad_zip)?;
+    if zip.len() as u64 > limits.max_entries {
+        return Err(AgentError::InvalidArgument(format!(
+            "archive holds more than {} entries",
+            limits.max_entries
+        )));
+    }
+    let mut stats = ArchiveStats::default();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(bad_zip)?;
+        let name = entry.name().map_err(bad_zip)?.to_string();
+        stats.entries += 1;
+        if name.contains('\0') || name.contains('\\') {
+            return Err(refuse(&name, "NUL or backslash in path"));
+        }
+        let rel = PathBuf::from(&name);
+        let depth =
+            relative_depth(&rel).ok_or_else(|| refuse(&name, "absolute path or '..' component"))?;
+        if depth == 0 {
+            continue;
+        }
+        no_symlink_ancestor(dest, &rel, &name)?;
+        let target = dest.join(&rel);
+        let parent = target.parent().expect("depth >= 1").to_path_buf();
+        if entry.is_dir() {
+            fs::create_dir_all(&target).map_err(AgentError::io("cannot create", &target))?;
+            continue;
+        }
+        fs::create_dir_all(&parent).map_err(AgentError::io("cannot create", &parent))?;
+        if entry.is_symlink() {
+            let mut link = Vec::new();
+            (&mut entry)
+                .take(4097)
+                .read_to_end(&mut link)
+                .map_err(|e| refuse(&name, &e.to_string()))?;
+            if link.is_empty() || link.len() > 4096 || link.contains(&0) {
+                return Err(refuse(&name, "bad symlink target"));
+            }
+            let link = PathBuf::from(std::ffi::OsStr::from_bytes(&link));
+            if !stays_inside(depth - 1, &link) {
+                return Err(refuse(&name, "symlink points outside the archive root"));
+            }
+            std::os::unix::fs::symlink(&link, &target)
+                .map_err(AgentError::io("cannot create link", &target))?;
+            continue;
+        }
+        let mode = entry.unix_mode().unwrap_or(0o644);
+        let kind = mode & libc::S_IFMT;
+        if kind != 0 && kind != libc::S_IFREG {
+            return Err(refuse(&name, "device, fifo or other special entry"));
+        }
+        let perm = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(perm)
+            .open(&target)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    refuse(&name, "duplicate entry")
+                } else {
+                    AgentError::io("cannot create", &target)(e)
+                }
+            })?;
+        let room = limits.max_total_bytes.saturating_sub(stats.bytes);
+        let copied = io::copy(&mut (&mut entry).take(room + 1), &mut out)
+            .map_err(|e| AgentError::InvalidArgument(format!("bad zip entry {name:?}: {e}")))?;
+        stats.bytes += copied;
+        if stats.bytes > limits.max_total_bytes {
+            return Err(AgentError::InvalidArgument(format!(
+                "archive expands to more than {} bytes",
+                limits.max_total_bytes
+            )));
+        }
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zip::write::SimpleFileOptions;
+
+    fn zip_of(build: impl FnOnce(&mut zip::ZipWriter<io::Cursor<Vec<u8>>>)) -> File {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        build(&mut w);
+        let bytes = w.finish().unwrap().into_inner();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&bytes).unwrap();
+        f.rewind().unwrap();
+        f
+    }
+
+    #[test]
+    fn zip_round_trip_with_inner_link() {
+        let f = zip_of(|w| {
+            let o = SimpleFileOptions::default().unix_permissions(0o755);
+            w.add_directory("bin/", o).unwrap();
+            w.start_file("bin/hub", o).unwrap();
+            w.write_all(b"#!/bin/sh\n").unwrap();
+            w.add_symlink("hub-link", "bin/hub", o).unwrap();
+        });
+        let dest = tempfile::tempdir().unwrap();
+        let stats = unpack_zip(f, dest.path(), UnpackLimits::default()).unwrap();
+        assert_eq!(stats.bytes, 10);
+        let mode = fs::metadata(dest.path().join("bin/hub"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            fs::read_link(dest.path().join("hub-link")).unwrap(),
+            Path::new("bin/hub")
+        );
+    }
+
+    #[test]
+    fn zip_refuses_hostile_entries() {
+        let o = SimpleFileOptions::default();
+        let cases: Vec<(&str, File)> = vec![
+            (
+                "dotdot",
+                zip_of(|w| {
+                    w.start_file("../evil", o).unwrap();
+                    w.write_all(b"x").unwrap();
+                }),
+            ),
+            (
+                "absolute",
+                zip_of(|w| {
+                    w.start_file("/tmp/evil", o).unwrap();
+                    w.write_all(b"x").unwrap();
+                }),
+            ),
+            (
+                "link out",
+                zip_of(|w| {
+                    w.add_symlink("l", "../../etc", o).unwrap();
+                }),
+            ),
+            (
+                "through link",
+                zip_of(|w| {
+                    w.add_symlink("l", ".", o).unwrap();
+                    w.start_file("l/x", o).unwrap();
+                    w.write_all(b"x").unwrap();
+                }),
+            ),
+            (
+                "too large",
+                zip_of(|w| {
+                    w.start_file("big", o).unwrap();
+                    w.write_all(&[0u8; 5000]).unwrap();
+                }),
+            ),
+        ];
+        for (what, f) in cases {
+            let dest = tempfile::tempdir().unwrap();
+            let limits = UnpackLimits {
+                max_total_bytes: 4096,
+                max_entries: 10,
+            };
+            let err = unpack_zip(f, dest.path(), limits).unwrap_err();
+            assert!(
+                matches!(err, AgentError::InvalidArgument(_)),
+                "{what}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The gRPC service: each handler is one line; the work lives in the
+//! modules named after the step (hub, appdata, runtime, certificate).
+
+use crate::appdata;
+use crate::certificate;
+use crate::config::Config;
+use crate::disk;
+use crate::error::{AgentError, Result};
+use crate::hub::Hub;
+use crate::runtime;
+use hubshift_common::pb::hub_agent_server::HubAgent;
+use hubshift_common::pb::*;
+use hubshift_common::redact::Secret;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// State shared by all handlers.
+pub struct AgentService {
+    cfg: Arc<Config>,
+    hub: Arc<Hub>,
+    /// One backup write at a time.
+    backup_lock: tokio::sync::Mutex<()>,
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+impl AgentService {
+    /// Wraps the configuration and the hub supervisor.
+    pub fn new(cfg: Arc<Config>, hub: Arc<Hub>) -> Self {
+        Self {
+            cfg,
+            hub,
+            backup_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn hub_must_be_stopped(&self, what: &str) -> Result<()> {
+        if self.hub.is_running() {
+            return Err(AgentError::FailedPrecondition(format!(
+                "hub is running: stop it before {what}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn do_status(&self) -> Result<StatusResponse> {
+        let snap = self.hub.snapshot().await;
+        let cfg = self.cfg.clone();
+        let (active, staged, cert_sha, space) = tokio::task::spawn_blocking(move || {
+            let p = &cfg.paths;
+            let active = runtime::active_version(&p.install_root).unwrap_or_default();
+            let staged = runtime::staged_versions(&p.install_root);
+            let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
+            let space = [
+                ("state", &p.state_dir),
+                ("install_root", &p.install_root),
+                ("appdata", &p.appdata),
+            ]
+            .into_iter()
+            .map(|(name, path)| DirSpace {
+                name: name.into(),
+                path: path.display().to_string(),
+                free_bytes: disk::free_bytes(path),
+            })
+            .collect::<Vec<_>>();
+            (active, staged, cert_sha, space)
+        })
+        .await?;
+        let rec = snap.record.unwrap_or_default_record();
+        Ok(StatusResponse {
+            state: snap.state as i32,
+            exit_code: snap.exit_code,
+            pid: snap.pid,
+            role: snap.role as i32,
+            active_runtime: active,
+            staged_runtimes: staged,
+            appdata: self.cfg.paths.appdata.display().to_string(),
+            certificate_sha256: cert_sha,
+            free_space: space,
+            agent_version: hubshift_common::VERSION.into(),
+            start_mode: rec.0,
+            started_at_unix_ms: rec.1,
+            node: rec.2,
+        })
+    }
+
+    async fn do_stop(&self, req: StopRequest) -> Result<StopResponse> {
+        let (was_running, killed) = self.hub.stop(req.timeout_seconds).await?;
+        Ok(StopResponse {
+            was_running,
+            killed,
+        })
+    }
+
+    async fn do_start(&self, req: StartRequest) -> Result<StartResponse> {
+        let mode = StartMode::try_from(req.mode).unwrap_or(StartMode::Unspecified);
+        let jdbc = Secret::new(req.jdbc_uri);
+        let (pid, already_running) = self.hub.start(mode, &req.node, jdbc).await?;
+        Ok(StartResponse {
+            pid,
+            already_running,
+        })
+    }
+
+    async fn do_backup(&self, req: BackupRequest) -> Result<BackupResponse> {
+        let _one = self.backup_lock.lock().await;
+        let cfg = self.cfg.clone();
+        let info = tokio::task::spawn_blocking(move || appdata::backup(&cfg, &req.id)).await??;
+        Ok(BackupResponse {
+            id: info.id,
+            size_bytes: info.size,
+            sha256: info.sha256,
+            path: info.path.display().to_string(),
+            existed: info.existed,
+        })
+    }
+
+    async fn do_verify_backup(&self, req: VerifyBackupRequest) -> Result<VerifyBackupResponse> {
+        let cfg = self.cfg.clone();
+        let (sha256, size_bytes, entries) =
+            tokio::task::spawn_blocking(move || appdata::verify(&cfg, &req.id, &req.sha256))
+                .await??;
+        Ok(VerifyBackupResponse {
+            sha256,
+            size_bytes,
+            entries,
+        })
+    }
+
+    async fn do_fetch_backup(
+        &self,
+        req: FetchBackupRequest,
+    ) -> Result<ReceiverStream<std::result::Result<Chunk, Status>>> {
+        let file = appdata::open(&self.cfg, &req.id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || appdata::stream_file(file, tx));
+        Ok(ReceiverStream::new(rx))
+    }
+
+    async fn do_restore(&self, req: RestoreRequest) -> Result<RestoreResponse> {
+        let _ops = self.hub.lock_ops().await;
+        self.hub_must_be_stopped("restoring appdata")?;
+        let cfg = self.cfg.clone();
+        let set_aside_path =
+            tokio::task::spawn_blocking(move || appdata::restore(&cfg, &req.id, &req.sha256))
+                .await??;
+        Ok(RestoreResponse { set_aside_path })
+    }
+
+    async fn do_install_runtime(
+        &self,
+        stream: Streaming<InstallRuntimeRequest>,
+    ) -> Result<InstallRuntimeResponse> {
+        let p = &self.cfg.paths;
+        let installed =
+            runtime::install(stream, &p.state_dir, &p.install_root, self.cfg.limits).await?;
+        let h = installed.header;
+        let mut activated = false;
+        if h.activate {
+            self.do_activate_runtime(ActivateRuntimeRequest {
+                version: h.version.clone(),
+            })
+            .await?;
+            activated = true;
+        }
+        Ok(InstallRuntimeResponse {
+            version: h.version,
+            sha256: h.sha256,
+            activated,
+            already_installed: installed.already_installed,
+        })
+    }
+
+    async fn do_activate_runtime(
+        &self,
+        req: ActivateRuntimeRequest,
+    ) -> Result<ActivateRuntimeResponse> {
+        let _ops = self.hub.lock_ops().await;
+        self.hub_must_be_stopped("switching the runtime")?;
+        let (previous, active) = runtime::activate(&self.cfg.paths.install_root, &req.version)?;
+        Ok(ActivateRuntimeResponse { previous, active })
+    }
+
+    async fn do_get_certificate(&self) -> Result<Certificate> {
+        let cfg = self.cfg.clone();
+        let (content, sha256) =
+            tokio::task::spawn_blocking(move || certificate::get(&cfg)).await??;
+        Ok(Certificate { content, sha256 })
+    }
+
+    async fn do_put_certificate(&self, req: Certificate) -> Result<PutCertificateResponse> {
+        let cfg = self.cfg.clone();
+        let sha256 =
+            tokio::task::spawn_blocking(move || certificate::put(&cfg, &req.content, &req.sha256))
+                .await??;
+        Ok(PutCertificateResponse { sha256 })
+    }
+}
+
+/// (start_mode, started_at, node) of the current/last process, or empties.
+trait RecordFields {
+    fn unwrap_or_default_record(self) -> (String, i64, String);
+}
+
+impl RecordFields for Option<crate::hub::HubRecord> {
+    fn unwrap_or_default_record(self) -> (String, i64, String) {
+        self.map(|r| (r.mode, r.started_at_unix_ms, r.node))
+            .unwrap_or_default()
+    }
+}
+
+#[tonic::async_trait]
+impl HubAgent for AgentService {
+    type FetchBackupStream = ReceiverStream<std::result::Result<Chunk, Status>>;
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Reply<StatusResponse> {
+        self.do_status()
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn stop(&self, req: Request<StopRequest>) -> Reply<StopResponse> {
+        self.do_stop(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Reply<StartResponse> {
+        self.do_start(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn backup(&self, req: Request<BackupRequest>) -> Reply<BackupResponse> {
+        self.do_backup(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn verify_backup(
+        &self,
+        req: Request<VerifyBackupRequest>,
+    ) -> Reply<VerifyBackupResponse> {
+        self.do_verify_backup(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn fetch_backup(
+        &self,
+        req: Request<FetchBackupRequest>,
+    ) -> Reply<Self::FetchBackupStream> {
+        self.do_fetch_backup(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn restore(&self, req: Request<RestoreRequest>) -> Reply<RestoreResponse> {
+        self.do_restore(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn install_runtime(
+        &self,
+        req: Request<Streaming<InstallRuntimeRequest>>,
+    ) -> Reply<InstallRuntimeResponse> {
+        self.do_install_runtime(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn activate_runtime(
+        &self,
+        req: Request<ActivateRuntimeRequest>,
+    ) -> Reply<ActivateRuntimeResponse> {
+        self.do_activate_runtime(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn get_certificate(&self, _req: Request<GetCertificateRequest>) -> Reply<Certificate> {
+        self.do_get_certificate()
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn put_certificate(&self, req: Request<Certificate>) -> Reply<PutCertificateResponse> {
+        self.do_put_certificate(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}
