@@ -1,0 +1,315 @@
+//! Runs a journaled plan: each step is marked running before and done or
+//! failed after it runs, the facts a resume needs are written as they become
+//! known, and the run ends with a summary of the outage windows it caused.
+
+use crate::agents::Agent;
+use crate::db::Database;
+use crate::facts::RunFacts;
+use crate::inventory::{Group, Inventory};
+use crate::journal;
+use crate::output::{Output, secs};
+use crate::plan::{self, Step};
+use anyhow::{Context, Result, bail};
+use hubshift_common::redact::{Secret, redact};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio_postgres::Client;
+
+/// Everything a running plan needs.
+pub struct Run {
+    /// Journal id.
+    pub id: String,
+    /// Inventory.
+    pub inv: Inventory,
+    /// The group being upgraded.
+    pub group: Group,
+    /// Output sink.
+    pub out: Output,
+    /// Database settings.
+    pub db: Database,
+    /// Journal connection; it also holds the group's advisory lock.
+    pub journal: Client,
+    /// Connected agents by node name.
+    pub agents: HashMap<String, Agent>,
+    /// Facts so far.
+    pub facts: RunFacts,
+    /// Runtime archive on this machine, when staging is still to do.
+    pub runtime_file: Option<PathBuf>,
+    /// JDBC URI handed to the hubs.
+    pub jdbc: Secret,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Run {
+    /// The agent of a node.
+    pub fn agent(&self, node: &str) -> Result<&Agent> {
+        self.agents
+            .get(node)
+            .with_context(|| format!("node {node} is not in group {}", self.group.name))
+    }
+
+    /// Writes the current facts to the journal.
+    pub async fn save_facts(&self) -> Result<()> {
+        let value = serde_json::to_value(&self.facts).context("serialising run facts")?;
+        journal::add_facts(&self.journal, &self.id, &value).await?;
+        Ok(())
+    }
+
+    /// Executes `steps` from the first one not done. Returns an error when a
+    /// step fails (the journal then says which and why).
+    pub async fn execute(&mut self, steps: &[journal::StepRecord]) -> Result<()> {
+        let plan: Vec<Step> = steps.iter().map(|s| s.step.clone()).collect();
+        if !plan::gates_hold(&plan) {
+            bail!("refusing to run a plan whose destructive steps come before the verified backup");
+        }
+        let started = Instant::now();
+        let total = steps.len();
+        let mut i = 0;
+        while i < total {
+            if steps[i].state == "done" {
+                i += 1;
+                continue;
+            }
+            // Consecutive staging steps run in parallel: no outage yet, and
+            // uploads are the slow part.
+            if matches!(steps[i].step, Step::StageRuntime { .. }) {
+                let mut j = i;
+                let mut batch = Vec::new();
+                while j < total && matches!(steps[j].step, Step::StageRuntime { .. }) {
+                    if steps[j].state != "done" {
+                        batch.push(j);
+                    }
+                    j += 1;
+                }
+                self.run_stage_batch(steps, &batch, total).await?;
+                i = j;
+                continue;
+            }
+            self.run_one(steps, i, total).await?;
+            i += 1;
+        }
+        journal::finish_run(&self.journal, &self.id, "done").await?;
+        self.summary(started.elapsed().as_millis() as u64);
+        Ok(())
+    }
+
+    fn announce(&self, idx: usize, total: usize, step: &Step) {
+        let desc = step.describe(&self.facts.schema, &self.facts.version);
+        self.out.event(
+            "step_started",
+            json!({
+                "run": self.id, "index": idx + 1, "total": total, "name": step.name(),
+                "node": step.node(), "procedure_step": step.procedure(), "description": desc,
+            }),
+            || format!("[{:>2}/{total}] {desc} ...", idx + 1),
+        );
+    }
+
+    fn finished(&self, idx: usize, total: usize, step: &Step, ms: u64, detail: &Value) {
+        self.out.event(
+            "step_finished",
+            json!({
+                "run": self.id, "index": idx + 1, "total": total, "name": step.name(),
+                "node": step.node(), "duration_ms": ms, "detail": detail,
+            }),
+            || {
+                format!(
+                    "[{:>2}/{total}] {} on {}: done in {}",
+                    idx + 1,
+                    step.name(),
+                    step.node(),
+                    secs(ms)
+                )
+            },
+        );
+    }
+
+    async fn failed(
+        &self,
+        idx: usize,
+        total: usize,
+        step: &Step,
+        err: &anyhow::Error,
+    ) -> Result<()> {
+        let text = redact(&format!("{err:#}"));
+        let _ = journal::step_failed(&self.journal, &self.id, idx, &text).await;
+        self.out.event(
+            "step_failed",
+            json!({
+                "run": self.id, "index": idx + 1, "total": total, "name": step.name(),
+                "node": step.node(), "error": text,
+            }),
+            || {
+                format!(
+                    "[{:>2}/{total}] {} on {}: FAILED: {text}",
+                    idx + 1,
+                    step.name(),
+                    step.node()
+                )
+            },
+        );
+        Ok(())
+    }
+
+    async fn run_one(
+        &mut self,
+        steps: &[journal::StepRecord],
+        idx: usize,
+        total: usize,
+    ) -> Result<()> {
+        let step = steps[idx].step.clone();
+        self.announce(idx, total, &step);
+        journal::step_started(&self.journal, &self.id, idx).await?;
+        let t = Instant::now();
+        match crate::steps::run_step(self, &step).await {
+            Ok(detail) => {
+                self.save_facts().await?;
+                journal::step_done(&self.journal, &self.id, idx, &detail).await?;
+                self.finished(idx, total, &step, t.elapsed().as_millis() as u64, &detail);
+                Ok(())
+            }
+            Err(err) => {
+                let _ = self.save_facts().await;
+                self.failed(idx, total, &step, &err).await?;
+                Err(err.context(format!(
+                    "step {} ({}) on {} failed",
+                    idx + 1,
+                    step.name(),
+                    step.node()
+                )))
+            }
+        }
+    }
+
+    async fn run_stage_batch(
+        &mut self,
+        steps: &[journal::StepRecord],
+        batch: &[usize],
+        total: usize,
+    ) -> Result<()> {
+        for &idx in batch {
+            self.announce(idx, total, &steps[idx].step);
+            journal::step_started(&self.journal, &self.id, idx).await?;
+        }
+        let multi = indicatif::MultiProgress::new();
+        let mut tasks = Vec::new();
+        for &idx in batch {
+            let Step::StageRuntime { node } = &steps[idx].step else {
+                continue;
+            };
+            let agent = self.agent(node)?.clone();
+            let file = self.runtime_file.clone();
+            let facts = self.facts.clone();
+            let bar = multi.add(
+                self.out
+                    .bytes_bar(facts.runtime_bytes, &format!("upload to {node}")),
+            );
+            tasks.push((
+                idx,
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let r = crate::steps::stage_runtime(&agent, file.as_deref(), &facts, bar).await;
+                    (r, t.elapsed().as_millis() as u64)
+                }),
+            ));
+        }
+        let mut first_err = None;
+        for (idx, task) in tasks {
+            let step = &steps[idx].step;
+            let (result, ms) = match task.await {
+                Ok(r) => r,
+                Err(e) => (
+                    Err(anyhow::anyhow!("staging task ended abnormally: {e}")),
+                    0,
+                ),
+            };
+            match result {
+                Ok(detail) => {
+                    journal::step_done(&self.journal, &self.id, idx, &detail).await?;
+                    self.finished(idx, total, step, ms, &detail);
+                }
+                Err(err) => {
+                    self.failed(idx, total, step, &err).await?;
+                    if first_err.is_none() {
+                        first_err = Some(err.context(format!(
+                            "step {} ({}) on {} failed",
+                            idx + 1,
+                            step.name(),
+                            step.node()
+                        )));
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn summary(&self, total_ms: u64) {
+        let windows = self.facts.windows();
+        for w in &windows {
+            self.out.event(
+                "outage_window",
+                json!({ "run": self.id, "window": w.window, "start_ms": w.start_ms,
+                        "end_ms": w.end_ms, "duration_ms": w.duration_ms }),
+                String::new,
+            );
+        }
+        self.out.event(
+            "run_finished",
+            json!({
+                "run": self.id, "group": self.group.name, "state": "done",
+                "from_version": self.facts.from_version, "to_version": self.facts.version,
+                "total_ms": total_ms, "windows": windows,
+                "backup_id": self.facts.backup_id, "backup_sha256": self.facts.backup_sha256,
+                "backup_path": self.facts.backup_path, "backup_copy": self.facts.backup_copy,
+                "warnings": self.facts.warnings,
+            }),
+            || {
+                let mut s = format!(
+                    "\nRun {} done: group {} upgraded {} -> {} in {}.\n",
+                    self.id,
+                    self.group.name,
+                    self.facts.from_version,
+                    self.facts.version,
+                    secs(total_ms)
+                );
+                for w in &windows {
+                    let what = if w.window == 1 {
+                        "primary stopped -> secondary active"
+                    } else {
+                        "old secondary down -> upgraded primary active"
+                    };
+                    s.push_str(&format!(
+                        "  outage window {}: {} ({what})\n",
+                        w.window,
+                        secs(w.duration_ms)
+                    ));
+                }
+                if let (Some(id), Some(sha)) = (&self.facts.backup_id, &self.facts.backup_sha256) {
+                    s.push_str(&format!(
+                        "  backup: {id} sha256 {sha} at {}\n",
+                        self.facts.backup_path.as_deref().unwrap_or("?")
+                    ));
+                }
+                if let Some(copy) = &self.facts.backup_copy {
+                    s.push_str(&format!("  backup copy: {copy}\n"));
+                }
+                for w in &self.facts.warnings {
+                    s.push_str(&format!("  warning: {w}\n"));
+                }
+                s
+            },
+        );
+    }
+}

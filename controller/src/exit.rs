@@ -1,0 +1,57 @@
+//! Exit codes CI pipelines branch on, and the error kinds that select them.
+
+use std::fmt;
+
+/// Documented exit codes (0 is success, returned by `main` directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A step failed; the state is consistent and the next actions are printed.
+    Failed = 1,
+    /// Usage or configuration error; nothing was changed.
+    Usage = 2,
+    /// Refused: preflight failed or the group's lock is held; nothing was changed.
+    Refused = 3,
+}
+
+/// An error that selects exit code 2: bad flags, bad inventory, bad files.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+/// An error that selects exit code 3: preflight findings or a held lock.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+impl std::error::Error for Refused {}
+
+impl From<crate::inventory::InventoryError> for UsageError {
+    fn from(e: crate::inventory::InventoryError) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+/// The exit code an error chain asks for: the first typed marker wins,
+/// anything else is a failure.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.is::<UsageError>() {
+            return Exit::Usage;
+        }
+        if cause.is::<Refused>() {
+            return Exit::Refused;
+        }
+    }
+    Exit::Failed
+}

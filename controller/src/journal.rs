@@ -1,0 +1,312 @@
+//! The journal: every run and every step with its state, in schema
+//! `hubshift` of the same database (never the hub's orchestration schema),
+//! so that an interrupted run can be resumed from any machine. No secret is
+//! ever written here.
+
+use crate::db::{DbError, query_err};
+use crate::plan::Step;
+use serde_json::Value;
+use tokio_postgres::Client;
+
+/// The journal's schema.
+pub const JOURNAL_SCHEMA: &str = "hubshift";
+
+const DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS hubshift;
+CREATE TABLE IF NOT EXISTS hubshift.runs (
+    id          text PRIMARY KEY,
+    grp         text NOT NULL,
+    kind        text NOT NULL,
+    state       text NOT NULL,
+    facts       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS hubshift.steps (
+    run_id      text NOT NULL REFERENCES hubshift.runs(id),
+    idx         integer NOT NULL,
+    spec        jsonb NOT NULL,
+    state       text NOT NULL DEFAULT 'pending',
+    attempts    integer NOT NULL DEFAULT 0,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    detail      jsonb NOT NULL DEFAULT '{}'::jsonb,
+    error       text,
+    PRIMARY KEY (run_id, idx)
+);
+"#;
+
+/// Creates the journal schema if needed.
+pub async fn ensure_schema(client: &Client) -> Result<(), DbError> {
+    // Serialise concurrent first-time creation by two controllers.
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended('hubshift:journal-ddl', 0)); {DDL}"
+        ))
+        .await
+        .map_err(query_err("creating the journal schema"))
+}
+
+/// Whether the journal schema exists (read-only commands do not create it).
+pub async fn exists(client: &Client) -> Result<bool, DbError> {
+    let row = client
+        .query_one("SELECT to_regclass('hubshift.steps') IS NOT NULL", &[])
+        .await
+        .map_err(query_err("looking for the journal"))?;
+    Ok(row.get(0))
+}
+
+/// One journaled run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// HA group.
+    pub group: String,
+    /// `upgrade`.
+    pub kind: String,
+    /// running, done, failed.
+    pub state: String,
+    /// Versions, runtime digest, backup id and digest, outage windows.
+    pub facts: Value,
+    /// When it was created (UTC text).
+    pub created_at: String,
+    /// Last change (UTC text).
+    pub updated_at: String,
+}
+
+/// One journaled step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRecord {
+    /// Position in the plan.
+    pub idx: i32,
+    /// The step itself.
+    pub step: Step,
+    /// pending, running, done, failed.
+    pub state: String,
+    /// How often it was started.
+    pub attempts: i32,
+    /// What it observed.
+    pub detail: Value,
+    /// Why it failed, redacted.
+    pub error: Option<String>,
+}
+
+/// Records a new run and its pending steps in one transaction.
+pub async fn create_run(
+    client: &mut Client,
+    group: &str,
+    kind: &str,
+    facts: &Value,
+    steps: &[Step],
+) -> Result<String, DbError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(query_err("starting the journal transaction"))?;
+    let row = tx
+        .query_one(
+            "INSERT INTO hubshift.runs (id, grp, kind, state, facts)
+             VALUES (to_char(now() AT TIME ZONE 'utc', 'YYYYMMDD\"T\"HH24MISS') || '-' ||
+                     substr(md5(random()::text || clock_timestamp()::text), 1, 6),
+                     $1, $2, 'running', $3)
+             RETURNING id",
+            &[&group, &kind, facts],
+        )
+        .await
+        .map_err(query_err("recording the run"))?;
+    let id: String = row.get(0);
+    for (i, step) in steps.iter().enumerate() {
+        let spec = serde_json::to_value(step).unwrap_or(Value::Null);
+        tx.execute(
+            "INSERT INTO hubshift.steps (run_id, idx, spec) VALUES ($1, $2, $3)",
+            &[&id, &(i as i32), &spec],
+        )
+        .await
+        .map_err(query_err("recording the steps"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(query_err("committing the run record"))?;
+    Ok(id)
+}
+
+/// Marks a step running (before it runs).
+pub async fn step_started(client: &Client, run: &str, idx: usize) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.steps SET state = 'running', attempts = attempts + 1,
+                    started_at = now(), finished_at = NULL, error = NULL
+             WHERE run_id = $1 AND idx = $2",
+            &[&run, &(idx as i32)],
+        )
+        .await
+        .map_err(query_err("journaling a step start"))?;
+    touch(client, run, "running").await
+}
+
+/// Marks a step done with what it observed.
+pub async fn step_done(
+    client: &Client,
+    run: &str,
+    idx: usize,
+    detail: &Value,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.steps SET state = 'done', finished_at = now(), detail = $3
+             WHERE run_id = $1 AND idx = $2",
+            &[&run, &(idx as i32), detail],
+        )
+        .await
+        .map_err(query_err("journaling a step end"))?;
+    Ok(())
+}
+
+/// Marks a step failed; the error text must already be redacted.
+pub async fn step_failed(
+    client: &Client,
+    run: &str,
+    idx: usize,
+    error: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.steps SET state = 'failed', finished_at = now(), error = $3
+             WHERE run_id = $1 AND idx = $2",
+            &[&run, &(idx as i32), &error],
+        )
+        .await
+        .map_err(query_err("journaling a step failure"))?;
+    touch(client, run, "failed").await
+}
+
+/// Merges `facts` into the run's facts.
+pub async fn add_facts(client: &Client, run: &str, facts: &Value) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.runs SET facts = facts || $2, updated_at = now() WHERE id = $1",
+            &[&run, facts],
+        )
+        .await
+        .map_err(query_err("journaling run facts"))?;
+    Ok(())
+}
+
+async fn touch(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.runs SET state = $2, updated_at = now() WHERE id = $1",
+            &[&run, &state],
+        )
+        .await
+        .map_err(query_err("journaling the run state"))?;
+    Ok(())
+}
+
+/// Marks the run finished (`done`) or failed.
+pub async fn finish_run(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.runs SET state = $2, updated_at = now(),
+                    finished_at = CASE WHEN $2 = 'done' THEN now() ELSE finished_at END
+             WHERE id = $1",
+            &[&run, &state],
+        )
+        .await
+        .map_err(query_err("journaling the run end"))?;
+    Ok(())
+}
+
+const RUN_COLUMNS: &str = "id, grp, kind, state, facts,
+    to_char(created_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"'),
+    to_char(updated_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"')";
+
+fn run_from_row(row: &tokio_postgres::Row) -> RunRecord {
+    RunRecord {
+        id: row.get(0),
+        group: row.get(1),
+        kind: row.get(2),
+        state: row.get(3),
+        facts: row.get(4),
+        created_at: row.get(5),
+        updated_at: row.get(6),
+    }
+}
+
+/// One run by id.
+pub async fn load_run(client: &Client, id: &str) -> Result<Option<RunRecord>, DbError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {RUN_COLUMNS} FROM hubshift.runs WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(query_err("reading the run"))?;
+    Ok(row.as_ref().map(run_from_row))
+}
+
+/// The steps of a run, in order.
+pub async fn load_steps(client: &Client, id: &str) -> Result<Vec<StepRecord>, DbError> {
+    let rows = client
+        .query(
+            "SELECT idx, spec, state, attempts, detail, error FROM hubshift.steps
+             WHERE run_id = $1 ORDER BY idx",
+            &[&id],
+        )
+        .await
+        .map_err(query_err("reading the steps"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let spec: Value = row.get(1);
+        let step: Step = serde_json::from_value(spec).map_err(|e| DbError::Query {
+            doing: "reading the steps",
+            reason: format!("journal holds a step this version cannot read: {e}"),
+        })?;
+        out.push(StepRecord {
+            idx: row.get(0),
+            step,
+            state: row.get(2),
+            attempts: row.get(3),
+            detail: row.get(4),
+            error: row.get(5),
+        });
+    }
+    Ok(out)
+}
+
+/// Runs, newest first, optionally of one group.
+pub async fn list_runs(
+    client: &Client,
+    group: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RunRecord>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM hubshift.runs
+                 WHERE $1::text IS NULL OR grp = $1 ORDER BY created_at DESC LIMIT $2"
+            ),
+            &[&group, &limit],
+        )
+        .await
+        .map_err(query_err("listing runs"))?;
+    Ok(rows.iter().map(run_from_row).collect())
+}
+
+/// The newest unfinished run of a group: the one a held lock belongs to, or
+/// the one to resume.
+pub async fn unfinished_run(client: &Client, group: &str) -> Result<Option<RunRecord>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM hubshift.runs
+                 WHERE grp = $1 AND state <> 'done' ORDER BY created_at DESC LIMIT 1"
+            ),
+            &[&group],
+        )
+        .await
+        .map_err(query_err("looking for unfinished runs"))?;
+    Ok(row.as_ref().map(run_from_row))
+}

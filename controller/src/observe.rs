@@ -1,0 +1,73 @@
+//! Looking at a group before acting: connect to every agent at once and ask
+//! the database whether the orchestration schema is there.
+
+use crate::agents::{self, Agent};
+use crate::db::{self, Database};
+use crate::inventory::{Group, Inventory};
+use crate::plan::{Observed, ObservedNode};
+use std::collections::HashMap;
+use tokio::task::JoinSet;
+
+/// Connects to all agents of `group` concurrently; unreachable ones are
+/// reported in `Observed` rather than failing the whole look.
+pub async fn observe(
+    inv: &Inventory,
+    group: &Group,
+    database: Option<&Database>,
+) -> (HashMap<String, Agent>, Observed) {
+    let mut set = JoinSet::new();
+    for (i, node) in group.nodes.iter().enumerate() {
+        let inv = inv.clone();
+        let node = node.clone();
+        set.spawn(async move {
+            let result = match agents::connect(&inv, &node).await {
+                Ok(agent) => match agent.status().await {
+                    Ok(status) => Ok((agent, status)),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            (i, node, result)
+        });
+    }
+    let mut slots: Vec<Option<ObservedNode>> = vec![None; group.nodes.len()];
+    let mut connected = HashMap::new();
+    while let Some(joined) = set.join_next().await {
+        let Ok((i, node, result)) = joined else {
+            continue;
+        };
+        let status = match result {
+            Ok((agent, status)) => {
+                connected.insert(node.name.clone(), agent);
+                Ok(agents::facts_from(&status))
+            }
+            Err(e) => Err(e),
+        };
+        slots[i] = Some(ObservedNode {
+            name: node.name.clone(),
+            role: node.role,
+            status,
+        });
+    }
+    let nodes = slots
+        .into_iter()
+        .zip(&group.nodes)
+        .map(|(slot, node)| {
+            slot.unwrap_or_else(|| ObservedNode {
+                name: node.name.clone(),
+                role: node.role,
+                status: Err("status task failed".into()),
+            })
+        })
+        .collect();
+    let database = match database {
+        None => Err("no database settings".into()),
+        Some(d) => match d.connect().await {
+            Ok(client) => db::schema_exists(&client, &inv.database.schema)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    (connected, Observed { nodes, database })
+}

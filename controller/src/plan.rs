@@ -1,0 +1,647 @@
+//! The upgrade plan as data: the steps `plan` prints and `upgrade` executes,
+//! and the preflight findings. Everything here is a pure function of the
+//! inventory and the observed state, so it is tested without I/O.
+
+use crate::inventory::{Group, Role};
+use serde::{Deserialize, Serialize};
+
+/// One idempotent, journaled step. `procedure` is the step of the manual
+/// procedure (DESIGN.md) it belongs to; 0 is preparation before any outage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// Upload and unpack the new runtime beside the old one (no outage).
+    StageRuntime {
+        /// Node.
+        node: String,
+    },
+    /// Stop the primary; the secondary takes over.
+    StopPrimary {
+        /// Primary.
+        node: String,
+    },
+    /// Wait until one of the secondaries is active (outage window 1 ends).
+    AwaitTakeover {
+        /// Secondaries that may take over.
+        candidates: Vec<String>,
+    },
+    /// Back up the primary's appdata.
+    Backup {
+        /// Primary.
+        node: String,
+    },
+    /// Re-read the backup on the host (and the controller's copy, if any)
+    /// and check its SHA-256. Gate for every destructive step.
+    VerifyBackup {
+        /// Primary.
+        node: String,
+    },
+    /// `DROP SCHEMA <orchestration> CASCADE`.
+    DropSchema,
+    /// Switch the primary's `current` to the new runtime (procedure step 3).
+    ActivateRuntime {
+        /// Primary.
+        node: String,
+    },
+    /// HA `create` then `start` on the primary.
+    CreateAndStart {
+        /// Primary.
+        node: String,
+    },
+    /// Wait until the old secondaries have shut themselves down (stop them
+    /// if not) and the primary is active (outage window 2).
+    AwaitHandback {
+        /// Primary.
+        primary: String,
+        /// Old secondaries.
+        secondaries: Vec<String>,
+    },
+    /// Switch a secondary's `current` to the new runtime (procedure step 5).
+    ActivateSecondaryRuntime {
+        /// Secondary.
+        node: String,
+    },
+    /// Copy the certificate store, comparing SHA-256.
+    CopyCertificate {
+        /// Primary.
+        from: String,
+        /// Secondary.
+        to: String,
+    },
+    /// Start a secondary (HA `start`).
+    StartSecondary {
+        /// Secondary.
+        node: String,
+    },
+    /// Wait until a secondary is standby.
+    AwaitStandby {
+        /// Secondary.
+        node: String,
+    },
+}
+
+impl Step {
+    /// Short machine name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::StageRuntime { .. } => "stage_runtime",
+            Step::StopPrimary { .. } => "stop_primary",
+            Step::AwaitTakeover { .. } => "await_takeover",
+            Step::Backup { .. } => "backup",
+            Step::VerifyBackup { .. } => "verify_backup",
+            Step::DropSchema => "drop_schema",
+            Step::ActivateRuntime { .. } => "activate_runtime",
+            Step::ActivateSecondaryRuntime { .. } => "activate_secondary_runtime",
+            Step::CreateAndStart { .. } => "create_and_start",
+            Step::AwaitHandback { .. } => "await_handback",
+            Step::CopyCertificate { .. } => "copy_certificate",
+            Step::StartSecondary { .. } => "start_secondary",
+            Step::AwaitStandby { .. } => "await_standby",
+        }
+    }
+
+    /// The node it acts on, for display.
+    pub fn node(&self) -> String {
+        match self {
+            Step::StageRuntime { node }
+            | Step::StopPrimary { node }
+            | Step::Backup { node }
+            | Step::VerifyBackup { node }
+            | Step::ActivateRuntime { node }
+            | Step::ActivateSecondaryRuntime { node }
+            | Step::CreateAndStart { node }
+            | Step::StartSecondary { node }
+            | Step::AwaitStandby { node } => node.clone(),
+            Step::AwaitTakeover { candidates } => candidates.join(","),
+            Step::AwaitHandback { primary, .. } => primary.clone(),
+            Step::CopyCertificate { from, to } => format!("{from}->{to}"),
+            Step::DropSchema => "database".into(),
+        }
+    }
+
+    /// Which step of the manual procedure this belongs to.
+    pub fn procedure(&self) -> u8 {
+        match self {
+            Step::StageRuntime { .. } => 0,
+            Step::StopPrimary { .. }
+            | Step::AwaitTakeover { .. }
+            | Step::Backup { .. }
+            | Step::VerifyBackup { .. } => 1,
+            Step::DropSchema => 2,
+            Step::ActivateRuntime { .. } => 3,
+            Step::CreateAndStart { .. } | Step::AwaitHandback { .. } => 4,
+            Step::ActivateSecondaryRuntime { .. } | Step::CopyCertificate { .. } => 5,
+            Step::StartSecondary { .. } | Step::AwaitStandby { .. } => 6,
+        }
+    }
+
+    /// Whether the step changes something that the backup is the way back from.
+    pub fn destructive(&self) -> bool {
+        matches!(
+            self,
+            Step::DropSchema | Step::ActivateRuntime { .. } | Step::CreateAndStart { .. }
+        )
+    }
+
+    /// One line for people.
+    pub fn describe(&self, schema: &str, version: &str) -> String {
+        match self {
+            Step::StageRuntime { node } => {
+                format!(
+                    "stage runtime {version} on {node} (upload + unpack beside the current one)"
+                )
+            }
+            Step::StopPrimary { node } => format!("stop the primary {node}"),
+            Step::AwaitTakeover { candidates } => {
+                format!(
+                    "wait until {} is active (outage window 1)",
+                    candidates.join(" or ")
+                )
+            }
+            Step::Backup { node } => format!("back up appdata of {node}"),
+            Step::VerifyBackup { node } => {
+                format!("verify the backup of {node} (SHA-256, full read)")
+            }
+            Step::DropSchema => format!("DROP SCHEMA {schema} CASCADE"),
+            Step::ActivateRuntime { node } | Step::ActivateSecondaryRuntime { node } => {
+                format!("switch {node} to runtime {version}")
+            }
+            Step::CreateAndStart { node } => format!("HA create + start on {node}"),
+            Step::AwaitHandback {
+                primary,
+                secondaries,
+            } => format!(
+                "wait until {} shut down (stopping it if not) and {primary} is active (outage window 2)",
+                secondaries.join(", ")
+            ),
+            Step::CopyCertificate { from, to } => {
+                format!("copy the certificate store {from} -> {to}")
+            }
+            Step::StartSecondary { node } => format!("start {node}"),
+            Step::AwaitStandby { node } => format!("wait until {node} is standby"),
+        }
+    }
+}
+
+/// The steps that upgrade `group`, in order.
+pub fn build_plan(group: &Group) -> Vec<Step> {
+    let primary = group.primary().name.clone();
+    let secondaries: Vec<String> = group.secondaries().iter().map(|n| n.name.clone()).collect();
+    let mut steps: Vec<Step> = group
+        .nodes
+        .iter()
+        .map(|n| Step::StageRuntime {
+            node: n.name.clone(),
+        })
+        .collect();
+    steps.extend([
+        Step::StopPrimary {
+            node: primary.clone(),
+        },
+        Step::AwaitTakeover {
+            candidates: secondaries.clone(),
+        },
+        Step::Backup {
+            node: primary.clone(),
+        },
+        Step::VerifyBackup {
+            node: primary.clone(),
+        },
+        Step::DropSchema,
+        Step::ActivateRuntime {
+            node: primary.clone(),
+        },
+        Step::CreateAndStart {
+            node: primary.clone(),
+        },
+        Step::AwaitHandback {
+            primary: primary.clone(),
+            secondaries: secondaries.clone(),
+        },
+    ]);
+    for s in &secondaries {
+        steps.extend([
+            Step::ActivateSecondaryRuntime { node: s.clone() },
+            Step::CopyCertificate {
+                from: primary.clone(),
+                to: s.clone(),
+            },
+            Step::StartSecondary { node: s.clone() },
+            Step::AwaitStandby { node: s.clone() },
+        ]);
+    }
+    steps
+}
+
+/// Whether every destructive step comes after a verified backup: the gate
+/// the executor relies on, checked on every plan it runs.
+pub fn gates_hold(steps: &[Step]) -> bool {
+    let verified = steps
+        .iter()
+        .position(|s| matches!(s, Step::VerifyBackup { .. }));
+    steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.destructive())
+        .all(|(i, _)| verified.is_some_and(|v| v < i))
+}
+
+/// What the agents and the database showed before planning.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// One entry per inventory node, in inventory order.
+    pub nodes: Vec<ObservedNode>,
+    /// Database reachable and the orchestration schema present; `Err` holds why not.
+    pub database: Result<bool, String>,
+}
+
+/// What one node's agent showed.
+#[derive(Debug, Clone)]
+pub struct ObservedNode {
+    /// HA node name.
+    pub name: String,
+    /// Role the inventory gives it.
+    pub role: Role,
+    /// The agent's answer, or why there was none.
+    pub status: Result<NodeFacts, String>,
+}
+
+/// The parts of an agent's Status that planning needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Process running.
+    pub running: bool,
+    /// "active", "standby" or "unknown".
+    pub role: String,
+    /// Active runtime version.
+    pub active_runtime: String,
+    /// Staged runtime versions.
+    pub staged: Vec<String>,
+    /// Certificate store SHA-256; empty when absent.
+    pub certificate_sha256: String,
+    /// Free bytes of the agent's state dir (staging, backups).
+    pub free_state: u64,
+    /// Free bytes where runtimes are unpacked.
+    pub free_install: u64,
+    /// Size of appdata (what a backup holds at most).
+    pub appdata_bytes: u64,
+}
+
+/// A preflight finding; any `blocking` one refuses the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Refuses the upgrade.
+    pub blocking: bool,
+    /// Which check.
+    pub check: &'static str,
+    /// Node, or empty for group-wide checks.
+    pub node: String,
+    /// What was found.
+    pub message: String,
+}
+
+/// Runtime archive being rolled out.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Version.
+    pub version: String,
+    /// Archive size in bytes.
+    pub archive_bytes: u64,
+}
+
+/// Room a staging upload needs on a host: the archive, and its unpacked
+/// tree (assumed at most four times the archive).
+pub fn staging_room(archive_bytes: u64) -> (u64, u64) {
+    (archive_bytes, archive_bytes.saturating_mul(4))
+}
+
+/// All preflight checks over the observed state.
+pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let ok = |check: &'static str, node: &str, message: String| Finding {
+        blocking: false,
+        check,
+        node: node.to_string(),
+        message,
+    };
+    let bad = |check: &'static str, node: &str, message: String| Finding {
+        blocking: true,
+        check,
+        node: node.to_string(),
+        message,
+    };
+    match &observed.database {
+        Ok(true) => out.push(ok(
+            "database",
+            "",
+            "reachable, orchestration schema present".into(),
+        )),
+        Ok(false) => out.push(bad(
+            "database",
+            "",
+            "the orchestration schema is missing: the group is not running in HA".into(),
+        )),
+        Err(e) => out.push(bad("database", "", format!("unreachable: {e}"))),
+    }
+    let mut versions = std::collections::BTreeSet::new();
+    for n in &observed.nodes {
+        let facts = match &n.status {
+            Ok(f) => f,
+            Err(e) => {
+                out.push(bad("agent", &n.name, format!("agent unreachable: {e}")));
+                continue;
+            }
+        };
+        out.push(ok("agent", &n.name, "reachable".into()));
+        let expected = match n.role {
+            Role::Primary => "active",
+            Role::Secondary => "standby",
+        };
+        if !facts.running {
+            out.push(bad(
+                "role",
+                &n.name,
+                format!("hub is not running (expected {expected})"),
+            ));
+        } else if facts.role != expected {
+            out.push(bad(
+                "role",
+                &n.name,
+                format!("hub is {} (expected {expected})", facts.role),
+            ));
+        } else {
+            out.push(ok("role", &n.name, format!("{expected} as expected")));
+        }
+        if n.role == Role::Primary {
+            if facts.certificate_sha256.is_empty() {
+                out.push(bad(
+                    "certificate",
+                    &n.name,
+                    "no certificate store in appdata: secondaries could not decrypt shared secrets"
+                        .into(),
+                ));
+            } else {
+                out.push(ok(
+                    "certificate",
+                    &n.name,
+                    "certificate store present".into(),
+                ));
+            }
+        }
+        if facts.active_runtime.is_empty() {
+            out.push(bad(
+                "version",
+                &n.name,
+                "no active runtime (`current` link missing)".into(),
+            ));
+        } else if facts.active_runtime == target.version {
+            out.push(bad(
+                "version",
+                &n.name,
+                format!("already runs {}: nothing to upgrade", target.version),
+            ));
+        }
+        versions.insert(facts.active_runtime.clone());
+        let (archive, unpacked) = staging_room(target.archive_bytes);
+        let already = facts.staged.contains(&target.version);
+        let mut need_state = if already { 0 } else { archive };
+        if n.role == Role::Primary {
+            need_state = need_state.saturating_add(facts.appdata_bytes);
+        }
+        if facts.free_state < need_state {
+            out.push(bad(
+                "disk",
+                &n.name,
+                format!(
+                    "state dir has {} free, needs {} (staging{})",
+                    human_bytes(facts.free_state),
+                    human_bytes(need_state),
+                    if n.role == Role::Primary {
+                        " + backup"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        } else if !already && facts.free_install < unpacked {
+            out.push(bad(
+                "disk",
+                &n.name,
+                format!(
+                    "install root has {} free, needs about {} to unpack the runtime",
+                    human_bytes(facts.free_install),
+                    human_bytes(unpacked)
+                ),
+            ));
+        } else {
+            out.push(ok("disk", &n.name, "room for staging and backup".into()));
+        }
+    }
+    if versions.len() > 1 {
+        out.push(bad(
+            "version",
+            "",
+            format!(
+                "nodes run different versions ({}): bring them to one version first",
+                versions.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    } else if let Some(v) = versions.into_iter().next().filter(|v| !v.is_empty()) {
+        out.push(ok(
+            "version",
+            "",
+            format!("all nodes run {v}; target {}", target.version),
+        ));
+    }
+    out
+}
+
+/// `12.3 MiB` style sizes for messages.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Node;
+
+    fn group(secondaries: usize) -> Group {
+        let mut nodes = vec![Node {
+            name: "a".into(),
+            agent: "a:1".into(),
+            role: Role::Primary,
+            tls_name: None,
+        }];
+        for i in 0..secondaries {
+            nodes.push(Node {
+                name: format!("s{i}"),
+                agent: format!("s{i}:1"),
+                role: Role::Secondary,
+                tls_name: None,
+            });
+        }
+        Group {
+            name: "g".into(),
+            nodes,
+        }
+    }
+
+    fn healthy() -> Observed {
+        let facts = |role: &str| NodeFacts {
+            running: true,
+            role: role.into(),
+            active_runtime: "1.0".into(),
+            staged: vec!["1.0".into()],
+            certificate_sha256: "ab".repeat(32),
+            free_state: 10 << 30,
+            free_install: 10 << 30,
+            appdata_bytes: 1 << 20,
+        };
+        Observed {
+            nodes: vec![
+                ObservedNode {
+                    name: "a".into(),
+                    role: Role::Primary,
+                    status: Ok(facts("active")),
+                },
+                ObservedNode {
+                    name: "s0".into(),
+                    role: Role::Secondary,
+                    status: Ok(facts("standby")),
+                },
+            ],
+            database: Ok(true),
+        }
+    }
+
+    fn target() -> Target {
+        Target {
+            version: "2.0".into(),
+            archive_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn plan_follows_the_procedure_and_stages_first() {
+        let steps = build_plan(&group(1));
+        let procedures: Vec<u8> = steps.iter().map(Step::procedure).collect();
+        let mut sorted = procedures.clone();
+        sorted.sort();
+        assert_eq!(procedures, sorted, "steps follow the procedure's order");
+        assert_eq!(steps[0], Step::StageRuntime { node: "a".into() });
+        assert_eq!(steps[1], Step::StageRuntime { node: "s0".into() });
+        assert_eq!(steps[2], Step::StopPrimary { node: "a".into() });
+        assert!(steps.contains(&Step::DropSchema));
+        assert_eq!(
+            steps.last(),
+            Some(&Step::AwaitStandby { node: "s0".into() })
+        );
+        assert!(gates_hold(&steps));
+    }
+
+    #[test]
+    fn every_secondary_gets_its_steps() {
+        let steps = build_plan(&group(2));
+        for s in ["s0", "s1"] {
+            assert!(steps.contains(&Step::CopyCertificate {
+                from: "a".into(),
+                to: s.into()
+            }));
+            assert!(steps.contains(&Step::AwaitStandby { node: s.into() }));
+        }
+    }
+
+    #[test]
+    fn gate_detects_destructive_step_before_verified_backup() {
+        let mut steps = build_plan(&group(1));
+        let drop = steps.iter().position(|s| *s == Step::DropSchema).unwrap();
+        let step = steps.remove(drop);
+        steps.insert(2, step);
+        assert!(!gates_hold(&steps));
+    }
+
+    #[test]
+    fn steps_round_trip_through_json() {
+        for step in build_plan(&group(2)) {
+            let v = serde_json::to_value(&step).unwrap();
+            assert_eq!(serde_json::from_value::<Step>(v).unwrap(), step);
+        }
+    }
+
+    #[test]
+    fn healthy_group_passes_preflight() {
+        let findings = preflight(&healthy(), &target());
+        assert!(findings.iter().all(|f| !f.blocking), "{findings:#?}");
+    }
+
+    #[test]
+    fn preflight_blocks_each_problem() {
+        type Mutate = fn(&mut Observed);
+        let cases: Vec<(&str, Mutate)> = vec![
+            ("database", |o| o.database = Err("refused".into())),
+            ("database", |o| o.database = Ok(false)),
+            ("agent", |o| {
+                o.nodes[1].status = Err("connection refused".into())
+            }),
+            ("role", |o| {
+                if let Ok(f) = &mut o.nodes[0].status {
+                    f.role = "standby".into();
+                }
+            }),
+            ("role", |o| {
+                if let Ok(f) = &mut o.nodes[1].status {
+                    f.running = false;
+                }
+            }),
+            ("certificate", |o| {
+                if let Ok(f) = &mut o.nodes[0].status {
+                    f.certificate_sha256.clear();
+                }
+            }),
+            ("disk", |o| {
+                if let Ok(f) = &mut o.nodes[1].status {
+                    f.free_state = 10;
+                }
+            }),
+            ("version", |o| {
+                if let Ok(f) = &mut o.nodes[1].status {
+                    f.active_runtime = "1.1".into();
+                }
+            }),
+            ("version", |o| {
+                for n in &mut o.nodes {
+                    if let Ok(f) = &mut n.status {
+                        f.active_runtime = "2.0".into();
+                    }
+                }
+            }),
+        ];
+        for (check, mutate) in cases {
+            let mut o = healthy();
+            mutate(&mut o);
+            let findings = preflight(&o, &target());
+            assert!(
+                findings.iter().any(|f| f.blocking && f.check == check),
+                "{check}: {findings:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+}

@@ -1,0 +1,387 @@
+//! `plan`, `upgrade` and `resume`: preflight, the group lock, the journal,
+//! then the executor.
+
+use crate::cli::{InventoryArgs, TargetArgs};
+use crate::db::Database;
+use crate::executor::Run;
+use crate::exit::{Refused, UsageError};
+use crate::facts::RunFacts;
+use crate::inventory::{Group, Inventory};
+use crate::journal;
+use crate::output::Output;
+use crate::plan::{self, Finding, Target};
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Inventory + group + database settings, or a usage error.
+pub fn load(inv: &InventoryArgs, group: &str) -> Result<(Inventory, Group, Database)> {
+    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
+    let group = inventory.group(group).map_err(UsageError::from)?.clone();
+    let url = inventory.database_url().map_err(UsageError::from)?;
+    let db = Database::new(
+        &url,
+        inventory.database.hub_host.clone(),
+        inventory.database.hub_port,
+    )
+    .map_err(|e| UsageError(format!("{}: {e}", inventory.path.display())))?;
+    Ok((inventory, group, db))
+}
+
+struct ArchiveInfo {
+    path: PathBuf,
+    sha256: String,
+    bytes: u64,
+}
+
+async fn read_archive(path: &Path) -> Result<ArchiveInfo> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| UsageError(format!("runtime archive {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(UsageError(format!("runtime archive {} is not a file", path.display())).into());
+    }
+    let owned = path.to_path_buf();
+    let (sha256, bytes) =
+        tokio::task::spawn_blocking(move || hubshift_common::digest::sha256_file(&owned))
+            .await
+            .context("hashing task ended abnormally")?
+            .map_err(|e| UsageError(format!("reading runtime archive {}: {e}", path.display())))?;
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(ArchiveInfo {
+        path,
+        sha256,
+        bytes,
+    })
+}
+
+fn check_version(version: &str) -> Result<()> {
+    hubshift_common::names::validate_name("runtime version", version)
+        .map_err(|e| UsageError(format!("--version: {e}")))?;
+    Ok(())
+}
+
+fn print_findings(out: &Output, findings: &[Finding]) {
+    for f in findings {
+        out.record("preflight", f, || {
+            let mark = if f.blocking { "FAIL" } else { " ok " };
+            let node = if f.node.is_empty() {
+                "group".to_string()
+            } else {
+                f.node.clone()
+            };
+            format!("  [{mark}] {:<12} {:<10} {}", f.check, node, f.message)
+        });
+    }
+}
+
+fn print_plan(out: &Output, steps: &[plan::Step], schema: &str, version: &str) {
+    for (i, s) in steps.iter().enumerate() {
+        out.event(
+            "plan_step",
+            json!({ "index": i + 1, "name": s.name(), "node": s.node(),
+                    "procedure_step": s.procedure(), "description": s.describe(schema, version) }),
+            || {
+                format!(
+                    "  {:>2}. [procedure step {}] {}",
+                    i + 1,
+                    s.procedure(),
+                    s.describe(schema, version)
+                )
+            },
+        );
+    }
+}
+
+/// `hubshift plan`: preflight and steps, no change anywhere.
+pub async fn plan(out: Output, inv: &InventoryArgs, target: &TargetArgs) -> Result<()> {
+    check_version(&target.version)?;
+    let (inventory, group, db) = load(inv, &target.group)?;
+    let archive = read_archive(&target.runtime).await?;
+    let (_agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
+    let findings = plan::preflight(
+        &observed,
+        &Target {
+            version: target.version.clone(),
+            archive_bytes: archive.bytes,
+        },
+    );
+    out.event(
+        "plan",
+        json!({ "group": group.name, "version": target.version,
+        "runtime_sha256": archive.sha256, "runtime_bytes": archive.bytes }),
+        || {
+            format!(
+                "Plan for group {} -> {} ({}, sha256 {})\n\nPreflight:",
+                group.name,
+                target.version,
+                plan::human_bytes(archive.bytes),
+                archive.sha256
+            )
+        },
+    );
+    print_findings(&out, &findings);
+    out.human("\nSteps:");
+    print_plan(
+        &out,
+        &plan::build_plan(&group),
+        &inventory.database.schema,
+        &target.version,
+    );
+    let blocking = findings.iter().filter(|f| f.blocking).count();
+    if blocking > 0 {
+        return Err(Refused(format!(
+            "preflight found {blocking} problem(s); `upgrade` would refuse"
+        ))
+        .into());
+    }
+    out.human("\nPreflight passed; nothing was changed.");
+    Ok(())
+}
+
+fn confirm(group: &str, version: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            "stdin is not a terminal: pass --yes to confirm the upgrade".into(),
+        )
+        .into());
+    }
+    eprint!(
+        "Upgrade group {group} to {version}? This stops hubs and drops the orchestration schema. [y/N] "
+    );
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Refused("not confirmed".into()).into())
+    }
+}
+
+/// Takes the group lock on `journal`; refused (exit 3) naming the holder.
+async fn lock_group(client: &tokio_postgres::Client, group: &str) -> Result<()> {
+    if crate::db::try_lock_group(client, group).await? {
+        return Ok(());
+    }
+    let holder = journal::unfinished_run(client, group).await?.map_or_else(
+        || "another hubshift controller".to_string(),
+        |r| {
+            format!(
+                "run {} (started {}, last change {})",
+                r.id, r.created_at, r.updated_at
+            )
+        },
+    );
+    Err(Refused(format!("group {group} is locked by {holder}")).into())
+}
+
+/// `hubshift upgrade`.
+pub async fn upgrade(
+    out: Output,
+    inv: &InventoryArgs,
+    target: &TargetArgs,
+    yes: bool,
+) -> Result<()> {
+    check_version(&target.version)?;
+    let (inventory, group, db) = load(inv, &target.group)?;
+    let archive = read_archive(&target.runtime).await?;
+    let (agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
+    let findings = plan::preflight(
+        &observed,
+        &Target {
+            version: target.version.clone(),
+            archive_bytes: archive.bytes,
+        },
+    );
+    print_findings(&out, &findings);
+    let blocking = findings.iter().filter(|f| f.blocking).count();
+    if blocking > 0 {
+        return Err(Refused(format!(
+            "preflight found {blocking} problem(s); nothing was changed"
+        ))
+        .into());
+    }
+    if !yes {
+        confirm(&group.name, &target.version)?;
+    }
+    let mut client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
+    journal::ensure_schema(&client).await?;
+    lock_group(&client, &group.name).await?;
+    if let Some(r) = journal::unfinished_run(&client, &group.name).await? {
+        return Err(Refused(format!(
+            "run {} of group {} did not finish ({}); continue it with `hubshift resume --run {}`",
+            r.id, group.name, r.state, r.id
+        ))
+        .into());
+    }
+    let from_version = observed
+        .nodes
+        .iter()
+        .find_map(|n| n.status.as_ref().ok().map(|f| f.active_runtime.clone()))
+        .unwrap_or_default();
+    let facts = RunFacts {
+        version: target.version.clone(),
+        from_version,
+        schema: inventory.database.schema.clone(),
+        runtime_sha256: archive.sha256.clone(),
+        runtime_bytes: archive.bytes,
+        runtime_file: archive.path.display().to_string(),
+        ..Default::default()
+    };
+    let steps = plan::build_plan(&group);
+    let facts_json = serde_json::to_value(&facts)?;
+    let id = journal::create_run(&mut client, &group.name, "upgrade", &facts_json, &steps).await?;
+    out.event(
+        "run_started",
+        json!({ "run": id, "group": group.name, "from_version": facts.from_version,
+                "to_version": facts.version, "steps": steps.len() }),
+        || {
+            format!(
+                "\nRun {id}: upgrading group {} {} -> {} ({} steps)",
+                group.name,
+                facts.from_version,
+                facts.version,
+                steps.len()
+            )
+        },
+    );
+    let records = journal::load_steps(&client, &id).await?;
+    let jdbc = db.jdbc_uri();
+    let mut run = Run {
+        id,
+        inv: inventory,
+        group,
+        out,
+        db,
+        journal: client,
+        agents,
+        facts,
+        runtime_file: Some(archive.path),
+        jdbc,
+    };
+    finish(&mut run, &records).await
+}
+
+async fn finish(run: &mut Run, records: &[journal::StepRecord]) -> Result<()> {
+    match run.execute(records).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = journal::finish_run(&run.journal, &run.id, "failed").await;
+            let id = run.id.clone();
+            run.out.event(
+                "run_failed",
+                json!({ "run": id, "error": hubshift_common::redact::redact(&format!("{e:#}")),
+                        "next": format!("hubshift resume --run {id}") }),
+                || format!(
+                    "\nRun {id} stopped at a failed step; every step before it is done and journaled.\n\
+                     Fix the cause shown above, then continue with: hubshift resume --run {id}\n\
+                     The backup of the primary (if taken) is listed by: hubshift runs --run {id}"
+                ),
+            );
+            Err(e)
+        }
+    }
+}
+
+/// `hubshift resume --run ID`.
+pub async fn resume(
+    out: Output,
+    inv: &InventoryArgs,
+    run_id: &str,
+    runtime: Option<&Path>,
+) -> Result<()> {
+    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
+    let url = inventory.database_url().map_err(UsageError::from)?;
+    let db = Database::new(
+        &url,
+        inventory.database.hub_host.clone(),
+        inventory.database.hub_port,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
+    if !journal::exists(&client).await? {
+        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
+    }
+    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
+        UsageError(format!(
+            "no run {run_id} in the journal (see `hubshift runs`)"
+        ))
+    })?;
+    let group = inventory
+        .group(&record.group)
+        .map_err(UsageError::from)?
+        .clone();
+    if record.state == "done" {
+        out.event(
+            "run_finished",
+            json!({ "run": run_id, "state": "done", "already": true }),
+            || format!("Run {run_id} is already done."),
+        );
+        return Ok(());
+    }
+    lock_group(&client, &group.name).await?;
+    let facts: RunFacts = serde_json::from_value(record.facts.clone())
+        .context("the journal's run facts cannot be read by this version")?;
+    let runtime_file = match runtime {
+        Some(p) => {
+            let a = read_archive(p).await?;
+            if a.sha256 != facts.runtime_sha256 {
+                return Err(UsageError(format!(
+                    "{} has SHA-256 {}, but run {run_id} stages {}",
+                    p.display(),
+                    a.sha256,
+                    facts.runtime_sha256
+                ))
+                .into());
+            }
+            Some(a.path)
+        }
+        None => {
+            let p = PathBuf::from(&facts.runtime_file);
+            match read_archive(&p).await {
+                Ok(a) if a.sha256 == facts.runtime_sha256 => Some(a.path),
+                _ => None,
+            }
+        }
+    };
+    let (agents, observed) = crate::observe::observe(&inventory, &group, None).await;
+    let unreachable: Vec<String> = observed
+        .nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref().err().cloned())
+        .collect();
+    if !unreachable.is_empty() {
+        return Err(Refused(format!("cannot resume: {}", unreachable.join("; "))).into());
+    }
+    let records = journal::load_steps(&client, run_id).await?;
+    let next = records
+        .iter()
+        .position(|s| s.state != "done")
+        .map_or(records.len(), |i| i + 1);
+    out.event(
+        "run_resumed",
+        json!({ "run": run_id, "group": group.name, "next_step": next, "steps": records.len() }),
+        || {
+            format!(
+                "Resuming run {run_id} of group {} at step {next}/{}",
+                group.name,
+                records.len()
+            )
+        },
+    );
+    let jdbc = db.jdbc_uri();
+    let mut run = Run {
+        id: run_id.to_string(),
+        inv: inventory,
+        group,
+        out,
+        db,
+        journal: client,
+        agents,
+        facts,
+        runtime_file,
+        jdbc,
+    };
+    finish(&mut run, &records).await
+}
