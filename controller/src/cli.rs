@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Exit codes: 0 done; 1 failed (state consistent, next actions printed);
 /// 2 usage or configuration error; 3 refused (preflight failed or lock held).
 #[derive(Debug, Parser)]
-#[command(name = "hubshift", version, propagate_version = true)]
+#[command(name = "hubshift", version)]
 pub struct Cli {
     /// Print one JSON object per line instead of human output.
     #[arg(long, global = true)]

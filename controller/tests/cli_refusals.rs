@@ -1,0 +1,346 @@
+//! The `hubshift` binary refuses bad input with the documented exit codes and
+//! a message naming the cause, and changes nothing. No database or agent is
+//! needed for these: every case fails before either would be touched, or
+//! points at a port where nothing listens.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn hubshift(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubshift"));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("hubshift runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A port on loopback where nothing listens.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn write_inventory(dir: &Path, body: &str) -> String {
+    let path = dir.join("inventory.toml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+fn inventory(port_a: u16, port_b: u16) -> String {
+    format!(
+        r#"
+[database]
+url_env = "TEST_HUBSHIFT_DB"
+
+[tls]
+ca = "certs/ca.crt"
+cert = "certs/hubshift-controller.crt"
+key = "certs/hubshift-controller.key"
+
+[timeouts]
+rpc = 3
+
+[[groups]]
+name = "plant"
+nodes = [
+  {{ name = "hub-a", agent = "127.0.0.1:{port_a}", role = "primary", tls_name = "hub-a" }},
+  {{ name = "hub-b", agent = "127.0.0.1:{port_b}", role = "secondary", tls_name = "hub-b" }},
+]
+"#
+    )
+}
+
+fn certs(dir: &Path) {
+    let out = hubshift(
+        &[
+            "certs",
+            "init",
+            "--dir",
+            &dir.join("certs").display().to_string(),
+            "--agent",
+            "hub-a=127.0.0.1",
+            "--agent",
+            "hub-b=127.0.0.1",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn help_documents_exit_codes_and_commands() {
+    let out = hubshift(&["--help"], &[]);
+    assert!(out.status.success());
+    let t = text(&out);
+    for word in [
+        "plan",
+        "upgrade",
+        "resume",
+        "runs",
+        "status",
+        "certs",
+        "3 refused",
+    ] {
+        assert!(t.contains(word), "--help lacks {word}: {t}");
+    }
+    let out = hubshift(&["upgrade"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn bad_inventories_exit_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let good = inventory(closed_port(), closed_port());
+    let cases = [
+        (
+            good.replace("url_env = \"TEST_HUBSHIFT_DB\"", ""),
+            "database",
+        ),
+        (
+            good.replace("role = \"primary\"", "role = \"secondary\""),
+            "groups[0].nodes",
+        ),
+        (good.replace("[timeouts]", "[timeouts]\nstpo = 3"), "stpo"),
+        (
+            good.replace("name = \"hub-b\"", "name = \"hub a\""),
+            "groups[0].nodes[1].name",
+        ),
+    ];
+    let runtime = dir.path().join("rt.tar.gz");
+    std::fs::write(&runtime, b"not really").unwrap();
+    for (body, key) in cases {
+        let inv = write_inventory(dir.path(), &body);
+        let out = hubshift(
+            &[
+                "plan",
+                "-i",
+                &inv,
+                "-g",
+                "plant",
+                "--runtime",
+                &runtime.display().to_string(),
+                "--version",
+                "2.0",
+            ],
+            &[("TEST_HUBSHIFT_DB", "postgres://u:pw@127.0.0.1:1/db")],
+        );
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{key}: {t}");
+        assert!(
+            t.contains(key) && t.contains("inventory.toml"),
+            "{key}: {t}"
+        );
+    }
+    // Unknown group, unset database variable, bad version, missing archive.
+    let inv = write_inventory(dir.path(), &good);
+    let rt = runtime.display().to_string();
+    let env = [("TEST_HUBSHIFT_DB", "postgres://u:pw@127.0.0.1:1/db")];
+    for (args, expect, env) in [
+        (
+            vec![
+                "plan",
+                "-i",
+                &inv,
+                "-g",
+                "nope",
+                "--runtime",
+                &rt,
+                "--version",
+                "2.0",
+            ],
+            "no group named \"nope\"",
+            &env[..],
+        ),
+        (
+            vec![
+                "plan",
+                "-i",
+                &inv,
+                "-g",
+                "plant",
+                "--runtime",
+                &rt,
+                "--version",
+                "2.0",
+            ],
+            "TEST_HUBSHIFT_DB",
+            &[][..],
+        ),
+        (
+            vec![
+                "plan",
+                "-i",
+                &inv,
+                "-g",
+                "plant",
+                "--runtime",
+                &rt,
+                "--version",
+                "../2",
+            ],
+            "--version",
+            &env[..],
+        ),
+        (
+            vec![
+                "plan",
+                "-i",
+                &inv,
+                "-g",
+                "plant",
+                "--runtime",
+                "/nonexistent.tar.gz",
+                "--version",
+                "2.0",
+            ],
+            "/nonexistent.tar.gz",
+            &env[..],
+        ),
+    ] {
+        let out = hubshift(&args, env);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{expect}: {t}");
+        assert!(t.contains(expect), "{expect}: {t}");
+    }
+}
+
+#[test]
+fn unreachable_agents_and_database_are_refused_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let inv = write_inventory(dir.path(), &inventory(closed_port(), closed_port()));
+    let runtime = dir.path().join("rt.tar.gz");
+    std::fs::write(&runtime, b"archive bytes").unwrap();
+    let db_port = closed_port();
+    let url = format!("postgres://hub:s3cret-pw@127.0.0.1:{db_port}/hubs");
+    for cmd in ["plan", "upgrade"] {
+        let out = hubshift(
+            &[
+                cmd,
+                "-i",
+                &inv,
+                "-g",
+                "plant",
+                "--runtime",
+                &runtime.display().to_string(),
+                "--version",
+                "2.0",
+                "--yes",
+            ][..if cmd == "plan" { 9 } else { 10 }],
+            &[("TEST_HUBSHIFT_DB", &url)],
+        );
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{cmd}: {t}");
+        assert!(
+            t.contains("hub-a") && t.contains("unreachable"),
+            "{cmd}: {t}"
+        );
+        assert!(t.contains("database"), "{cmd}: {t}");
+        assert!(!t.contains("s3cret-pw"), "password leaked: {t}");
+    }
+    // JSON mode: every stdout line is a JSON object.
+    let out = hubshift(
+        &[
+            "--json",
+            "plan",
+            "-i",
+            &inv,
+            "-g",
+            "plant",
+            "--runtime",
+            &runtime.display().to_string(),
+            "--version",
+            "2.0",
+        ],
+        &[("TEST_HUBSHIFT_DB", &url)],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().count() > 3, "{stdout}");
+    for line in stdout.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("event").is_some(), "{line}");
+    }
+}
+
+#[test]
+fn certs_init_writes_private_keys_0600_and_refuses_overwrite_and_bad_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("c");
+    let d = certs_dir.display().to_string();
+    let out = hubshift(
+        &[
+            "certs",
+            "init",
+            "--dir",
+            &d,
+            "--agent",
+            "hub-a=hub-a.example,10.0.0.5",
+            "--agent",
+            "hub-b",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for name in ["ca", "hub-a", "hub-b", "hubshift-controller"] {
+        let key = certs_dir.join(format!("{name}.key"));
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}.key");
+        assert!(
+            std::fs::read_to_string(certs_dir.join(format!("{name}.crt")))
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+    }
+    let before = std::fs::read(certs_dir.join("hub-a.key")).unwrap();
+    let out = hubshift(&["certs", "init", "--dir", &d, "--agent", "hub-a"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--force"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(certs_dir.join("hub-a.key")).unwrap(),
+        before,
+        "nothing overwritten"
+    );
+
+    let fresh = dir.path().join("fresh");
+    for bad in ["hub a", "../x", "hub-a=not a name", "ca"] {
+        let out = hubshift(
+            &[
+                "certs",
+                "init",
+                "--dir",
+                &fresh.display().to_string(),
+                "--agent",
+                bad,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(
+            !fresh.exists() || std::fs::read_dir(&fresh).unwrap().next().is_none(),
+            "{bad}: files written"
+        );
+    }
+    let out = hubshift(
+        &["certs", "init", "--dir", &d, "--agent", "hub-a", "--force"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(
+        std::fs::read(certs_dir.join("hub-a.key")).unwrap(),
+        before,
+        "--force overwrote"
+    );
+}
