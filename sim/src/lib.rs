@@ -1,1 +1,13 @@
-//! placeholder
+//! `hubsim`, a stand-in HighByte Intelligence Hub runtime with the real HA
+//! behaviour on PostgreSQL, and the sandbox pieces the demo and the tests
+//! build on: a throwaway PostgreSQL ([`pg`]), hubsim runtime archives
+//! ([`runtime`]), binary lookup ([`bins`]), hubsim process control
+//! ([`process`]) and outage / split-brain measurement ([`measure`]).
+
+pub mod bins;
+pub mod hubsim;
+pub mod measure;
+pub mod pg;
+pub mod process;
+pub mod runtime;
+pub mod timing;

@@ -1,2 +1,5 @@
-//! placeholder
-fn main() {}
+//! `hubsim`: a stand-in Intelligence Hub runtime (see `hubshift_sim::hubsim`).
+
+fn main() {
+    std::process::exit(hubshift_sim::hubsim::main());
+}

@@ -1,0 +1,136 @@
+//! `hubsim`, the stand-in Intelligence Hub runtime. Its command line mirrors
+//! the real HA entry point (`create|start -n NODE -j JDBC_URI`); its HA
+//! behaviour (one active node elected through a heartbeat row in schema
+//! `orchestration`, takeover, handover to the preferred primary, version
+//! checks, store and forward) runs against real PostgreSQL.
+
+pub mod appdata;
+pub mod cli;
+pub mod create;
+pub mod db;
+pub mod jdbc;
+pub mod log;
+pub mod node;
+pub mod schema;
+pub mod store_forward;
+pub mod ticks;
+
+use clap::Parser;
+use std::path::{Path, PathBuf};
+
+/// Exit code of a refused `create` or `start` (unreachable database, missing
+/// schema, version or certificate mismatch) and of other runtime errors.
+pub const EXIT_REFUSED: i32 = 1;
+/// Exit code of a command-line error.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Entry point of the `hubsim` binary; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error(&format!("cannot start the async runtime: {e}"));
+            return EXIT_REFUSED;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    log::flush();
+    // Tasks still blocked on the database must not delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
+}
+
+async fn run(cli: cli::Cli) -> i32 {
+    match cli.command {
+        cli::Command::Runtime(args) => runtime_command(cli.version, args),
+        cli::Command::Create(args) => {
+            let Some(version) = resolve_version(cli.version) else {
+                return EXIT_USAGE;
+            };
+            create::run(args, version).await
+        }
+        cli::Command::Start(args) => {
+            let Some(version) = resolve_version(cli.version) else {
+                return EXIT_USAGE;
+            };
+            node::run(args, version).await
+        }
+    }
+}
+
+fn runtime_command(version: Option<String>, args: cli::RuntimeArgs) -> i32 {
+    let Some(version) = version else {
+        log::error("hubsim runtime needs --version V");
+        return EXIT_USAGE;
+    };
+    let binary = match args.hubsim {
+        Some(p) => p,
+        None => match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error(&format!(
+                    "cannot find hubsim's own path: {e}; pass --hubsim PATH"
+                ));
+                return EXIT_REFUSED;
+            }
+        },
+    };
+    match crate::runtime::write_runtime_archive(&version, &args.out, &binary) {
+        Ok((sha256, size)) => {
+            log::info(&format!(
+                "wrote runtime archive {} (version {version}, {size} bytes, sha256 {sha256})",
+                args.out.display()
+            ));
+            0
+        }
+        Err(e) => {
+            log::error(&format!("cannot write runtime archive: {e}"));
+            EXIT_REFUSED
+        }
+    }
+}
+
+/// The version this hubsim runs as: `--version`, else the `VERSION` file of
+/// the runtime directory it was launched from (`<runtime>/bin/hubsim` or
+/// `<runtime>/hubsim`).
+fn resolve_version(flag: Option<String>) -> Option<String> {
+    if let Some(v) = flag {
+        return Some(v);
+    }
+    let exe = std::env::current_exe().ok();
+    let found = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(version_file_near);
+    if found.is_none() {
+        log::error(
+            "hubsim does not know its version: pass --version V or run it from a runtime directory holding a VERSION file",
+        );
+    }
+    found
+}
+
+fn version_file_near(bin_dir: &Path) -> Option<String> {
+    let candidates: Vec<PathBuf> = [bin_dir.parent(), Some(bin_dir)]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("VERSION"))
+        .collect();
+    candidates.iter().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        let v = text.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}

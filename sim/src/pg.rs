@@ -1,0 +1,481 @@
+//! A throwaway PostgreSQL for tests and the demo. With
+//! `HUBSHIFT_TEST_DATABASE_URL` set, a fresh uniquely named database on that
+//! server; otherwise a private cluster (`initdb` with a superuser password
+//! and scram-sha-256 auth, `pg_ctl start` on a free 127.0.0.1 port, socket
+//! directory inside the temporary directory), stopped and removed on drop.
+//! As root, the cluster runs as the `postgres` user.
+
+use rand::Rng;
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use thiserror::Error;
+use tokio_postgres::{Client, NoTls};
+
+/// Environment variable with the URL of an existing server to use instead
+/// of a private cluster.
+pub const DATABASE_URL_ENV: &str = "HUBSHIFT_TEST_DATABASE_URL";
+
+/// Why no database is available.
+#[derive(Debug, Error)]
+pub enum PgError {
+    /// A server binary is missing.
+    #[error(
+        "PostgreSQL server binary `{0}` not found (searched /usr/lib/postgresql/*/bin and PATH); install it with `apt-get install postgresql`"
+    )]
+    MissingBinary(String),
+    /// A command failed.
+    #[error("{what} failed: {detail}")]
+    Command {
+        /// Which command.
+        what: String,
+        /// Exit status and output tail.
+        detail: String,
+    },
+    /// I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The server.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A setting.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Finds a PostgreSQL server binary: newest `/usr/lib/postgresql/*/bin`
+/// first, then `PATH`.
+pub fn find_server_binary(name: &str) -> Result<PathBuf, PgError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<(u32, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                Some((v, e.path().join("bin")))
+            })
+            .collect();
+        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+        dirs.extend(versions.into_iter().map(|(_, p)| p));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    find_in_dirs(name, &dirs)
+}
+
+/// Looks for `name` in `dirs`, in order.
+pub fn find_in_dirs(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, PgError> {
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| PgError::MissingBinary(name.into()))
+}
+
+/// A private cluster.
+struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+    running: bool,
+}
+
+impl Cluster {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.current_dir(self.dir.path()).stdin(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), PgError> {
+        let data = self.data();
+        let log = self.dir.path().join("postgres.log");
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(args)
+            .output()?;
+        check(&format!("pg_ctl {}", args.join(" ")), out, Some(&log))
+    }
+
+    fn start(&mut self) -> Result<(), PgError> {
+        self.pg_ctl(&["-w", "-t", "60", "start"])?;
+        self.running = true;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), PgError> {
+        if self.running {
+            self.pg_ctl(&["-w", "-t", "30", "-m", "immediate", "stop"])?;
+            self.running = false;
+        }
+        Ok(())
+    }
+}
+
+fn check(what: &str, out: Output, log: Option<&Path>) -> Result<(), PgError> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut detail = format!(
+        "{}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(text) = log.and_then(|l| std::fs::read_to_string(l).ok()) {
+        let tail: Vec<&str> = text.lines().rev().take(10).collect();
+        detail.push_str(" | server log: ");
+        detail.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
+    }
+    Err(PgError::Command {
+        what: what.into(),
+        detail: detail.replace('\n', " "),
+    })
+}
+
+enum Kind {
+    Private(Cluster),
+    External { admin: Box<tokio_postgres::Config> },
+}
+
+/// A database of its own for one test (or one demo run).
+pub struct TestDatabase {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    dbname: String,
+    kind: Kind,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill(&mut b[..]);
+    hex::encode(b)
+}
+
+fn free_port() -> Result<u16, PgError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn postgres_ids() -> Result<(u32, u32), PgError> {
+    let name = CString::new("postgres").expect("no NUL");
+    // SAFETY: getpwnam returns NULL or a pointer to static storage, read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(PgError::Config(
+            "running as root but there is no `postgres` user to run the cluster as; install it with `apt-get install postgresql`".into(),
+        ));
+    }
+    // SAFETY: non-null pointer from getpwnam.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok((uid, gid))
+}
+
+impl TestDatabase {
+    /// A fresh database: on `$HUBSHIFT_TEST_DATABASE_URL` if set, else in a
+    /// private cluster.
+    pub async fn create() -> Result<TestDatabase, PgError> {
+        match std::env::var(DATABASE_URL_ENV) {
+            Ok(url) if !url.is_empty() => Self::create_external(&url).await,
+            _ => Self::create_private().await,
+        }
+    }
+
+    async fn create_private() -> Result<TestDatabase, PgError> {
+        let initdb = find_server_binary("initdb")?;
+        find_server_binary("pg_ctl")?;
+        let bin = initdb.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !bin.join("postgres").is_file() {
+            return Err(PgError::MissingBinary("postgres".into()));
+        }
+        let run_as = if unsafe { libc::geteuid() } == 0 {
+            Some(postgres_ids()?)
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new().prefix("hubshift-pg-").tempdir()?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let mut cluster = Cluster {
+            dir,
+            bin,
+            run_as,
+            running: false,
+        };
+        let user = "hubshift".to_string();
+        let password = random_hex(16);
+        let pwfile = cluster.dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n"))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))?;
+        }
+        let sock = cluster.dir.path().join("sock");
+        std::fs::create_dir(&sock)?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&sock, Some(uid), Some(gid))?;
+        }
+        let data = cluster.data();
+        let out = cluster
+            .command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                &user,
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()?;
+        std::fs::remove_file(&pwfile)?;
+        check("initdb", out, None)?;
+
+        let mut last_err = None;
+        let mut port = 0;
+        for _ in 0..5 {
+            port = free_port()?;
+            let settings = format!(
+                "\n# hubshift sandbox\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n",
+                sock.display()
+            );
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf)?;
+            text.push_str(&settings);
+            std::fs::write(&conf, text)?;
+            match cluster.start() {
+                Ok(()) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(e);
+        }
+        let dbname = "hubshift".to_string();
+        let db = TestDatabase {
+            host: "127.0.0.1".into(),
+            port,
+            user,
+            password,
+            dbname: dbname.clone(),
+            kind: Kind::Private(cluster),
+        };
+        let admin = db.connect_to("postgres").await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {dbname}"))
+            .await?;
+        Ok(db)
+    }
+
+    async fn create_external(url: &str) -> Result<TestDatabase, PgError> {
+        let admin: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| PgError::Config(format!("{DATABASE_URL_ENV} is not a valid URL: {e}")))?;
+        let host = match admin.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => {
+                return Err(PgError::Config(format!(
+                    "{DATABASE_URL_ENV} must name a TCP host"
+                )));
+            }
+        };
+        let port = admin.get_ports().first().copied().unwrap_or(5432);
+        let user = admin
+            .get_user()
+            .ok_or_else(|| PgError::Config(format!("{DATABASE_URL_ENV} must name a user")))?
+            .to_string();
+        let password = admin
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        let dbname = format!("hubshift_test_{}", random_hex(6));
+        let (client, conn) = admin.connect(NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {dbname}"))
+            .await?;
+        Ok(TestDatabase {
+            host,
+            port,
+            user,
+            password,
+            dbname,
+            kind: Kind::External {
+                admin: Box::new(admin),
+            },
+        })
+    }
+
+    /// `postgres://user:password@127.0.0.1:port/db`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{}",
+            self.user, self.password, self.host, self.port, self.dbname
+        )
+    }
+
+    /// `jdbc:postgresql://127.0.0.1:port/db?user=U&password=P`.
+    pub fn jdbc_uri(&self) -> String {
+        format!(
+            "jdbc:postgresql://{}:{}/{}?user={}&password={}",
+            self.host, self.port, self.dbname, self.user, self.password
+        )
+    }
+
+    /// Server host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Server port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// User (a superuser on a private cluster).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Database name.
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+
+    /// A connection to the database (its task spawned on the current runtime).
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        self.connect_to(&self.dbname).await
+    }
+
+    async fn connect_to(&self, dbname: &str) -> Result<Client, PgError> {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(dbname)
+            .connect_timeout(Duration::from_secs(10));
+        let (client, conn) = c.connect(NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Makes the database go away: a private cluster is stopped
+    /// (`pg_ctl stop -m immediate`); on an external server connections to
+    /// the database are refused and existing ones terminated.
+    pub async fn suspend(&mut self) -> Result<(), PgError> {
+        match &mut self.kind {
+            Kind::Private(c) => c.stop(),
+            Kind::External { .. } => {
+                let admin = self.connect_to("postgres").await?;
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {0} WITH ALLOW_CONNECTIONS false;
+                         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+                        self.dbname
+                    ))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Brings the database back after [`TestDatabase::suspend`].
+    pub async fn resume(&mut self) -> Result<(), PgError> {
+        match &mut self.kind {
+            Kind::Private(c) => c.start(),
+            Kind::External { .. } => {
+                let admin = self.connect_to("postgres").await?;
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                        self.dbname
+                    ))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match &mut self.kind {
+            Kind::Private(c) => {
+                if let Err(e) = c.stop() {
+                    eprintln!("hubshift-sim: stopping the throwaway PostgreSQL failed: {e}");
+                }
+            }
+            Kind::External { admin } => {
+                let admin = (**admin).clone();
+                let dbname = self.dbname.clone();
+                // Drop cannot await; a thread with its own runtime can.
+                let done = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    rt.block_on(async {
+                        let (client, conn) = admin.connect(NoTls).await.ok()?;
+                        tokio::spawn(conn);
+                        client
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"
+                            ))
+                            .await
+                            .ok()
+                    })
+                })
+                .join();
+                if !matches!(done, Ok(Some(()))) {
+                    eprintln!("hubshift-sim: could not drop test database {}", self.dbname);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_is_one_line_with_the_fix() {
+        let e = find_in_dirs("initdb", &[PathBuf::from("/nonexistent")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`initdb`") && e.contains("apt-get install postgresql"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+    }
+}
