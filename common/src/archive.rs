@@ -6,6 +6,7 @@
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
@@ -96,9 +97,10 @@ pub fn pack_tar_gz<W: Write>(sources: &[PackSource], out: W, level: u32) -> io::
 pub fn list_tar_gz<R: Read>(reader: R, limits: UnpackLimits) -> Result<ArchiveStats, ArchiveError> {
     let mut archive = tar::Archive::new(GzDecoder::new(reader));
     let mut stats = ArchiveStats::default();
+    let mut links = HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
-        check_entry(&entry, &mut stats, limits)?;
+        check_entry(&entry, &mut stats, &mut links, limits)?;
         io::copy(&mut entry, &mut io::sink())?;
     }
     Ok(stats)
@@ -116,9 +118,10 @@ pub fn unpack_tar_gz<R: Read>(
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     let mut stats = ArchiveStats::default();
+    let mut links = HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
-        check_entry(&entry, &mut stats, limits)?;
+        check_entry(&entry, &mut stats, &mut links, limits)?;
         if !entry.unpack_in(dest)? {
             return Err(ArchiveError::Refused {
                 entry: entry_name(&entry),
@@ -133,10 +136,16 @@ fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> String {
     String::from_utf8_lossy(&entry.path_bytes()).into_owned()
 }
 
-/// Checks one entry's path, type and link target, and counts it.
+/// Checks one entry's path, type and link target, and counts it. `links`
+/// collects the symlinks seen so far: an entry whose path (or hard link
+/// target) goes through one of them is refused, because the lexical
+/// checks below assume every directory component is a real directory
+/// (`a -> .` followed by `a/b/l -> ../..` would otherwise plant a link that
+/// points one level above the root).
 fn check_entry<R: Read>(
     entry: &tar::Entry<'_, R>,
     stats: &mut ArchiveStats,
+    links: &mut HashSet<PathBuf>,
     limits: UnpackLimits,
 ) -> Result<(), ArchiveError> {
     let name = entry_name(entry);
@@ -152,6 +161,10 @@ fn check_entry<R: Read>(
     }
     let path = entry.path()?;
     let depth = relative_depth(&path).ok_or_else(|| refuse("absolute path or '..' component"))?;
+    let normal = normalized(&path);
+    if through_link(&normal, links) {
+        return Err(refuse("path goes through a symlink in the archive"));
+    }
     let kind = entry.header().entry_type();
     match kind {
         tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -174,6 +187,7 @@ fn check_entry<R: Read>(
             if !stays_inside(parent_depth, &target) {
                 return Err(refuse("symlink points outside the archive root"));
             }
+            links.insert(normal);
         }
         tar::EntryType::Link => {
             let target = entry
@@ -181,6 +195,10 @@ fn check_entry<R: Read>(
                 .ok_or_else(|| refuse("hard link without a target"))?;
             if relative_depth(&target).is_none() {
                 return Err(refuse("hard link points outside the archive root"));
+            }
+            let target = normalized(&target);
+            if through_link(&target, links) || links.contains(&target) {
+                return Err(refuse("hard link goes through a symlink in the archive"));
             }
         }
         _ => return Err(refuse("device, fifo or other special entry")),
@@ -200,6 +218,18 @@ fn relative_depth(path: &Path) -> Option<usize> {
         }
     }
     Some(depth)
+}
+
+/// The normal components of a relative path (no `.`).
+fn normalized(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+/// Whether a proper ancestor of `path` is one of `links`.
+fn through_link(path: &Path, links: &HashSet<PathBuf>) -> bool {
+    !links.is_empty() && path.ancestors().skip(1).any(|a| links.contains(a))
 }
 
 /// Whether `target`, resolved lexically from a directory `depth` levels
@@ -234,6 +264,37 @@ mod tests {
         assert!(stays_inside(0, Path::new("a/./b")));
         assert_eq!(relative_depth(Path::new("a/b/c")), Some(3));
         assert_eq!(relative_depth(Path::new("a/../c")), None);
+    }
+
+    #[test]
+    fn refuses_links_planted_through_a_symlinked_directory() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, link: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            h.set_mode(0o755);
+            if !link.is_empty() {
+                h.set_link_name_literal(link).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, io::empty()).unwrap();
+        };
+        add("b/", tar::EntryType::Directory, "");
+        add("a", tar::EntryType::Symlink, ".");
+        add("a/b/l", tar::EntryType::Symlink, "../..");
+        let tar_bytes = b.into_inner().unwrap();
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&tar_bytes).unwrap();
+        let bytes = gz.finish().unwrap();
+        let outer = tempfile::tempdir().unwrap();
+        let dest = outer.path().join("root");
+        std::fs::create_dir(&dest).unwrap();
+        let err = unpack_tar_gz(&bytes[..], &dest, UnpackLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Refused { .. }), "{err}");
+        assert!(!dest.join("b/l").exists() && std::fs::symlink_metadata(dest.join("b/l")).is_err());
+        assert!(list_tar_gz(&bytes[..], UnpackLimits::default()).is_err());
     }
 
     #[test]
