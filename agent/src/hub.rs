@@ -526,7 +526,9 @@ impl Hub {
         Ok(cmd)
     }
 
-    /// HA `create`, run to completion on this host.
+    /// HA `create`, run to completion on this host. Unlike the hub, create
+    /// ends before the agent does, so its output passes through the agent
+    /// and is masked (the JDBC URI) on its way into hub.log.
     async fn run_create(
         &self,
         vars: Vars<'_>,
@@ -552,21 +554,40 @@ impl Hub {
             jdbc,
             &log,
         )?;
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             AgentError::FailedPrecondition(format!(
                 "cannot run create ({}): {e}",
                 self.cfg.hub.create_command[0]
             ))
         })?;
+        let log = Arc::new(log);
+        let copiers = [
+            child
+                .stdout
+                .take()
+                .map(|o| copy_masked(o, log.clone(), jdbc.clone())),
+            child
+                .stderr
+                .take()
+                .map(|o| copy_masked(o, log.clone(), jdbc.clone())),
+        ];
         tracing::info!(node = %node, "running HA create");
         let limit = Duration::from_secs(self.cfg.hub.create_timeout_secs);
-        let status = match tokio::time::timeout(limit, child.wait()).await {
+        let waited = tokio::time::timeout(limit, child.wait()).await;
+        if waited.is_err() {
+            if let Some(pid) = child.id() {
+                signal_group(pid as i32, libc::SIGKILL);
+            }
+            let _ = child.wait().await;
+        }
+        for copier in copiers.into_iter().flatten() {
+            // Output of grandchildren that outlive create must not hold us up.
+            let _ = tokio::time::timeout(Duration::from_secs(5), copier).await;
+        }
+        let status = match waited {
             Ok(status) => status.map_err(AgentError::io("cannot wait for create in", workdir))?,
             Err(_) => {
-                if let Some(pid) = child.id() {
-                    signal_group(pid as i32, libc::SIGKILL);
-                }
-                let _ = child.wait().await;
                 let tail = log_tail(&log_path, offset, jdbc);
                 return Err(AgentError::FailedPrecondition(format!(
                     "create did not finish within {}s; output: {tail}",
@@ -583,6 +604,27 @@ impl Hub {
         tracing::info!(node = %node, "HA create finished");
         Ok(())
     }
+}
+
+/// Copies lines of `from` into the log, masking the secret and passwords.
+fn copy_masked<R>(from: R, log: Arc<std::fs::File>, jdbc: Secret) -> tokio::task::JoinHandle<()>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let text = redact_with(&String::from_utf8_lossy(&line), &[jdbc.expose()]);
+            let _ = (&*log).write_all(text.as_bytes());
+        }
+    })
 }
 
 /// Last 2 KiB of hub.log after `offset`, with the secret masked.
