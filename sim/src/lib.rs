@@ -10,4 +10,5 @@ pub mod measure;
 pub mod pg;
 pub mod process;
 pub mod runtime;
+pub mod sandbox;
 pub mod timing;
