@@ -572,6 +572,28 @@ mod tests {
     }
 
     #[test]
+    fn packaged_examples_parse_and_their_templates_and_patterns_are_valid() {
+        for text in [
+            include_str!("../../packaging/agent.example.toml"),
+            include_str!("../../packaging/agent.sim.example.toml"),
+        ] {
+            let c: Config = toml::from_str(text).unwrap();
+            let h = &c.hub;
+            for t in h
+                .create_command
+                .iter()
+                .chain(&h.start_command)
+                .chain([&h.working_dir])
+            {
+                check_template(t).unwrap();
+            }
+            Regex::new(&c.role_probe.active_pattern).unwrap();
+            Regex::new(&c.role_probe.standby_pattern).unwrap();
+            assert!(c.tls.is_some());
+        }
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("opt")).unwrap();
