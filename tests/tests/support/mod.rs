@@ -1,0 +1,225 @@
+//! Helpers shared by the end-to-end tests: running the real `hubshift`
+//! binary against a sandbox group and reading its JSON events.
+
+#![allow(dead_code)]
+
+use hubshift_sim::sandbox::Sandbox;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Group name the tests use.
+pub const GROUP: &str = "plant";
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    hubshift_sim::bins::binary(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A `hubshift` command with the inventory selected.
+pub fn hubshift(inventory: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("hubshift"));
+    cmd.arg("--json")
+        .args(args)
+        .arg("-i")
+        .arg(inventory)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `hubshift --json ARGS -i INVENTORY` to completion.
+pub fn run(inventory: &Path, args: &[&str]) -> Output {
+    hubshift(inventory, args).output().expect("hubshift runs")
+}
+
+/// JSON events of a finished run (stdout lines).
+pub fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Both streams, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The first event named `name`.
+pub fn find<'a>(events: &'a [Value], name: &str) -> Option<&'a Value> {
+    events.iter().find(|e| e["event"] == name)
+}
+
+/// A `hubshift` process whose JSON events are read line by line as they come.
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Events read so far.
+    pub seen: Vec<Value>,
+}
+
+impl Running {
+    /// Starts `hubshift --json ARGS -i INVENTORY`.
+    pub fn spawn(inventory: &Path, args: &[&str]) -> Running {
+        let mut child = hubshift(inventory, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("hubshift starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads events until one satisfies `pred`; panics after `timeout`.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no event {what} within {timeout:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the process to end and collects the remaining events.
+    pub fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<Value>) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                    if let Ok(v) = serde_json::from_str(&line) {
+                        self.seen.push(v);
+                    }
+                }
+                return (status.code(), self.seen);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "hubshift did not finish within {timeout:?}; seen: {:#?}",
+                    self.seen
+                );
+            }
+            while let Ok(line) = self.lines.try_recv() {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    self.seen.push(v);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// All files under `dir` with their bytes, relative paths sorted.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                let rel = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Hub-like data the upgrade must keep byte for byte: a SQLite-like history
+/// file and a store-and-forward segment in appdata, and store-and-forward
+/// data inside the old runtime directory (where the hub keeps it when
+/// `directories.storeForwardData` is unset).
+pub fn plant_hub_data(sandbox: &Sandbox) -> Vec<PathBuf> {
+    let primary = &sandbox.nodes[0];
+    let mut pages = Vec::with_capacity(256 * 1024);
+    let mut x: u32 = 0x1234_5678;
+    for i in 0..(256 * 1024) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        pages.push(if i % 4096 < 100 {
+            b"SQLite format 3\0"[i % 16]
+        } else {
+            x as u8
+        });
+    }
+    let files = [
+        (
+            primary.appdata.join("history/hub-history.sqlite"),
+            pages.clone(),
+        ),
+        (
+            primary.appdata.join("storeforward/segment-000017.bin"),
+            pages[..65536].to_vec(),
+        ),
+        (
+            primary
+                .install_root
+                .join("runtimes")
+                .join(&sandbox.version)
+                .join("storeforward/pipeline-7.bin"),
+            pages[..4096].to_vec(),
+        ),
+    ];
+    for (path, bytes) in &files {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write hub data");
+    }
+    files.into_iter().map(|(p, _)| p).collect()
+}
+
+/// The orchestration schema's version, if the schema exists.
+pub async fn schema_version(client: &tokio_postgres::Client) -> Option<String> {
+    client
+        .query_opt(
+            "SELECT version FROM orchestration.cluster WHERE id = 1",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
+}

@@ -1,0 +1,352 @@
+//! End to end: the real `hubshift` upgrades a two-node hubsim group running
+//! on real agents over mTLS against a real PostgreSQL.
+
+mod support;
+
+use hubshift_common::pb::HubRole;
+use hubshift_sim::measure;
+use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+use support::*;
+
+const FROM: &str = "4.1.0";
+const TO: &str = "4.2.0";
+
+/// Everything an upgraded group must show.
+async fn assert_upgraded(
+    sandbox: &Sandbox,
+    inventory: &Path,
+    run_id: &str,
+    planted: &[(std::path::PathBuf, Vec<u8>)],
+    since: SystemTime,
+) {
+    let (p, s) = (
+        sandbox.status(0).await.unwrap(),
+        sandbox.status(1).await.unwrap(),
+    );
+    assert_eq!(p.active_runtime, TO, "primary runtime");
+    assert_eq!(s.active_runtime, TO, "secondary runtime");
+    sandbox
+        .wait_role(0, HubRole::Active, Duration::from_secs(30))
+        .await
+        .unwrap();
+    sandbox
+        .wait_role(1, HubRole::Standby, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(!p.certificate_sha256.is_empty());
+    assert_eq!(
+        p.certificate_sha256, s.certificate_sha256,
+        "certificate store copied"
+    );
+    assert!(
+        s.staged_runtimes.contains(&FROM.to_string()),
+        "old runtime kept on the secondary"
+    );
+
+    let db = sandbox.db.connect().await.unwrap();
+    assert_eq!(
+        schema_version(&db).await.as_deref(),
+        Some(TO),
+        "schema carries the new version"
+    );
+
+    // The journal: every step done.
+    let out = run(inventory, &["runs", "--run", run_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    let run = find(&ev, "run").expect("run record");
+    assert_eq!(run["state"], "done", "{run}");
+    let steps: Vec<_> = ev.iter().filter(|e| e["event"] == "run_step").collect();
+    assert_eq!(steps.len(), 14, "{steps:#?}");
+    assert!(steps.iter().all(|s| s["state"] == "done"), "{steps:#?}");
+
+    // The backup: exists on the primary's host, digest matches, GNU tar lists it,
+    // and it holds the hub data byte for byte.
+    let facts = &run["facts"];
+    let path = facts["backup_path"].as_str().expect("backup path");
+    let sha = facts["backup_sha256"].as_str().expect("backup sha");
+    let (actual, _) = hubshift_common::digest::sha256_file(Path::new(path)).unwrap();
+    assert_eq!(actual, sha);
+    let copy = facts["backup_copy"].as_str().expect("controller-side copy");
+    assert_eq!(
+        hubshift_common::digest::sha256_file(Path::new(copy))
+            .unwrap()
+            .0,
+        sha
+    );
+    let listing = Command::new("tar").arg("-tzf").arg(path).output().unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for needle in [
+        "appdata/intelligencehub-configuration.json",
+        "appdata/intelligencehub-certificatestore.pkcs12",
+        "appdata/history/hub-history.sqlite",
+        "appdata/storeforward/segment-000017.bin",
+    ] {
+        assert!(
+            listing.contains(needle),
+            "{needle} not in backup:\n{listing}"
+        );
+    }
+    let unpacked = tempfile::tempdir().unwrap();
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(path)
+        .arg("-C")
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for (file, bytes) in planted {
+        assert_eq!(
+            &std::fs::read(file).unwrap(),
+            bytes,
+            "{} changed",
+            file.display()
+        );
+        if let Ok(rel) = file.strip_prefix(&sandbox.nodes[0].appdata) {
+            assert_eq!(
+                &std::fs::read(unpacked.path().join("appdata").join(rel)).unwrap(),
+                bytes,
+                "backup copy of {}",
+                rel.display()
+            );
+        }
+    }
+
+    // Data flow: never two nodes at once; outages bounded by the hub's own times.
+    let ticks = measure::fetch_ticks(&db, since).await.unwrap();
+    assert!(ticks.len() > 20, "data flowed: {} ticks", ticks.len());
+    assert_eq!(
+        measure::split_brain(&ticks, sandbox.timing.tick_interval),
+        None,
+        "split brain"
+    );
+    let (gap, from, to) = measure::largest_gap(&ticks).expect("a gap");
+    let bound =
+        sandbox.timing.takeover_timeout + sandbox.timing.start_delay + Duration::from_secs(3);
+    assert!(
+        gap < bound,
+        "largest gap {gap:?} ({} -> {}) exceeds {bound:?}",
+        from.node,
+        to.node
+    );
+    assert!(
+        ticks.iter().any(|t| t.version == TO && t.node == "hub-a"),
+        "upgraded primary produces data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_changes_nothing_then_upgrade_completes_and_a_second_upgrade_is_refused() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        version: FROM.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let planted: Vec<_> = plant_hub_data(&sandbox)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let archive = sandbox.runtime_archive(TO).unwrap();
+    let archive = archive.display().to_string();
+    let db = sandbox.db.connect().await.unwrap();
+
+    // plan: preflight passes, steps listed, nothing changes.
+    let pids: Vec<_> = sandbox.nodes.iter().map(|n| n.hub_pid()).collect();
+    let installs: Vec<_> = sandbox
+        .nodes
+        .iter()
+        .map(|n| snapshot(&n.install_root))
+        .collect();
+    let out = run(
+        &inventory,
+        &["plan", "-g", GROUP, "--runtime", &archive, "--version", TO],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    assert!(
+        ev.iter()
+            .filter(|e| e["event"] == "preflight")
+            .all(|e| e["blocking"] == false),
+        "{ev:#?}"
+    );
+    assert_eq!(ev.iter().filter(|e| e["event"] == "plan_step").count(), 14);
+    assert_eq!(
+        sandbox
+            .nodes
+            .iter()
+            .map(|n| n.hub_pid())
+            .collect::<Vec<_>>(),
+        pids,
+        "same hub processes"
+    );
+    assert_eq!(
+        sandbox
+            .nodes
+            .iter()
+            .map(|n| snapshot(&n.install_root))
+            .collect::<Vec<_>>(),
+        installs,
+        "no file changed"
+    );
+    assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
+    let journal = db
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'hubshift'", &[])
+        .await
+        .unwrap();
+    assert!(journal.is_none(), "plan wrote no journal");
+    assert_eq!(sandbox.status(0).await.unwrap().role(), HubRole::Active);
+
+    // upgrade, and meanwhile a second upgrade of the same group: refused with exit 3.
+    let since = SystemTime::now();
+    let mut first = Running::spawn(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            &archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    let started = first.wait_for(Duration::from_secs(60), "run_started", |e| {
+        e["event"] == "run_started"
+    });
+    let run_id = started["run"].as_str().unwrap().to_string();
+    let second = run(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            &archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+    assert!(
+        text(&second).contains(&run_id),
+        "refusal names the run holding the lock: {}",
+        text(&second)
+    );
+    let (code, seen) = first.finish(Duration::from_secs(240));
+    assert_eq!(code, Some(0), "{seen:#?}");
+    let finished = find(&seen, "run_finished").expect("run_finished");
+    let windows = finished["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2, "{finished}");
+    assert!(
+        seen.iter()
+            .filter(|e| e["event"] == "outage_window")
+            .count()
+            == 2
+    );
+    assert_eq!(finished["backup_sha256"].as_str().map(str::len), Some(64));
+    let log = sandbox
+        .nodes
+        .iter()
+        .map(|n| n.agent_log_text())
+        .collect::<String>();
+    assert!(
+        !log.contains(sandbox.db.password()),
+        "database password in an agent log"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.to_string().contains(sandbox.db.password())),
+        "password in JSON events"
+    );
+
+    assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_killed_after_schema_drop_then_resume_completes() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        version: FROM.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let planted: Vec<_> = plant_hub_data(&sandbox)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
+    let since = SystemTime::now();
+
+    let mut first = Running::spawn(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            &archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    let run_id = first.wait_for(Duration::from_secs(60), "run_started", |e| {
+        e["event"] == "run_started"
+    })["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    first.wait_for(Duration::from_secs(120), "drop_schema finished", |e| {
+        e["event"] == "step_finished" && e["name"] == "drop_schema"
+    });
+    first.child.kill().unwrap(); // SIGKILL: no clean-up of any kind
+    let _ = first.child.wait();
+
+    let db = sandbox.db.connect().await.unwrap();
+    let state: String = db
+        .query_one("SELECT state FROM hubshift.runs WHERE id = $1", &[&run_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(state, "done");
+    // `runs` lists the interrupted run.
+    let out = run(&inventory, &["runs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&run_id));
+
+    let out = run(&inventory, &["resume", "--run", &run_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    assert!(find(&ev, "run_resumed").is_some(), "{ev:#?}");
+    assert!(find(&ev, "run_finished").is_some(), "{ev:#?}");
+    // Already-done steps were not run again.
+    assert!(
+        !ev.iter().any(|e| e["event"] == "step_started"
+            && (e["name"] == "drop_schema" || e["name"] == "backup")),
+        "{ev:#?}"
+    );
+
+    assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+    // Resuming a finished run changes nothing and says so.
+    let out = run(&inventory, &["resume", "--run", &run_id]);
+    assert!(out.status.success(), "{}", text(&out));
+}
