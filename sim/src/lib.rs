@@ -5,6 +5,7 @@
 //! ([`process`]) and outage / split-brain measurement ([`measure`]).
 
 pub mod bins;
+pub mod demo;
 pub mod hubsim;
 pub mod measure;
 pub mod pg;

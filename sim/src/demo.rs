@@ -1,0 +1,260 @@
+//! The newcomer's path: `hubshift-sandbox demo` builds a two-node hubsim
+//! group on a throwaway PostgreSQL, runs the real `hubshift upgrade` on it
+//! and prints the outage windows measured from the data ticks;
+//! `hubshift-sandbox up` leaves such a group running with a ready inventory.
+
+use crate::measure;
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::timing::SimTiming;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, SystemTime};
+
+/// A throwaway Intelligence Hub HA group (hubsim) on this machine: two
+/// agents over mTLS, a private PostgreSQL, data flowing.
+#[derive(Debug, Parser)]
+#[command(name = "hubshift-sandbox", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Args)]
+struct GroupArgs {
+    /// Version the group runs first.
+    #[arg(long, default_value = "4.1.0")]
+    from: String,
+    /// Version to upgrade to.
+    #[arg(long, default_value = "4.2.0")]
+    to: String,
+    /// hubsim takeover timeout (how long a standby waits for a silent primary).
+    #[arg(long, default_value = "3s", value_parser = crate::timing::parse_duration)]
+    takeover_timeout: Duration,
+    /// hubsim start-up delay (stands in for the JVM start).
+    #[arg(long, default_value = "1500ms", value_parser = crate::timing::parse_duration)]
+    start_delay: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build the group, upgrade it with `hubshift upgrade`, print the plan,
+    /// each step, and the measured outage windows; tear everything down.
+    Demo {
+        #[command(flatten)]
+        group: GroupArgs,
+    },
+    /// Build the group, write an inventory and certificates into DIR, print
+    /// the `hubshift` commands to try, and keep running until Ctrl-C.
+    Up {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// Directory for the inventory, certificates, agents and runtimes.
+        #[arg(long, default_value = "hubshift-sandbox")]
+        dir: PathBuf,
+    },
+}
+
+/// Entry point of the `hubshift-sandbox` binary.
+pub fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let work = async {
+            match cli.command {
+                Cmd::Demo { group } => demo(&group).await,
+                Cmd::Up { group, dir } => up(&group, &dir).await,
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\ninterrupted: tearing the sandbox down");
+                Err(anyhow::anyhow!("interrupted"))
+            }
+        }
+    });
+    // Leaving the block drops the sandbox: agents, hubs and PostgreSQL stop.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn timing(g: &GroupArgs) -> SimTiming {
+    SimTiming {
+        heartbeat_interval: Duration::from_millis(200),
+        takeover_timeout: g.takeover_timeout,
+        start_delay: g.start_delay,
+        tick_interval: Duration::from_millis(50),
+    }
+}
+
+async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
+    let t = timing(g);
+    t.validate().map_err(|e| anyhow::anyhow!("timing: {e}"))?;
+    println!(
+        "Starting a throwaway PostgreSQL, a CA, two agents and two hubsim nodes at {} ...",
+        g.from
+    );
+    let sandbox = Sandbox::start(SandboxOptions {
+        nodes: 2,
+        version: g.from.clone(),
+        timing: t,
+        dir,
+    })
+    .await?;
+    println!("HA group up: hub-a active, hub-b standby, data flowing.\n");
+    println!("Where everything lives:");
+    println!("  sandbox root:   {}", sandbox.root.display());
+    println!(
+        "  database:       postgres://{}@{}:{}/{} (password in {})",
+        sandbox.db.user(),
+        sandbox.db.host(),
+        sandbox.db.port(),
+        sandbox.db.dbname(),
+        sandbox.root.join("database-url").display()
+    );
+    for n in &sandbox.nodes {
+        println!(
+            "  {}: agent {} config {} appdata {} hub log {}",
+            n.name,
+            n.addr,
+            n.config.display(),
+            n.appdata.display(),
+            n.state_dir.join("hub.log").display()
+        );
+    }
+    println!();
+    Ok(sandbox)
+}
+
+async fn hubshift(inventory: &Path, args: &[&str]) -> anyhow::Result<std::process::ExitStatus> {
+    let bin = crate::bins::binary("hubshift")?;
+    println!("$ hubshift {} -i {}", args.join(" "), inventory.display());
+    let status = tokio::process::Command::new(bin)
+        .args(args)
+        .arg("-i")
+        .arg(inventory)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await?;
+    println!();
+    Ok(status)
+}
+
+async fn demo(g: &GroupArgs) -> anyhow::Result<()> {
+    let sandbox = build(g, None).await?;
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, "sandbox")?;
+    let archive = sandbox.runtime_archive(&g.to)?;
+    let db = sandbox.db.connect().await?;
+    let since = SystemTime::now();
+    // Let data flow for a moment so the measurement has a before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while measure::fetch_ticks(&db, since).await?.len() < 20 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no data ticks from the active hub"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = archive.display().to_string();
+    let plan = hubshift(
+        &inventory,
+        &["plan", "-g", "sandbox", "--runtime", &a, "--version", &g.to],
+    )
+    .await?;
+    anyhow::ensure!(plan.success(), "hubshift plan refused ({plan})");
+    let up = hubshift(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            "sandbox",
+            "--runtime",
+            &a,
+            "--version",
+            &g.to,
+            "--yes",
+        ],
+    )
+    .await?;
+    anyhow::ensure!(up.success(), "hubshift upgrade failed ({up})");
+    // A little data after the upgrade, then measure.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ticks = measure::fetch_ticks(&db, since).await?;
+    let t = sandbox.timing;
+    let windows = measure::no_active_windows(&ticks, 4 * t.tick_interval);
+    println!(
+        "Measured from {} data ticks (one every {} ms while a node is active):",
+        ticks.len(),
+        t.tick_interval.as_millis()
+    );
+    for (i, w) in windows.iter().enumerate() {
+        println!(
+            "  measured outage {}: {:.3} s with no active node ({} -> {})",
+            i + 1,
+            w.length.as_secs_f64(),
+            w.from_node,
+            w.to_node
+        );
+    }
+    println!(
+        "  hub's own share: takeover timeout {:.3} s (window 1), start-up {:.3} s (window 2)",
+        t.takeover_timeout.as_secs_f64(),
+        t.start_delay.as_secs_f64()
+    );
+    match measure::split_brain(&ticks, t.tick_interval) {
+        None => println!("  split brain: none (never two nodes producing at once)"),
+        Some(s) => anyhow::bail!("split brain detected: {s}"),
+    }
+    let versions: Vec<String> = {
+        let mut v: Vec<String> = ticks
+            .iter()
+            .rev()
+            .take(10)
+            .map(|t| format!("{}@{}", t.node, t.version))
+            .collect();
+        v.dedup();
+        v
+    };
+    println!("  now producing: {}", versions.join(", "));
+    println!("\nTearing the sandbox down.");
+    Ok(())
+}
+
+async fn up(g: &GroupArgs, dir: &Path) -> anyhow::Result<()> {
+    let sandbox = build(g, Some(dir.to_path_buf())).await?;
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, "sandbox")?;
+    let archive = sandbox.runtime_archive(&g.to)?;
+    let i = inventory.display();
+    let a = archive.display();
+    println!("Inventory: {i}\nRuntime archive for {}: {a}\n", g.to);
+    println!("Try (in another terminal):");
+    println!("  hubshift status -i {i}");
+    println!(
+        "  hubshift plan -i {i} -g sandbox --runtime {a} --version {}",
+        g.to
+    );
+    println!(
+        "  hubshift upgrade -i {i} -g sandbox --runtime {a} --version {}",
+        g.to
+    );
+    println!("  hubshift runs -i {i}");
+    println!("\nRunning until Ctrl-C.");
+    std::future::pending::<()>().await;
+    Ok(())
+}
