@@ -1,0 +1,95 @@
+//! The packaging files are valid: the `cargo deb` metadata names files that
+//! exist, the systemd unit carries the hardening and write paths the agent
+//! needs, and the example configurations pass `hubshift-agent check-config`
+//! as far as files on this machine allow.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn cargo_deb_metadata_is_complete_and_points_at_real_files() {
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root().join("agent/Cargo.toml")).unwrap()).unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    for key in [
+        "maintainer",
+        "extended-description",
+        "depends",
+        "assets",
+        "conf-files",
+    ] {
+        assert!(deb.get(key).is_some(), "[package.metadata.deb] lacks {key}");
+    }
+    let assets = deb["assets"].as_array().unwrap();
+    let mut targets = Vec::new();
+    for asset in assets {
+        let a = asset.as_array().unwrap();
+        assert_eq!(a.len(), 3, "asset [source, target, mode]: {asset}");
+        let (src, dst, mode) = (
+            a[0].as_str().unwrap(),
+            a[1].as_str().unwrap(),
+            a[2].as_str().unwrap(),
+        );
+        assert!(u32::from_str_radix(mode, 8).is_ok(), "mode {mode}");
+        if !src.starts_with("target/") {
+            assert!(
+                root().join("agent").join(src).is_file(),
+                "asset source {src} missing"
+            );
+        }
+        targets.push(dst.to_string());
+    }
+    assert!(targets.iter().any(|t| t == "usr/bin/"), "binary installed");
+    assert!(
+        targets.iter().any(|t| t.starts_with("lib/systemd/system/")),
+        "unit installed"
+    );
+    for conf in deb["conf-files"].as_array().unwrap() {
+        let conf = conf.as_str().unwrap().trim_start_matches('/');
+        assert!(
+            targets.iter().any(|t| t == conf),
+            "conffile {conf} is installed by an asset"
+        );
+    }
+    let scripts = deb["maintainer-scripts"].as_str().unwrap();
+    assert!(
+        root()
+            .join("agent")
+            .join(scripts)
+            .join("postinst")
+            .is_file()
+    );
+}
+
+#[test]
+fn systemd_unit_is_hardened_and_can_write_where_the_agent_must() {
+    let unit = std::fs::read_to_string(root().join("packaging/hubshift-agent.service")).unwrap();
+    for line in [
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+        "PrivateTmp=true",
+        "KillMode=process",
+        "ExecStart=/usr/bin/hubshift-agent run --config /etc/hubshift/agent.toml",
+    ] {
+        assert!(unit.lines().any(|l| l.trim() == line), "unit lacks {line}");
+    }
+    let rw = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ReadWritePaths="))
+        .expect("ReadWritePaths");
+    let example: toml::Value = toml::from_str(
+        &std::fs::read_to_string(root().join("packaging/agent.example.toml")).unwrap(),
+    )
+    .unwrap();
+    let paths = &example["paths"];
+    for key in ["state_dir", "install_root", "appdata"] {
+        let p = paths[key].as_str().unwrap();
+        assert!(
+            rw.split_whitespace().any(|allowed| p.starts_with(allowed)),
+            "paths.{key} = {p} is not writable under ReadWritePaths={rw}"
+        );
+    }
+}
