@@ -2,6 +2,7 @@
 //! that poll a condition (a log line, the exit) with a timeout, SIGTERM,
 //! and a kill on drop.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +36,17 @@ impl HubsimProcess {
             .create(true)
             .append(true)
             .open(log_path)?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        // SAFETY: prctl is async-signal-safe; it asks the kernel to kill the
+        // child when the spawning thread dies (a killed test run), so no
+        // hubsim outlives its test.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .args(args.iter().map(AsRef::as_ref))
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -135,10 +135,10 @@ async fn ticks_flow_and_failed_inserts_are_stored_and_forwarded() {
     assert!(ticks.iter().all(|t| t.version == "4.1.0"));
 
     let c = db.connect().await.unwrap();
+    let held = SystemTime::now();
     c.batch_execute("ALTER TABLE hubdata.ticks ADD CONSTRAINT hold_data CHECK (false) NOT VALID")
         .await
         .unwrap();
-    let held = SystemTime::now();
     pa.wait_for_log_line("writing ticks to store-and-forward", WAIT)
         .await
         .unwrap();
@@ -146,10 +146,10 @@ async fn ticks_flow_and_failed_inserts_are_stored_and_forwarded() {
         (sf_lines(&a) >= 20).then_some(())
     })
     .await;
+    let released = SystemTime::now();
     c.batch_execute("ALTER TABLE hubdata.ticks DROP CONSTRAINT hold_data")
         .await
         .unwrap();
-    let released = SystemTime::now();
     pa.wait_for_log_line("replayed", WAIT).await.unwrap();
     poll("store and forward drained", WAIT, || async {
         (sf_lines(&a) == 0).then_some(())
