@@ -233,6 +233,24 @@ impl Agent {
         .await
     }
 
+    /// Replaces appdata from a backup (the agent keeps the old tree aside).
+    pub async fn restore(
+        &self,
+        id: &str,
+        sha256: &str,
+        timeout: Duration,
+    ) -> Result<pb::RestoreResponse, AgentError> {
+        let req = pb::RestoreRequest {
+            id: id.to_string(),
+            sha256: sha256.to_string(),
+        };
+        self.unary("Restore", timeout, move |mut c| {
+            let req = req.clone();
+            async move { c.restore(req).await }
+        })
+        .await
+    }
+
     /// Switches `current`.
     pub async fn activate(&self, version: &str) -> Result<pb::ActivateRuntimeResponse, AgentError> {
         let version = version.to_string();

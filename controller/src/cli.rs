@@ -87,6 +87,19 @@ pub enum Command {
         #[arg(long)]
         runtime: Option<PathBuf>,
     },
+    /// Take a group back to the version and appdata an upgrade run started
+    /// from: the same hand-over as the upgrade, restoring the run's verified
+    /// backup on the primary (its current appdata is kept aside).
+    Rollback {
+        #[command(flatten)]
+        inventory: InventoryArgs,
+        /// The upgrade run to reverse (see `hubshift runs`).
+        #[arg(long)]
+        run: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// List journaled runs, newest first (with --run: that run's steps).
     Runs {
         #[command(flatten)]

@@ -277,9 +277,14 @@ impl Run {
             }),
             || {
                 let mut s = format!(
-                    "\nRun {} done: group {} upgraded {} -> {} in {}.\n",
+                    "\nRun {} done: group {} {} {} -> {} in {}.\n",
                     self.id,
                     self.group.name,
+                    if self.facts.rollback_of.is_some() {
+                        "rolled back"
+                    } else {
+                        "upgraded"
+                    },
                     self.facts.from_version,
                     self.facts.version,
                     secs(total_ms)

@@ -41,6 +41,9 @@ pub struct RunFacts {
     pub secondaries_down_ms: Option<u64>,
     /// Unix ms: the upgraded primary was seen active (window 2 ends).
     pub primary_active_ms: Option<u64>,
+    /// For a rollback: the upgrade run it reverses.
+    #[serde(default)]
+    pub rollback_of: Option<String>,
     /// Things an operator should know (e.g. a secondary had to be stopped).
     #[serde(default)]
     pub warnings: Vec<String>,

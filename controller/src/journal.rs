@@ -66,7 +66,7 @@ pub struct RunRecord {
     pub group: String,
     /// `upgrade`.
     pub kind: String,
-    /// running, done, failed.
+    /// running, done, failed, rolled_back.
     pub state: String,
     /// Versions, runtime digest, backup id and digest, outage windows.
     pub facts: Value,
@@ -205,6 +205,18 @@ async fn touch(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Marks an upgrade run as reversed by a finished rollback.
+pub async fn mark_rolled_back(client: &Client, run: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.runs SET state = 'rolled_back', updated_at = now() WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .map_err(query_err("journaling the rollback"))?;
+    Ok(())
+}
+
 /// Marks the run finished (`done`) or failed.
 pub async fn finish_run(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
     client
@@ -302,7 +314,8 @@ pub async fn unfinished_run(client: &Client, group: &str) -> Result<Option<RunRe
         .query_opt(
             &format!(
                 "SELECT {RUN_COLUMNS} FROM hubshift.runs
-                 WHERE grp = $1 AND state <> 'done' ORDER BY created_at DESC LIMIT 1"
+                 WHERE grp = $1 AND state NOT IN ('done', 'rolled_back')
+                 ORDER BY created_at DESC LIMIT 1"
             ),
             &[&group],
         )

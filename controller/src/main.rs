@@ -86,6 +86,11 @@ async fn dispatch(out: Output, command: Command) -> anyhow::Result<()> {
             run,
             runtime,
         } => upgrade::resume(out, &inventory, &run, runtime.as_deref()).await,
+        Command::Rollback {
+            inventory,
+            run,
+            yes,
+        } => upgrade::rollback(out, &inventory, &run, yes).await,
         Command::Runs {
             inventory,
             group,

@@ -38,6 +38,12 @@ pub enum Step {
     },
     /// `DROP SCHEMA <orchestration> CASCADE`.
     DropSchema,
+    /// Put the run's backup back into the primary's appdata (rollback); the
+    /// replaced tree is kept aside by the agent.
+    RestoreBackup {
+        /// Primary.
+        node: String,
+    },
     /// Switch the primary's `current` to the new runtime (procedure step 3).
     ActivateRuntime {
         /// Primary.
@@ -90,6 +96,7 @@ impl Step {
             Step::Backup { .. } => "backup",
             Step::VerifyBackup { .. } => "verify_backup",
             Step::DropSchema => "drop_schema",
+            Step::RestoreBackup { .. } => "restore_backup",
             Step::ActivateRuntime { .. } => "activate_runtime",
             Step::ActivateSecondaryRuntime { .. } => "activate_secondary_runtime",
             Step::CreateAndStart { .. } => "create_and_start",
@@ -107,6 +114,7 @@ impl Step {
             | Step::StopPrimary { node }
             | Step::Backup { node }
             | Step::VerifyBackup { node }
+            | Step::RestoreBackup { node }
             | Step::ActivateRuntime { node }
             | Step::ActivateSecondaryRuntime { node }
             | Step::CreateAndStart { node }
@@ -128,7 +136,7 @@ impl Step {
             | Step::Backup { .. }
             | Step::VerifyBackup { .. } => 1,
             Step::DropSchema => 2,
-            Step::ActivateRuntime { .. } => 3,
+            Step::ActivateRuntime { .. } | Step::RestoreBackup { .. } => 3,
             Step::CreateAndStart { .. } | Step::AwaitHandback { .. } => 4,
             Step::ActivateSecondaryRuntime { .. } | Step::CopyCertificate { .. } => 5,
             Step::StartSecondary { .. } | Step::AwaitStandby { .. } => 6,
@@ -139,7 +147,11 @@ impl Step {
     pub fn destructive(&self) -> bool {
         matches!(
             self,
-            Step::DropSchema | Step::ActivateRuntime { .. } | Step::CreateAndStart { .. }
+            Step::DropSchema
+                | Step::RestoreBackup { .. }
+                | Step::ActivateRuntime { .. }
+                | Step::ActivateSecondaryRuntime { .. }
+                | Step::CreateAndStart { .. }
         )
     }
 
@@ -163,6 +175,11 @@ impl Step {
                 format!("verify the backup of {node} (SHA-256, full read)")
             }
             Step::DropSchema => format!("DROP SCHEMA {schema} CASCADE"),
+            Step::RestoreBackup { node } => {
+                format!(
+                    "restore the run's backup into the appdata of {node} (current tree kept aside)"
+                )
+            }
             Step::ActivateRuntime { node } | Step::ActivateSecondaryRuntime { node } => {
                 format!("switch {node} to runtime {version}")
             }
@@ -219,11 +236,54 @@ pub fn build_plan(group: &Group) -> Vec<Step> {
             secondaries: secondaries.clone(),
         },
     ]);
-    for s in &secondaries {
+    steps.extend(secondary_steps(&primary, &secondaries));
+    steps
+}
+
+/// The steps that take `group` back to the version and appdata recorded by
+/// an upgrade run: the same hand-over as the upgrade (so data keeps flowing
+/// on the secondary while the primary is restored), with the run's verified
+/// backup restored instead of a new runtime staged.
+pub fn build_rollback_plan(group: &Group) -> Vec<Step> {
+    let primary = group.primary().name.clone();
+    let secondaries: Vec<String> = group.secondaries().iter().map(|n| n.name.clone()).collect();
+    let mut steps = vec![
+        Step::StopPrimary {
+            node: primary.clone(),
+        },
+        Step::AwaitTakeover {
+            candidates: secondaries.clone(),
+        },
+        Step::VerifyBackup {
+            node: primary.clone(),
+        },
+        Step::DropSchema,
+        Step::RestoreBackup {
+            node: primary.clone(),
+        },
+        Step::ActivateRuntime {
+            node: primary.clone(),
+        },
+        Step::CreateAndStart {
+            node: primary.clone(),
+        },
+        Step::AwaitHandback {
+            primary: primary.clone(),
+            secondaries: secondaries.clone(),
+        },
+    ];
+    steps.extend(secondary_steps(&primary, &secondaries));
+    steps
+}
+
+/// Steps 5 and 6 of the procedure for each secondary.
+fn secondary_steps(primary: &str, secondaries: &[String]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for s in secondaries {
         steps.extend([
             Step::ActivateSecondaryRuntime { node: s.clone() },
             Step::CopyCertificate {
-                from: primary.clone(),
+                from: primary.to_string(),
                 to: s.clone(),
             },
             Step::StartSecondary { node: s.clone() },
@@ -549,6 +609,30 @@ mod tests {
             Some(&Step::AwaitStandby { node: "s0".into() })
         );
         assert!(gates_hold(&steps));
+    }
+
+    #[test]
+    fn rollback_restores_only_after_verifying_and_never_stages() {
+        let steps = build_rollback_plan(&group(1));
+        assert!(gates_hold(&steps));
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::StageRuntime { .. } | Step::Backup { .. }))
+        );
+        let verify = steps
+            .iter()
+            .position(|s| matches!(s, Step::VerifyBackup { .. }))
+            .unwrap();
+        let restore = steps
+            .iter()
+            .position(|s| matches!(s, Step::RestoreBackup { .. }))
+            .unwrap();
+        let create = steps
+            .iter()
+            .position(|s| matches!(s, Step::CreateAndStart { .. }))
+            .unwrap();
+        assert!(verify < restore && restore < create);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub async fn run_step(run: &mut Run, step: &Step) -> Result<Value> {
         Step::Backup { node } => backup(run, node).await,
         Step::VerifyBackup { node } => verify_backup(run, node).await,
         Step::DropSchema => drop_schema(run).await,
+        Step::RestoreBackup { node } => restore_backup(run, node).await,
         Step::ActivateRuntime { node } | Step::ActivateSecondaryRuntime { node } => {
             activate(run, node).await
         }
@@ -274,6 +275,25 @@ async fn drop_schema(run: &mut Run) -> Result<Value> {
         run.facts.schema
     );
     Ok(json!({ "existed": existed }))
+}
+
+async fn restore_backup(run: &mut Run, node: &str) -> Result<Value> {
+    require_verified_backup(run)?;
+    let agent = run.agent(node)?.clone();
+    let status = agent.status().await?;
+    ensure!(
+        !is_running(&status),
+        "{node} runs ({}) — appdata is restored only on a stopped hub",
+        state_name(&status)
+    );
+    let (Some(id), Some(sha)) = (run.facts.backup_id.clone(), run.facts.backup_sha256.clone())
+    else {
+        bail!("no backup recorded for this run");
+    };
+    let r = agent
+        .restore(&id, &sha, Duration::from_secs(run.inv.timeouts.backup))
+        .await?;
+    Ok(json!({ "id": id, "set_aside": r.set_aside_path }))
 }
 
 async fn activate(run: &mut Run, node: &str) -> Result<Value> {

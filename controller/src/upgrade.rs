@@ -383,5 +383,155 @@ pub async fn resume(
         runtime_file,
         jdbc,
     };
-    finish(&mut run, &records).await
+    finish(&mut run, &records).await?;
+    if let Some(original) = run.facts.rollback_of.clone() {
+        journal::mark_rolled_back(&run.journal, &original).await?;
+    }
+    Ok(())
+}
+
+/// `hubshift rollback --run ID`: back to the version and appdata the upgrade
+/// run started from.
+pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool) -> Result<()> {
+    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
+    let url = inventory.database_url().map_err(UsageError::from)?;
+    let db = Database::new(
+        &url,
+        inventory.database.hub_host.clone(),
+        inventory.database.hub_port,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let mut client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
+    if !journal::exists(&client).await? {
+        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
+    }
+    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
+        UsageError(format!(
+            "no run {run_id} in the journal (see `hubshift runs`)"
+        ))
+    })?;
+    if record.kind != "upgrade" {
+        return Err(UsageError(format!(
+            "run {run_id} is a {}, only upgrade runs are rolled back",
+            record.kind
+        ))
+        .into());
+    }
+    if record.state == "rolled_back" {
+        return Err(Refused(format!("run {run_id} was already rolled back")).into());
+    }
+    let original: RunFacts = serde_json::from_value(record.facts.clone())
+        .context("the journal's run facts cannot be read by this version")?;
+    let (Some(backup_id), Some(backup_sha)) =
+        (original.backup_id.clone(), original.backup_sha256.clone())
+    else {
+        return Err(Refused(format!(
+            "run {run_id} took no backup (it stopped before step 5): the group never left its version, nothing to roll back to"
+        ))
+        .into());
+    };
+    let group = inventory
+        .group(&record.group)
+        .map_err(UsageError::from)?
+        .clone();
+    let (agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
+    let mut findings = Vec::new();
+    if let Err(e) = &observed.database {
+        findings.push(Finding {
+            blocking: true,
+            check: "database",
+            node: String::new(),
+            message: format!("unreachable: {e}"),
+        });
+    }
+    for n in &observed.nodes {
+        match &n.status {
+            Err(e) => findings.push(Finding {
+                blocking: true,
+                check: "agent",
+                node: n.name.clone(),
+                message: format!("agent unreachable: {e}"),
+            }),
+            Ok(f) if !f.staged.contains(&original.from_version) => findings.push(Finding {
+                blocking: true,
+                check: "version",
+                node: n.name.clone(),
+                message: format!("runtime {} is no longer staged", original.from_version),
+            }),
+            Ok(f) => findings.push(Finding {
+                blocking: false,
+                check: "version",
+                node: n.name.clone(),
+                message: format!(
+                    "runs {}, {} staged",
+                    f.active_runtime, original.from_version
+                ),
+            }),
+        }
+    }
+    print_findings(&out, &findings);
+    let blocking = findings.iter().filter(|f| f.blocking).count();
+    if blocking > 0 {
+        return Err(Refused(format!(
+            "preflight found {blocking} problem(s); nothing was changed"
+        ))
+        .into());
+    }
+    if !yes {
+        confirm(&group.name, &original.from_version)?;
+    }
+    journal::ensure_schema(&client).await?;
+    lock_group(&client, &group.name).await?;
+    if let Some(r) = journal::unfinished_run(&client, &group.name).await?
+        && r.id != run_id
+    {
+        return Err(Refused(format!(
+            "run {} of group {} did not finish ({}); resume or roll back that one first",
+            r.id, group.name, r.state
+        ))
+        .into());
+    }
+    let facts = RunFacts {
+        version: original.from_version.clone(),
+        from_version: original.version.clone(),
+        schema: inventory.database.schema.clone(),
+        backup_id: Some(backup_id),
+        backup_sha256: Some(backup_sha),
+        backup_bytes: original.backup_bytes,
+        backup_path: original.backup_path.clone(),
+        rollback_of: Some(run_id.to_string()),
+        ..Default::default()
+    };
+    let steps = plan::build_rollback_plan(&group);
+    let id = journal::create_run(
+        &mut client,
+        &group.name,
+        "rollback",
+        &serde_json::to_value(&facts)?,
+        &steps,
+    )
+    .await?;
+    out.event(
+        "run_started",
+        json!({ "run": id, "group": group.name, "kind": "rollback", "rollback_of": run_id,
+                "from_version": facts.from_version, "to_version": facts.version, "steps": steps.len() }),
+        || format!("\nRun {id}: rolling group {} back {} -> {} (reverses {run_id}, {} steps)", group.name, facts.from_version, facts.version, steps.len()),
+    );
+    let records = journal::load_steps(&client, &id).await?;
+    let jdbc = db.jdbc_uri();
+    let mut run = Run {
+        id,
+        inv: inventory,
+        group,
+        out,
+        db,
+        journal: client,
+        agents,
+        facts,
+        runtime_file: None,
+        jdbc,
+    };
+    finish(&mut run, &records).await?;
+    journal::mark_rolled_back(&run.journal, run_id).await?;
+    Ok(())
 }

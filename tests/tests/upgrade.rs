@@ -141,7 +141,7 @@ async fn assert_upgraded(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_changes_nothing_then_upgrade_completes_and_a_second_upgrade_is_refused() {
+async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_rollback() {
     let sandbox = Sandbox::start(SandboxOptions {
         version: FROM.into(),
         ..Default::default()
@@ -274,6 +274,88 @@ async fn plan_changes_nothing_then_upgrade_completes_and_a_second_upgrade_is_ref
     );
 
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+
+    // Rollback: back to 4.1.0 with the run's backup restored on the primary,
+    // data flowing on the secondary meanwhile, never two nodes at once.
+    let appdata_before_rollback = snapshot(&sandbox.nodes[0].appdata);
+    let since = SystemTime::now();
+    let out = run(&inventory, &["rollback", "--run", &run_id, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "step_finished" && e["name"] == "restore_backup"),
+        "{ev:#?}"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            sandbox.status(i).await.unwrap().active_runtime,
+            FROM,
+            "node {i} back on {FROM}"
+        );
+    }
+    sandbox
+        .wait_role(0, HubRole::Active, Duration::from_secs(30))
+        .await
+        .unwrap();
+    sandbox
+        .wait_role(1, HubRole::Standby, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
+    for (file, bytes) in &planted {
+        assert_eq!(
+            &std::fs::read(file).unwrap(),
+            bytes,
+            "{} after rollback",
+            file.display()
+        );
+    }
+    // The replaced appdata was kept aside, not deleted.
+    let parent = sandbox.nodes[0].appdata.parent().unwrap();
+    let aside: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("appdata.replaced-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "one set-aside appdata tree");
+    let kept = snapshot(&aside[0].path());
+    assert_eq!(
+        kept.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        appdata_before_rollback
+            .iter()
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>(),
+        "the set-aside tree is the appdata the rollback replaced"
+    );
+    let ticks = measure::fetch_ticks(&db, since).await.unwrap();
+    assert_eq!(
+        measure::split_brain(&ticks, sandbox.timing.tick_interval),
+        None,
+        "split brain during rollback"
+    );
+    assert!(
+        ticks.iter().any(|t| t.version == FROM && t.node == "hub-a"),
+        "hub-a produces at {FROM} again"
+    );
+    let out = run(&inventory, &["runs"]);
+    let ev = events(&out);
+    let original = ev
+        .iter()
+        .find(|e| e["event"] == "run" && e["id"] == run_id.as_str())
+        .expect("original run listed");
+    assert_eq!(original["state"], "rolled_back");
+    let out = run(&inventory, &["rollback", "--run", &run_id, "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a second rollback is refused: {}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
