@@ -189,7 +189,12 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     write_addr(state, bound)?;
 
-    let mut builder = Server::builder();
+    // HTTP/2 windows well above h2's 64 KiB default: with 256 KiB chunks the
+    // default window costs several round trips per chunk and caps uploads.
+    // The windows bound what one connection may buffer in the agent.
+    let mut builder = Server::builder()
+        .initial_stream_window_size(4 * 1024 * 1024)
+        .initial_connection_window_size(8 * 1024 * 1024);
     let authorizer = match (&cfg.tls, insecure) {
         (Some(tls), false) => {
             let tls_cfg = tls
