@@ -34,6 +34,9 @@ struct GroupArgs {
     /// hubsim start-up delay (stands in for the JVM start).
     #[arg(long, default_value = "1500ms", value_parser = crate::timing::parse_duration)]
     start_delay: Duration,
+    /// hubsim heartbeat interval (also how often standbys look at it).
+    #[arg(long, default_value = "200ms", value_parser = crate::timing::parse_duration)]
+    heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +46,17 @@ enum Cmd {
     Demo {
         #[command(flatten)]
         group: GroupArgs,
+    },
+    /// Benchmark: upgrade a fresh group RUNS times and report, for each
+    /// outage window, how much longer it lasted than the hub's own time
+    /// (window 1: tick gap minus the takeover timeout; window 2: tick gap
+    /// minus the start-up delay).
+    Bench {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// Number of upgrades.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Build the group, write an inventory and certificates into DIR, print
     /// the `hubshift` commands to try, and keep running until Ctrl-C.
@@ -71,6 +85,7 @@ pub fn main() -> ExitCode {
             match cli.command {
                 Cmd::Demo { group } => demo(&group).await,
                 Cmd::Up { group, dir } => up(&group, &dir).await,
+                Cmd::Bench { group, runs } => bench(&group, runs).await,
             }
         };
         tokio::select! {
@@ -93,7 +108,7 @@ pub fn main() -> ExitCode {
 
 fn timing(g: &GroupArgs) -> SimTiming {
     SimTiming {
-        heartbeat_interval: Duration::from_millis(200),
+        heartbeat_interval: g.heartbeat_interval,
         takeover_timeout: g.takeover_timeout,
         start_delay: g.start_delay,
         tick_interval: Duration::from_millis(50),
@@ -256,5 +271,92 @@ async fn up(g: &GroupArgs, dir: &Path) -> anyhow::Result<()> {
     println!("  hubshift runs -i {i}");
     println!("\nRunning until Ctrl-C.");
     std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Ticks of one quiet upgrade of a fresh sandbox group, and its timing.
+async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimTiming)> {
+    let sandbox = Sandbox::start(SandboxOptions {
+        nodes: 2,
+        version: g.from.clone(),
+        timing: timing(g),
+        dir: None,
+    })
+    .await?;
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, "sandbox")?;
+    let archive = sandbox.runtime_archive(&g.to)?.display().to_string();
+    let db = sandbox.db.connect().await?;
+    let since = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::process::Command::new(crate::bins::binary("hubshift")?)
+        .args([
+            "--json",
+            "upgrade",
+            "-g",
+            "sandbox",
+            "--runtime",
+            &archive,
+            "--version",
+            &g.to,
+            "--yes",
+            "-i",
+        ])
+        .arg(&inventory)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "hubshift upgrade failed ({status})");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((measure::fetch_ticks(&db, since).await?, sandbox.timing))
+}
+
+async fn bench(g: &GroupArgs, runs: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(runs > 0, "--runs must be at least 1");
+    let t = timing(g);
+    println!(
+        "outage overhead beyond the hub's own time, {runs} upgrade(s); takeover timeout {} ms, start-up {} ms, heartbeat {} ms, tick {} ms",
+        t.takeover_timeout.as_millis(),
+        t.start_delay.as_millis(),
+        t.heartbeat_interval.as_millis(),
+        t.tick_interval.as_millis()
+    );
+    let mut over = [Vec::new(), Vec::new()];
+    for run in 1..=runs {
+        let (ticks, t) = upgrade_once(g).await?;
+        anyhow::ensure!(
+            measure::split_brain(&ticks, t.tick_interval).is_none(),
+            "split brain in run {run}"
+        );
+        let windows = measure::no_active_windows(&ticks, 4 * t.tick_interval);
+        anyhow::ensure!(
+            windows.len() == 2,
+            "run {run}: expected 2 outage windows, measured {}",
+            windows.len()
+        );
+        let own = [t.takeover_timeout, t.start_delay];
+        let mut line = format!("run {run}:");
+        for (i, w) in windows.iter().enumerate() {
+            let extra = w.length.as_secs_f64() - own[i].as_secs_f64();
+            over[i].push(extra);
+            line.push_str(&format!(
+                "  window {} gap {:.3} s, overhead {:+.3} s",
+                i + 1,
+                w.length.as_secs_f64(),
+                extra
+            ));
+        }
+        println!("{line}");
+    }
+    for (i, o) in over.iter().enumerate() {
+        let mean = o.iter().sum::<f64>() / o.len() as f64;
+        let max = o.iter().cloned().fold(f64::MIN, f64::max);
+        println!(
+            "window {}: overhead mean {mean:.3} s, max {max:.3} s",
+            i + 1
+        );
+    }
     Ok(())
 }
