@@ -16,6 +16,7 @@ pub async fn fetch(
     id: &str,
     sha256: &str,
     dir: &Path,
+    size: u64,
     out: &Output,
     timeout: Duration,
 ) -> Result<PathBuf> {
@@ -41,7 +42,7 @@ pub async fn fetch(
             .await
             .with_context(|| format!("creating {}", tmp.display()))?;
         let mut digest = StreamDigest::new();
-        let bar = out.bytes_bar(0, &format!("fetch backup from {}", agent.node));
+        let bar = out.bytes_bar(size, &format!("fetch backup from {}", agent.node));
         while let Some(chunk) = stream
             .message()
             .await

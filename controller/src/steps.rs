@@ -246,7 +246,9 @@ async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
     let mut copy = None;
     if let Some(dir) = run.inv.backups.copy_to.clone() {
         let dir = dir.join(&run.group.name);
-        let path = crate::backup_copy::fetch(&agent, &id, &sha, &dir, &run.out, timeout).await?;
+        let path =
+            crate::backup_copy::fetch(&agent, &id, &sha, &dir, v.size_bytes, &run.out, timeout)
+                .await?;
         copy = Some(path.display().to_string());
     }
     run.facts.backup_copy = copy.clone();

@@ -207,6 +207,28 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     assert!(journal.is_none(), "plan wrote no journal");
     assert_eq!(sandbox.status(0).await.unwrap().role(), HubRole::Active);
 
+    // status: both nodes, their roles and runtimes, as the agents report them.
+    let out = run(&inventory, &["status", "-g", GROUP]);
+    assert!(out.status.success(), "{}", text(&out));
+    let nodes: Vec<_> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "node_status")
+        .collect();
+    assert_eq!(nodes.len(), 2, "{nodes:#?}");
+    assert_eq!(
+        (nodes[0]["node"].as_str(), nodes[0]["role"].as_str()),
+        (Some("hub-a"), Some("active"))
+    );
+    assert_eq!(
+        (nodes[1]["node"].as_str(), nodes[1]["role"].as_str()),
+        (Some("hub-b"), Some("standby"))
+    );
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["active_runtime"] == FROM && n["reachable"] == true)
+    );
+
     // upgrade, and meanwhile a second upgrade of the same group: refused with exit 3.
     let since = SystemTime::now();
     let mut first = Running::spawn(
