@@ -1,4 +1,6 @@
-//! Free disk space of the managed directories (statvfs).
+//! Free disk space of the managed directories (statvfs), and the size of a
+//! tree (what a backup of it will hold), so the controller can check for room
+//! before an outage starts.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +19,29 @@ pub fn free_bytes(path: &Path) -> u64 {
     0
 }
 
+/// Sum of the sizes of the regular files under `dir`, not following
+/// symlinks; unreadable entries count as 0.
+pub fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    total
+}
+
 fn statvfs_free(path: &Path) -> Option<u64> {
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid C string and `st` a properly sized out-buffer.
@@ -27,6 +52,16 @@ fn statvfs_free(path: &Path) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tree_bytes_sums_files_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/x"), [0u8; 100]).unwrap();
+        std::fs::write(dir.path().join("a/b/y"), [0u8; 23]).unwrap();
+        std::os::unix::fs::symlink("/usr", dir.path().join("link")).unwrap();
+        assert_eq!(super::tree_bytes(dir.path()), 123);
+    }
+
     #[test]
     fn tmp_has_room_and_missing_paths_use_the_ancestor() {
         assert!(super::free_bytes(std::path::Path::new("/tmp")) > 0);

@@ -44,29 +44,38 @@ impl AgentService {
         Ok(())
     }
 
-    async fn do_status(&self) -> Result<StatusResponse> {
+    async fn do_status(&self, req: StatusRequest) -> Result<StatusResponse> {
         let snap = self.hub.snapshot().await;
         let cfg = self.cfg.clone();
-        let (active, staged, cert_sha, space) = tokio::task::spawn_blocking(move || {
-            let p = &cfg.paths;
-            let active = runtime::active_version(&p.install_root).unwrap_or_default();
-            let staged = runtime::staged_versions(&p.install_root);
-            let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
-            let space = [
-                ("state", &p.state_dir),
-                ("install_root", &p.install_root),
-                ("appdata", &p.appdata),
-            ]
-            .into_iter()
-            .map(|(name, path)| DirSpace {
-                name: name.into(),
-                path: path.display().to_string(),
-                free_bytes: disk::free_bytes(path),
+        let (active, staged, cert_sha, space, appdata_bytes) =
+            tokio::task::spawn_blocking(move || {
+                let p = &cfg.paths;
+                let active = runtime::active_version(&p.install_root).unwrap_or_default();
+                let staged = runtime::staged_versions(&p.install_root);
+                let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
+                let space = [
+                    ("state", &p.state_dir),
+                    ("install_root", &p.install_root),
+                    ("appdata", &p.appdata),
+                ]
+                .into_iter()
+                .map(|(name, path)| DirSpace {
+                    name: name.into(),
+                    path: path.display().to_string(),
+                    free_bytes: disk::free_bytes(path),
+                })
+                .collect::<Vec<_>>();
+                let appdata_bytes = if req.measure_appdata {
+                    appdata::sources(&cfg)
+                        .iter()
+                        .map(|s| disk::tree_bytes(&s.path))
+                        .sum()
+                } else {
+                    0
+                };
+                (active, staged, cert_sha, space, appdata_bytes)
             })
-            .collect::<Vec<_>>();
-            (active, staged, cert_sha, space)
-        })
-        .await?;
+            .await?;
         let rec = snap.record.unwrap_or_default_record();
         Ok(StatusResponse {
             state: snap.state as i32,
@@ -82,6 +91,7 @@ impl AgentService {
             start_mode: rec.0,
             started_at_unix_ms: rec.1,
             node: rec.2,
+            appdata_bytes,
         })
     }
 
@@ -214,8 +224,8 @@ impl RecordFields for Option<crate::hub::HubRecord> {
 impl HubAgent for AgentService {
     type FetchBackupStream = ReceiverStream<std::result::Result<Chunk, Status>>;
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Reply<StatusResponse> {
-        self.do_status()
+    async fn status(&self, req: Request<StatusRequest>) -> Reply<StatusResponse> {
+        self.do_status(req.into_inner())
             .await
             .map(Response::new)
             .map_err(Status::from)

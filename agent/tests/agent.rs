@@ -16,7 +16,10 @@ fn jdbc() -> String {
 }
 
 async fn status(c: &mut Client) -> StatusResponse {
-    c.status(StatusRequest {}).await.unwrap().into_inner()
+    c.status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn start(
@@ -315,6 +318,28 @@ async fn backup_restore_round_trip_and_certificate() {
     std::fs::write(app.join("store.db"), &noise).unwrap();
     std::os::unix::fs::symlink("projects/p1/config.json", app.join("config-link")).unwrap();
     std::fs::write(agent.snf().join("queue-0001.snf"), b"buffered data").unwrap();
+
+    // Status measures what a backup will hold only when asked to.
+    let plain = c
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.appdata_bytes, 0);
+    let measured = c
+        .status(StatusRequest {
+            measure_appdata: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let expected = (br#"{"name":"p1","pipelines":[1,2,3]}"#.len()
+        + noise.len()
+        + b"buffered data".len()) as u64;
+    assert_eq!(
+        measured.appdata_bytes, expected,
+        "appdata + extra dir, links not followed"
+    );
 
     // Certificate store.
     let e = c
@@ -761,7 +786,7 @@ async fn mtls_refuses_foreign_ca_and_unlisted_identity() {
     match agent.client("foreign").await {
         Err(_) => {}
         Ok(mut c) => {
-            let e = c.status(StatusRequest {}).await.unwrap_err();
+            let e = c.status(StatusRequest::default()).await.unwrap_err();
             assert_ne!(
                 e.code(),
                 Code::PermissionDenied,
@@ -772,7 +797,7 @@ async fn mtls_refuses_foreign_ca_and_unlisted_identity() {
     }
 
     let mut intruder = agent.client("intruder").await.unwrap();
-    let e = intruder.status(StatusRequest {}).await.unwrap_err();
+    let e = intruder.status(StatusRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let e = intruder
         .stop(StopRequest { timeout_seconds: 0 })

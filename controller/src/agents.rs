@@ -157,10 +157,24 @@ impl Agent {
         }
     }
 
-    /// Status, raw.
+    /// Status, raw (cheap: for polling).
     pub async fn status(&self) -> Result<pb::StatusResponse, AgentError> {
         self.unary("Status", self.rpc_timeout, |mut c| async move {
-            c.status(pb::StatusRequest {}).await
+            c.status(pb::StatusRequest {
+                measure_appdata: false,
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Status with the size of appdata, for preflight.
+    pub async fn status_measured(&self) -> Result<pb::StatusResponse, AgentError> {
+        self.unary("Status", self.rpc_timeout, |mut c| async move {
+            c.status(pb::StatusRequest {
+                measure_appdata: true,
+            })
+            .await
         })
         .await
     }
@@ -311,7 +325,7 @@ pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
         certificate_sha256: s.certificate_sha256.clone(),
         free_state: free("state"),
         free_install: free("install_root"),
-        appdata_bytes: 0,
+        appdata_bytes: s.appdata_bytes,
     }
 }
 

@@ -21,7 +21,7 @@ pub async fn observe(
         let node = node.clone();
         set.spawn(async move {
             let result = match agents::connect(&inv, &node).await {
-                Ok(agent) => match agent.status().await {
+                Ok(agent) => match agent.status_measured().await {
                     Ok(status) => Ok((agent, status)),
                     Err(e) => Err(e.to_string()),
                 },

@@ -437,7 +437,7 @@ impl Sandbox {
     /// Node `i`'s agent Status.
     pub async fn status(&self, i: usize) -> Result<pb::StatusResponse, SandboxError> {
         let mut c = self.client(i).await?;
-        Ok(c.status(pb::StatusRequest {})
+        Ok(c.status(pb::StatusRequest::default())
             .await
             .map_err(|s| {
                 SandboxError::Agent(format!("status of {}: {}", self.nodes[i].name, s.message()))
