@@ -69,31 +69,7 @@ pub fn now_unix_ms() -> i64 {
 
 /// UTC time stamp `YYYYMMDDTHHMMSSZ` for backup ids and set-aside names.
 pub fn timestamp() -> String {
-    let secs = now_unix_ms().div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    hubshift_common::clock::Utc::now().compact()
 }
 
 #[cfg(test)]
@@ -101,11 +77,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_420), (2025, 11, 28));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(timestamp().len(), 16);
+    fn timestamp_is_compact_utc() {
+        let t = timestamp();
+        assert_eq!(t.len(), 16);
+        assert!(t.ends_with('Z') && t.as_bytes()[8] == b'T', "{t}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use tokio_stream::{Stream, StreamExt};
 
 /// Name of the link that selects the active runtime.
@@ -371,39 +371,6 @@ fn refuse(entry: &str, reason: &str) -> AgentError {
     AgentError::InvalidArgument(format!("refused archive entry {entry:?}: {reason}"))
 }
 
-/// Number of normal components of a relative path without `..`.
-fn relative_depth(path: &Path) -> Option<usize> {
-    let mut depth = 0;
-    for c in path.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    Some(depth)
-}
-
-/// Whether `target`, resolved from a directory `depth` levels below the
-/// root, stays inside the root.
-fn stays_inside(depth: usize, target: &Path) -> bool {
-    let mut level = depth as i64;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => level += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                level -= 1;
-                if level < 0 {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
-    true
-}
-
 /// Refuses a path whose existing ancestors inside `dest` include a symlink:
 /// writing through a link could land outside the tree.
 fn no_symlink_ancestor(dest: &Path, rel: &Path, entry: &str) -> Result<()> {
@@ -445,8 +412,8 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
             return Err(refuse(&name, "NUL or backslash in path"));
         }
         let rel = PathBuf::from(&name);
-        let depth =
-            relative_depth(&rel).ok_or_else(|| refuse(&name, "absolute path or '..' component"))?;
+        let depth = hubshift_common::archive::relative_depth(&rel)
+            .ok_or_else(|| refuse(&name, "absolute path or '..' component"))?;
         if depth == 0 {
             continue;
         }
@@ -468,7 +435,7 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
                 return Err(refuse(&name, "bad symlink target"));
             }
             let link = PathBuf::from(std::ffi::OsStr::from_bytes(&link));
-            if !stays_inside(depth - 1, &link) {
+            if !hubshift_common::archive::stays_inside(depth - 1, &link) {
                 return Err(refuse(&name, "symlink points outside the archive root"));
             }
             std::os::unix::fs::symlink(&link, &target)

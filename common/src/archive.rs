@@ -208,7 +208,7 @@ fn check_entry<R: Read>(
 
 /// Number of normal components of a relative path with no `..`; `None` for
 /// absolute paths or paths with `..`.
-fn relative_depth(path: &Path) -> Option<usize> {
+pub fn relative_depth(path: &Path) -> Option<usize> {
     let mut depth = 0;
     for c in path.components() {
         match c {
@@ -234,7 +234,7 @@ fn through_link(path: &Path, links: &HashSet<PathBuf>) -> bool {
 
 /// Whether `target`, resolved lexically from a directory `depth` levels
 /// below the root, stays within the root.
-fn stays_inside(depth: usize, target: &Path) -> bool {
+pub fn stays_inside(depth: usize, target: &Path) -> bool {
     let mut level = depth as i64;
     for c in target.components() {
         match c {

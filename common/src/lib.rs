@@ -3,6 +3,7 @@
 //! digests, name validation and secret redaction.
 
 pub mod archive;
+pub mod clock;
 pub mod digest;
 pub mod names;
 #[cfg(feature = "pki")]
