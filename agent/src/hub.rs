@@ -131,7 +131,10 @@ impl Hub {
             }
         };
         let alive = process_alive(record.pid, record.start_time_ticks);
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.generation += 1;
         let generation = inner.generation;
         inner.record = Some(record.clone());
@@ -156,14 +159,21 @@ impl Hub {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if !process_alive(record.pid, record.start_time_ticks) {
-                    let mut inner = inner.lock().unwrap();
+                    let mut inner = inner
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     if inner.generation == generation && inner.phase == Phase::Running {
                         tracing::info!(pid = record.pid, "adopted hub ended (exit code unknown)");
                         inner.phase = Phase::Exited(None);
                     }
                     return;
                 }
-                if inner.lock().unwrap().generation != generation {
+                if inner
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .generation
+                    != generation
+                {
                     return;
                 }
             }
@@ -196,7 +206,10 @@ impl Hub {
         let max = self.cfg.hub.log_max_bytes;
         let cut = cut_log(&path, max)?;
         if cut > 0 {
-            let mut inner = self.inner.lock().unwrap();
+            let mut inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(rec) = inner.record.as_mut() {
                 rec.log_offset = rec.log_offset.saturating_sub(cut);
                 let rec = rec.clone();
@@ -223,7 +236,10 @@ impl Hub {
 
     /// Whether a hub process runs now (or `create` is running).
     pub fn is_running(&self) -> bool {
-        let inner = self.inner.lock().unwrap();
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.creating
             || (inner.phase == Phase::Running
                 && inner
@@ -235,7 +251,10 @@ impl Hub {
     /// State, pid, role and the current/last process.
     pub async fn snapshot(&self) -> Snapshot {
         let (phase, creating, record) = {
-            let inner = self.inner.lock().unwrap();
+            let inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             (inner.phase, inner.creating, inner.record.clone())
         };
         let mut snap = Snapshot {
@@ -253,7 +272,12 @@ impl Hub {
                 snap.exit_code = code;
             }
             Phase::Running => {
-                let rec = record.expect("running hub has a record");
+                let Some(rec) = record else {
+                    // A running phase always carries its record; report the
+                    // process as starting rather than guess a role.
+                    snap.state = HubState::Starting;
+                    return snap;
+                };
                 let runtime = runtime::active_dir(&self.cfg.paths.install_root)
                     .map(|d| d.display().to_string())
                     .unwrap_or_default();
@@ -278,7 +302,10 @@ impl Hub {
     pub async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {
         let _ops = self.ops.lock().await;
         let (record, generation) = {
-            let inner = self.inner.lock().unwrap();
+            let inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match (&inner.record, inner.phase) {
                 (Some(r), Phase::Running) => (r.clone(), inner.generation),
                 _ => return Ok((false, false)),
@@ -332,7 +359,10 @@ impl Hub {
     }
 
     fn finish_stop(&self, generation: u64) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if inner.generation == generation {
             inner.phase = Phase::Stopped;
         }
@@ -393,7 +423,10 @@ impl Hub {
         };
         let _ops = self.ops.lock().await;
         {
-            let inner = self.inner.lock().unwrap();
+            let inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let (Some(r), Phase::Running) = (&inner.record, inner.phase) {
                 if process_alive(r.pid, r.start_time_ticks) {
                     return Ok((r.pid, true));
@@ -423,9 +456,15 @@ impl Hub {
         fsutil::ensure_dir(self.state_dir(), 0o700)?;
 
         if mode == StartMode::CreateAndStart {
-            self.inner.lock().unwrap().creating = true;
+            self.inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .creating = true;
             let result = self.run_create(vars, &workdir, node, &jdbc).await;
-            self.inner.lock().unwrap().creating = false;
+            self.inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .creating = false;
             result?;
         }
 
@@ -469,7 +508,10 @@ impl Hub {
             log_offset,
         };
         let generation = {
-            let mut inner = self.inner.lock().unwrap();
+            let mut inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.generation += 1;
             inner.record = Some(record.clone());
             inner.phase = Phase::Running;
@@ -487,7 +529,9 @@ impl Hub {
                 }
                 Err(_) => None,
             };
-            let mut inner = inner.lock().unwrap();
+            let mut inner = inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if inner.generation == generation && inner.phase == Phase::Running {
                 tracing::info!(pid, code = ?code, "hub exited");
                 inner.phase = Phase::Exited(code);

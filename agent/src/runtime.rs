@@ -329,7 +329,9 @@ fn unpack_into_place(
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
         .map_err(AgentError::io("cannot set mode of", staging.path()))?;
     let record = archive_record(state_dir, version);
-    fsutil::ensure_dir(record.parent().expect("has parent"), 0o700)?;
+    if let Some(dir) = record.parent() {
+        fsutil::ensure_dir(dir, 0o700)?;
+    }
     fsutil::write_atomic(&record, format!("{sha}\n").as_bytes(), 0o600)?;
     let target = runtimes.join(version);
     if let Err(e) = rename_noreplace(staging.path(), &target) {
@@ -419,7 +421,7 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
         }
         no_symlink_ancestor(dest, &rel, &name)?;
         let target = dest.join(&rel);
-        let parent = target.parent().expect("depth >= 1").to_path_buf();
+        let parent = target.parent().unwrap_or(dest).to_path_buf();
         if entry.is_dir() {
             fs::create_dir_all(&target).map_err(AgentError::io("cannot create", &target))?;
             continue;

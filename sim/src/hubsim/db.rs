@@ -92,9 +92,17 @@ impl Db {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            self.client = Some(Arc::new(client));
+            let client = Arc::new(client);
+            self.client = Some(client.clone());
+            return Ok(client);
         }
-        Ok(self.client.clone().expect("connected above"))
+        match &self.client {
+            Some(c) => Ok(c.clone()),
+            None => Err(DbFailure {
+                code: None,
+                message: "not connected".into(),
+            }),
+        }
     }
 
     /// Runs `f` on the client with [`STATEMENT_TIMEOUT`]; a timeout drops
