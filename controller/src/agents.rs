@@ -326,6 +326,7 @@ pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
         free_state: free("state"),
         free_install: free("install_root"),
         appdata_bytes: s.appdata_bytes,
+        node: s.node.clone(),
     }
 }
 

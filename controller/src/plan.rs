@@ -345,6 +345,8 @@ pub struct NodeFacts {
     pub free_install: u64,
     /// Size of appdata (what a backup holds at most).
     pub appdata_bytes: u64,
+    /// HA node name the agent last started its hub as; empty if unknown.
+    pub node: String,
 }
 
 /// A preflight finding; any `blocking` one refuses the upgrade.
@@ -413,6 +415,16 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
             }
         };
         out.push(ok("agent", &n.name, "reachable".into()));
+        if !facts.node.is_empty() && facts.node != n.name {
+            out.push(bad(
+                "node",
+                &n.name,
+                format!(
+                    "the agent at this address runs HA node {:?}, not {:?}: check the inventory's agent addresses",
+                    facts.node, n.name
+                ),
+            ));
+        }
         let expected = match n.role {
             Role::Primary => "active",
             Role::Secondary => "standby",
@@ -568,6 +580,7 @@ mod tests {
             free_state: 10 << 30,
             free_install: 10 << 30,
             appdata_bytes: 1 << 20,
+            node: String::new(),
         };
         Observed {
             nodes: vec![
@@ -676,6 +689,11 @@ mod tests {
         let cases: Vec<(&str, Mutate)> = vec![
             ("database", |o| o.database = Err("refused".into())),
             ("database", |o| o.database = Ok(false)),
+            ("node", |o| {
+                if let Ok(f) = &mut o.nodes[0].status {
+                    f.node = "s0".into();
+                }
+            }),
             ("agent", |o| {
                 o.nodes[1].status = Err("connection refused".into())
             }),

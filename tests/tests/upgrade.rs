@@ -207,6 +207,35 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     assert!(journal.is_none(), "plan wrote no journal");
     assert_eq!(sandbox.status(0).await.unwrap().role(), HubRole::Active);
 
+    // An inventory whose node names and agent addresses do not belong
+    // together is refused before anything is touched.
+    let swapped = sandbox.root.join("swapped.toml");
+    let good = std::fs::read_to_string(&inventory).unwrap();
+    let (a, b) = (&sandbox.nodes[0].addr, &sandbox.nodes[1].addr);
+    std::fs::write(
+        &swapped,
+        good.replace(a.as_str(), "@A@")
+            .replace(b.as_str(), a)
+            .replace("@A@", b),
+    )
+    .unwrap();
+    let out = run(
+        &swapped,
+        &["plan", "-g", GROUP, "--runtime", &archive, "--version", TO],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let mismatch = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "preflight" && e["check"] == "node" && e["node"] == "hub-a")
+        .unwrap_or_else(|| panic!("no node finding: {}", text(&out)));
+    assert!(
+        mismatch["message"]
+            .as_str()
+            .unwrap()
+            .contains("runs HA node \"hub-b\", not \"hub-a\""),
+        "{mismatch}"
+    );
+
     // status: both nodes, their roles and runtimes, as the agents report them.
     let out = run(&inventory, &["status", "-g", GROUP]);
     assert!(out.status.success(), "{}", text(&out));
