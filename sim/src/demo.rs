@@ -80,6 +80,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let waits_for_ctrl_c = matches!(cli.command, Cmd::Up { .. });
     let result = runtime.block_on(async {
         let work = async {
             match cli.command {
@@ -91,8 +92,12 @@ pub fn main() -> ExitCode {
         tokio::select! {
             r = work => r,
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("\ninterrupted: tearing the sandbox down");
-                Err(anyhow::anyhow!("interrupted"))
+                eprintln!("\nCtrl-C: tearing the sandbox down");
+                if waits_for_ctrl_c {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("interrupted"))
+                }
             }
         }
     });
