@@ -194,7 +194,8 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     // The windows bound what one connection may buffer in the agent.
     let mut builder = Server::builder()
         .initial_stream_window_size(4 * 1024 * 1024)
-        .initial_connection_window_size(8 * 1024 * 1024);
+        .initial_connection_window_size(8 * 1024 * 1024)
+        .max_frame_size(1024 * 1024);
     let authorizer = match (&cfg.tls, insecure) {
         (Some(tls), false) => {
             let tls_cfg = tls

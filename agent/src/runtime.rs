@@ -1,5 +1,8 @@
 //! Runtimes: client-streamed archive upload into `runtimes/<version>/`,
-//! checked before anything is unpacked, and the atomic `current` switch.
+//! checked (size, SHA-256) before anything becomes visible, and the atomic
+//! `current` switch. A tar.gz is unpacked into a private staging directory
+//! while it arrives, so the install costs about one pass over the bytes; it
+//! is renamed into place only once the whole archive's digest matched.
 //! Old runtime directories are never deleted (store-and-forward data may
 //! live there).
 
@@ -175,26 +178,55 @@ where
         });
     }
 
-    // Receive into a private temp file while hashing, in a blocking writer.
-    let staging = state_dir.join("staging");
-    fsutil::ensure_dir(&staging, 0o700)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("upload-")
-        .tempfile_in(&staging)
-        .map_err(AgentError::io("cannot create a temp file in", &staging))?;
+    let format = ArchiveFormat::try_from(header.format).unwrap_or(ArchiveFormat::Unspecified);
+    let unpack_limits = UnpackLimits {
+        max_total_bytes: limits.max_archive_bytes,
+        max_entries: limits.max_archive_entries,
+    };
+    let started = std::time::Instant::now();
+
+    // tar.gz: unpack into a private staging dir as the bytes arrive.
+    // zip (its index sits at the end): keep the bytes in a private temp file.
+    let (sink, unpacker) = match format {
+        ArchiveFormat::Zip => {
+            let staging = state_dir.join("staging");
+            fsutil::ensure_dir(&staging, 0o700)?;
+            let tmp = tempfile::Builder::new()
+                .prefix("upload-")
+                .tempfile_in(&staging)
+                .map_err(AgentError::io("cannot create a temp file in", &staging))?;
+            (Sink::File(tmp), None)
+        }
+        _ => {
+            let staging = staging_dir(&runtimes)?;
+            let (feed, bytes) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+            let dest = staging.path().to_path_buf();
+            let unpacker = std::thread::Builder::new()
+                .name("runtime-unpack".into())
+                .spawn(move || {
+                    let reader =
+                        io::BufReader::with_capacity(256 * 1024, ChannelReader::new(bytes));
+                    unpack_tar_gz(reader, &dest, unpack_limits)
+                })
+                .map_err(AgentError::io(
+                    "cannot start the unpacker for",
+                    staging.path(),
+                ))?;
+            (Sink::Unpack(feed), Some((staging, unpacker)))
+        }
+    };
+
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let writer = tokio::task::spawn_blocking(
-        move || -> io::Result<(tempfile::NamedTempFile, String, u64)> {
-            let mut tmp = tmp;
-            let mut digest = StreamDigest::new();
-            while let Some(chunk) = rx.blocking_recv() {
-                digest.update(&chunk);
-                tmp.as_file_mut().write_all(&chunk)?;
-            }
-            let size = digest.size();
-            Ok((tmp, digest.finish(), size))
-        },
-    );
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<(Sink, String, u64)> {
+        let mut sink = sink;
+        let mut digest = StreamDigest::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            digest.update(&chunk);
+            sink.write(chunk)?;
+        }
+        let size = digest.size();
+        Ok((sink, digest.finish(), size))
+    });
     let mut received = 0u64;
     let mut failure = None;
     while let Some(msg) = stream.next().await {
@@ -232,10 +264,34 @@ where
     }
     drop(tx);
     let written = writer.await?;
+    // The feed to the unpacker is closed by now (the sink was dropped or
+    // returned): wait for it before judging, so nothing writes afterwards.
+    let (sink, sha, size) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            if let Some((_staging, unpacker)) = unpacker {
+                let _ = unpacker.join();
+            }
+            return Err(AgentError::io("cannot write upload in", state_dir)(e));
+        }
+    };
+    let (unpacked, zip_file) = match (unpacker, sink) {
+        (Some((staging, unpacker)), sink) => {
+            drop(sink);
+            let result = unpacker
+                .join()
+                .map_err(|_| AgentError::Internal("the unpacker panicked".into()))?;
+            (Some((staging, result)), None)
+        }
+        (None, Sink::File(tmp)) => (None, Some(tmp)),
+        (None, Sink::Unpack(_)) => {
+            return Err(AgentError::Internal("no unpacker for this upload".into()));
+        }
+    };
+    let receive_ms = started.elapsed().as_millis() as u64;
     if let Some(f) = failure {
         return Err(f);
     }
-    let (tmp, sha, size) = written.map_err(AgentError::io("cannot write upload in", &staging))?;
     if size != header.size_bytes {
         return Err(AgentError::InvalidArgument(format!(
             "size mismatch: announced {} bytes, received {size}",
@@ -249,26 +305,34 @@ where
         )));
     }
 
-    let format = ArchiveFormat::try_from(header.format).unwrap_or(ArchiveFormat::Unspecified);
-    let unpack_limits = UnpackLimits {
-        max_total_bytes: limits.max_archive_bytes,
-        max_entries: limits.max_archive_entries,
-    };
     let state_dir = state_dir.to_path_buf();
     let sha_for_record = sha.clone();
     let v = version.clone();
-    tokio::task::spawn_blocking(move || {
-        unpack_into_place(
-            tmp,
-            format,
-            &runtimes,
-            &v,
-            &state_dir,
-            &sha_for_record,
-            unpack_limits,
-        )
+    tokio::task::spawn_blocking(move || match (unpacked, zip_file) {
+        (Some((staging, result)), _) => {
+            let stats = result.map_err(AgentError::archive)?;
+            publish(staging, stats, &runtimes, &v, &state_dir, &sha_for_record)
+        }
+        (None, Some(tmp)) => {
+            let staging = staging_dir(&runtimes)?;
+            let mut file = tmp
+                .reopen()
+                .map_err(AgentError::io("cannot reopen", tmp.path()))?;
+            file.rewind()
+                .map_err(AgentError::io("cannot rewind", tmp.path()))?;
+            let stats = unpack_zip(file, staging.path(), unpack_limits)?;
+            drop(tmp);
+            publish(staging, stats, &runtimes, &v, &state_dir, &sha_for_record)
+        }
+        (None, None) => Err(AgentError::Internal("no unpacker for this upload".into())),
     })
     .await??;
+    tracing::info!(
+        version = %version,
+        receive_ms,
+        total_ms = started.elapsed().as_millis() as u64,
+        "runtime archive received and unpacked"
+    );
     tracing::info!(version = %version, sha256 = %sha, bytes = size, "runtime installed");
     Ok(Installed {
         header,
@@ -295,37 +359,84 @@ fn existing(state_dir: &Path, runtimes: &Path, header: &RuntimeHeader) -> Result
     }
 }
 
-fn unpack_into_place(
-    archive: tempfile::NamedTempFile,
-    format: ArchiveFormat,
-    runtimes: &Path,
-    version: &str,
-    state_dir: &Path,
-    sha: &str,
-    limits: UnpackLimits,
-) -> Result<()> {
-    let staging = tempfile::Builder::new()
+/// Where an upload goes while it arrives.
+enum Sink {
+    /// A zip's bytes, kept whole until its index (at the end) can be read.
+    File(tempfile::NamedTempFile),
+    /// A tar.gz's bytes, fed to the unpacker as they come.
+    Unpack(std::sync::mpsc::SyncSender<Vec<u8>>),
+}
+
+impl Sink {
+    fn write(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.as_file_mut().write_all(&chunk),
+            // An unpacker that stopped (a refused entry, or the end of the
+            // archive) reports why when joined; keep hashing the rest.
+            Sink::Unpack(feed) => {
+                let _ = feed.send(chunk);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads the chunks of a channel as one byte stream; EOF when the sender is gone.
+struct ChannelReader {
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(chunks: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        Self {
+            chunks,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A private (0700) staging directory beside the runtimes, removed on drop.
+fn staging_dir(runtimes: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(runtimes)
         .map_err(AgentError::io(
             "cannot create a staging directory in",
             runtimes,
-        ))?;
-    let mut file = archive
-        .reopen()
-        .map_err(AgentError::io("cannot reopen", archive.path()))?;
-    file.rewind()
-        .map_err(AgentError::io("cannot rewind", archive.path()))?;
-    let stats = match format {
-        ArchiveFormat::Zip => unpack_zip(file, staging.path(), limits)?,
-        _ => unpack_tar_gz(
-            io::BufReader::with_capacity(256 * 1024, file),
-            staging.path(),
-            limits,
-        )
-        .map_err(AgentError::archive)?,
-    };
-    drop(archive);
+        ))
+}
+
+/// Makes a verified, unpacked runtime visible: records the archive digest
+/// and renames the staging directory to `runtimes/<version>`.
+fn publish(
+    staging: tempfile::TempDir,
+    stats: ArchiveStats,
+    runtimes: &Path,
+    version: &str,
+    state_dir: &Path,
+    sha: &str,
+) -> Result<()> {
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
         .map_err(AgentError::io("cannot set mode of", staging.path()))?;
     let record = archive_record(state_dir, version);

@@ -19,7 +19,7 @@ pub mod pb {
 
 /// Chunk size for every stream: well below tonic's 4 MiB message limit, big
 /// enough to keep per-message overhead small.
-pub const CHUNK_SIZE: usize = 256 * 1024;
+pub const CHUNK_SIZE: usize = 512 * 1024;
 
 /// Version of the hubshift binaries, reported by the agent's Status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
