@@ -76,7 +76,11 @@ pub async fn connect(inv: &Inventory, node: &Node) -> Result<Agent, AgentError> 
         .tls_config(tls)
         .map_err(|e| setup(format!("TLS configuration: {e}")))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // Backups stream back in 512 KiB chunks: a window of a few chunks
+        // keeps the connection busy without buffering much.
+        .initial_stream_window_size(4 * 1024 * 1024)
+        .initial_connection_window_size(8 * 1024 * 1024);
     let channel = endpoint
         .connect()
         .await

@@ -1,0 +1,116 @@
+//! `hubshift-sandbox up` leaves a working HA group with a ready inventory:
+//! the printed `hubshift status` command works against it, and Ctrl-C tears
+//! everything down (exit 0, no agent or hub left running).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn up_serves_a_group_until_ctrl_c_then_tears_it_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sb");
+    let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Command::new(bin)
+        .args([
+            "up",
+            "--takeover-timeout",
+            "1500ms",
+            "--start-delay",
+            "700ms",
+            "--dir",
+        ])
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut printed = Vec::new();
+    while !printed
+        .iter()
+        .any(|l: &String| l.contains("Running until Ctrl-C"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => panic!("`up` did not get ready: {printed:#?}"),
+        }
+    }
+    let status_cmd = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("hubshift status -i "))
+        .unwrap_or_else(|| panic!("no status command printed: {printed:#?}"))
+        .to_string();
+    let out = Command::new(hubshift_sim::bins::binary("hubshift").unwrap())
+        .args(["--json", "status", "-i", &status_cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let roles: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "node_status")
+        .map(|e| {
+            format!(
+                "{}={}",
+                e["node"].as_str().unwrap(),
+                e["role"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(roles, ["hub-a=active", "hub-b=standby"]);
+    let hub_pids: Vec<i32> = ["hub-a", "hub-b"]
+        .iter()
+        .map(|n| {
+            let text =
+                std::fs::read_to_string(root.join("nodes").join(n).join("state/hub.json")).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
+                .as_i64()
+                .unwrap() as i32
+        })
+        .collect();
+    assert!(hub_pids.iter().all(|p| alive(*p)));
+
+    // SAFETY: sending SIGINT to the child we started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "`up` did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "Ctrl-C is the normal end of `up`: {status}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub_pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "hubs still running after teardown"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
