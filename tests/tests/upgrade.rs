@@ -258,6 +258,32 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
             .all(|n| n["active_runtime"] == FROM && n["reachable"] == true)
     );
 
+    // Without a terminal to confirm on, `upgrade` needs --yes; nothing happens.
+    let out = run(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            &archive,
+            "--version",
+            TO,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--yes"), "{}", text(&out));
+    assert_eq!(
+        sandbox
+            .nodes
+            .iter()
+            .map(|n| n.hub_pid())
+            .collect::<Vec<_>>(),
+        pids,
+        "same hub processes"
+    );
+    assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
+
     // upgrade, and meanwhile a second upgrade of the same group: refused with exit 3.
     let since = SystemTime::now();
     let mut first = Running::spawn(
