@@ -581,6 +581,15 @@ async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxEr
             && !text.trim().is_empty()
         {
             node.addr = text.trim().to_string();
+            // Keep the port across agent restarts, as a real host does: the
+            // inventory names it.
+            if let Ok(cfg) = std::fs::read_to_string(&node.config) {
+                let pinned = cfg.replace(
+                    "listen = \"127.0.0.1:0\"",
+                    &format!("listen = \"{}\"", node.addr),
+                );
+                std::fs::write(&node.config, pinned).map_err(io("pinning the agent's port"))?;
+            }
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -509,3 +509,78 @@ async fn controller_killed_after_schema_drop_then_resume_completes() {
     let out = run(&inventory, &["resume", "--run", &run_id]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_the_fix() {
+    let mut sandbox = Sandbox::start(SandboxOptions {
+        version: FROM.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let planted: Vec<_> = plant_hub_data(&sandbox)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    // Short takeover wait, so the failure comes quickly.
+    let text_inv = std::fs::read_to_string(&inventory).unwrap();
+    std::fs::write(
+        &inventory,
+        text_inv.replace("takeover = 60", "takeover = 4"),
+    )
+    .unwrap();
+    let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
+    let since = SystemTime::now();
+
+    let mut first = Running::spawn(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            &archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    let run_id = first.wait_for(Duration::from_secs(60), "run_started", |e| {
+        e["event"] == "run_started"
+    })["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    first.wait_for(Duration::from_secs(60), "stop_primary started", |e| {
+        e["event"] == "step_started" && e["name"] == "stop_primary"
+    });
+    // The secondary's agent dies: the hub keeps running (and takes over), but
+    // the controller cannot observe it.
+    sandbox.kill_agent(1);
+    let (code, seen) = first.finish(Duration::from_secs(120));
+    assert_eq!(code, Some(1), "{seen:#?}");
+    let failed = find(&seen, "step_failed").expect("step_failed");
+    assert_eq!(failed["name"], "await_takeover", "{failed}");
+    let next = find(&seen, "run_failed").expect("run_failed");
+    assert_eq!(next["next"], format!("hubshift resume --run {run_id}"));
+    // Nothing destructive happened: the schema is still the old one.
+    let db = sandbox.db.connect().await.unwrap();
+    assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
+
+    // The fix: the agent comes back (and re-adopts its running hub).
+    sandbox.restart_agent(1).await.unwrap();
+    let out = run(&inventory, &["resume", "--run", &run_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "step_started" && e["name"] == "stop_primary"),
+        "done steps are not repeated: {ev:#?}"
+    );
+    assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+}
