@@ -202,8 +202,6 @@ impl Step {
 
 /// The steps that upgrade `group`, in order.
 pub fn build_plan(group: &Group) -> Vec<Step> {
-    let primary = group.primary().name.clone();
-    let secondaries: Vec<String> = group.secondaries().iter().map(|n| n.name.clone()).collect();
     let mut steps: Vec<Step> = group
         .nodes
         .iter()
@@ -211,20 +209,50 @@ pub fn build_plan(group: &Group) -> Vec<Step> {
             node: n.name.clone(),
         })
         .collect();
-    steps.extend([
+    steps.extend(hand_over(group, false));
+    steps
+}
+
+/// The steps that take `group` back to the version and appdata recorded by
+/// an upgrade run: the same hand-over as the upgrade (so data keeps flowing
+/// on the secondary while the primary is restored), with the run's verified
+/// backup restored instead of a new runtime staged.
+pub fn build_rollback_plan(group: &Group) -> Vec<Step> {
+    hand_over(group, true)
+}
+
+/// Procedure steps 1–6 once the target runtime is staged everywhere: the
+/// primary hands over to a secondary, is backed up (upgrade) or restored
+/// from the run's backup (rollback), switched, re-created, and the
+/// secondaries follow.
+fn hand_over(group: &Group, restore: bool) -> Vec<Step> {
+    let primary = group.primary().name.clone();
+    let secondaries: Vec<String> = group.secondaries().iter().map(|n| n.name.clone()).collect();
+    let mut steps = vec![
         Step::StopPrimary {
             node: primary.clone(),
         },
         Step::AwaitTakeover {
             candidates: secondaries.clone(),
         },
-        Step::Backup {
+    ];
+    if !restore {
+        steps.push(Step::Backup {
             node: primary.clone(),
-        },
+        });
+    }
+    steps.extend([
         Step::VerifyBackup {
             node: primary.clone(),
         },
         Step::DropSchema,
+    ]);
+    if restore {
+        steps.push(Step::RestoreBackup {
+            node: primary.clone(),
+        });
+    }
+    steps.extend([
         Step::ActivateRuntime {
             node: primary.clone(),
         },
@@ -236,42 +264,6 @@ pub fn build_plan(group: &Group) -> Vec<Step> {
             secondaries: secondaries.clone(),
         },
     ]);
-    steps.extend(secondary_steps(&primary, &secondaries));
-    steps
-}
-
-/// The steps that take `group` back to the version and appdata recorded by
-/// an upgrade run: the same hand-over as the upgrade (so data keeps flowing
-/// on the secondary while the primary is restored), with the run's verified
-/// backup restored instead of a new runtime staged.
-pub fn build_rollback_plan(group: &Group) -> Vec<Step> {
-    let primary = group.primary().name.clone();
-    let secondaries: Vec<String> = group.secondaries().iter().map(|n| n.name.clone()).collect();
-    let mut steps = vec![
-        Step::StopPrimary {
-            node: primary.clone(),
-        },
-        Step::AwaitTakeover {
-            candidates: secondaries.clone(),
-        },
-        Step::VerifyBackup {
-            node: primary.clone(),
-        },
-        Step::DropSchema,
-        Step::RestoreBackup {
-            node: primary.clone(),
-        },
-        Step::ActivateRuntime {
-            node: primary.clone(),
-        },
-        Step::CreateAndStart {
-            node: primary.clone(),
-        },
-        Step::AwaitHandback {
-            primary: primary.clone(),
-            secondaries: secondaries.clone(),
-        },
-    ];
     steps.extend(secondary_steps(&primary, &secondaries));
     steps
 }

@@ -14,6 +14,39 @@ use support::*;
 const FROM: &str = "4.1.0";
 const TO: &str = "4.2.0";
 
+/// A running group at FROM with hub data planted, its inventory and the TO archive.
+struct Setup {
+    sandbox: Sandbox,
+    planted: Vec<(std::path::PathBuf, Vec<u8>)>,
+    inventory: std::path::PathBuf,
+    archive: String,
+}
+
+async fn setup() -> Setup {
+    let sandbox = Sandbox::start(SandboxOptions {
+        version: FROM.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let planted = plant_hub_data(&sandbox)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
+    Setup {
+        sandbox,
+        planted,
+        inventory,
+        archive,
+    }
+}
+
 /// Everything an upgraded group must show.
 async fn assert_upgraded(
     sandbox: &Sandbox,
@@ -142,23 +175,12 @@ async fn assert_upgraded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_rollback() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        version: FROM.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let planted: Vec<_> = plant_hub_data(&sandbox)
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
-    let archive = sandbox.runtime_archive(TO).unwrap();
-    let archive = archive.display().to_string();
+    let Setup {
+        sandbox,
+        planted,
+        inventory,
+        archive,
+    } = setup().await;
     let db = sandbox.db.connect().await.unwrap();
 
     // plan: preflight passes, steps listed, nothing changes.
@@ -437,22 +459,12 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_killed_after_schema_drop_then_resume_completes() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        version: FROM.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let planted: Vec<_> = plant_hub_data(&sandbox)
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
-    let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
+    let Setup {
+        sandbox,
+        planted,
+        inventory,
+        archive,
+    } = setup().await;
     let since = SystemTime::now();
 
     let mut first = Running::spawn(
@@ -512,21 +524,12 @@ async fn controller_killed_after_schema_drop_then_resume_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_the_fix() {
-    let mut sandbox = Sandbox::start(SandboxOptions {
-        version: FROM.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let planted: Vec<_> = plant_hub_data(&sandbox)
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let Setup {
+        mut sandbox,
+        planted,
+        inventory,
+        archive,
+    } = setup().await;
     // Short takeover wait, so the failure comes quickly.
     let text_inv = std::fs::read_to_string(&inventory).unwrap();
     std::fs::write(
@@ -534,7 +537,6 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
         text_inv.replace("takeover = 60", "takeover = 4"),
     )
     .unwrap();
-    let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
     let since = SystemTime::now();
 
     let mut first = Running::spawn(
