@@ -100,6 +100,16 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Give up an unfinished run that changed nothing irreversible (no schema
+    /// drop, restore or runtime switch), so that a new upgrade may start —
+    /// e.g. after staging refused a bad runtime archive.
+    Abandon {
+        #[command(flatten)]
+        inventory: InventoryArgs,
+        /// The unfinished run.
+        #[arg(long)]
+        run: String,
+    },
     /// List journaled runs, newest first (with --run: that run's steps).
     Runs {
         #[command(flatten)]

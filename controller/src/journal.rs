@@ -66,7 +66,7 @@ pub struct RunRecord {
     pub group: String,
     /// `upgrade`.
     pub kind: String,
-    /// running, done, failed, rolled_back.
+    /// running, done, failed, rolled_back, abandoned.
     pub state: String,
     /// Versions, runtime digest, backup id and digest, outage windows.
     pub facts: Value,
@@ -217,6 +217,18 @@ pub async fn mark_rolled_back(client: &Client, run: &str) -> Result<(), DbError>
     Ok(())
 }
 
+/// Marks an unfinished run as given up.
+pub async fn mark_abandoned(client: &Client, run: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.runs SET state = 'abandoned', updated_at = now() WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .map_err(query_err("journaling the abandon"))?;
+    Ok(())
+}
+
 /// Marks the run finished (`done`) or failed.
 pub async fn finish_run(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
     client
@@ -314,7 +326,7 @@ pub async fn unfinished_run(client: &Client, group: &str) -> Result<Option<RunRe
         .query_opt(
             &format!(
                 "SELECT {RUN_COLUMNS} FROM hubshift.runs
-                 WHERE grp = $1 AND state NOT IN ('done', 'rolled_back')
+                 WHERE grp = $1 AND state NOT IN ('done', 'rolled_back', 'abandoned')
                  ORDER BY created_at DESC LIMIT 1"
             ),
             &[&group],

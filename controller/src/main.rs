@@ -91,6 +91,7 @@ async fn dispatch(out: Output, command: Command) -> anyhow::Result<()> {
             run,
             yes,
         } => upgrade::rollback(out, &inventory, &run, yes).await,
+        Command::Abandon { inventory, run } => upgrade::abandon(out, &inventory, &run).await,
         Command::Runs {
             inventory,
             group,

@@ -535,3 +535,58 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
     journal::mark_rolled_back(&run.journal, run_id).await?;
     Ok(())
 }
+
+/// `hubshift abandon --run ID`: lets a new upgrade start after a run that
+/// stopped before anything irreversible.
+pub async fn abandon(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<()> {
+    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
+    let url = inventory.database_url().map_err(UsageError::from)?;
+    let db = Database::new(&url, None, None).map_err(|e| UsageError(e.to_string()))?;
+    let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
+    if !journal::exists(&client).await? {
+        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
+    }
+    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
+        UsageError(format!(
+            "no run {run_id} in the journal (see `hubshift runs`)"
+        ))
+    })?;
+    if matches!(record.state.as_str(), "done" | "rolled_back" | "abandoned") {
+        return Err(Refused(format!("run {run_id} is already {}", record.state)).into());
+    }
+    lock_group(&client, &record.group).await?;
+    let steps = journal::load_steps(&client, run_id).await?;
+    let irreversible: Vec<String> = steps
+        .iter()
+        .filter(|s| s.step.destructive() && s.state != "pending")
+        .map(|s| format!("{} on {}", s.step.name(), s.step.node()))
+        .collect();
+    if !irreversible.is_empty() {
+        return Err(Refused(format!(
+            "run {run_id} already did {} ({}): finish it with `hubshift resume --run {run_id}` or reverse it with `hubshift rollback --run {run_id}`",
+            if irreversible.len() == 1 { "an irreversible step" } else { "irreversible steps" },
+            irreversible.join(", ")
+        ))
+        .into());
+    }
+    let stopped: Vec<String> = steps
+        .iter()
+        .filter(|s| matches!(s.step, plan::Step::StopPrimary { .. }) && s.state != "pending")
+        .map(|s| s.step.node())
+        .collect();
+    journal::mark_abandoned(&client, run_id).await?;
+    out.event(
+        "run_abandoned",
+        json!({ "run": run_id, "group": record.group, "stopped_primary": stopped }),
+        || {
+            let mut s = format!("Run {run_id} abandoned; group {} can be upgraded again.", record.group);
+            for n in &stopped {
+                s.push_str(&format!(
+                    "\nThis run stopped {n}; its secondary took over. Start {n} again (it is the preferred primary) before the next upgrade."
+                ));
+            }
+            s
+        },
+    );
+    Ok(())
+}

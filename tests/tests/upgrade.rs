@@ -306,6 +306,75 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     );
     assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
 
+    // A runtime archive the agents refuse: the run fails at staging (exit 1),
+    // blocks new upgrades until abandoned, and changed nothing.
+    let bad = sandbox.root.join("corrupt-runtime.tar.gz");
+    std::fs::write(&bad, b"this is not a gzip stream").unwrap();
+    let bad = bad.display().to_string();
+    let out = run(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            &bad,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ev = events(&out);
+    let bad_run = find(&ev, "run_started").unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "step_failed" && e["name"] == "stage_runtime"),
+        "{ev:#?}"
+    );
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "step_started" && e["name"] == "stop_primary"),
+        "{ev:#?}"
+    );
+    let out = run(
+        &inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            &archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("hubshift resume --run {bad_run}")),
+        "{}",
+        text(&out)
+    );
+    let out = run(&inventory, &["abandon", "--run", &bad_run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        sandbox
+            .nodes
+            .iter()
+            .map(|n| n.hub_pid())
+            .collect::<Vec<_>>(),
+        pids,
+        "same hub processes"
+    );
+    assert!(
+        sandbox.status(0).await.unwrap().staged_runtimes == vec![FROM.to_string()],
+        "nothing staged"
+    );
+
     // upgrade, and meanwhile a second upgrade of the same group: refused with exit 3.
     let since = SystemTime::now();
     let mut first = Running::spawn(
@@ -503,6 +572,11 @@ async fn controller_killed_after_schema_drop_then_resume_completes() {
     let out = run(&inventory, &["runs"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&run_id));
+
+    // Past the schema drop the run cannot be abandoned, only finished or reversed.
+    let out = run(&inventory, &["abandon", "--run", &run_id]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("drop_schema"), "{}", text(&out));
 
     let out = run(&inventory, &["resume", "--run", &run_id]);
     assert!(out.status.success(), "{}", text(&out));
