@@ -2,9 +2,14 @@
 //! hubs use, looking at and dropping the hub's orchestration schema, and the
 //! per-group advisory lock.
 
+use crate::exit::UsageError;
+use crate::inventory::Inventory;
 use hubshift_common::redact::{Secret, redact};
+use std::path::{Path, PathBuf};
 use thiserror::Error;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// A database problem, with the URL's password never shown.
 #[derive(Debug, Error)]
@@ -20,6 +25,9 @@ pub enum DbError {
         /// Redacted reason.
         reason: String,
     },
+    /// The TLS set-up for the database failed.
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// A statement failed.
     #[error("database error while {doing}: {reason}")]
     Query {
@@ -60,6 +68,7 @@ pub struct Database {
     config: tokio_postgres::Config,
     hub_host: Option<String>,
     hub_port: Option<u16>,
+    ca_file: Option<PathBuf>,
 }
 
 impl Database {
@@ -79,7 +88,43 @@ impl Database {
             config,
             hub_host,
             hub_port,
+            ca_file: None,
         })
+    }
+
+    /// The database the inventory names (its URL read from the environment
+    /// variable or file), or a usage error naming the inventory.
+    pub fn from_inventory(inv: &Inventory) -> Result<Self, UsageError> {
+        let url = inv.database_url()?;
+        let mut db = Self::new(&url, inv.database.hub_host.clone(), inv.database.hub_port)
+            .map_err(|e| UsageError(format!("{}: {e}", inv.path.display())))?;
+        db.ca_file = inv.database.ca_file.clone();
+        Ok(db)
+    }
+
+    /// TLS for PostgreSQL: used as the server and `sslmode` allow (the
+    /// default `prefer` falls back to plain TCP when the server has no TLS;
+    /// `require` insists). Server certificates are checked against
+    /// `database.ca_file` or the system's roots.
+    fn tls(&self) -> Result<MakeRustlsConnect, DbError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                for cert in read_pem_certs(path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| DbError::Tls(format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(MakeRustlsConnect::new(config))
     }
 
     /// `host:port/db` for messages.
@@ -114,6 +159,10 @@ impl Database {
         let port = self.hub_port.unwrap_or_else(|| self.port());
         let mut uri = format!("jdbc:postgresql://{host}:{port}/{}", self.dbname());
         let mut sep = '?';
+        if self.config.get_ssl_mode() == SslMode::Require {
+            uri.push_str("?sslmode=require");
+            sep = '&';
+        }
         if let Some(user) = self.config.get_user() {
             uri.push_str(&format!("{sep}user={}", query_escape(user)));
             sep = '&';
@@ -131,7 +180,7 @@ impl Database {
     pub async fn connect(&self) -> Result<Client, DbError> {
         let (client, connection) =
             self.config
-                .connect(NoTls)
+                .connect(self.tls()?)
                 .await
                 .map_err(|e| DbError::Connect {
                     target: self.target(),
@@ -144,6 +193,21 @@ impl Database {
         });
         Ok(client)
     }
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, DbError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| DbError::Tls(format!("cannot read {}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| DbError::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(DbError::Tls(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 fn query_escape(s: &str) -> String {
@@ -225,6 +289,11 @@ mod tests {
         );
         assert_eq!(db.target(), "127.0.0.1:5432/hubs");
         assert_eq!(format!("{:?}", db.jdbc_uri()), "***");
+        let db = Database::new("postgres://hb:pw@db/hubs?sslmode=require", None, None).unwrap();
+        assert_eq!(
+            db.jdbc_uri().expose(),
+            "jdbc:postgresql://db:5432/hubs?sslmode=require&user=hb&password=pw"
+        );
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct DatabaseSection {
     pub hub_host: Option<String>,
     /// Port the hubs use, when it differs.
     pub hub_port: Option<u16>,
+    /// CA certificate (PEM) that signed the database server's certificate,
+    /// for TLS to PostgreSQL with a private CA; default: the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_schema() -> String {
@@ -250,6 +253,7 @@ impl Inventory {
             groups: raw.groups,
         };
         inv.database.url_file = inv.database.url_file.as_deref().map(resolve);
+        inv.database.ca_file = inv.database.ca_file.as_deref().map(resolve);
         inv.backups.copy_to = inv.backups.copy_to.as_deref().map(resolve);
         inv.validate()?;
         Ok(inv)

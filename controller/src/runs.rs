@@ -14,8 +14,7 @@ pub async fn runs(
     run: Option<&str>,
     limit: i64,
 ) -> Result<()> {
-    let url = inventory.database_url().map_err(UsageError::from)?;
-    let db = crate::db::Database::new(&url, None, None).map_err(|e| UsageError(e.to_string()))?;
+    let db = crate::db::Database::from_inventory(inventory)?;
     let client = db.connect().await?;
     if !journal::exists(&client).await? {
         out.human("No runs yet.");

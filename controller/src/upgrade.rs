@@ -19,13 +19,7 @@ use std::path::{Path, PathBuf};
 pub fn load(inv: &InventoryArgs, group: &str) -> Result<(Inventory, Group, Database)> {
     let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
     let group = inventory.group(group).map_err(UsageError::from)?.clone();
-    let url = inventory.database_url().map_err(UsageError::from)?;
-    let db = Database::new(
-        &url,
-        inventory.database.hub_host.clone(),
-        inventory.database.hub_port,
-    )
-    .map_err(|e| UsageError(format!("{}: {e}", inventory.path.display())))?;
+    let db = Database::from_inventory(&inventory)?;
     Ok((inventory, group, db))
 }
 
@@ -292,13 +286,7 @@ pub async fn resume(
     runtime: Option<&Path>,
 ) -> Result<()> {
     let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
-    let url = inventory.database_url().map_err(UsageError::from)?;
-    let db = Database::new(
-        &url,
-        inventory.database.hub_host.clone(),
-        inventory.database.hub_port,
-    )
-    .map_err(|e| UsageError(e.to_string()))?;
+    let db = Database::from_inventory(&inventory)?;
     let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
     if !journal::exists(&client).await? {
         return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
@@ -394,13 +382,7 @@ pub async fn resume(
 /// run started from.
 pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool) -> Result<()> {
     let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
-    let url = inventory.database_url().map_err(UsageError::from)?;
-    let db = Database::new(
-        &url,
-        inventory.database.hub_host.clone(),
-        inventory.database.hub_port,
-    )
-    .map_err(|e| UsageError(e.to_string()))?;
+    let db = Database::from_inventory(&inventory)?;
     let mut client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
     if !journal::exists(&client).await? {
         return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
@@ -540,8 +522,7 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
 /// stopped before anything irreversible.
 pub async fn abandon(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<()> {
     let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
-    let url = inventory.database_url().map_err(UsageError::from)?;
-    let db = Database::new(&url, None, None).map_err(|e| UsageError(e.to_string()))?;
+    let db = Database::from_inventory(&inventory)?;
     let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
     if !journal::exists(&client).await? {
         return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());

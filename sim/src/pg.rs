@@ -7,6 +7,7 @@
 
 use rand::Rng;
 use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -386,6 +387,54 @@ impl TestDatabase {
         let (client, conn) = c.connect(NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
+    }
+
+    /// Turns on TLS in a private cluster with the given server certificate
+    /// and key (PEM), so clients can be tested with `sslmode=require`.
+    /// Refused for an external server (its TLS is its administrator's).
+    pub async fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), PgError> {
+        let Kind::Private(cluster) = &self.kind else {
+            return Err(PgError::Config(
+                "TLS can only be turned on in a private cluster".into(),
+            ));
+        };
+        let data = cluster.data();
+        for (name, body, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, body)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = cluster.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        let admin = self.connect_to("postgres").await?;
+        // ALTER SYSTEM refuses to run in a transaction: one statement each.
+        for statement in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(statement).await?;
+        }
+        // The reload is asynchronous: wait until new sessions see it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let session = self.connect_to("postgres").await?;
+            let row = session.query_one("SHOW ssl", &[]).await?;
+            if row.get::<_, String>(0) == "on" {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(PgError::Config(
+                    "the server did not turn TLS on within 20 s".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Makes the database go away: a private cluster is stopped
