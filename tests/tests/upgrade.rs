@@ -47,6 +47,28 @@ async fn setup() -> Setup {
     }
 }
 
+/// Starts `hubshift upgrade` in the background; returns it and its run id.
+fn start_upgrade(inventory: &Path, archive: &str) -> (Running, String) {
+    let mut running = Running::spawn(
+        inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    let started = running.wait_for(Duration::from_secs(60), "run_started", |e| {
+        e["event"] == "run_started"
+    });
+    let run_id = started["run"].as_str().unwrap().to_string();
+    (running, run_id)
+}
+
 /// Everything an upgraded group must show.
 async fn assert_upgraded(
     sandbox: &Sandbox,
@@ -377,23 +399,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
 
     // upgrade, and meanwhile a second upgrade of the same group: refused with exit 3.
     let since = SystemTime::now();
-    let mut first = Running::spawn(
-        &inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            &archive,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    );
-    let started = first.wait_for(Duration::from_secs(60), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    let run_id = started["run"].as_str().unwrap().to_string();
+    let (first, run_id) = start_upgrade(&inventory, &archive);
     let second = run(
         &inventory,
         &[
@@ -536,25 +542,7 @@ async fn controller_killed_after_schema_drop_then_resume_completes() {
     } = setup().await;
     let since = SystemTime::now();
 
-    let mut first = Running::spawn(
-        &inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            &archive,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    );
-    let run_id = first.wait_for(Duration::from_secs(60), "run_started", |e| {
-        e["event"] == "run_started"
-    })["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut first, run_id) = start_upgrade(&inventory, &archive);
     first.wait_for(Duration::from_secs(120), "drop_schema finished", |e| {
         e["event"] == "step_finished" && e["name"] == "drop_schema"
     });
@@ -613,25 +601,7 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
     .unwrap();
     let since = SystemTime::now();
 
-    let mut first = Running::spawn(
-        &inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            &archive,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    );
-    let run_id = first.wait_for(Duration::from_secs(60), "run_started", |e| {
-        e["event"] == "run_started"
-    })["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut first, run_id) = start_upgrade(&inventory, &archive);
     first.wait_for(Duration::from_secs(60), "stop_primary started", |e| {
         e["event"] == "step_started" && e["name"] == "stop_primary"
     });
