@@ -3,25 +3,21 @@
 //! certificate-store fingerprint and the project; this node becomes the
 //! preferred primary. Refuses when the schema exists.
 
+use super::EXIT_REFUSED;
 use super::appdata::AppData;
 use super::cli::NodeArgs;
 use super::db::{CONNECT_TIMEOUT, DbFailure};
 use super::jdbc::JdbcTarget;
 use super::log;
 use super::schema::{self, CreateError, NewCluster};
-use super::{EXIT_REFUSED, EXIT_USAGE};
 use crate::timing::SimTiming;
 
 /// Runs `create`; returns the exit code.
 pub async fn run(args: NodeArgs, version: String) -> i32 {
-    let target = match JdbcTarget::resolve(&args.jdbc) {
+    let target = match JdbcTarget::resolve_for_logging(&args.jdbc) {
         Ok(t) => t,
-        Err(e) => {
-            log::error(&e.to_string());
-            return EXIT_USAGE;
-        }
+        Err(code) => return code,
     };
-    log::add_secret(target.password.expose());
     let timing = SimTiming::from(args.timing);
     log::info(&format!(
         "hubsim {version} create: node {} appdata {} database {}",

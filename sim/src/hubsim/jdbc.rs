@@ -49,6 +49,22 @@ impl JdbcTarget {
         }
     }
 
+    /// Resolves the `-j` argument for a hubsim command: logs a bad one and
+    /// yields the usage exit code; registers the password so that no log
+    /// line ever shows it.
+    pub fn resolve_for_logging(arg: &str) -> Result<Self, i32> {
+        match Self::resolve(arg) {
+            Ok(target) => {
+                super::log::add_secret(target.password.expose());
+                Ok(target)
+            }
+            Err(e) => {
+                super::log::error(&e.to_string());
+                Err(super::EXIT_USAGE)
+            }
+        }
+    }
+
     /// Parses `jdbc:postgresql://host[:port]/db[?k=v&...]`.
     pub fn parse(uri: &str) -> Result<Self, JdbcError> {
         let bad = |reason| JdbcError::Invalid {

@@ -43,14 +43,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Runs `start`; returns the exit code.
 pub async fn run(args: NodeArgs, version: String) -> i32 {
-    let target = match JdbcTarget::resolve(&args.jdbc) {
+    let target = match JdbcTarget::resolve_for_logging(&args.jdbc) {
         Ok(t) => t,
-        Err(e) => {
-            log::error(&e.to_string());
-            return EXIT_USAGE;
-        }
+        Err(code) => return code,
     };
-    log::add_secret(target.password.expose());
     let timing = SimTiming::from(args.timing);
     if let Err(e) = timing.validate() {
         log::error(&e);
