@@ -368,9 +368,10 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
             let s = a.status().await?;
             if !is_running(&s) {
                 down[i] = Some(now_ms());
-            } else if began.elapsed() >= shutdown_timeout {
+            } else if began.elapsed() >= shutdown_timeout || primary_active.is_some() {
                 // It did not see the new schema (another schema name, place or
-                // credentials): stop it — never two active nodes.
+                // credentials), or the upgraded primary is already active:
+                // stop it now — never two active nodes for longer than a poll.
                 a.stop(stop_timeout).await?;
                 let s = a.status().await?;
                 ensure!(!is_running(&s), "{} still runs after Stop", a.node);
@@ -421,7 +422,7 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
     }
     for n in &stopped_by_us {
         run.facts.warnings.push(format!(
-            "{n} did not shut itself down within {}s after the new schema appeared and was stopped",
+            "{n} did not shut itself down after the new schema appeared (within {}s, or before {primary} was active) and was stopped by hubshift",
             shutdown_timeout.as_secs()
         ));
     }

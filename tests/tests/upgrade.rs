@@ -630,3 +630,43 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
     );
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift() {
+    let Setup {
+        sandbox,
+        planted,
+        inventory,
+        archive,
+    } = setup().await;
+    let since = SystemTime::now();
+    let (mut first, run_id) = start_upgrade(&inventory, &archive);
+    first.wait_for(Duration::from_secs(120), "drop_schema finished", |e| {
+        e["event"] == "step_finished" && e["name"] == "drop_schema"
+    });
+    // hub-b, now the active node, freezes: it will not notice the new schema
+    // and shut itself down, and its agent still sees it running and active.
+    let frozen = sandbox.nodes[1].hub_pid().expect("hub-b pid");
+    // SAFETY: signalling the hub process group the sandbox started.
+    unsafe {
+        libc::kill(-frozen, libc::SIGSTOP);
+    }
+    let (code, seen) = first.finish(Duration::from_secs(240));
+    assert_eq!(code, Some(0), "{seen:#?}");
+    let finished = find(&seen, "run_finished").expect("run_finished");
+    let warnings = finished["warnings"].to_string();
+    assert!(
+        warnings.contains("hub-b") && warnings.contains("stopped by hubshift"),
+        "{finished}"
+    );
+    // It was stopped as soon as hub-a was active (a few seconds, plus the 10 s
+    // graceful stop a frozen process sits out), not only after the 10 s
+    // secondary_shutdown timeout (which would make it 20 s or more).
+    let handback = seen
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["name"] == "await_handback")
+        .expect("await_handback finished");
+    let ms = handback["duration_ms"].as_u64().unwrap();
+    assert!(ms < 17_000, "await_handback took {ms} ms");
+    assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+}
