@@ -47,6 +47,23 @@ async fn setup() -> Setup {
     }
 }
 
+/// Runs `hubshift upgrade --yes` to TO with `archive` to completion.
+fn upgrade(inventory: &Path, archive: &str) -> std::process::Output {
+    run(
+        inventory,
+        &[
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    )
+}
+
 /// Starts `hubshift upgrade` in the background; returns it and its run id.
 fn start_upgrade(inventory: &Path, archive: &str) -> (Running, String) {
     let mut running = Running::spawn(
@@ -333,19 +350,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     let bad = sandbox.root.join("corrupt-runtime.tar.gz");
     std::fs::write(&bad, b"this is not a gzip stream").unwrap();
     let bad = bad.display().to_string();
-    let out = run(
-        &inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            &bad,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    );
+    let out = upgrade(&inventory, &bad);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let ev = events(&out);
     let bad_run = find(&ev, "run_started").unwrap()["run"]
@@ -362,19 +367,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
             .any(|e| e["event"] == "step_started" && e["name"] == "stop_primary"),
         "{ev:#?}"
     );
-    let out = run(
-        &inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            &archive,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    );
+    let out = upgrade(&inventory, &archive);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("hubshift resume --run {bad_run}")),
@@ -400,19 +393,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     // upgrade, and meanwhile a second upgrade of the same group: refused with exit 3.
     let since = SystemTime::now();
     let (first, run_id) = start_upgrade(&inventory, &archive);
-    let second = run(
-        &inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            &archive,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    );
+    let second = upgrade(&inventory, &archive);
     assert_eq!(second.status.code(), Some(3), "{}", text(&second));
     assert!(
         text(&second).contains(&run_id),
