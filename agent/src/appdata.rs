@@ -205,13 +205,7 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
     let parent = appdata
         .parent()
         .ok_or_else(|| AgentError::Internal("appdata has no parent".into()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".hubshift-restore-")
-        .tempdir_in(parent)
-        .map_err(AgentError::io(
-            "cannot create a staging directory in",
-            parent,
-        ))?;
+    let staging = restore_staging(parent)?;
     let file = fs::File::open(&path).map_err(AgentError::io("cannot open", &path))?;
     let limits = UnpackLimits {
         max_total_bytes: u64::MAX,
@@ -242,6 +236,18 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
     Ok(set_aside)
 }
 
+/// A private directory beside `parent`'s contents (same filesystem, so its
+/// trees can be renamed into place), removed on drop.
+fn restore_staging(parent: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(".hubshift-restore-")
+        .tempdir_in(parent)
+        .map_err(AgentError::io(
+            "cannot create a staging directory in",
+            parent,
+        ))
+}
+
 /// Moves `target` aside (if present) and renames `restored` into its place.
 /// `restored` must be on the same filesystem as `target`; when it is not
 /// (an extra directory elsewhere) it is first copied next to `target`.
@@ -250,13 +256,7 @@ fn place(restored: &Path, target: &Path, stamp: &str) -> Result<Option<PathBuf>>
         .parent()
         .ok_or_else(|| AgentError::Internal(format!("{} has no parent", target.display())))?;
     fs::create_dir_all(parent).map_err(AgentError::io("cannot create", parent))?;
-    let local = tempfile::Builder::new()
-        .prefix(".hubshift-restore-")
-        .tempdir_in(parent)
-        .map_err(AgentError::io(
-            "cannot create a staging directory in",
-            parent,
-        ))?;
+    let local = restore_staging(parent)?;
     let incoming = local.path().join("tree");
     if fs::rename(restored, &incoming).is_err() {
         copy_tree(restored, &incoming)?;
