@@ -128,7 +128,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Removes upload and unpack leftovers of an interrupted run.
+/// Removes upload, unpack and backup leftovers of an interrupted run.
 fn clean_leftovers(cfg: &Config) {
     let dirs = [
         (cfg.paths.state_dir.join("staging"), ""),
@@ -136,6 +136,8 @@ fn clean_leftovers(cfg: &Config) {
             crate::runtime::runtimes_dir(&cfg.paths.install_root),
             ".staging-",
         ),
+        // A backup cut short by an agent crash; a retry writes it anew.
+        (crate::appdata::backups_dir(cfg), ".partial-"),
     ];
     for (dir, prefix) in dirs {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {

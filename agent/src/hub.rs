@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub role: HubRole,
     /// The current/last process.
     pub record: Option<HubRecord>,
+    /// The process is stopped (SIGSTOP) or traced.
+    pub frozen: bool,
 }
 
 /// Supervises the one hub process of this host.
@@ -263,6 +265,7 @@ impl Hub {
             pid: 0,
             role: HubRole::Unknown,
             record: record.clone(),
+            frozen: false,
         };
         match phase {
             _ if creating => snap.state = HubState::Starting,
@@ -287,6 +290,7 @@ impl Hub {
                     .probe(&self.log_path(), rec.log_offset, &runtime, &appdata)
                     .await;
                 snap.pid = rec.pid;
+                snap.frozen = process_frozen(rec.pid);
                 (snap.state, snap.role) = match role {
                     Role::Unknown => (HubState::Starting, HubRole::Unknown),
                     Role::Active => (HubState::Running, HubRole::Active),
@@ -753,6 +757,11 @@ pub fn process_alive(pid: u32, ticks: u64) -> bool {
         Some((state, t)) => state != 'Z' && state != 'X' && (ticks == 0 || t == ticks),
         None => false,
     }
+}
+
+/// Whether `pid` is stopped by a signal or traced (state T or t).
+pub fn process_frozen(pid: u32) -> bool {
+    matches!(proc_stat(pid), Some(('T' | 't', _)))
 }
 
 fn group_exists(pgid: i32) -> bool {

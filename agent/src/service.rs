@@ -15,26 +15,50 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// State shared by all handlers.
+/// The gRPC face of the agent.
 pub struct AgentService {
+    ops: Arc<Operations>,
+}
+
+/// State shared by all handlers. Held in an `Arc` so that an accepted
+/// operation runs in a task of its own, to its end, even when the caller
+/// disconnects (tonic drops a handler's future when its client goes away:
+/// a Start cancelled between `create` and `start`, or a Backup whose writer
+/// outlives its lock, would leave the host in a state nobody asked for).
+struct Operations {
     cfg: Arc<Config>,
     hub: Arc<Hub>,
-    /// One backup write at a time.
+    /// One backup write at a time: a retried Backup of the same id waits
+    /// for the running one and then finds its file.
     backup_lock: tokio::sync::Mutex<()>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
+/// Runs `work` in its own task and waits for it. Dropping the returned
+/// future (the caller vanished) does not stop the work.
+async fn detached<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    tokio::spawn(work).await?
+}
+
 impl AgentService {
     /// Wraps the configuration and the hub supervisor.
     pub fn new(cfg: Arc<Config>, hub: Arc<Hub>) -> Self {
         Self {
-            cfg,
-            hub,
-            backup_lock: tokio::sync::Mutex::new(()),
+            ops: Arc::new(Operations {
+                cfg,
+                hub,
+                backup_lock: tokio::sync::Mutex::new(()),
+            }),
         }
     }
+}
 
+impl Operations {
     fn hub_must_be_stopped(&self, what: &str) -> Result<()> {
         if self.hub.is_running() {
             return Err(AgentError::FailedPrecondition(format!(
@@ -92,6 +116,7 @@ impl AgentService {
             started_at_unix_ms: rec.1,
             node: rec.2,
             appdata_bytes,
+            frozen: snap.frozen,
         })
     }
 
@@ -225,28 +250,32 @@ impl HubAgent for AgentService {
     type FetchBackupStream = ReceiverStream<std::result::Result<Chunk, Status>>;
 
     async fn status(&self, req: Request<StatusRequest>) -> Reply<StatusResponse> {
-        self.do_status(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_status(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
     }
 
     async fn stop(&self, req: Request<StopRequest>) -> Reply<StopResponse> {
-        self.do_stop(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_stop(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Reply<StartResponse> {
-        self.do_start(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_start(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
     }
 
     async fn backup(&self, req: Request<BackupRequest>) -> Reply<BackupResponse> {
-        self.do_backup(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_backup(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
@@ -256,7 +285,8 @@ impl HubAgent for AgentService {
         &self,
         req: Request<VerifyBackupRequest>,
     ) -> Reply<VerifyBackupResponse> {
-        self.do_verify_backup(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_verify_backup(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
@@ -266,14 +296,16 @@ impl HubAgent for AgentService {
         &self,
         req: Request<FetchBackupRequest>,
     ) -> Reply<Self::FetchBackupStream> {
-        self.do_fetch_backup(req.into_inner())
+        self.ops
+            .do_fetch_backup(req.into_inner())
             .await
             .map(Response::new)
             .map_err(Status::from)
     }
 
     async fn restore(&self, req: Request<RestoreRequest>) -> Reply<RestoreResponse> {
-        self.do_restore(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_restore(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
@@ -283,7 +315,8 @@ impl HubAgent for AgentService {
         &self,
         req: Request<Streaming<InstallRuntimeRequest>>,
     ) -> Reply<InstallRuntimeResponse> {
-        self.do_install_runtime(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_install_runtime(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
@@ -293,21 +326,24 @@ impl HubAgent for AgentService {
         &self,
         req: Request<ActivateRuntimeRequest>,
     ) -> Reply<ActivateRuntimeResponse> {
-        self.do_activate_runtime(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_activate_runtime(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)
     }
 
     async fn get_certificate(&self, _req: Request<GetCertificateRequest>) -> Reply<Certificate> {
-        self.do_get_certificate()
+        let ops = self.ops.clone();
+        detached(async move { ops.do_get_certificate().await })
             .await
             .map(Response::new)
             .map_err(Status::from)
     }
 
     async fn put_certificate(&self, req: Request<Certificate>) -> Reply<PutCertificateResponse> {
-        self.do_put_certificate(req.into_inner())
+        let ops = self.ops.clone();
+        detached(async move { ops.do_put_certificate(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)

@@ -910,3 +910,104 @@ fn check_config_and_tls_required() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`tls`"));
 }
+
+/// An operation the agent accepted runs to its end when the caller vanishes:
+/// a CREATE_AND_START abandoned during `create` still starts the hub (Status
+/// says STARTING meanwhile, never a state that stays untrue), and a Backup
+/// abandoned mid-write is joined by its retry instead of colliding with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_operations_finish_when_the_caller_vanishes() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    let archive = runtime_archive("4.1.0");
+    let sha = sha256_hex(&archive);
+    install(&mut c, "4.1.0", archive, &sha, ArchiveFormat::TarGz, true)
+        .await
+        .unwrap();
+
+    // The caller gives up 300 ms into a two-second create.
+    let mut caller = c.clone();
+    let abandoned = tokio::time::timeout(std::time::Duration::from_millis(300), async move {
+        start(&mut caller, StartMode::CreateAndStart, "slow-create").await
+    })
+    .await;
+    assert!(abandoned.is_err(), "the start should still be running");
+    let during = status(&mut c).await;
+    assert_eq!(during.state, HubState::Starting as i32, "{during:?}");
+    let s = wait_running_active(&mut c).await;
+    assert_eq!(s.node, "slow-create");
+    assert_eq!(s.start_mode, "CREATE_AND_START");
+    assert!(agent.appdata().join("created-marker").is_file());
+    assert_eq!(agent.hub_pids().len(), 1, "one hub process");
+    c.stop(StopRequest { timeout_seconds: 5 }).await.unwrap();
+
+    // A backup big enough to take a while, abandoned, then retried at once.
+    let noise: Vec<u8> = (0..24_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(agent.appdata().join("store.db"), &noise).unwrap();
+    let mut caller = c.clone();
+    let abandoned = tokio::time::timeout(std::time::Duration::from_millis(100), async move {
+        caller
+            .backup(BackupRequest {
+                id: "run-1-hub".into(),
+            })
+            .await
+    })
+    .await;
+    assert!(abandoned.is_err(), "the backup should still be running");
+    let retried = c
+        .backup(BackupRequest {
+            id: "run-1-hub".into(),
+        })
+        .await
+        .expect("the retry joins the running backup")
+        .into_inner();
+    let verified = c
+        .verify_backup(VerifyBackupRequest {
+            id: "run-1-hub".into(),
+            sha256: retried.sha256.clone(),
+        })
+        .await
+        .expect("the backup the retry returned is whole")
+        .into_inner();
+    assert_eq!(verified.sha256, retried.sha256);
+    assert!(verified.entries > 0);
+    let backups = agent.state().join("backups");
+    let partials: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".partial-"))
+        .collect();
+    assert!(partials.is_empty(), "partial files left: {partials:?}");
+}
+
+/// Status tells a frozen hub (SIGSTOP) from a live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_frozen_hub() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    let archive = runtime_archive("4.1.0");
+    let sha = sha256_hex(&archive);
+    install(&mut c, "4.1.0", archive, &sha, ArchiveFormat::TarGz, true)
+        .await
+        .unwrap();
+    start(&mut c, StartMode::Start, "hub-a").await.unwrap();
+    let s = wait_running_active(&mut c).await;
+    assert!(!s.frozen);
+    // SAFETY: signals to the hub's process group, which this test started.
+    unsafe { libc::kill(-(s.pid as i32), libc::SIGSTOP) };
+    wait_async("Status to report the hub frozen", || {
+        let mut c = c.clone();
+        async move { status(&mut c).await.frozen.then_some(()) }
+    })
+    .await;
+    unsafe { libc::kill(-(s.pid as i32), libc::SIGCONT) };
+    wait_async("Status to report the hub live again", || {
+        let mut c = c.clone();
+        async move { (!status(&mut c).await.frozen).then_some(()) }
+    })
+    .await;
+    c.stop(StopRequest { timeout_seconds: 5 }).await.unwrap();
+}

@@ -4,7 +4,7 @@
 //! and entry count, so a hostile archive cannot fill or escape the disk.
 
 use flate2::Compression;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -95,7 +95,7 @@ pub fn pack_tar_gz<W: Write>(sources: &[PackSource], out: W, level: u32) -> io::
 /// Reads a tar.gz from start to end, checking every entry as an unpack
 /// would, without writing anything.
 pub fn list_tar_gz<R: Read>(reader: R, limits: UnpackLimits) -> Result<ArchiveStats, ArchiveError> {
-    let mut archive = tar::Archive::new(GzDecoder::new(reader));
+    let mut archive = tar::Archive::new(MultiGzDecoder::new(reader));
     let mut stats = ArchiveStats::default();
     let mut links = HashSet::new();
     for entry in archive.entries()? {
@@ -103,6 +103,7 @@ pub fn list_tar_gz<R: Read>(reader: R, limits: UnpackLimits) -> Result<ArchiveSt
         check_entry(&entry, &mut stats, &mut links, limits)?;
         io::copy(&mut entry, &mut io::sink())?;
     }
+    read_to_gzip_end(archive)?;
     Ok(stats)
 }
 
@@ -113,7 +114,7 @@ pub fn unpack_tar_gz<R: Read>(
     dest: &Path,
     limits: UnpackLimits,
 ) -> Result<ArchiveStats, ArchiveError> {
-    let mut archive = tar::Archive::new(GzDecoder::new(reader));
+    let mut archive = tar::Archive::new(MultiGzDecoder::new(reader));
     archive.set_preserve_permissions(false);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
@@ -129,7 +130,18 @@ pub fn unpack_tar_gz<R: Read>(
             });
         }
     }
+    read_to_gzip_end(archive)?;
     Ok(stats)
+}
+
+/// tar stops at its end-of-archive marker, before the gzip trailer: read on
+/// to the end of the stream so that the CRC-32 and length of every member
+/// are checked (a flipped byte that only the CRC reveals is refused), and
+/// anything after the last member is refused as trailing garbage.
+fn read_to_gzip_end<R: Read>(archive: tar::Archive<MultiGzDecoder<R>>) -> io::Result<()> {
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
+    Ok(())
 }
 
 fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> String {
@@ -322,5 +334,42 @@ mod tests {
         );
         let link = std::fs::read_link(dest.path().join("appdata/link")).unwrap();
         assert_eq!(link, Path::new("sub/f.json"));
+    }
+
+    fn small_archive() -> Vec<u8> {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("VERSION"), b"4.2.0\n").unwrap();
+        pack_tar_gz(
+            &[PackSource {
+                name: "rt".into(),
+                path: src.path().to_path_buf(),
+            }],
+            Vec::new(),
+            BACKUP_LEVEL,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn damage_only_the_gzip_trailer_reveals_is_refused() {
+        let good = small_archive();
+        assert!(list_tar_gz(&good[..], UnpackLimits::default()).is_ok());
+        // The last 8 bytes are CRC-32 and length: tar never reads them.
+        for at in [good.len() - 8, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x01;
+            assert!(
+                list_tar_gz(&bad[..], UnpackLimits::default()).is_err(),
+                "trailer byte {at} flipped was accepted by list"
+            );
+            let dest = tempfile::tempdir().unwrap();
+            assert!(
+                unpack_tar_gz(&bad[..], dest.path(), UnpackLimits::default()).is_err(),
+                "trailer byte {at} flipped was accepted by unpack"
+            );
+        }
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"garbage after the last member");
+        assert!(list_tar_gz(&trailing[..], UnpackLimits::default()).is_err());
     }
 }
