@@ -44,6 +44,12 @@ pub struct TargetArgs {
     /// Version of that runtime (becomes runtimes/<version>/ on each host).
     #[arg(long)]
     pub version: String,
+    /// SHA-256 (hex) published with the download: the archive is refused,
+    /// before anything changes, unless its digest matches. The agents check
+    /// the upload against the digest too, and the gzip/zip checksums of
+    /// every byte as they unpack.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
 }
 
 /// Subcommands.

@@ -7,6 +7,7 @@ use crate::db::Database;
 use crate::facts::RunFacts;
 use crate::inventory::{Group, Inventory};
 use crate::journal;
+use crate::journal_link::JournalLink;
 use crate::output::{Output, secs};
 use crate::plan::{self, Step};
 use anyhow::{Context, Result, bail};
@@ -15,7 +16,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio_postgres::Client;
 
 /// Everything a running plan needs.
 pub struct Run {
@@ -30,7 +30,7 @@ pub struct Run {
     /// Database settings.
     pub db: Database,
     /// Journal connection; it also holds the group's advisory lock.
-    pub journal: Client,
+    pub journal: JournalLink,
     /// Connected agents by node name.
     pub agents: HashMap<String, Agent>,
     /// Facts so far.
@@ -57,9 +57,9 @@ impl Run {
     }
 
     /// Writes the current facts to the journal.
-    pub async fn save_facts(&self) -> Result<()> {
+    pub async fn save_facts(&mut self) -> Result<()> {
         let value = serde_json::to_value(&self.facts).context("serialising run facts")?;
-        journal::add_facts(&self.journal, &self.id, &value).await?;
+        self.journal.add_facts(&self.id, &value).await?;
         Ok(())
     }
 
@@ -96,7 +96,8 @@ impl Run {
             self.run_one(steps, i, total).await?;
             i += 1;
         }
-        journal::finish_run(&self.journal, &self.id, "done").await?;
+        crate::steps::verify_group(self).await?;
+        self.journal.finish_run(&self.id, "done").await?;
         self.summary(started.elapsed().as_millis() as u64);
         Ok(())
     }
@@ -133,14 +134,14 @@ impl Run {
     }
 
     async fn failed(
-        &self,
+        &mut self,
         idx: usize,
         total: usize,
         step: &Step,
         err: &anyhow::Error,
     ) -> Result<()> {
         let text = redact(&format!("{err:#}"));
-        let _ = journal::step_failed(&self.journal, &self.id, idx, &text).await;
+        let _ = self.journal.step_failed(&self.id, idx, &text).await;
         self.out.event(
             "step_failed",
             json!({
@@ -167,17 +168,26 @@ impl Run {
     ) -> Result<()> {
         let step = steps[idx].step.clone();
         self.announce(idx, total, &step);
-        journal::step_started(&self.journal, &self.id, idx).await?;
+        self.journal.step_started(&self.id, idx).await?;
         let t = Instant::now();
         match crate::steps::run_step(self, &step).await {
             Ok(detail) => {
                 self.save_facts().await?;
-                journal::step_done(&self.journal, &self.id, idx, &detail).await?;
+                self.journal.step_done(&self.id, idx, &detail).await?;
                 self.finished(idx, total, &step, t.elapsed().as_millis() as u64, &detail);
                 Ok(())
             }
             Err(err) => {
                 let _ = self.save_facts().await;
+                if err.downcast_ref::<crate::steps::FellBack>().is_some() {
+                    // The fallback undid the hand-over: a resume starts again
+                    // at the primary's stop, with fresh checks.
+                    let redo = steps[..idx]
+                        .iter()
+                        .rposition(|s| matches!(s.step, Step::StopPrimary { .. }))
+                        .unwrap_or(idx);
+                    let _ = self.journal.reset_steps(&self.id, redo).await;
+                }
                 self.failed(idx, total, &step, &err).await?;
                 Err(err.context(format!(
                     "step {} ({}) on {} failed",
@@ -197,7 +207,7 @@ impl Run {
     ) -> Result<()> {
         for &idx in batch {
             self.announce(idx, total, &steps[idx].step);
-            journal::step_started(&self.journal, &self.id, idx).await?;
+            self.journal.step_started(&self.id, idx).await?;
         }
         let multi = indicatif::MultiProgress::new();
         let mut tasks = Vec::new();
@@ -233,7 +243,7 @@ impl Run {
             };
             match result {
                 Ok(detail) => {
-                    journal::step_done(&self.journal, &self.id, idx, &detail).await?;
+                    self.journal.step_done(&self.id, idx, &detail).await?;
                     self.finished(idx, total, step, ms, &detail);
                 }
                 Err(err) => {
@@ -271,6 +281,7 @@ impl Run {
                 "run": self.id, "group": self.group.name, "state": "done",
                 "from_version": self.facts.from_version, "to_version": self.facts.version,
                 "total_ms": total_ms, "windows": windows,
+                "single_node_ms": self.facts.single_node_ms(),
                 "backup_id": self.facts.backup_id, "backup_sha256": self.facts.backup_sha256,
                 "backup_path": self.facts.backup_path, "backup_copy": self.facts.backup_copy,
                 "warnings": self.facts.warnings,
@@ -291,14 +302,25 @@ impl Run {
                 );
                 for w in &windows {
                     let what = if w.window == 1 {
-                        "primary stopped -> secondary active"
+                        "stop of the primary requested -> secondary seen active"
                     } else {
-                        "old secondary down -> upgraded primary active"
+                        "HA create started on the primary -> primary seen active"
                     };
                     s.push_str(&format!(
                         "  outage window {}: {} ({what})\n",
                         w.window,
                         secs(w.duration_ms)
+                    ));
+                }
+                if !windows.is_empty() {
+                    s.push_str(
+                        "  (windows are conservative: from the moment a node may stop serving until a node was seen active;\n   the data gap lies inside them, give or take one 100 ms poll)\n",
+                    );
+                }
+                if let Some(ms) = self.facts.single_node_ms() {
+                    s.push_str(&format!(
+                        "  single-node time: {} (primary stopped -> every secondary standby again; no redundancy meanwhile)\n",
+                        secs(ms)
                     ));
                 }
                 if let (Some(id), Some(sha)) = (&self.facts.backup_id, &self.facts.backup_sha256) {

@@ -31,14 +31,25 @@ pub struct RunFacts {
     pub backup_copy: Option<String>,
     /// The backup was re-read and its digest matched.
     pub backup_verified: bool,
-    /// Unix ms: the primary stopped (outage window 1 starts).
+    /// Unix ms: hubshift asked the primary to stop (outage window 1 starts:
+    /// the hub may stop serving at any moment after the request, and a real
+    /// hub takes seconds to exit, so the window opens at the request).
     pub primary_stopped_ms: Option<u64>,
     /// Unix ms: a secondary was seen active (window 1 ends).
     pub takeover_ms: Option<u64>,
     /// Which secondary took over.
     pub takeover_node: Option<String>,
-    /// Unix ms: the last old secondary was seen down (window 2 starts).
+    /// Unix ms: window 2 starts — when HA `create` was started on the
+    /// primary (an old secondary shuts itself down on the new schema at any
+    /// moment after), or later when hubshift had to stop an old secondary.
     pub secondaries_down_ms: Option<u64>,
+    /// Unix ms: the Start carrying HA `create` was sent to the primary.
+    #[serde(default)]
+    pub create_started_ms: Option<u64>,
+    /// Unix ms: the last secondary was seen standby again (the group had no
+    /// standby from the primary's stop until then).
+    #[serde(default)]
+    pub standby_again_ms: Option<u64>,
     /// Unix ms: the upgraded primary was seen active (window 2 ends).
     pub primary_active_ms: Option<u64>,
     /// For a rollback: the upgrade run it reverses.
@@ -47,6 +58,17 @@ pub struct RunFacts {
     /// Things an operator should know (e.g. a secondary had to be stopped).
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+impl RunFacts {
+    /// How long the group ran on one node: from the primary's stop until
+    /// the last secondary was standby again.
+    pub fn single_node_ms(&self) -> Option<u64> {
+        match (self.primary_stopped_ms, self.standby_again_ms) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        }
+    }
 }
 
 /// An outage window the run caused, as observed through the agents.

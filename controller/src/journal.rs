@@ -66,7 +66,8 @@ pub struct RunRecord {
     pub group: String,
     /// `upgrade`.
     pub kind: String,
-    /// running, done, failed, rolled_back, abandoned.
+    /// running, interrupted (journaled running, but no controller holds the
+    /// group), done, failed, rolled_back, abandoned.
     pub state: String,
     /// Versions, runtime digest, backup id and digest, outage windows.
     pub facts: Value,
@@ -182,6 +183,20 @@ pub async fn step_failed(
     touch(client, run, "failed").await
 }
 
+/// Puts steps `from..` back to pending: after a fallback undid them (the
+/// primary was started again), a resume must do them again.
+pub async fn reset_steps(client: &Client, run: &str, from: usize) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.steps SET state = 'pending', finished_at = NULL
+             WHERE run_id = $1 AND idx >= $2",
+            &[&run, &(from as i32)],
+        )
+        .await
+        .map_err(query_err("journaling a fallback"))?;
+    Ok(())
+}
+
 /// Merges `facts` into the run's facts.
 pub async fn add_facts(client: &Client, run: &str, facts: &Value) -> Result<(), DbError> {
     client
@@ -243,7 +258,16 @@ pub async fn finish_run(client: &Client, run: &str, state: &str) -> Result<(), D
     Ok(())
 }
 
-const RUN_COLUMNS: &str = "id, grp, kind, state, facts,
+/// A run journaled as `running` whose group lock nobody holds was cut off
+/// (its controller was killed or lost its database): it reads as
+/// `interrupted`, never as running.
+const RUN_COLUMNS: &str = "id, grp, kind,
+    CASE WHEN state = 'running' AND NOT EXISTS (
+        SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
+          AND ((l.classid::bigint << 32) | l.objid::bigint)
+              = hashtextextended('hubshift:group:' || grp, 0))
+    THEN 'interrupted' ELSE state END,
+    facts,
     to_char(created_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"'),
     to_char(updated_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"')";
 

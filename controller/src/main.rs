@@ -10,6 +10,7 @@ mod exit;
 mod facts;
 mod inventory;
 mod journal;
+mod journal_link;
 mod observe;
 mod output;
 mod plan;

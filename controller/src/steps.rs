@@ -16,6 +16,30 @@ use tokio::io::AsyncReadExt;
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// A step gave up and undid the hand-over it was part of: the old primary
+/// was started again and serves. Nothing irreversible had happened; the
+/// executor puts the hand-over's steps back to pending so that a resume
+/// starts again at the primary's stop.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FellBack(pub String);
+
+/// Why `node` cannot take over right now, or `None` when it is a live
+/// standby: running, its role probe says standby, and its process is not
+/// frozen. Asked fresh, just before the primary is stopped.
+fn not_ready_to_take_over(s: &pb::StatusResponse) -> Option<String> {
+    if !is_running(s) {
+        return Some(format!("its hub is {}", state_name(s)));
+    }
+    if s.frozen {
+        return Some("its hub process is frozen (stopped by a signal)".into());
+    }
+    match role_name(s) {
+        "standby" => None,
+        other => Some(format!("its role is {other}, not standby")),
+    }
+}
+
 /// Runs one (non-staging) step; returns what it observed, for the journal.
 pub async fn run_step(run: &mut Run, step: &Step) -> Result<Value> {
     match step {
@@ -136,9 +160,42 @@ pub async fn stage_runtime(
     Ok(json!({ "already_installed": response.already_installed, "sha256": response.sha256 }))
 }
 
+/// The secondaries that may take over: every node of the group but `primary`.
+fn candidates(run: &Run, primary: &str) -> Vec<String> {
+    run.group
+        .nodes
+        .iter()
+        .filter(|n| n.name != primary)
+        .map(|n| n.name.clone())
+        .collect()
+}
+
 async fn stop_primary(run: &mut Run, node: &str) -> Result<Value> {
     let agent = run.agent(node)?.clone();
     let timeout = Duration::from_secs(run.inv.timeouts.stop);
+    let before = agent.status().await?;
+    if is_running(&before) && role_name(&before) == "active" {
+        // Stopping an active primary is safe only when a secondary is
+        // alive to take over: look now, not at a log line from earlier.
+        let mut why = Vec::new();
+        let mut ready = false;
+        for c in candidates(run, node) {
+            let s = run.agent(&c)?.status().await;
+            match s {
+                Ok(s) => match not_ready_to_take_over(&s) {
+                    None => ready = true,
+                    Some(reason) => why.push(format!("{c}: {reason}")),
+                },
+                Err(e) => why.push(format!("{c}: {e}")),
+            }
+        }
+        ensure!(
+            ready,
+            "refusing to stop the active primary {node}: no secondary is ready to take over ({}); nothing was changed",
+            why.join("; ")
+        );
+    }
+    let requested = now_ms();
     let response = agent.stop(timeout).await?;
     let status = agent.status().await?;
     ensure!(
@@ -147,7 +204,7 @@ async fn stop_primary(run: &mut Run, node: &str) -> Result<Value> {
         state_name(&status)
     );
     if run.facts.primary_stopped_ms.is_none() || response.was_running {
-        run.facts.primary_stopped_ms = Some(now_ms());
+        run.facts.primary_stopped_ms = Some(requested);
     }
     Ok(json!({ "was_running": response.was_running, "killed": response.killed }))
 }
@@ -176,27 +233,108 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
         .map(|c| run.agent(c).cloned())
         .collect::<Result<_>>()?;
     let timeout = Duration::from_secs(run.inv.timeouts.takeover);
-    let what = format!("{} to become active", candidates.join(" or "));
-    let node = poll_until(timeout, &what, || {
-        let agents = agents.clone();
-        async move {
-            for a in &agents {
-                if let Ok(s) = a.status().await
-                    && role_name(&s) == "active"
-                {
-                    return Ok(Some(a.node.clone()));
+    let deadline = Instant::now() + timeout;
+    // How many polls in a row saw no candidate running at all: then nobody
+    // can take over and waiting out the timeout only lengthens the outage.
+    let mut none_running = 0;
+    let why = loop {
+        let mut running = 0;
+        let mut states = Vec::new();
+        for a in &agents {
+            match a.status().await {
+                Ok(s) if role_name(&s) == "active" => {
+                    if run.facts.takeover_ms.is_none() {
+                        run.facts.takeover_ms = Some(now_ms());
+                    }
+                    run.facts.takeover_node = Some(a.node.clone());
+                    let window = run.facts.windows().into_iter().find(|w| w.window == 1);
+                    return Ok(
+                        json!({ "active": a.node, "window_ms": window.map(|w| w.duration_ms) }),
+                    );
+                }
+                Ok(s) => {
+                    if is_running(&s) {
+                        running += 1;
+                    }
+                    let frozen = if s.frozen { ", frozen" } else { "" };
+                    states.push(format!("{} {}{frozen}", a.node, role_name(&s)));
+                }
+                Err(e) => {
+                    // Unknown is not "not running": wait for the timeout.
+                    running += 1;
+                    states.push(format!("{}: {e}", a.node));
                 }
             }
-            Ok(None)
         }
-    })
-    .await?;
-    if run.facts.takeover_ms.is_none() {
-        run.facts.takeover_ms = Some(now_ms());
+        none_running = if running == 0 { none_running + 1 } else { 0 };
+        if none_running >= 3 {
+            break format!(
+                "no secondary is running to take over ({})",
+                states.join(", ")
+            );
+        }
+        if Instant::now() >= deadline {
+            break format!(
+                "no secondary became active within {}s ({})",
+                timeout.as_secs(),
+                states.join(", ")
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    if run.facts.rollback_of.is_some() && none_running >= 3 {
+        // A rollback of a group whose secondaries are down (for instance
+        // shut down by the new schema) has nobody to hand over to: go on,
+        // the outage lasts until the restored primary is active.
+        run.facts.warnings.push(format!(
+            "{why}: the group had no active node until the restored primary started"
+        ));
+        return Ok(json!({ "active": null, "no_takeover": why }));
     }
-    run.facts.takeover_node = Some(node.clone());
-    let window = run.facts.windows().into_iter().find(|w| w.window == 1);
-    Ok(json!({ "active": node, "window_ms": window.map(|w| w.duration_ms) }))
+    fall_back_to_primary(run, &why).await
+}
+
+/// Nothing irreversible has happened yet (the backup comes after the
+/// takeover): start the old primary again on its untouched runtime, wait
+/// until it is active, and fail the step saying so.
+async fn fall_back_to_primary(run: &mut Run, why: &str) -> Result<Value> {
+    let primary = run.group.primary().name.clone();
+    let agent = run.agent(&primary)?.clone();
+    run.out.human(&format!(
+        "  {why}: starting {primary} again on its untouched runtime"
+    ));
+    let start_timeout = Duration::from_secs(run.inv.timeouts.start);
+    let status = agent.status().await?;
+    if !is_running(&status) {
+        agent
+            .start(StartMode::Start, &primary, run.jdbc.expose(), start_timeout)
+            .await
+            .with_context(|| format!("{why}; starting {primary} again failed too"))?;
+    }
+    let active = poll_until(
+        start_timeout + Duration::from_secs(run.inv.timeouts.takeover),
+        &format!("{primary} to become active again"),
+        || {
+            let agent = agent.clone();
+            async move {
+                let s = agent.status().await?;
+                if !is_running(&s) {
+                    bail!("{} ended while starting ({})", agent.node, state_name(&s));
+                }
+                Ok((role_name(&s) == "active").then_some(()))
+            }
+        },
+    )
+    .await;
+    match active {
+        Ok(()) => Err(FellBack(format!(
+            "{why}; {primary} was started again and is active: the group serves as before the run, nothing irreversible was done. Fix the secondary, then `hubshift resume` (starts again at the primary's stop) or `hubshift abandon`"
+        ))
+        .into()),
+        Err(e) => Err(e.context(format!(
+            "{why}; starting {primary} again did not make it active"
+        ))),
+    }
 }
 
 fn backup_id(run: &Run, node: &str) -> String {
@@ -324,12 +462,9 @@ async fn activate(run: &mut Run, node: &str) -> Result<Value> {
 async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
     require_verified_backup(run)?;
     let agent = run.agent(node)?.clone();
-    let status = agent.status().await?;
-    if is_running(&status) {
-        return Ok(json!({ "already_running": true }));
-    }
-    // A crash between `create` and the journal would leave the new schema
-    // behind: then only `start` is left to do.
+    // Re-observe instead of trusting the journal: after a crash the new
+    // schema may exist without a running hub (`create` done, `start` not),
+    // or the agent may still be running the compound.
     let client = run.db.connect().await?;
     let schema_there = crate::db::schema_exists(&client, &run.facts.schema).await?;
     let mode = if schema_there {
@@ -337,14 +472,33 @@ async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
     } else {
         StartMode::CreateAndStart
     };
+    let status = agent.status().await?;
+    if !is_running(&status) && run.facts.create_started_ms.is_none() || !schema_there {
+        run.facts.create_started_ms = Some(now_ms());
+    }
     let timeout = Duration::from_secs(run.inv.timeouts.start);
+    // Start is idempotent on the agent: a running hub (or a compound still
+    // in progress, which Start waits for) is answered `already_running`.
     let r = agent.start(mode, node, run.jdbc.expose(), timeout).await?;
     ensure!(
         crate::db::schema_exists(&client, &run.facts.schema).await?,
         "{node} started but schema {} was not created",
         run.facts.schema
     );
-    Ok(json!({ "pid": r.pid, "mode": if schema_there { "START" } else { "CREATE_AND_START" } }))
+    let after = agent.status().await?;
+    ensure!(
+        is_running(&after),
+        "{node} is {} after its start; see its hub log on the host",
+        state_name(&after)
+    );
+    ensure!(
+        after.active_runtime == run.facts.version,
+        "{node} runs runtime {:?}, not {}",
+        after.active_runtime,
+        run.facts.version
+    );
+    Ok(json!({ "pid": r.pid, "already_running": r.already_running,
+               "mode": if schema_there { "START" } else { "CREATE_AND_START" } }))
 }
 
 async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) -> Result<Value> {
@@ -356,6 +510,17 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
     let shutdown_timeout = Duration::from_secs(run.inv.timeouts.secondary_shutdown);
     let start_timeout = Duration::from_secs(run.inv.timeouts.start);
     let stop_timeout = Duration::from_secs(run.inv.timeouts.stop);
+    let first = p.status().await?;
+    if !is_running(&first) {
+        // The primary ended after its start (or a crash left it stopped):
+        // the new schema is there, so `start` is what is left to do.
+        run.out.human(&format!(
+            "  {primary} is {}: starting it again",
+            state_name(&first)
+        ));
+        p.start(StartMode::Start, primary, run.jdbc.expose(), start_timeout)
+            .await?;
+    }
     let began = Instant::now();
     let mut down: Vec<Option<u64>> = vec![None; olds.len()];
     let mut stopped_by_us = Vec::new();
@@ -372,10 +537,11 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
                 // It did not see the new schema (another schema name, place or
                 // credentials), or the upgraded primary is already active:
                 // stop it now — never two active nodes for longer than a poll.
+                let requested = now_ms();
                 a.stop(stop_timeout).await?;
                 let s = a.status().await?;
                 ensure!(!is_running(&s), "{} still runs after Stop", a.node);
-                down[i] = Some(now_ms());
+                down[i] = Some(requested);
                 stopped_by_us.push(a.node.clone());
             }
         }
@@ -405,7 +571,19 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
         }
         tokio::time::sleep(POLL).await;
     }
-    let last_down = down.iter().flatten().copied().max();
+    // Window 2 opens when the old secondaries may stop serving: at the
+    // create (they shut themselves down on the new schema at any moment
+    // after it), or when hubshift stopped one that did not.
+    let stopped_by_hubshift = down
+        .iter()
+        .zip(&olds)
+        .filter(|(_, a)| stopped_by_us.contains(&a.node))
+        .filter_map(|(d, _)| *d)
+        .max();
+    let last_down = match (run.facts.create_started_ms, stopped_by_hubshift) {
+        (Some(c), Some(s)) => Some(c.max(s)),
+        (c, s) => c.or(s).or_else(|| down.iter().flatten().copied().max()),
+    };
     if run.facts.secondaries_down_ms.is_none() {
         run.facts.secondaries_down_ms = last_down;
     }
@@ -493,5 +671,54 @@ async fn await_standby(run: &mut Run, node: &str) -> Result<Value> {
         }
     })
     .await?;
+    let now = now_ms();
+    run.facts.standby_again_ms = Some(run.facts.standby_again_ms.map_or(now, |t| t.max(now)));
     Ok(json!({ "role": "standby" }))
+}
+
+/// What keeps the group from being as it should be: every node running
+/// `version`, exactly one active, the others standby.
+async fn group_problems(agents: &[Agent], version: &str) -> Result<Vec<String>> {
+    let mut active = 0;
+    let mut problems = Vec::new();
+    for a in agents {
+        let s = a.status().await?;
+        if !is_running(&s) {
+            problems.push(format!("{} is {}", a.node, state_name(&s)));
+            continue;
+        }
+        if s.active_runtime != version {
+            problems.push(format!("{} runs {}", a.node, s.active_runtime));
+        }
+        match role_name(&s) {
+            "active" => active += 1,
+            "standby" => {}
+            other => problems.push(format!("{} is {other}", a.node)),
+        }
+    }
+    if active != 1 {
+        problems.push(format!("{active} active nodes"));
+    }
+    Ok(problems)
+}
+
+/// A run is done only when the whole group is seen as it should be; waits
+/// a little for a role that is still settling.
+pub async fn verify_group(run: &mut Run) -> Result<()> {
+    let mut agents: Vec<Agent> = run.agents.values().cloned().collect();
+    agents.sort_by(|a, b| a.node.cmp(&b.node));
+    let deadline = Instant::now() + Duration::from_secs(run.inv.timeouts.standby_join.min(60));
+    loop {
+        let problems = group_problems(&agents, &run.facts.version).await?;
+        if problems.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the run's steps are done but the group is not as it should be: {}",
+                problems.join("; ")
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }

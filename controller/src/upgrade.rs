@@ -8,6 +8,7 @@ use crate::exit::{Refused, UsageError};
 use crate::facts::RunFacts;
 use crate::inventory::{Group, Inventory};
 use crate::journal;
+use crate::journal_link::JournalLink;
 use crate::output::Output;
 use crate::plan::{self, Finding, Target};
 use anyhow::{Context, Result};
@@ -47,6 +48,29 @@ async fn read_archive(path: &Path) -> Result<ArchiveInfo> {
         sha256,
         bytes,
     })
+}
+
+/// Refuses an archive whose digest is not the published one.
+fn check_published_digest(archive: &ArchiveInfo, published: Option<&str>) -> Result<()> {
+    let Some(published) = published else {
+        return Ok(());
+    };
+    let published = published.trim().to_ascii_lowercase();
+    if published.len() != 64 || !published.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(UsageError(format!(
+            "--sha256: {published:?} is not a SHA-256 (64 hex digits)"
+        ))
+        .into());
+    }
+    if archive.sha256 != published {
+        return Err(UsageError(format!(
+            "runtime archive {} has SHA-256 {}, not the published {published}: the file is damaged or not the release; nothing was changed",
+            archive.path.display(),
+            archive.sha256
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn check_version(version: &str) -> Result<()> {
@@ -92,6 +116,7 @@ pub async fn plan(out: Output, inv: &InventoryArgs, target: &TargetArgs) -> Resu
     check_version(&target.version)?;
     let (inventory, group, db) = load(inv, &target.group)?;
     let archive = read_archive(&target.runtime).await?;
+    check_published_digest(&archive, target.sha256.as_deref())?;
     let (_agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
     let findings = plan::preflight(
         &observed,
@@ -180,6 +205,19 @@ pub async fn upgrade(
     check_version(&target.version)?;
     let (inventory, group, db) = load(inv, &target.group)?;
     let archive = read_archive(&target.runtime).await?;
+    check_published_digest(&archive, target.sha256.as_deref())?;
+    // The lock first: a group being upgraded is refused naming the run that
+    // holds it, not by a preflight that sees the run's half-done state.
+    let mut client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
+    journal::ensure_schema(&client).await?;
+    lock_group(&client, &group.name).await?;
+    if let Some(r) = journal::unfinished_run(&client, &group.name).await? {
+        return Err(Refused(format!(
+            "run {} of group {} did not finish ({}); continue it with `hubshift resume --run {}`",
+            r.id, group.name, r.state, r.id
+        ))
+        .into());
+    }
     let (agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
     let findings = plan::preflight(
         &observed,
@@ -198,16 +236,6 @@ pub async fn upgrade(
     }
     if !yes {
         confirm(&group.name, &target.version)?;
-    }
-    let mut client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
-    journal::ensure_schema(&client).await?;
-    lock_group(&client, &group.name).await?;
-    if let Some(r) = journal::unfinished_run(&client, &group.name).await? {
-        return Err(Refused(format!(
-            "run {} of group {} did not finish ({}); continue it with `hubshift resume --run {}`",
-            r.id, group.name, r.state, r.id
-        ))
-        .into());
     }
     let from_version = observed
         .nodes
@@ -242,13 +270,14 @@ pub async fn upgrade(
     );
     let records = journal::load_steps(&client, &id).await?;
     let jdbc = db.jdbc_uri();
+    let journal = JournalLink::new(db.clone(), &group.name, client);
     let mut run = Run {
         id,
         inv: inventory,
         group,
         out,
         db,
-        journal: client,
+        journal,
         agents,
         facts,
         runtime_file: Some(archive.path),
@@ -261,7 +290,8 @@ async fn finish(run: &mut Run, records: &[journal::StepRecord]) -> Result<()> {
     match run.execute(records).await {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = journal::finish_run(&run.journal, &run.id, "failed").await;
+            let id = run.id.clone();
+            let _ = run.journal.finish_run(&id, "failed").await;
             let id = run.id.clone();
             run.out.event(
                 "run_failed",
@@ -359,13 +389,14 @@ pub async fn resume(
         },
     );
     let jdbc = db.jdbc_uri();
+    let journal = JournalLink::new(db.clone(), &group.name, client);
     let mut run = Run {
         id: run_id.to_string(),
         inv: inventory,
         group,
         out,
         db,
-        journal: client,
+        journal,
         agents,
         facts,
         runtime_file,
@@ -373,7 +404,7 @@ pub async fn resume(
     };
     finish(&mut run, &records).await?;
     if let Some(original) = run.facts.rollback_of.clone() {
-        journal::mark_rolled_back(&run.journal, &original).await?;
+        run.journal.mark_rolled_back(&original).await?;
     }
     Ok(())
 }
@@ -501,20 +532,21 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
     );
     let records = journal::load_steps(&client, &id).await?;
     let jdbc = db.jdbc_uri();
+    let journal = JournalLink::new(db.clone(), &group.name, client);
     let mut run = Run {
         id,
         inv: inventory,
         group,
         out,
         db,
-        journal: client,
+        journal,
         agents,
         facts,
         runtime_file: None,
         jdbc,
     };
     finish(&mut run, &records).await?;
-    journal::mark_rolled_back(&run.journal, run_id).await?;
+    run.journal.mark_rolled_back(run_id).await?;
     Ok(())
 }
 
@@ -555,19 +587,86 @@ pub async fn abandon(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<(
         .filter(|s| matches!(s.step, plan::Step::StopPrimary { .. }) && s.state != "pending")
         .map(|s| s.step.node())
         .collect();
+    // Give the group its primary back before letting go of the run.
+    let mut restarted = Vec::new();
+    let mut problems = Vec::new();
+    for n in &stopped {
+        match restart_primary(&inventory, &db, &record.group, n).await {
+            Ok(true) => restarted.push(n.clone()),
+            Ok(false) => {}
+            Err(e) => problems.push(format!("{n}: {e:#}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(anyhow::anyhow!(
+            "run {run_id} stopped its primary and it could not be started again ({}); the run stays open: fix the cause and run `hubshift abandon --run {run_id}` again, or `hubshift resume --run {run_id}`",
+            problems.join("; ")
+        ));
+    }
     journal::mark_abandoned(&client, run_id).await?;
     out.event(
         "run_abandoned",
-        json!({ "run": run_id, "group": record.group, "stopped_primary": stopped }),
+        json!({ "run": run_id, "group": record.group, "stopped_primary": stopped, "restarted": restarted }),
         || {
             let mut s = format!("Run {run_id} abandoned; group {} can be upgraded again.", record.group);
-            for n in &stopped {
+            for n in &restarted {
                 s.push_str(&format!(
-                    "\nThis run stopped {n}; its secondary took over. Start {n} again (it is the preferred primary) before the next upgrade."
+                    "\nThis run had stopped {n}; it was started again on its runtime and runs."
                 ));
             }
             s
         },
     );
     Ok(())
+}
+
+/// Starts a primary that an abandoned run stopped (START on its untouched
+/// runtime) and waits until it runs with a known role. `Ok(false)`: it was
+/// already running.
+async fn restart_primary(
+    inventory: &Inventory,
+    db: &Database,
+    group: &str,
+    node: &str,
+) -> Result<bool> {
+    use crate::agents::{is_running, role_name, state_name};
+    let group = inventory.group(group).map_err(UsageError::from)?;
+    let spec = group
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .with_context(|| format!("node {node} is no longer in group {}", group.name))?;
+    let agent = crate::agents::connect(inventory, spec).await?;
+    let status = agent.status().await?;
+    if is_running(&status) {
+        return Ok(false);
+    }
+    let timeout = std::time::Duration::from_secs(inventory.timeouts.start);
+    agent
+        .start(
+            hubshift_common::pb::StartMode::Start,
+            node,
+            db.jdbc_uri().expose(),
+            timeout,
+        )
+        .await?;
+    let deadline = std::time::Instant::now()
+        + timeout
+        + std::time::Duration::from_secs(inventory.timeouts.takeover);
+    loop {
+        let s = agent.status().await?;
+        if !is_running(&s) {
+            anyhow::bail!(
+                "it ended while starting ({}); see its hub log on the host",
+                state_name(&s)
+            );
+        }
+        if matches!(role_name(&s), "active" | "standby") {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("it did not report a role within {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -242,10 +242,14 @@ fn unreachable_agents_and_database_are_refused_with_exit_3() {
         );
         let t = text(&out);
         assert_eq!(out.status.code(), Some(3), "{cmd}: {t}");
-        assert!(
-            t.contains("hub-a") && t.contains("unreachable"),
-            "{cmd}: {t}"
-        );
+        // `upgrade` takes the group's lock in the database before anything
+        // else, so an unreachable database is all it gets to report.
+        if cmd == "plan" {
+            assert!(
+                t.contains("hub-a") && t.contains("unreachable"),
+                "{cmd}: {t}"
+            );
+        }
         assert!(t.contains("database"), "{cmd}: {t}");
         assert!(!t.contains("s3cret-pw"), "password leaked: {t}");
     }
@@ -343,4 +347,64 @@ fn certs_init_writes_private_keys_0600_and_refuses_overwrite_and_bad_names() {
         before,
         "--force overwrote"
     );
+}
+
+/// `--sha256` pins the published digest: a different archive is refused
+/// before anything is contacted, naming both digests.
+#[test]
+fn an_archive_that_is_not_the_published_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let inv = write_inventory(dir.path(), &inventory(closed_port(), closed_port()));
+    let runtime = dir.path().join("rt.tar.gz");
+    std::fs::write(&runtime, b"archive bytes").unwrap();
+    let rt = runtime.display().to_string();
+    let url = format!("postgres://hub:s3cret-pw@127.0.0.1:{}/hubs", closed_port());
+    let published = "0".repeat(64);
+    for cmd in ["plan", "upgrade"] {
+        for (digest, expect) in [
+            (published.as_str(), "not the published"),
+            ("not-hex", "is not a SHA-256"),
+        ] {
+            let out = hubshift(
+                &[
+                    cmd,
+                    "-i",
+                    &inv,
+                    "-g",
+                    "plant",
+                    "--runtime",
+                    &rt,
+                    "--version",
+                    "2.0",
+                    "--sha256",
+                    digest,
+                    "--yes",
+                ][..if cmd == "plan" { 11 } else { 12 }],
+                &[("TEST_HUBSHIFT_DB", &url)],
+            );
+            let t = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {digest}: {t}");
+            assert!(t.contains(expect), "{cmd} {digest}: {t}");
+        }
+    }
+    // The right digest passes this check (and then meets the closed ports).
+    let (actual, _) = hubshift_common::digest::sha256_file(&runtime).unwrap();
+    let out = hubshift(
+        &[
+            "plan",
+            "-i",
+            &inv,
+            "-g",
+            "plant",
+            "--runtime",
+            &rt,
+            "--version",
+            "2.0",
+            "--sha256",
+            &actual,
+        ],
+        &[("TEST_HUBSHIFT_DB", &url)],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }

@@ -1,0 +1,142 @@
+//! The run's link to its journal. The connection also holds the group's
+//! advisory lock, so when PostgreSQL restarts mid-run (or the connection
+//! drops) the link reconnects with bounded retries, takes the lock again,
+//! and repeats the statement — a step that succeeded is not turned into a
+//! failed run by a database restart, and a run never goes on without its
+//! lock.
+
+use crate::db::{Database, DbError, try_lock_group};
+use crate::journal;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// How long a run waits for its database to come back.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+/// A journal connection that holds the group lock and survives restarts.
+pub struct JournalLink {
+    db: Database,
+    group: String,
+    client: Client,
+}
+
+/// Runs `$call` (an expression using the client `$c`), reconnecting once
+/// when the connection was lost.
+macro_rules! retrying {
+    ($self:ident, $what:expr, |$c:ident| $call:expr) => {{
+        let mut reconnected = false;
+        loop {
+            let $c = &$self.client;
+            match $call.await {
+                Err(e) if !reconnected && $self.client.is_closed() => {
+                    reconnected = true;
+                    $self.reconnect($what, e).await?;
+                }
+                r => break r,
+            }
+        }
+    }};
+}
+
+impl JournalLink {
+    /// Wraps a connection that already holds the group's lock.
+    pub fn new(db: Database, group: &str, client: Client) -> Self {
+        Self {
+            db,
+            group: group.to_string(),
+            client,
+        }
+    }
+
+    async fn reconnect(&mut self, what: &'static str, first: DbError) -> Result<(), DbError> {
+        tracing::warn!(error = %first, "journal connection lost while {what}; reconnecting");
+        let deadline = Instant::now() + RECONNECT_FOR;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.db.connect().await {
+                Ok(client) => {
+                    if try_lock_group(&client, &self.group).await? {
+                        tracing::warn!("journal reconnected; group lock taken again");
+                        self.client = client;
+                        return Ok(());
+                    }
+                    return Err(DbError::Query {
+                        doing: what,
+                        reason: format!(
+                            "the database connection was lost and another controller took the lock of group {} meanwhile",
+                            self.group
+                        ),
+                    });
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(DbError::Query {
+                        doing: what,
+                        reason: format!(
+                            "the database connection was lost and did not come back within {}s: {e}",
+                            RECONNECT_FOR.as_secs()
+                        ),
+                    });
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(4));
+                }
+            }
+        }
+    }
+
+    /// See [`journal::step_started`].
+    pub async fn step_started(&mut self, run: &str, idx: usize) -> Result<(), DbError> {
+        retrying!(self, "journaling a step start", |c| journal::step_started(
+            c, run, idx
+        ))
+    }
+
+    /// See [`journal::step_done`].
+    pub async fn step_done(
+        &mut self,
+        run: &str,
+        idx: usize,
+        detail: &Value,
+    ) -> Result<(), DbError> {
+        retrying!(self, "journaling a step end", |c| journal::step_done(
+            c, run, idx, detail
+        ))
+    }
+
+    /// See [`journal::step_failed`].
+    pub async fn step_failed(&mut self, run: &str, idx: usize, error: &str) -> Result<(), DbError> {
+        retrying!(self, "journaling a step failure", |c| journal::step_failed(
+            c, run, idx, error
+        ))
+    }
+
+    /// See [`journal::reset_steps`].
+    pub async fn reset_steps(&mut self, run: &str, from: usize) -> Result<(), DbError> {
+        retrying!(self, "journaling a fallback", |c| journal::reset_steps(
+            c, run, from
+        ))
+    }
+
+    /// See [`journal::add_facts`].
+    pub async fn add_facts(&mut self, run: &str, facts: &Value) -> Result<(), DbError> {
+        retrying!(self, "journaling run facts", |c| journal::add_facts(
+            c, run, facts
+        ))
+    }
+
+    /// See [`journal::finish_run`].
+    pub async fn finish_run(&mut self, run: &str, state: &str) -> Result<(), DbError> {
+        retrying!(self, "journaling the run end", |c| journal::finish_run(
+            c, run, state
+        ))
+    }
+
+    /// See [`journal::mark_rolled_back`].
+    pub async fn mark_rolled_back(&mut self, run: &str) -> Result<(), DbError> {
+        retrying!(self, "journaling the rollback", |c| {
+            journal::mark_rolled_back(c, run)
+        })
+    }
+}
