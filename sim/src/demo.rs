@@ -117,6 +117,7 @@ fn timing(g: &GroupArgs) -> SimTiming {
         takeover_timeout: g.takeover_timeout,
         start_delay: g.start_delay,
         tick_interval: Duration::from_millis(50),
+        stop_delay: SimTiming::fast().stop_delay,
     }
 }
 

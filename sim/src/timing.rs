@@ -14,6 +14,9 @@ pub struct SimTiming {
     pub start_delay: Duration,
     /// How often the active node produces a data tick.
     pub tick_interval: Duration,
+    /// Simulated JVM shutdown: after SIGTERM the node stops its data and its
+    /// heartbeat at once, then takes this long to exit.
+    pub stop_delay: Duration,
 }
 
 impl Default for SimTiming {
@@ -24,6 +27,7 @@ impl Default for SimTiming {
             takeover_timeout: Duration::from_secs(10),
             start_delay: Duration::from_secs(5),
             tick_interval: Duration::from_millis(50),
+            stop_delay: Duration::from_secs(2),
         }
     }
 }
@@ -36,6 +40,7 @@ impl SimTiming {
             takeover_timeout: Duration::from_millis(1500),
             start_delay: Duration::from_millis(700),
             tick_interval: Duration::from_millis(50),
+            stop_delay: Duration::from_millis(300),
         }
     }
 
@@ -50,6 +55,8 @@ impl SimTiming {
             format_duration(self.start_delay),
             "--tick-interval".into(),
             format_duration(self.tick_interval),
+            "--stop-delay".into(),
+            format_duration(self.stop_delay),
         ]
     }
 

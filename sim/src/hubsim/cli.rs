@@ -65,6 +65,10 @@ pub struct TimingArgs {
     /// Interval of data ticks while active.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub tick_interval: Duration,
+    /// Simulated JVM shutdown: after SIGTERM, data and heartbeat stop at
+    /// once and the process exits this much later.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub stop_delay: Duration,
 }
 
 impl From<TimingArgs> for SimTiming {
@@ -74,6 +78,7 @@ impl From<TimingArgs> for SimTiming {
             takeover_timeout: t.takeover_timeout,
             start_delay: t.start_delay,
             tick_interval: t.tick_interval,
+            stop_delay: t.stop_delay,
         }
     }
 }

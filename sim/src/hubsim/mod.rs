@@ -24,6 +24,19 @@ pub const EXIT_REFUSED: i32 = 1;
 /// Exit code of a command-line error.
 pub const EXIT_USAGE: i32 = 2;
 
+/// Set once SIGTERM or SIGINT arrived: the node produces no more data and
+/// sends no more heartbeats while it takes its stop delay to exit.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the node is shutting down.
+pub fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn set_stopping() {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Entry point of the `hubsim` binary; returns the process exit code.
 pub fn main() -> i32 {
     let cli = match cli::Cli::try_parse() {

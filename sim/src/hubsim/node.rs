@@ -9,8 +9,9 @@
 //!   mismatch; copy the project into appdata; if this node is the preferred
 //!   primary and another node is active, ask it to hand over; then try the
 //!   atomic claim (leader is me, nobody, or its heartbeat is older than the
-//!   takeover timeout). On success: `HA role: active`, and data starts one
-//!   tick interval + one heartbeat interval later.
+//!   takeover timeout). On success data starts one tick interval + one
+//!   heartbeat interval later, and `HA role: active` is logged with the
+//!   first tick: active means serving data.
 //! - **active**: read cluster + leader; shut down on a version mismatch; if
 //!   the preferred primary asked for leadership, stop producing data (wait
 //!   until no tick is in flight), then pass leadership to it in one UPDATE
@@ -52,7 +53,7 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
         log::error(&e);
         return EXIT_USAGE;
     }
-    if let Err(e) = install_signal_handlers() {
+    if let Err(e) = install_signal_handlers(timing.stop_delay) {
         log::error(&format!("cannot install signal handlers: {e}"));
         return EXIT_REFUSED;
     }
@@ -170,7 +171,9 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
     node.run().await
 }
 
-fn install_signal_handlers() -> std::io::Result<()> {
+/// A real hub takes seconds to stop: on SIGTERM its data and heartbeat end
+/// at once, the process `stop_delay` later.
+fn install_signal_handlers(stop_delay: std::time::Duration) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -178,7 +181,13 @@ fn install_signal_handlers() -> std::io::Result<()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        log::info(&format!("received {name}: shutting down"));
+        super::set_stopping();
+        log::info(&format!(
+            "received {name}: data and heartbeat stopped, shutting down in {stop_delay:?}"
+        ));
+        log::flush();
+        tokio::time::sleep(stop_delay).await;
+        log::info("shut down");
         log::flush();
         std::process::exit(0);
     });
@@ -226,6 +235,9 @@ impl Node {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             timer.tick().await;
+            if super::stopping() {
+                continue;
+            }
             let next = if self.role == Role::Active {
                 self.active_step().await
             } else {
@@ -250,7 +262,12 @@ impl Node {
     fn set_role(&mut self, role: Role) {
         if self.role != role {
             self.role = role;
-            log::role(role == Role::Active);
+            // "active" is announced by the ticker with the first tick: a hub
+            // is active when it serves data, which hubsim starts a tick and a
+            // heartbeat after it claimed leadership.
+            if role != Role::Active {
+                log::role(false);
+            }
         }
     }
 

@@ -136,7 +136,7 @@ impl TickTask {
             if go && !lease_ok {
                 lease_latch.fail("leadership lease ran out while the database answers: pausing data until the next heartbeat".into());
             }
-            if go && lease_ok {
+            if go && lease_ok && !super::stopping() {
                 lease_latch.ok("leadership lease renewed: data resumes");
                 let produced_at_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -151,6 +151,7 @@ impl TickTask {
                 if epoch != announced_epoch {
                     announced_epoch = epoch;
                     log::info(&format!("producing data: first tick seq {slot}"));
+                    log::role(true);
                 }
                 let try_db = !db_latch.failing() || last_try.is_none_or(|t| t.elapsed() >= RETRY);
                 let stored = if try_db {

@@ -129,8 +129,12 @@ where
 }
 
 pub async fn ticks_since(db: &TestDatabase, since: SystemTime) -> Vec<Tick> {
-    let c = db.connect().await.unwrap();
-    measure::fetch_ticks(&c, since).await.unwrap_or_default()
+    let c = db.connect().await.expect("connect to read ticks");
+    // A failed query must fail the test: an empty list would make every
+    // split-brain check pass on no data.
+    measure::fetch_ticks(&c, since)
+        .await
+        .expect("read ticks from hubdata.ticks")
 }
 
 /// Waits until `node` has produced at least `n` ticks after `since`.
