@@ -23,8 +23,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(SandboxOptions::default().timing).await
+}
+
+async fn setup_with(timing: hubshift_sim::timing::SimTiming) -> Setup {
     let sandbox = Sandbox::start(SandboxOptions {
         version: FROM.into(),
+        timing,
         ..Default::default()
     })
     .await
@@ -396,7 +401,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     let second = upgrade(&inventory, &archive);
     assert_eq!(second.status.code(), Some(3), "{}", text(&second));
     assert!(
-        text(&second).contains(&run_id),
+        text(&second).contains(&format!("is locked by run {run_id}")),
         "refusal names the run holding the lock: {}",
         text(&second)
     );
@@ -412,11 +417,35 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
             == 2
     );
     assert_eq!(finished["backup_sha256"].as_str().map(str::len), Some(64));
+    assert!(finished["single_node_ms"].as_u64().is_some(), "{finished}");
+    // Reported windows are conservative: never shorter than the data gap
+    // the hubs' ticks show, give or take one 100 ms poll.
+    let db = sandbox.db.connect().await.unwrap();
+    let ticks = measure::fetch_ticks(&db, since).await.expect("read ticks");
+    let measured = measure::no_active_windows(&ticks, 4 * sandbox.timing.tick_interval);
+    assert_eq!(measured.len(), 2, "two data gaps: {measured:?}");
+    for (w, m) in windows.iter().zip(&measured) {
+        let reported = Duration::from_millis(w["duration_ms"].as_u64().unwrap());
+        assert!(
+            reported + Duration::from_millis(100) >= m.length,
+            "window {} reported {reported:?}, data gap {:?}",
+            w["window"],
+            m.length
+        );
+    }
     let log = sandbox
         .nodes
         .iter()
-        .map(|n| n.agent_log_text())
+        .map(|n| {
+            std::fs::read_to_string(&n.agent_log)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", n.agent_log.display()))
+        })
         .collect::<String>();
+    // The check below means something only on the logs the agents wrote.
+    assert!(
+        log.contains("hub started"),
+        "agent logs hold no start record: {log}"
+    );
     assert!(
         !log.contains(sandbox.db.password()),
         "database password in an agent log"
@@ -583,21 +612,35 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
     let since = SystemTime::now();
 
     let (mut first, run_id) = start_upgrade(&inventory, &archive);
-    first.wait_for(Duration::from_secs(60), "stop_primary started", |e| {
-        e["event"] == "step_started" && e["name"] == "stop_primary"
+    first.wait_for(Duration::from_secs(60), "stop_primary finished", |e| {
+        e["event"] == "step_finished" && e["name"] == "stop_primary"
     });
-    // The secondary's agent dies: the hub keeps running (and takes over), but
-    // the controller cannot observe it.
+    // The secondary's agent dies right after the primary stopped: its hub
+    // keeps running (and takes over), but the controller cannot see it. After
+    // the takeover timeout hubshift starts the primary again (nothing
+    // irreversible happened) and fails the run, saying so.
     sandbox.kill_agent(1);
     let (code, seen) = first.finish(Duration::from_secs(120));
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = find(&seen, "step_failed").expect("step_failed");
     assert_eq!(failed["name"], "await_takeover", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("hub-a was started again and is active"),
+        "{failed}"
+    );
     let next = find(&seen, "run_failed").expect("run_failed");
     assert_eq!(next["next"], format!("hubshift resume --run {run_id}"));
-    // Nothing destructive happened: the schema is still the old one.
+    // Nothing destructive happened: the schema is still the old one, and
+    // the primary serves again.
     let db = sandbox.db.connect().await.unwrap();
     assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
+    sandbox
+        .wait_role(0, HubRole::Active, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     // The fix: the agent comes back (and re-adopts its running hub).
     sandbox.restart_agent(1).await.unwrap();
@@ -606,8 +649,13 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
     let ev = events(&out);
     assert!(
         !ev.iter()
-            .any(|e| e["event"] == "step_started" && e["name"] == "stop_primary"),
+            .any(|e| e["event"] == "step_started" && e["name"] == "stage_runtime"),
         "done steps are not repeated: {ev:#?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "step_started" && e["name"] == "stop_primary"),
+        "the hand-over the fallback undid starts again at the stop: {ev:#?}"
     );
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
 }
@@ -649,5 +697,94 @@ async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift() {
         .expect("await_handback finished");
     let ms = handback["duration_ms"].as_u64().unwrap();
     assert!(ms < 17_000, "await_handback took {ms} ms");
+    assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+}
+
+/// An old secondary that never sees the new schema — it reaches the
+/// database with other credentials, which the new schema does not grant —
+/// keeps its role and keeps producing data. hubshift must stop it: the
+/// split-brain check over the data ticks fails if both nodes produce at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produce() {
+    // A hub that takes 3 s to start, like a JVM: hubshift's grace for an old
+    // secondary to shut itself down (1 s here) ends before the upgraded
+    // primary can claim the active role.
+    let Setup {
+        sandbox,
+        planted,
+        inventory,
+        archive,
+    } = setup_with(hubshift_sim::timing::SimTiming {
+        start_delay: Duration::from_secs(3),
+        ..hubshift_sim::timing::SimTiming::fast()
+    })
+    .await;
+    // hub-b runs as its own role with rights on the current schemas only.
+    let db = sandbox.db.connect().await.unwrap();
+    db.batch_execute(
+        "CREATE ROLE hub_b LOGIN PASSWORD 'hub-b-secret';
+         GRANT USAGE, CREATE ON SCHEMA hubdata TO hub_b;
+         GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA hubdata TO hub_b;
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA hubdata TO hub_b;
+         GRANT USAGE ON SCHEMA orchestration TO hub_b;
+         GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA orchestration TO hub_b;",
+    )
+    .await
+    .unwrap();
+    let jdbc_b = format!(
+        "jdbc:postgresql://{}:{}/{}?user=hub_b&password=hub-b-secret",
+        sandbox.db.host(),
+        sandbox.db.port(),
+        sandbox.db.dbname()
+    );
+    let mut b = sandbox.client(1).await.unwrap();
+    b.stop(hubshift_common::pb::StopRequest {
+        timeout_seconds: 10,
+    })
+    .await
+    .unwrap();
+    b.start(hubshift_common::pb::StartRequest {
+        mode: hubshift_common::pb::StartMode::Start as i32,
+        node: "hub-b".into(),
+        jdbc_uri: jdbc_b,
+    })
+    .await
+    .unwrap();
+    sandbox
+        .wait_role(1, HubRole::Standby, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // hubshift waits for it to shut itself down no longer than this.
+    let text_inv = std::fs::read_to_string(&inventory).unwrap();
+    std::fs::write(
+        &inventory,
+        text_inv.replace("secondary_shutdown = 10", "secondary_shutdown = 1"),
+    )
+    .unwrap();
+    let since = SystemTime::now();
+
+    let (running, run_id) = start_upgrade(&inventory, &archive);
+    let (code, seen) = running.finish(Duration::from_secs(240));
+    assert_eq!(code, Some(0), "{seen:#?}");
+    let finished = find(&seen, "run_finished").expect("run_finished");
+    assert!(
+        finished["warnings"].to_string().contains("hub-b"),
+        "{finished}"
+    );
+    // It really kept producing after the new schema appeared.
+    let log = sandbox.nodes[1].hub_log();
+    assert!(
+        log.contains("staying active and producing data"),
+        "hub-b did not run on without the schema:\n{log}"
+    );
+    let ticks = measure::fetch_ticks(&db, since).await.expect("read ticks");
+    assert_eq!(
+        measure::split_brain(
+            &ticks,
+            hubshift_sim::timing::SimTiming::fast().tick_interval
+        ),
+        None,
+        "two nodes produced at once"
+    );
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
 }

@@ -225,7 +225,11 @@ max_archive_entries = 1000
     /// Everything the agent wrote to stderr in all its runs.
     pub fn stderr_all(&self) -> String {
         (1..=self.runs)
-            .map(|r| std::fs::read_to_string(self.stderr_path(r)).unwrap_or_default())
+            .map(|r| {
+                let p = self.stderr_path(r);
+                std::fs::read_to_string(&p)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+            })
             .collect()
     }
 
@@ -391,7 +395,8 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
             if t.is_dir() {
                 stack.push(e.path());
             } else if t.is_file() {
-                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                let bytes = std::fs::read(e.path())
+                    .unwrap_or_else(|err| panic!("cannot read {}: {err}", e.path().display()));
                 if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                     out.push(e.path());
                 }

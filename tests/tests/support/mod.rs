@@ -119,10 +119,12 @@ impl Running {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-                    if let Ok(v) = serde_json::from_str(&line) {
-                        self.seen.push(v);
-                    }
+                // The reader thread ends at the end of stdout: read until it
+                // has, so that no event is lost on a slow machine.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
+                    let v = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    self.seen.push(v);
                 }
                 return (status.code(), self.seen);
             }
@@ -134,9 +136,9 @@ impl Running {
                 );
             }
             while let Ok(line) = self.lines.try_recv() {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    self.seen.push(v);
-                }
+                let v = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                self.seen.push(v);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -160,7 +162,9 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 stack.push(p);
             } else if meta.is_file() {
                 let rel = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
-                out.push((rel, std::fs::read(&p).unwrap_or_default()));
+                let bytes = std::fs::read(&p)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+                out.push((rel, bytes));
             }
         }
     }
