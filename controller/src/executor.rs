@@ -304,7 +304,7 @@ impl Run {
                     let what = if w.window == 1 {
                         "stop of the primary requested -> secondary seen active"
                     } else {
-                        "HA create started on the primary -> primary seen active"
+                        "HA create done on the primary -> primary seen active"
                     };
                     s.push_str(&format!(
                         "  outage window {}: {} ({what})\n",

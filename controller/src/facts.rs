@@ -39,13 +39,15 @@ pub struct RunFacts {
     pub takeover_ms: Option<u64>,
     /// Which secondary took over.
     pub takeover_node: Option<String>,
-    /// Unix ms: window 2 starts — when HA `create` was started on the
-    /// primary (an old secondary shuts itself down on the new schema at any
-    /// moment after), or later when hubshift had to stop an old secondary.
+    /// Unix ms: window 2 starts — when HA `create` had made the new schema
+    /// (an old secondary shuts itself down on it at any moment after), or
+    /// later when hubshift had to stop an old secondary.
     pub secondaries_down_ms: Option<u64>,
-    /// Unix ms: the Start carrying HA `create` was sent to the primary.
+    /// Unix ms: the Start carrying HA `create` returned, so the new schema
+    /// existed (the agent answers right after `create` exits and `start` is
+    /// spawned).
     #[serde(default)]
-    pub create_started_ms: Option<u64>,
+    pub create_done_ms: Option<u64>,
     /// Unix ms: the last secondary was seen standby again (the group had no
     /// standby from the primary's stop until then).
     #[serde(default)]

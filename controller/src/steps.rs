@@ -472,14 +472,18 @@ async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
     } else {
         StartMode::CreateAndStart
     };
-    let status = agent.status().await?;
-    if !is_running(&status) && run.facts.create_started_ms.is_none() || !schema_there {
-        run.facts.create_started_ms = Some(now_ms());
-    }
+    let before = now_ms();
     let timeout = Duration::from_secs(run.inv.timeouts.start);
     // Start is idempotent on the agent: a running hub (or a compound still
     // in progress, which Start waits for) is answered `already_running`.
     let r = agent.start(mode, node, run.jdbc.expose(), timeout).await?;
+    if mode == StartMode::CreateAndStart && !r.already_running {
+        run.facts.create_done_ms = Some(now_ms());
+    } else if run.facts.create_done_ms.is_none() {
+        // The schema was made before this attempt (a crash in between):
+        // the window opened no later than now.
+        run.facts.create_done_ms = Some(before);
+    }
     ensure!(
         crate::db::schema_exists(&client, &run.facts.schema).await?,
         "{node} started but schema {} was not created",
@@ -580,7 +584,7 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
         .filter(|(_, a)| stopped_by_us.contains(&a.node))
         .filter_map(|(d, _)| *d)
         .max();
-    let last_down = match (run.facts.create_started_ms, stopped_by_hubshift) {
+    let last_down = match (run.facts.create_done_ms, stopped_by_hubshift) {
         (Some(c), Some(s)) => Some(c.max(s)),
         (c, s) => c.or(s).or_else(|| down.iter().flatten().copied().max()),
     };

@@ -408,11 +408,11 @@ async fn postgres_restarted_in_each_window() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         g.sandbox.db.resume().await.unwrap();
         let (code, seen) = up.finish(Duration::from_secs(240));
-        if code != Some(0) {
-            assert_eq!(code, Some(1), "{case}: {seen:#?}");
-            let out = g.resume(&run_id, &archive);
-            assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
-        }
+        // The journal reconnected and took the lock again: the run went on
+        // by itself (these steps do no database work of their own).
+        assert_eq!(code, Some(0), "{case}: {seen:#?}");
+        let finished = find(&seen, "run_finished").expect("run_finished");
+        assert_eq!(finished["run"], run_id.as_str());
         // The database was away for a while on top of the usual window.
         g.assert_healthy(&version, normal_bound() + Duration::from_secs(4), &case)
             .await;
