@@ -9,7 +9,7 @@
 use crate::config::LimitsSection;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
-use hubshift_common::archive::{ArchiveStats, UnpackLimits, unpack_tar_gz};
+use hubshift_common::archive::{ArchiveStats, UnpackLimits, check_links_on_disk, unpack_tar_gz};
 use hubshift_common::digest::StreamDigest;
 use hubshift_common::names::validate_name;
 use hubshift_common::pb::{
@@ -510,6 +510,13 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
     let bad_zip =
         |e: zip::result::ZipError| AgentError::InvalidArgument(format!("bad zip archive: {e}"));
     let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(bad_zip)?;
+    // The reader keeps the last of several entries with one name; which
+    // one the hub would get is not for an archive to leave open.
+    if zip.has_duplicate_names() {
+        return Err(AgentError::InvalidArgument(
+            "bad zip archive: two entries have the same name".into(),
+        ));
+    }
     if zip.len() as u64 > limits.max_entries {
         return Err(AgentError::InvalidArgument(format!(
             "archive holds more than {} entries",
@@ -517,6 +524,7 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
         )));
     }
     let mut stats = ArchiveStats::default();
+    let mut seen = std::collections::HashSet::new();
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(bad_zip)?;
         let name = entry.name().map_err(bad_zip)?.to_string();
@@ -529,6 +537,13 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
             .ok_or_else(|| refuse(&name, "absolute path or '..' component"))?;
         if depth == 0 {
             continue;
+        }
+        let normal: PathBuf = rel
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        if !seen.insert(normal) && !entry.is_dir() {
+            return Err(refuse(&name, "duplicate entry name"));
         }
         no_symlink_ancestor(dest, &rel, &name)?;
         let target = dest.join(&rel);
@@ -584,6 +599,9 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
             )));
         }
     }
+    // Each link was checked as text; together (`y -> .`, `x -> y/y/../..`)
+    // they may still lead out.
+    check_links_on_disk(dest).map_err(AgentError::archive)?;
     Ok(stats)
 }
 
@@ -596,6 +614,27 @@ mod tests {
         let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
         build(&mut w);
         let bytes = w.finish().unwrap().into_inner();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&bytes).unwrap();
+        f.rewind().unwrap();
+        f
+    }
+
+    /// Two entries named `bin/hub` (the writer refuses that, so the second
+    /// name is patched in the bytes).
+    fn zip_with_duplicate_names() -> File {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let o = SimpleFileOptions::default();
+        w.start_file("bin/hub", o).unwrap();
+        w.write_all(b"good").unwrap();
+        w.start_file("bin/huX", o).unwrap();
+        w.write_all(b"evil").unwrap();
+        let mut bytes = w.finish().unwrap().into_inner();
+        for i in 0..bytes.len() - 7 {
+            if &bytes[i..i + 7] == b"bin/huX" {
+                bytes[i + 6] = b'b';
+            }
+        }
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&bytes).unwrap();
         f.rewind().unwrap();
@@ -664,6 +703,14 @@ mod tests {
                     w.write_all(&[0u8; 5000]).unwrap();
                 }),
             ),
+            (
+                "links chained out",
+                zip_of(|w| {
+                    w.add_symlink("y", ".", o).unwrap();
+                    w.add_symlink("x", "y/y/y/../../../etc", o).unwrap();
+                }),
+            ),
+            ("duplicate names", zip_with_duplicate_names()),
         ];
         for (what, f) in cases {
             let dest = tempfile::tempdir().unwrap();

@@ -636,6 +636,14 @@ async fn hostile_runtime_archives_are_refused_and_leave_nothing() {
             ]),
             ArchiveFormat::TarGz,
         ),
+        (
+            "symlink climbing out through a self link",
+            raw_tar(&[
+                (b"y", Symlink, b"", Some(b".")),
+                (b"x", Symlink, b"", Some(b"y/y/y/../../../")),
+            ]),
+            ArchiveFormat::TarGz,
+        ),
         ("zip dotdot", zip_dotdot, ArchiveFormat::Zip),
         (
             "not an archive",
