@@ -98,6 +98,25 @@ pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> 
     Ok((previous, version.to_string()))
 }
 
+/// The lock of one runtime directory, shared by every upload of that
+/// version in this process; dropped from the map when nobody holds it.
+fn version_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, Weak};
+    static LOCKS: Mutex<BTreeMap<PathBuf, Weak<tokio::sync::Mutex<()>>>> =
+        Mutex::new(BTreeMap::new());
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.retain(|_, l| l.strong_count() > 0);
+    if let Some(lock) = locks.get(dir).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(dir.to_path_buf(), Arc::downgrade(&lock));
+    lock
+}
+
 /// Where the agent remembers which archive a staged runtime came from.
 fn archive_record(state_dir: &Path, version: &str) -> PathBuf {
     state_dir
@@ -171,6 +190,10 @@ where
     let version = header.version.clone();
     let runtimes = runtimes_dir(install_root);
     fsutil::ensure_dir(&runtimes, 0o755)?;
+    // One install per version at a time: a second upload of the same
+    // version waits, then finds it installed (or installs it if the first
+    // failed), so the record always describes the published directory.
+    let _version_lock = version_lock(&runtimes.join(&version)).lock_owned().await;
     if let Some(already) = existing(state_dir, &runtimes, &header)? {
         return Ok(Installed {
             header,
@@ -439,15 +462,25 @@ fn publish(
 ) -> Result<()> {
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
         .map_err(AgentError::io("cannot set mode of", staging.path()))?;
+    let target = runtimes.join(version);
+    let appeared =
+        || AgentError::AlreadyExists(format!("runtime {version} appeared while unpacking"));
+    // The caller holds the version lock, so only something outside the
+    // agent can make the target appear; then the record is left alone.
+    if fs::symlink_metadata(&target).is_ok() {
+        return Err(appeared());
+    }
+    // Record first: a crash before the rename leaves a record without a
+    // directory, which the next upload simply rewrites.
     let record = archive_record(state_dir, version);
     if let Some(dir) = record.parent() {
         fsutil::ensure_dir(dir, 0o700)?;
     }
     fsutil::write_atomic(&record, format!("{sha}\n").as_bytes(), 0o600)?;
-    let target = runtimes.join(version);
     if let Err(e) = rename_noreplace(staging.path(), &target) {
+        let _ = fs::remove_file(&record);
         return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-            AgentError::AlreadyExists(format!("runtime {version} appeared while unpacking"))
+            appeared()
         } else {
             AgentError::io("cannot rename staging directory to", &target)(e)
         });
