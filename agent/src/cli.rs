@@ -145,7 +145,7 @@ fn clean_leftovers(cfg: &Config) {
             }
             let path = entry.path();
             let res = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
+                hubshift_common::archive::remove_tree(&path)
             } else {
                 std::fs::remove_file(&path)
             };

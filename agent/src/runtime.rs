@@ -439,11 +439,39 @@ impl Read for ChannelReader {
     }
 }
 
-/// A private (0700) staging directory beside the runtimes, removed on drop.
-fn staging_dir(runtimes: &Path) -> Result<tempfile::TempDir> {
+/// A private (0700) staging directory beside the runtimes, removed on drop
+/// whatever modes the archive gave its subdirectories.
+struct Staging(Option<tempfile::TempDir>);
+
+impl Staging {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+
+    /// Leaves the directory in place (it was renamed into a runtime).
+    fn keep(mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = dir.keep();
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let path = dir.keep();
+            if let Err(e) = hubshift_common::archive::remove_tree(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove staging directory");
+            }
+        }
+    }
+}
+
+fn staging_dir(runtimes: &Path) -> Result<Staging> {
     tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(runtimes)
+        .map(|d| Staging(Some(d)))
         .map_err(AgentError::io(
             "cannot create a staging directory in",
             runtimes,
@@ -453,7 +481,7 @@ fn staging_dir(runtimes: &Path) -> Result<tempfile::TempDir> {
 /// Makes a verified, unpacked runtime visible: records the archive digest
 /// and renames the staging directory to `runtimes/<version>`.
 fn publish(
-    staging: tempfile::TempDir,
+    staging: Staging,
     stats: ArchiveStats,
     runtimes: &Path,
     version: &str,
@@ -485,8 +513,8 @@ fn publish(
             AgentError::io("cannot rename staging directory to", &target)(e)
         });
     }
-    // Renamed away: nothing left for the TempDir to clean.
-    let _ = staging.keep();
+    // Renamed away: nothing left to clean.
+    staging.keep();
     fsutil::sync_dir(runtimes);
     tracing::debug!(entries = stats.entries, bytes = stats.bytes, "unpacked");
     Ok(())
@@ -672,6 +700,126 @@ mod tests {
         f.write_all(&bytes).unwrap();
         f.rewind().unwrap();
         f
+    }
+
+    /// A tar.gz of (path, type, data, mode) entries, written raw (names
+    /// such as `../x` included).
+    fn raw_tar_gz(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, kind, data, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_entry_type(*kind);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// Uploads `bytes` through [`install`] and returns its outcome.
+    fn upload(state: &Path, root: &Path, version: &str, bytes: Vec<u8>, sha: &str) -> Result<()> {
+        let header = RuntimeHeader {
+            version: version.into(),
+            sha256: sha.into(),
+            size_bytes: bytes.len() as u64,
+            format: ArchiveFormat::TarGz as i32,
+            activate: false,
+        };
+        let msgs = vec![
+            Ok(InstallRuntimeRequest {
+                item: Some(Item::Header(header)),
+            }),
+            Ok(InstallRuntimeRequest {
+                item: Some(Item::Chunk(bytes)),
+            }),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(install(
+            tokio_stream::iter(msgs),
+            state,
+            root,
+            LimitsSection::default(),
+        ))
+        .map(|_| ())
+    }
+
+    /// Modes do not bind root, and the agent runs unprivileged: as root
+    /// this test runs itself again as `nobody`.
+    #[test]
+    fn refused_archives_leave_nothing_behind_when_unprivileged() {
+        use std::os::unix::process::CommandExt;
+        const NAME: &str =
+            "runtime::tests::refused_archives_leave_nothing_behind_when_unprivileged";
+        const NOBODY: u32 = 65534;
+        let base = match std::env::var_os("HUBSHIFT_UNPRIVILEGED_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None if unsafe { libc::geteuid() } == 0 => {
+                let dir = tempfile::tempdir().unwrap();
+                std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                    .env("HUBSHIFT_UNPRIVILEGED_DIR", dir.path())
+                    .uid(NOBODY)
+                    .gid(NOBODY)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "as nobody: {text}");
+                assert!(text.contains("1 passed"), "as nobody: {text}");
+                return;
+            }
+            None => tempfile::tempdir().unwrap().keep(),
+        };
+        assert_ne!(unsafe { libc::geteuid() }, 0, "must run unprivileged");
+        let state = base.join("state");
+        let root = base.join("opt");
+        fs::create_dir_all(&root).unwrap();
+        use tar::EntryType::{Directory, Regular};
+        // A file, then its directory made read-only (or unreadable), then a
+        // refused entry.
+        let hostile = raw_tar_gz(&[
+            ("ro/f", Regular, b"x", 0o644),
+            ("ro/", Directory, b"", 0o555),
+            ("none/g", Regular, b"y", 0o644),
+            ("none/", Directory, b"", 0o000),
+            ("../escape", Regular, b"evil", 0o644),
+        ]);
+        let sha = hubshift_common::digest::sha256_hex(&hostile);
+        let err = upload(&state, &root, "9.9.9", hostile, &sha).unwrap_err();
+        assert!(matches!(err, AgentError::InvalidArgument(_)), "{err}");
+        // Fully unpacked, then refused for its checksum.
+        let locked = raw_tar_gz(&[
+            ("ro/f", Regular, b"x", 0o644),
+            ("ro/", Directory, b"", 0o555),
+            ("none/", Directory, b"", 0o000),
+        ]);
+        let err = upload(&state, &root, "9.9.8", locked.clone(), &"a".repeat(64)).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        let left: Vec<_> = fs::read_dir(runtimes_dir(&root))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind in runtimes/: {left:?}");
+        // The same archive with the right checksum installs, and its
+        // directories stay the owner's.
+        let sha = hubshift_common::digest::sha256_hex(&locked);
+        upload(&state, &root, "9.9.8", locked, &sha).unwrap();
+        let ro = runtimes_dir(&root).join("9.9.8/ro");
+        assert_eq!(
+            fs::metadata(&ro).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        hubshift_common::archive::remove_tree(&base).unwrap();
     }
 
     #[test]
