@@ -171,7 +171,14 @@ impl AgentService {
             self.do_activate_runtime(ActivateRuntimeRequest {
                 version: h.version.clone(),
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                AgentError::FailedPrecondition(why) => AgentError::FailedPrecondition(format!(
+                    "runtime {} was installed but not activated ({why}); ActivateRuntime switches to it later",
+                    h.version
+                )),
+                other => other,
+            })?;
             activated = true;
         }
         Ok(InstallRuntimeResponse {

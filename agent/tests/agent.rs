@@ -194,6 +194,25 @@ async fn hub_lifecycle_with_readoption_and_no_secret_leaks() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    // Installing with activate says what was done and what was not.
+    let v3 = runtime_archive("2.1.0");
+    let e = install(
+        &mut c,
+        "2.1.0",
+        v3.clone(),
+        &sha256_hex(&v3),
+        ArchiveFormat::TarGz,
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("installed but not activated") && e.message().contains("running"),
+        "{}",
+        e.message()
+    );
+    assert!(agent.install_root().join("runtimes/2.1.0").is_dir());
     let b = c
         .backup(BackupRequest {
             id: "while-running".into(),

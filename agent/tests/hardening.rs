@@ -141,3 +141,77 @@ async fn concurrent_uploads_of_one_version_install_it_once() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// PutCertificate refuses empty content (losing the store makes the hub
+/// mint a new key) and keeps a store it replaces beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_certificate_refuses_empty_and_keeps_the_previous_store() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    let store = agent
+        .appdata()
+        .join("intelligencehub-certificatestore.pkcs12");
+    let put = |content: &[u8]| Certificate {
+        content: content.to_vec(),
+        sha256: sha256_hex(content),
+    };
+
+    let e = c.put_certificate(put(b"")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("empty"), "{}", e.message());
+    assert!(!store.exists());
+
+    c.put_certificate(put(b"first store")).await.unwrap();
+    let e = c.put_certificate(put(b"")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(std::fs::read(&store).unwrap(), b"first store");
+
+    c.put_certificate(put(b"second store")).await.unwrap();
+    assert_eq!(std::fs::read(&store).unwrap(), b"second store");
+    let kept: Vec<_> = std::fs::read_dir(agent.appdata())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("intelligencehub-certificatestore.pkcs12.previous-")
+        })
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(kept, [b"first store".to_vec()]);
+    // The same content again replaces nothing.
+    c.put_certificate(put(b"second store")).await.unwrap();
+    let count = std::fs::read_dir(agent.appdata()).unwrap().count();
+    assert_eq!(count, 2, "store and one previous store");
+}
+
+/// A NUL byte in jdbc_uri is a bad argument, named as such (and the URI
+/// itself is not echoed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_byte_in_the_jdbc_uri_is_an_invalid_argument() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    let bytes = runtime_archive("1.0.0");
+    install(
+        &mut c,
+        "1.0.0",
+        bytes.clone(),
+        &sha256_hex(&bytes),
+        ArchiveFormat::TarGz,
+        true,
+    )
+    .await
+    .unwrap();
+    let e = c
+        .start(StartRequest {
+            mode: StartMode::Start as i32,
+            node: "hub-a".into(),
+            jdbc_uri: "jdbc:postgresql://db/x?password=s3cret-nul\0x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("jdbc_uri"), "{}", e.message());
+    assert!(!e.message().contains("s3cret-nul"), "{}", e.message());
+    assert!(!agent.stderr_all().contains("s3cret-nul"));
+}
