@@ -252,7 +252,18 @@ where
     });
     let mut received = 0u64;
     let mut failure = None;
-    while let Some(msg) = stream.next().await {
+    let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_secs);
+    loop {
+        // A controller that vanished without closing sends nothing more;
+        // without a limit its staging directory and threads would stay.
+        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+            failure = Some(AgentError::DeadlineExceeded(format!(
+                "upload of runtime {version} stalled: nothing received for {} s (limits.upload_idle_timeout_secs)",
+                limits.upload_idle_timeout_secs
+            )));
+            break;
+        };
+        let Some(msg) = next else { break };
         let msg = match msg {
             Ok(m) => m,
             Err(s) => {

@@ -21,6 +21,8 @@ pub struct AgentService {
     hub: Arc<Hub>,
     /// One backup write at a time.
     backup_lock: tokio::sync::Mutex<()>,
+    /// Slots for InstallRuntime uploads (`limits.max_concurrent_uploads`).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -28,10 +30,12 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 impl AgentService {
     /// Wraps the configuration and the hub supervisor.
     pub fn new(cfg: Arc<Config>, hub: Arc<Hub>) -> Self {
+        let uploads = cfg.limits.max_concurrent_uploads as usize;
         Self {
             cfg,
             hub,
             backup_lock: tokio::sync::Mutex::new(()),
+            uploads: Arc::new(tokio::sync::Semaphore::new(uploads)),
         }
     }
 
@@ -162,6 +166,14 @@ impl AgentService {
         &self,
         stream: Streaming<InstallRuntimeRequest>,
     ) -> Result<InstallRuntimeResponse> {
+        // Refused at once rather than queued: an upload holds a thread and
+        // a staging directory for as long as its sender takes.
+        let _slot = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            AgentError::ResourceExhausted(format!(
+                "{} runtime uploads are already running (limits.max_concurrent_uploads); retry later",
+                self.cfg.limits.max_concurrent_uploads
+            ))
+        })?;
         let p = &self.cfg.paths;
         let installed =
             runtime::install(stream, &p.state_dir, &p.install_root, self.cfg.limits).await?;

@@ -215,3 +215,224 @@ async fn a_nul_byte_in_the_jdbc_uri_is_an_invalid_argument() {
     assert!(!e.message().contains("s3cret-nul"), "{}", e.message());
     assert!(!agent.stderr_all().contains("s3cret-nul"));
 }
+
+/// An upload the test drives by hand: the header and one chunk are sent,
+/// then the stream stays open until the sender is dropped.
+async fn open_upload(
+    c: &Client,
+    version: &str,
+) -> (
+    tokio::sync::mpsc::Sender<InstallRuntimeRequest>,
+    tokio::task::JoinHandle<Result<InstallRuntimeResponse, tonic::Status>>,
+) {
+    let bytes = runtime_archive(version);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = RuntimeHeader {
+        version: version.into(),
+        sha256: sha256_hex(&bytes),
+        size_bytes: bytes.len() as u64,
+        format: ArchiveFormat::TarGz as i32,
+        activate: false,
+    };
+    tx.send(InstallRuntimeRequest {
+        item: Some(install_runtime_request::Item::Header(header)),
+    })
+    .await
+    .unwrap();
+    tx.send(InstallRuntimeRequest {
+        item: Some(install_runtime_request::Item::Chunk(
+            bytes[..bytes.len() / 2].to_vec(),
+        )),
+    })
+    .await
+    .unwrap();
+    let mut c = c.clone();
+    let call = tokio::spawn(async move {
+        c.install_runtime(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map(|r| r.into_inner())
+    });
+    (tx, call)
+}
+
+/// Staging directories of uploads in progress.
+fn stagings(agent: &Agent) -> usize {
+    std::fs::read_dir(agent.install_root().join("runtimes"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_stagings(agent: &Agent, n: usize) {
+    wait_async(&format!("{n} staging directories"), || async move {
+        (stagings(agent) == n).then_some(())
+    })
+    .await;
+}
+
+/// Idle uploads beyond `max_concurrent_uploads` are refused with
+/// RESOURCE_EXHAUSTED while Status keeps answering; once they end, uploads
+/// are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_are_capped_and_status_still_answers() {
+    let agent = Agent::start_with("max_concurrent_uploads = 2\n", None);
+    let c = agent.controller().await;
+    let (tx1, call1) = open_upload(&c, "7.0.1").await;
+    let (tx2, call2) = open_upload(&c, "7.0.2").await;
+    wait_stagings(&agent, 2).await;
+
+    let mut refused = Vec::new();
+    for i in 0..40 {
+        let mut c = c.clone();
+        refused.push(tokio::spawn(async move {
+            let bytes = runtime_archive("7.1.0");
+            let sha = sha256_hex(&bytes);
+            install(
+                &mut c,
+                &format!("7.1.{i}"),
+                bytes,
+                &sha,
+                ArchiveFormat::TarGz,
+                false,
+            )
+            .await
+        }));
+    }
+    for r in refused {
+        let e = r.await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("max_concurrent_uploads"),
+            "{}",
+            e.message()
+        );
+    }
+    let s = c
+        .clone()
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.staged_runtimes.is_empty(), "{:?}", s.staged_runtimes);
+
+    // The held uploads end (short): their slots and staging are freed.
+    drop((tx1, tx2));
+    for call in [call1, call2] {
+        let e = call.await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    wait_stagings(&agent, 0).await;
+    let bytes = runtime_archive("7.2.0");
+    let sha = sha256_hex(&bytes);
+    install(
+        &mut c.clone(),
+        "7.2.0",
+        bytes,
+        &sha,
+        ArchiveFormat::TarGz,
+        false,
+    )
+    .await
+    .unwrap();
+}
+
+/// A controller that stops sending without closing (crashed, partitioned)
+/// loses its upload after `upload_idle_timeout_secs`, and the staging
+/// directory goes with it; a stream that dies (the caller gives up) also
+/// leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_dead_upload_streams_leave_no_staging() {
+    let agent = Agent::start_with("upload_idle_timeout_secs = 2\n", None);
+    let c = agent.controller().await;
+
+    let (tx, call) = open_upload(&c, "8.0.0").await;
+    wait_stagings(&agent, 1).await;
+    // The sender stays alive but silent: only the agent can end this.
+    wait_stagings(&agent, 0).await;
+    let e = tokio::time::timeout(std::time::Duration::from_secs(20), call)
+        .await
+        .expect("the stalled upload is answered")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(
+        e.message().contains("upload_idle_timeout_secs"),
+        "{}",
+        e.message()
+    );
+    drop(tx);
+
+    // The caller aborts mid-stream: its staging is removed at once.
+    let agent2 = Agent::start();
+    let c2 = agent2.controller().await;
+    let (tx, call) = open_upload(&c2, "8.0.1").await;
+    wait_stagings(&agent2, 1).await;
+    call.abort();
+    wait_stagings(&agent2, 0).await;
+    drop(tx);
+    assert!(!agent2.install_root().join("runtimes/8.0.1").exists());
+}
+
+/// Raises this process's open-files limit (the flood needs many sockets).
+fn raise_own_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// Hundreds of TCP connections that never send a byte, more than the
+/// agent has file descriptors for: the controller's existing connection
+/// and a new one are still answered, and accept errors do not flood the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_does_not_lock_out_the_controller() {
+    raise_own_nofile();
+    // A long handshake timeout: the controller must get in through the
+    // cap, not by waiting for the flood to time out.
+    let agent = Agent::start_with(
+        "max_connections = 16\ntls_handshake_timeout_secs = 120\n",
+        Some(128),
+    );
+    let mut before = agent.controller().await;
+    before.status(StatusRequest::default()).await.unwrap();
+
+    let addr: std::net::SocketAddr = agent.addr.parse().unwrap();
+    let flood: Vec<std::net::TcpStream> = tokio::task::spawn_blocking(move || {
+        (0..400)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()
+            })
+            .collect()
+    })
+    .await
+    .unwrap();
+    assert!(flood.len() > 200, "only {} flood connections", flood.len());
+
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        before.status(StatusRequest::default()).await.unwrap();
+        let mut fresh = agent.controller().await;
+        fresh
+            .status(StatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    })
+    .await
+    .expect("the controller is answered during the flood");
+    assert!(!answered.agent_version.is_empty());
+    let accept_errors = agent
+        .stderr_all()
+        .lines()
+        .filter(|l| l.contains("accept"))
+        .count();
+    assert!(accept_errors < 10, "{accept_errors} accept error lines");
+    drop(flood);
+}
