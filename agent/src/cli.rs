@@ -77,6 +77,9 @@ pub fn main() -> ExitCode {
             init_tracing(LogFormat::Text);
             match Config::load(&config, false) {
                 Ok(cfg) => {
+                    for w in cfg.warnings() {
+                        eprintln!("hubshift-agent: {}: warning: {w}", config.display());
+                    }
                     if cfg.tls.is_none() {
                         println!(
                             "{}: OK, but without [tls]: `run` needs --insecure-listen",
@@ -107,6 +110,9 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            for w in cfg.warnings() {
+                tracing::warn!("{}: {w}", config.display());
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

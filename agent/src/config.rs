@@ -390,6 +390,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Usable but unwise settings, each naming its key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, argv) in [
+            ("hub.create_command", &self.hub.create_command),
+            ("hub.start_command", &self.hub.start_command),
+        ] {
+            if uses(argv, "jdbc") {
+                out.push(format!(
+                    "key `{key}`: {{jdbc}} puts the JDBC URI and its password on the hub's command line, \
+                     readable in /proc by every local user (unless ProtectProc= or hidepid hides it); \
+                     pass `-j env:HUBSHIFT_JDBC_URI` instead, the agent sets that variable"
+                ));
+            }
+        }
+        out
+    }
+
     fn validate(&self, file: &Path, need_tls: bool) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::Key {
             file: file.to_path_buf(),
@@ -661,7 +679,24 @@ mod tests {
             Regex::new(&c.role_probe.active_pattern).unwrap();
             Regex::new(&c.role_probe.standby_pattern).unwrap();
             assert!(c.tls.is_some());
+            assert!(c.warnings().is_empty(), "{:?}", c.warnings());
         }
+    }
+
+    #[test]
+    fn jdbc_on_a_command_line_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("opt")).unwrap();
+        let base = minimal(dir.path());
+        let f = write(dir.path(), &base);
+        assert!(Config::load(&f, false).unwrap().warnings().is_empty());
+        let f = write(
+            dir.path(),
+            &base.replace("\"{node}\"]", "\"{node}\", \"-j\", \"{jdbc}\"]"),
+        );
+        let w = Config::load(&f, false).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("hub.start_command") && w[0].contains("env:HUBSHIFT_JDBC_URI"));
     }
 
     #[test]

@@ -877,6 +877,27 @@ fn check_config_and_tls_required() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // {jdbc} on a command line is usable but warned about.
+    let warned = agent.root.path().join("warned.toml");
+    std::fs::write(
+        &warned,
+        agent
+            .config_text()
+            .replace("\"{node}\"]", "\"{node}\", \"-j\", \"{jdbc}\"]"),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&warned)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("hub.start_command") && err.contains("{jdbc}"),
+        "{err}"
+    );
+
     let bad = agent.root.path().join("bad.toml");
     let cases = [
         (
