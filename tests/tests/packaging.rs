@@ -147,3 +147,38 @@ fn systemd_unit_documentation_is_installed_by_the_package() {
         );
     }
 }
+
+/// The CI example passes inputs and secrets to its scripts through `env:`
+/// (never `${{ … }}` inside `run:`, the script-injection pattern), fetches
+/// the runtime over HTTPS only and checks its pinned SHA-256.
+#[test]
+fn ci_example_keeps_inputs_out_of_scripts_and_pins_the_runtime() {
+    let text = std::fs::read_to_string(root().join("packaging/ci/upgrade-hubs.yml")).unwrap();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut in_run: Option<usize> = None;
+    let mut scripts = String::new();
+    for line in text.lines() {
+        if let Some(at) = in_run {
+            if line.trim().is_empty() || indent(line) > at {
+                scripts.push_str(line);
+                scripts.push('\n');
+                continue;
+            }
+            in_run = None;
+        }
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(rest) = trimmed.strip_prefix("run:") {
+            scripts.push_str(rest);
+            scripts.push('\n');
+            in_run = Some(indent(line));
+        }
+    }
+    assert!(scripts.contains("hubshift --json upgrade"), "{scripts}");
+    assert!(
+        !scripts.contains("${{"),
+        "an expression inside run:\n{scripts}"
+    );
+    assert!(scripts.contains("--proto '=https'"), "{scripts}");
+    assert!(scripts.contains("sha256sum --check"), "{scripts}");
+    assert!(text.contains("RUNTIME_SHA256: ${{ inputs.runtime_sha256 }}"));
+}
