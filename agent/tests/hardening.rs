@@ -436,3 +436,32 @@ async fn a_flood_of_silent_connections_does_not_lock_out_the_controller() {
     assert!(accept_errors < 10, "{accept_errors} accept error lines");
     drop(flood);
 }
+
+/// A FIFO in appdata fails Backup at once, naming the file and why,
+/// rather than producing a backup that cannot be verified or restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_names_a_fifo_in_appdata() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    std::fs::create_dir_all(agent.appdata().join("run")).unwrap();
+    std::fs::write(agent.appdata().join("config.json"), b"{}").unwrap();
+    let fifo = agent.appdata().join("run/events.fifo");
+    let cpath = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
+    let e = c
+        .backup(BackupRequest { id: "b1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("run/events.fifo") && e.message().contains("FIFO"),
+        "{}",
+        e.message()
+    );
+    let left: Vec<_> = std::fs::read_dir(agent.state().join("backups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_file(&fifo).unwrap();
+    c.backup(BackupRequest { id: "b2".into() }).await.unwrap();
+}
