@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The certificate store file inside appdata.
 pub fn path(cfg: &Config) -> PathBuf {
@@ -29,8 +29,15 @@ pub fn get(cfg: &Config) -> Result<(Vec<u8>, String)> {
 }
 
 /// Writes the certificate store atomically with mode 0600 after checking
-/// its digest.
+/// its digest. A store it replaces is kept beside it as
+/// `<name>.previous-<UTC timestamp>`: without its own store the hub can no
+/// longer decrypt the secrets it made with it.
 pub fn put(cfg: &Config, content: &[u8], expected: &str) -> Result<String> {
+    if content.is_empty() {
+        return Err(AgentError::InvalidArgument(
+            "certificate store content is empty".into(),
+        ));
+    }
     let sha = hubshift_common::digest::sha256_hex(content);
     if !sha.eq_ignore_ascii_case(expected) {
         return Err(AgentError::InvalidArgument(format!(
@@ -43,7 +50,46 @@ pub fn put(cfg: &Config, content: &[u8], expected: &str) -> Result<String> {
             cfg.paths.appdata.display()
         )));
     }
-    fsutil::write_atomic(&path(cfg), content, 0o600)?;
-    tracing::info!(sha256 = %sha, "certificate store written");
+    let store = path(cfg);
+    let kept = keep_previous(&store, content)?;
+    fsutil::write_atomic(&store, content, 0o600)?;
+    tracing::info!(sha256 = %sha, previous = ?kept, "certificate store written");
     Ok(sha)
+}
+
+/// Hard-links an existing store that differs from `content` to a fresh
+/// `<store>.previous-<timestamp>[-n]` name; the atomic write then replaces
+/// only the original name.
+fn keep_previous(store: &Path, content: &[u8]) -> Result<Option<PathBuf>> {
+    match fs::read(store) {
+        Ok(old) if old == content => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AgentError::io("cannot read", store)(e)),
+    }
+    let stamp = fsutil::timestamp();
+    let name = store
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 0..100 {
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let aside = store.with_file_name(format!("{name}.previous-{stamp}{suffix}"));
+        match fs::hard_link(store, &aside) {
+            Ok(()) => return Ok(Some(aside)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(AgentError::io("cannot keep the previous store as", &aside)(
+                    e,
+                ));
+            }
+        }
+    }
+    Err(AgentError::Internal(format!(
+        "no free name to keep the previous {name}"
+    )))
 }

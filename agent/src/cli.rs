@@ -4,6 +4,7 @@ use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::fsutil;
 use crate::hub::Hub;
+use crate::listener;
 use crate::service::AgentService;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -11,8 +12,8 @@ use hubshift_common::pb::hub_agent_server::HubAgentServer;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code of a bad configuration.
@@ -76,6 +77,9 @@ pub fn main() -> ExitCode {
             init_tracing(LogFormat::Text);
             match Config::load(&config, false) {
                 Ok(cfg) => {
+                    for w in cfg.warnings() {
+                        eprintln!("hubshift-agent: {}: warning: {w}", config.display());
+                    }
                     if cfg.tls.is_none() {
                         println!(
                             "{}: OK, but without [tls]: `run` needs --insecure-listen",
@@ -106,6 +110,9 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            for w in cfg.warnings() {
+                tracing::warn!("{}: {w}", config.display());
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -147,7 +154,7 @@ fn clean_leftovers(cfg: &Config) {
             }
             let path = entry.path();
             let res = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
+                hubshift_common::archive::remove_tree(&path)
             } else {
                 std::fs::remove_file(&path)
             };
@@ -196,50 +203,71 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     // HTTP/2 windows well above h2's 64 KiB default: with 256 KiB chunks the
     // default window costs several round trips per chunk and caps uploads.
     // The windows bound what one connection may buffer in the agent.
+    // HTTP/2 pings find a controller that vanished without closing (its
+    // streams then fail and their staging is removed).
+    let limits = cfg.limits;
     let mut builder = Server::builder()
         .initial_stream_window_size(4 * 1024 * 1024)
         .initial_connection_window_size(8 * 1024 * 1024)
-        .max_frame_size(1024 * 1024);
-    let authorizer = match (&cfg.tls, insecure) {
-        (Some(tls), false) => {
-            let tls_cfg = tls
-                .files()
-                .server_config()
-                .context("while loading the TLS files")?;
-            builder = builder
-                .tls_config(tls_cfg)
-                .context("while setting up TLS")?;
-            Authorizer::new(tls.allowed_clients.clone())
-        }
+        .max_frame_size(1024 * 1024)
+        .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)));
+    // TLS is done by the listener (handshake timeout, connection cap), not by tonic.
+    let tls = match (&cfg.tls, insecure) {
+        (Some(tls), false) => Some((
+            listener::tls_config(tls).context("while loading the TLS files")?,
+            Authorizer::new(tls.allowed_clients.clone()),
+        )),
         _ => {
             tracing::warn!(
                 "!!! --insecure-listen: serving plain TCP WITHOUT TLS OR CLIENT AUTHENTICATION on {bound}; \
                  anyone who can reach this port can stop the hub and replace its runtime. \
                  Use only for local development. !!!"
             );
-            Authorizer::insecure()
+            None
         }
     };
+    listener::raise_nofile_limit(limits.max_connections);
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
     hub.spawn_log_cap(rx.clone());
     let service = AgentService::new(cfg.clone(), hub);
-    let server = HubAgentServer::with_interceptor(service, move |req| authorizer.check(req));
     tracing::info!(
         address = %bound,
         version = hubshift_common::VERSION,
         tls = !insecure,
+        max_connections = limits.max_connections,
+        max_concurrent_uploads = limits.max_concurrent_uploads,
         "hubshift-agent serving"
     );
     let mut rx2 = rx;
-    builder
-        .add_service(server)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-            let _ = rx2.changed().await;
-        })
-        .await
-        .context("while serving")?;
+    let stop = async move {
+        let _ = rx2.changed().await;
+    };
+    let served = match tls {
+        Some((tls_cfg, authorizer)) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
+            let incoming = listener::incoming(listener, limits, move |tcp| acceptor.accept(tcp));
+            let server =
+                HubAgentServer::with_interceptor(service, move |req| authorizer.check(req));
+            builder
+                .add_service(server)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+        }
+        None => {
+            let authorizer = Authorizer::insecure();
+            let incoming = listener::incoming(listener, limits, |tcp| async move { Ok(tcp) });
+            let server =
+                HubAgentServer::with_interceptor(service, move |req| authorizer.check(req));
+            builder
+                .add_service(server)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+        }
+    };
+    served.context("while serving")?;
     // Nothing else to join: the hub is deliberately left running and is
     // re-adopted at the next start.
     tracing::info!("stopped");

@@ -56,7 +56,7 @@ pub struct Config {
     /// How the hub's HA role is found.
     #[serde(default)]
     pub role_probe: RoleProbeSection,
-    /// Caps on received archives.
+    /// Caps on received archives, uploads and connections.
     #[serde(default)]
     pub limits: LimitsSection,
 }
@@ -185,6 +185,27 @@ pub struct LimitsSection {
     /// Largest number of entries in an archive.
     #[serde(default = "default_max_entries")]
     pub max_archive_entries: u64,
+    /// InstallRuntime uploads received at once; more are RESOURCE_EXHAUSTED
+    /// (each holds a thread and a staging directory while it lasts).
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: u32,
+    /// An upload that sends nothing for this long is dropped with its
+    /// staging directory (a vanished controller).
+    #[serde(default = "default_upload_idle_timeout")]
+    pub upload_idle_timeout_secs: u64,
+    /// Open connections, handshaking or established; at the cap the oldest
+    /// connection still in its TLS handshake is dropped for a new one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Longest TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Idle time before HTTP/2 pings and TCP keepalive probes start.
+    #[serde(default = "default_keepalive_interval")]
+    pub keepalive_interval_secs: u64,
+    /// A peer that does not answer a ping within this is disconnected.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -192,6 +213,12 @@ impl Default for LimitsSection {
         Self {
             max_archive_bytes: default_max_archive_bytes(),
             max_archive_entries: default_max_entries(),
+            max_concurrent_uploads: default_max_concurrent_uploads(),
+            upload_idle_timeout_secs: default_upload_idle_timeout(),
+            max_connections: default_max_connections(),
+            tls_handshake_timeout_secs: default_handshake_timeout(),
+            keepalive_interval_secs: default_keepalive_interval(),
+            keepalive_timeout_secs: default_keepalive_timeout(),
         }
     }
 }
@@ -231,6 +258,24 @@ fn default_max_archive_bytes() -> u64 {
 }
 fn default_max_entries() -> u64 {
     200_000
+}
+fn default_max_concurrent_uploads() -> u32 {
+    4
+}
+fn default_upload_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> u32 {
+    256
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_keepalive_interval() -> u64 {
+    30
+}
+fn default_keepalive_timeout() -> u64 {
+    20
 }
 
 /// Placeholders a command template may hold.
@@ -343,6 +388,24 @@ impl Config {
         })?;
         config.validate(file, need_tls)?;
         Ok(config)
+    }
+
+    /// Usable but unwise settings, each naming its key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, argv) in [
+            ("hub.create_command", &self.hub.create_command),
+            ("hub.start_command", &self.hub.start_command),
+        ] {
+            if uses(argv, "jdbc") {
+                out.push(format!(
+                    "key `{key}`: {{jdbc}} puts the JDBC URI and its password on the hub's command line, \
+                     readable in /proc by every local user (unless ProtectProc= or hidepid hides it); \
+                     pass `-j env:HUBSHIFT_JDBC_URI` instead, the agent sets that variable"
+                ));
+            }
+        }
+        out
     }
 
     fn validate(&self, file: &Path, need_tls: bool) -> Result<(), ConfigError> {
@@ -496,8 +559,34 @@ impl Config {
         if self.limits.max_archive_bytes == 0 {
             return Err(bad("limits.max_archive_bytes", "must be positive".into()));
         }
-        if self.limits.max_archive_entries == 0 {
-            return Err(bad("limits.max_archive_entries", "must be positive".into()));
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_archive_entries", l.max_archive_entries),
+            (
+                "limits.max_concurrent_uploads",
+                l.max_concurrent_uploads.into(),
+            ),
+            (
+                "limits.upload_idle_timeout_secs",
+                l.upload_idle_timeout_secs,
+            ),
+            ("limits.max_connections", l.max_connections.into()),
+            (
+                "limits.tls_handshake_timeout_secs",
+                l.tls_handshake_timeout_secs,
+            ),
+            ("limits.keepalive_interval_secs", l.keepalive_interval_secs),
+            ("limits.keepalive_timeout_secs", l.keepalive_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be positive".into()));
+            }
+        }
+        if l.max_connections < 2 {
+            return Err(bad(
+                "limits.max_connections",
+                "must be at least 2 (one controller and room for a newcomer)".into(),
+            ));
         }
         Ok(())
     }
@@ -590,7 +679,24 @@ mod tests {
             Regex::new(&c.role_probe.active_pattern).unwrap();
             Regex::new(&c.role_probe.standby_pattern).unwrap();
             assert!(c.tls.is_some());
+            assert!(c.warnings().is_empty(), "{:?}", c.warnings());
         }
+    }
+
+    #[test]
+    fn jdbc_on_a_command_line_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("opt")).unwrap();
+        let base = minimal(dir.path());
+        let f = write(dir.path(), &base);
+        assert!(Config::load(&f, false).unwrap().warnings().is_empty());
+        let f = write(
+            dir.path(),
+            &base.replace("\"{node}\"]", "\"{node}\", \"-j\", \"{jdbc}\"]"),
+        );
+        let w = Config::load(&f, false).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("hub.start_command") && w[0].contains("env:HUBSHIFT_JDBC_URI"));
     }
 
     #[test]
@@ -615,6 +721,22 @@ mod tests {
             (
                 base.replace("start_command", "strat_command"),
                 "strat_command",
+            ),
+            (
+                format!("{base}[limits]\nmax_concurrent_uploads = 0\n"),
+                "limits.max_concurrent_uploads",
+            ),
+            (
+                format!("{base}[limits]\nmax_connections = 1\n"),
+                "limits.max_connections",
+            ),
+            (
+                format!("{base}[limits]\ntls_handshake_timeout_secs = 0\n"),
+                "limits.tls_handshake_timeout_secs",
+            ),
+            (
+                format!("{base}[limits]\nmax_conections = 9\n"),
+                "max_conections",
             ),
         ];
         for (body, key) in cases {

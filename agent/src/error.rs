@@ -23,6 +23,12 @@ pub enum AgentError {
     /// The caller is not on the allow-list.
     #[error("{0}")]
     PermissionDenied(String),
+    /// Too many such requests at once; retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The caller stopped sending in the middle of a stream.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A file operation failed.
     #[error("{what} {}", path.display())]
     Io {
@@ -75,6 +81,8 @@ impl From<AgentError> for tonic::Status {
             AgentError::FailedPrecondition(m) => (Code::FailedPrecondition, m.clone()),
             AgentError::AlreadyExists(m) => (Code::AlreadyExists, m.clone()),
             AgentError::PermissionDenied(m) => (Code::PermissionDenied, m.clone()),
+            AgentError::ResourceExhausted(m) => (Code::ResourceExhausted, m.clone()),
+            AgentError::DeadlineExceeded(m) => (Code::DeadlineExceeded, m.clone()),
             AgentError::Io { what, path, .. } => {
                 (Code::Internal, format!("{what} {}", path.display()))
             }

@@ -416,6 +416,13 @@ impl Hub {
                 "jdbc_uri must not be empty".into(),
             ));
         }
+        // It becomes an argument and an environment value: a NUL cannot be
+        // passed, and saying so later would blame the program.
+        if jdbc.expose().contains('\0') {
+            return Err(AgentError::InvalidArgument(
+                "jdbc_uri must not contain a NUL byte".into(),
+            ));
+        }
         let mode_name = match mode {
             StartMode::Start => "START",
             StartMode::CreateAndStart => "CREATE_AND_START",

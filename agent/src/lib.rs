@@ -11,6 +11,7 @@ pub mod disk;
 pub mod error;
 pub mod fsutil;
 pub mod hub;
+pub mod listener;
 pub mod role;
 pub mod runtime;
 pub mod service;

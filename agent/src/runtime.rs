@@ -9,7 +9,7 @@
 use crate::config::LimitsSection;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
-use hubshift_common::archive::{ArchiveStats, UnpackLimits, unpack_tar_gz};
+use hubshift_common::archive::{ArchiveStats, UnpackLimits, check_links_on_disk, unpack_tar_gz};
 use hubshift_common::digest::StreamDigest;
 use hubshift_common::names::validate_name;
 use hubshift_common::pb::{
@@ -98,6 +98,25 @@ pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> 
     Ok((previous, version.to_string()))
 }
 
+/// The lock of one runtime directory, shared by every upload of that
+/// version in this process; dropped from the map when nobody holds it.
+fn version_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, Weak};
+    static LOCKS: Mutex<BTreeMap<PathBuf, Weak<tokio::sync::Mutex<()>>>> =
+        Mutex::new(BTreeMap::new());
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.retain(|_, l| l.strong_count() > 0);
+    if let Some(lock) = locks.get(dir).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(dir.to_path_buf(), Arc::downgrade(&lock));
+    lock
+}
+
 /// Where the agent remembers which archive a staged runtime came from.
 fn archive_record(state_dir: &Path, version: &str) -> PathBuf {
     state_dir
@@ -171,6 +190,10 @@ where
     let version = header.version.clone();
     let runtimes = runtimes_dir(install_root);
     fsutil::ensure_dir(&runtimes, 0o755)?;
+    // One install per version at a time: a second upload of the same
+    // version waits, then finds it installed (or installs it if the first
+    // failed), so the record always describes the published directory.
+    let _version_lock = version_lock(&runtimes.join(&version)).lock_owned().await;
     if let Some(already) = existing(state_dir, &runtimes, &header)? {
         return Ok(Installed {
             header,
@@ -229,7 +252,18 @@ where
     });
     let mut received = 0u64;
     let mut failure = None;
-    while let Some(msg) = stream.next().await {
+    let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_secs);
+    loop {
+        // A controller that vanished without closing sends nothing more;
+        // without a limit its staging directory and threads would stay.
+        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+            failure = Some(AgentError::DeadlineExceeded(format!(
+                "upload of runtime {version} stalled: nothing received for {} s (limits.upload_idle_timeout_secs)",
+                limits.upload_idle_timeout_secs
+            )));
+            break;
+        };
+        let Some(msg) = next else { break };
         let msg = match msg {
             Ok(m) => m,
             Err(s) => {
@@ -416,11 +450,39 @@ impl Read for ChannelReader {
     }
 }
 
-/// A private (0700) staging directory beside the runtimes, removed on drop.
-fn staging_dir(runtimes: &Path) -> Result<tempfile::TempDir> {
+/// A private (0700) staging directory beside the runtimes, removed on drop
+/// whatever modes the archive gave its subdirectories.
+struct Staging(Option<tempfile::TempDir>);
+
+impl Staging {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+
+    /// Leaves the directory in place (it was renamed into a runtime).
+    fn keep(mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = dir.keep();
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let path = dir.keep();
+            if let Err(e) = hubshift_common::archive::remove_tree(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove staging directory");
+            }
+        }
+    }
+}
+
+fn staging_dir(runtimes: &Path) -> Result<Staging> {
     tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(runtimes)
+        .map(|d| Staging(Some(d)))
         .map_err(AgentError::io(
             "cannot create a staging directory in",
             runtimes,
@@ -430,7 +492,7 @@ fn staging_dir(runtimes: &Path) -> Result<tempfile::TempDir> {
 /// Makes a verified, unpacked runtime visible: records the archive digest
 /// and renames the staging directory to `runtimes/<version>`.
 fn publish(
-    staging: tempfile::TempDir,
+    staging: Staging,
     stats: ArchiveStats,
     runtimes: &Path,
     version: &str,
@@ -439,21 +501,31 @@ fn publish(
 ) -> Result<()> {
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
         .map_err(AgentError::io("cannot set mode of", staging.path()))?;
+    let target = runtimes.join(version);
+    let appeared =
+        || AgentError::AlreadyExists(format!("runtime {version} appeared while unpacking"));
+    // The caller holds the version lock, so only something outside the
+    // agent can make the target appear; then the record is left alone.
+    if fs::symlink_metadata(&target).is_ok() {
+        return Err(appeared());
+    }
+    // Record first: a crash before the rename leaves a record without a
+    // directory, which the next upload simply rewrites.
     let record = archive_record(state_dir, version);
     if let Some(dir) = record.parent() {
         fsutil::ensure_dir(dir, 0o700)?;
     }
     fsutil::write_atomic(&record, format!("{sha}\n").as_bytes(), 0o600)?;
-    let target = runtimes.join(version);
     if let Err(e) = rename_noreplace(staging.path(), &target) {
+        let _ = fs::remove_file(&record);
         return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-            AgentError::AlreadyExists(format!("runtime {version} appeared while unpacking"))
+            appeared()
         } else {
             AgentError::io("cannot rename staging directory to", &target)(e)
         });
     }
-    // Renamed away: nothing left for the TempDir to clean.
-    let _ = staging.keep();
+    // Renamed away: nothing left to clean.
+    staging.keep();
     fsutil::sync_dir(runtimes);
     tracing::debug!(entries = stats.entries, bytes = stats.bytes, "unpacked");
     Ok(())
@@ -510,6 +582,13 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
     let bad_zip =
         |e: zip::result::ZipError| AgentError::InvalidArgument(format!("bad zip archive: {e}"));
     let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(bad_zip)?;
+    // The reader keeps the last of several entries with one name; which
+    // one the hub would get is not for an archive to leave open.
+    if zip.has_duplicate_names() {
+        return Err(AgentError::InvalidArgument(
+            "bad zip archive: two entries have the same name".into(),
+        ));
+    }
     if zip.len() as u64 > limits.max_entries {
         return Err(AgentError::InvalidArgument(format!(
             "archive holds more than {} entries",
@@ -517,6 +596,7 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
         )));
     }
     let mut stats = ArchiveStats::default();
+    let mut seen = std::collections::HashSet::new();
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(bad_zip)?;
         let name = entry.name().map_err(bad_zip)?.to_string();
@@ -529,6 +609,13 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
             .ok_or_else(|| refuse(&name, "absolute path or '..' component"))?;
         if depth == 0 {
             continue;
+        }
+        let normal: PathBuf = rel
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        if !seen.insert(normal) && !entry.is_dir() {
+            return Err(refuse(&name, "duplicate entry name"));
         }
         no_symlink_ancestor(dest, &rel, &name)?;
         let target = dest.join(&rel);
@@ -584,6 +671,9 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
             )));
         }
     }
+    // Each link was checked as text; together (`y -> .`, `x -> y/y/../..`)
+    // they may still lead out.
+    check_links_on_disk(dest).map_err(AgentError::archive)?;
     Ok(stats)
 }
 
@@ -600,6 +690,147 @@ mod tests {
         f.write_all(&bytes).unwrap();
         f.rewind().unwrap();
         f
+    }
+
+    /// Two entries named `bin/hub` (the writer refuses that, so the second
+    /// name is patched in the bytes).
+    fn zip_with_duplicate_names() -> File {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let o = SimpleFileOptions::default();
+        w.start_file("bin/hub", o).unwrap();
+        w.write_all(b"good").unwrap();
+        w.start_file("bin/huX", o).unwrap();
+        w.write_all(b"evil").unwrap();
+        let mut bytes = w.finish().unwrap().into_inner();
+        for i in 0..bytes.len() - 7 {
+            if &bytes[i..i + 7] == b"bin/huX" {
+                bytes[i + 6] = b'b';
+            }
+        }
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&bytes).unwrap();
+        f.rewind().unwrap();
+        f
+    }
+
+    /// A tar.gz of (path, type, data, mode) entries, written raw (names
+    /// such as `../x` included).
+    fn raw_tar_gz(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, kind, data, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_entry_type(*kind);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// Uploads `bytes` through [`install`] and returns its outcome.
+    fn upload(state: &Path, root: &Path, version: &str, bytes: Vec<u8>, sha: &str) -> Result<()> {
+        let header = RuntimeHeader {
+            version: version.into(),
+            sha256: sha.into(),
+            size_bytes: bytes.len() as u64,
+            format: ArchiveFormat::TarGz as i32,
+            activate: false,
+        };
+        let msgs = vec![
+            Ok(InstallRuntimeRequest {
+                item: Some(Item::Header(header)),
+            }),
+            Ok(InstallRuntimeRequest {
+                item: Some(Item::Chunk(bytes)),
+            }),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(install(
+            tokio_stream::iter(msgs),
+            state,
+            root,
+            LimitsSection::default(),
+        ))
+        .map(|_| ())
+    }
+
+    /// Modes do not bind root, and the agent runs unprivileged: as root
+    /// this test runs itself again as `nobody`.
+    #[test]
+    fn refused_archives_leave_nothing_behind_when_unprivileged() {
+        use std::os::unix::process::CommandExt;
+        const NAME: &str =
+            "runtime::tests::refused_archives_leave_nothing_behind_when_unprivileged";
+        const NOBODY: u32 = 65534;
+        let base = match std::env::var_os("HUBSHIFT_UNPRIVILEGED_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None if unsafe { libc::geteuid() } == 0 => {
+                let dir = tempfile::tempdir().unwrap();
+                std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                    .env("HUBSHIFT_UNPRIVILEGED_DIR", dir.path())
+                    .uid(NOBODY)
+                    .gid(NOBODY)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "as nobody: {text}");
+                assert!(text.contains("1 passed"), "as nobody: {text}");
+                return;
+            }
+            None => tempfile::tempdir().unwrap().keep(),
+        };
+        assert_ne!(unsafe { libc::geteuid() }, 0, "must run unprivileged");
+        let state = base.join("state");
+        let root = base.join("opt");
+        fs::create_dir_all(&root).unwrap();
+        use tar::EntryType::{Directory, Regular};
+        // A file, then its directory made read-only (or unreadable), then a
+        // refused entry.
+        let hostile = raw_tar_gz(&[
+            ("ro/f", Regular, b"x", 0o644),
+            ("ro/", Directory, b"", 0o555),
+            ("none/g", Regular, b"y", 0o644),
+            ("none/", Directory, b"", 0o000),
+            ("../escape", Regular, b"evil", 0o644),
+        ]);
+        let sha = hubshift_common::digest::sha256_hex(&hostile);
+        let err = upload(&state, &root, "9.9.9", hostile, &sha).unwrap_err();
+        assert!(matches!(err, AgentError::InvalidArgument(_)), "{err}");
+        // Fully unpacked, then refused for its checksum.
+        let locked = raw_tar_gz(&[
+            ("ro/f", Regular, b"x", 0o644),
+            ("ro/", Directory, b"", 0o555),
+            ("none/", Directory, b"", 0o000),
+        ]);
+        let err = upload(&state, &root, "9.9.8", locked.clone(), &"a".repeat(64)).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        let left: Vec<_> = fs::read_dir(runtimes_dir(&root))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind in runtimes/: {left:?}");
+        // The same archive with the right checksum installs, and its
+        // directories stay the owner's.
+        let sha = hubshift_common::digest::sha256_hex(&locked);
+        upload(&state, &root, "9.9.8", locked, &sha).unwrap();
+        let ro = runtimes_dir(&root).join("9.9.8/ro");
+        assert_eq!(
+            fs::metadata(&ro).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        hubshift_common::archive::remove_tree(&base).unwrap();
     }
 
     #[test]
@@ -664,6 +895,14 @@ mod tests {
                     w.write_all(&[0u8; 5000]).unwrap();
                 }),
             ),
+            (
+                "links chained out",
+                zip_of(|w| {
+                    w.add_symlink("y", ".", o).unwrap();
+                    w.add_symlink("x", "y/y/y/../../../etc", o).unwrap();
+                }),
+            ),
+            ("duplicate names", zip_with_duplicate_names()),
         ];
         for (what, f) in cases {
             let dest = tempfile::tempdir().unwrap();

@@ -31,6 +31,8 @@ struct Operations {
     /// One backup write at a time: a retried Backup of the same id waits
     /// for the running one and then finds its file.
     backup_lock: tokio::sync::Mutex<()>,
+    /// Slots for InstallRuntime uploads (`limits.max_concurrent_uploads`).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -48,11 +50,13 @@ where
 impl AgentService {
     /// Wraps the configuration and the hub supervisor.
     pub fn new(cfg: Arc<Config>, hub: Arc<Hub>) -> Self {
+        let uploads = cfg.limits.max_concurrent_uploads as usize;
         Self {
             ops: Arc::new(Operations {
                 cfg,
                 hub,
                 backup_lock: tokio::sync::Mutex::new(()),
+                uploads: Arc::new(tokio::sync::Semaphore::new(uploads)),
             }),
         }
     }
@@ -187,6 +191,14 @@ impl Operations {
         &self,
         stream: Streaming<InstallRuntimeRequest>,
     ) -> Result<InstallRuntimeResponse> {
+        // Refused at once rather than queued: an upload holds a thread and
+        // a staging directory for as long as its sender takes.
+        let _slot = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            AgentError::ResourceExhausted(format!(
+                "{} runtime uploads are already running (limits.max_concurrent_uploads); retry later",
+                self.cfg.limits.max_concurrent_uploads
+            ))
+        })?;
         let p = &self.cfg.paths;
         let installed =
             runtime::install(stream, &p.state_dir, &p.install_root, self.cfg.limits).await?;
@@ -196,7 +208,14 @@ impl Operations {
             self.do_activate_runtime(ActivateRuntimeRequest {
                 version: h.version.clone(),
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                AgentError::FailedPrecondition(why) => AgentError::FailedPrecondition(format!(
+                    "runtime {} was installed but not activated ({why}); ActivateRuntime switches to it later",
+                    h.version
+                )),
+                other => other,
+            })?;
             activated = true;
         }
         Ok(InstallRuntimeResponse {

@@ -194,6 +194,25 @@ async fn hub_lifecycle_with_readoption_and_no_secret_leaks() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    // Installing with activate says what was done and what was not.
+    let v3 = runtime_archive("2.1.0");
+    let e = install(
+        &mut c,
+        "2.1.0",
+        v3.clone(),
+        &sha256_hex(&v3),
+        ArchiveFormat::TarGz,
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("installed but not activated") && e.message().contains("running"),
+        "{}",
+        e.message()
+    );
+    assert!(agent.install_root().join("runtimes/2.1.0").is_dir());
     let b = c
         .backup(BackupRequest {
             id: "while-running".into(),
@@ -636,6 +655,14 @@ async fn hostile_runtime_archives_are_refused_and_leave_nothing() {
             ]),
             ArchiveFormat::TarGz,
         ),
+        (
+            "symlink climbing out through a self link",
+            raw_tar(&[
+                (b"y", Symlink, b"", Some(b".")),
+                (b"x", Symlink, b"", Some(b"y/y/y/../../../")),
+            ]),
+            ArchiveFormat::TarGz,
+        ),
         ("zip dotdot", zip_dotdot, ArchiveFormat::Zip),
         (
             "not an archive",
@@ -848,6 +875,27 @@ fn check_config_and_tls_required() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // {jdbc} on a command line is usable but warned about.
+    let warned = agent.root.path().join("warned.toml");
+    std::fs::write(
+        &warned,
+        agent
+            .config_text()
+            .replace("\"{node}\"]", "\"{node}\", \"-j\", \"{jdbc}\"]"),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&warned)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("hub.start_command") && err.contains("{jdbc}"),
+        "{err}"
     );
 
     let bad = agent.root.path().join("bad.toml");

@@ -72,6 +72,9 @@ fn systemd_unit_is_hardened_and_can_write_where_the_agent_must() {
         "ProtectSystem=strict",
         "PrivateTmp=true",
         "KillMode=process",
+        "ProtectProc=invisible",
+        "CapabilityBoundingSet=",
+        "LimitNOFILE=65536",
         "ExecStart=/usr/bin/hubshift-agent run --config /etc/hubshift/agent.toml",
     ] {
         assert!(unit.lines().any(|l| l.trim() == line), "unit lacks {line}");
@@ -92,4 +95,90 @@ fn systemd_unit_is_hardened_and_can_write_where_the_agent_must() {
             "paths.{key} = {p} is not writable under ReadWritePaths={rw}"
         );
     }
+}
+
+/// `systemd-analyze security` rates the unit at 4.0 or lower (it was 6.5).
+#[test]
+fn systemd_unit_exposure_is_at_most_4() {
+    let unit = root().join("packaging/hubshift-agent.service");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze must be installed to check the unit");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let figure: f64 = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("Overall exposure level for ").nth(1)?;
+            let value = rest.split(": ").nth(1)?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no exposure figure in: {text}"));
+    assert!(figure <= 4.0, "exposure {figure} > 4.0:\n{text}");
+}
+
+/// Each `Documentation=file:` of the unit is a file the package installs.
+#[test]
+fn systemd_unit_documentation_is_installed_by_the_package() {
+    let unit = std::fs::read_to_string(root().join("packaging/hubshift-agent.service")).unwrap();
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root().join("agent/Cargo.toml")).unwrap()).unwrap();
+    let installed: Vec<String> = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("/{}", a[1].as_str().unwrap()))
+        .collect();
+    let docs: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(!docs.is_empty(), "the unit names its documentation");
+    for doc in docs {
+        let path = doc
+            .strip_prefix("file:")
+            .unwrap_or_else(|| panic!("{doc}: only files the package installs are sure to exist"));
+        assert!(
+            installed.iter().any(|i| i == path),
+            "{path} is not installed by the package"
+        );
+    }
+}
+
+/// The CI example passes inputs and secrets to its scripts through `env:`
+/// (never `${{ … }}` inside `run:`, the script-injection pattern), fetches
+/// the runtime over HTTPS only and checks its pinned SHA-256.
+#[test]
+fn ci_example_keeps_inputs_out_of_scripts_and_pins_the_runtime() {
+    let text = std::fs::read_to_string(root().join("packaging/ci/upgrade-hubs.yml")).unwrap();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut in_run: Option<usize> = None;
+    let mut scripts = String::new();
+    for line in text.lines() {
+        if let Some(at) = in_run {
+            if line.trim().is_empty() || indent(line) > at {
+                scripts.push_str(line);
+                scripts.push('\n');
+                continue;
+            }
+            in_run = None;
+        }
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(rest) = trimmed.strip_prefix("run:") {
+            scripts.push_str(rest);
+            scripts.push('\n');
+            in_run = Some(indent(line));
+        }
+    }
+    assert!(scripts.contains("hubshift --json upgrade"), "{scripts}");
+    assert!(
+        !scripts.contains("${{"),
+        "an expression inside run:\n{scripts}"
+    );
+    assert!(scripts.contains("--proto '=https'"), "{scripts}");
+    assert!(scripts.contains("sha256sum --check"), "{scripts}");
+    assert!(text.contains("RUNTIME_SHA256: ${{ inputs.runtime_sha256 }}"));
 }

@@ -70,6 +70,10 @@ pub struct Agent {
     pub child: Option<Child>,
     pub addr: String,
     pub runs: u32,
+    /// Lines appended to the `[limits]` section of the config.
+    pub extra_limits: String,
+    /// RLIMIT_NOFILE (soft and hard) of the agent process.
+    pub nofile: Option<u64>,
 }
 
 pub const EXTRA_CONFIG_DEFAULT: &str = "";
@@ -96,6 +100,11 @@ impl Agent {
 
     /// Creates the directories and the config, then starts the agent.
     pub fn start() -> Agent {
+        Agent::start_with("", None)
+    }
+
+    /// `start` with extra `[limits]` lines and an open-files limit.
+    pub fn start_with(extra_limits: &str, nofile: Option<u64>) -> Agent {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = tempfile::Builder::new()
             .prefix("hubshift-agent-test-")
@@ -107,6 +116,8 @@ impl Agent {
             child: None,
             addr: String::new(),
             runs: 0,
+            extra_limits: extra_limits.to_string(),
+            nofile,
         };
         std::fs::create_dir_all(agent.appdata()).unwrap();
         std::fs::create_dir_all(agent.snf()).unwrap();
@@ -149,10 +160,11 @@ standby_pattern = "HA role: standby"
 [limits]
 max_archive_bytes = 33554432
 max_archive_entries = 1000
-"#,
+{extra}"#,
             cert = p("agent.crt"),
             key = p("agent.key"),
             ca = p("ca.crt"),
+            extra = self.extra_limits,
         )
     }
 
@@ -163,7 +175,24 @@ max_archive_entries = 1000
         let _ = std::fs::remove_file(&addr_file);
         self.runs += 1;
         let stderr = std::fs::File::create(self.stderr_path(self.runs)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hubshift-agent"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubshift-agent"));
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(["run", "--config"])
             .arg(self.config_path())
             .env(
