@@ -857,6 +857,34 @@ mod tests {
     }
 
     #[test]
+    fn zip_damage_only_the_crc_reveals_is_refused() {
+        let payload = b"VERSION-4.2.0-payload-that-is-stored-not-deflated";
+        let mut f = zip_of(|w| {
+            let o = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+            w.start_file("VERSION", o).unwrap();
+            w.write_all(payload).unwrap();
+        });
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        // Flip one byte of the stored data: sizes and names stay valid.
+        let at = bytes
+            .windows(payload.len())
+            .position(|w| w == payload)
+            .unwrap()
+            + 10;
+        bytes[at] ^= 0x20;
+        let mut bad = tempfile::tempfile().unwrap();
+        bad.write_all(&bytes).unwrap();
+        bad.rewind().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack_zip(bad, dest.path(), UnpackLimits::default()).unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("checksum") || err.to_string().contains("CRC"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn zip_refuses_hostile_entries() {
         let o = SimpleFileOptions::default();
         let cases: Vec<(&str, File)> = vec![
