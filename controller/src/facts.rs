@@ -54,6 +54,10 @@ pub struct RunFacts {
     pub standby_again_ms: Option<u64>,
     /// Unix ms: the upgraded primary was seen active (window 2 ends).
     pub primary_active_ms: Option<u64>,
+    /// How often a fallback gave the group back to its old primary: the
+    /// next hand-over takes its backup anew under a new id.
+    #[serde(default)]
+    pub handover_round: u32,
     /// For a rollback: the upgrade run it reverses.
     #[serde(default)]
     pub rollback_of: Option<String>,

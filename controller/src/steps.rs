@@ -326,6 +326,18 @@ async fn fall_back_to_primary(run: &mut Run, why: &str) -> Result<Value> {
         },
     )
     .await;
+    // The hand-over starts again from the stop: what this one measured
+    // and backed up belongs to a primary that has run since.
+    run.facts.takeover_ms = None;
+    run.facts.takeover_node = None;
+    if run.facts.rollback_of.is_none() {
+        run.facts.handover_round += 1;
+        run.facts.backup_id = None;
+        run.facts.backup_sha256 = None;
+        run.facts.backup_bytes = None;
+        run.facts.backup_path = None;
+        run.facts.backup_verified = false;
+    }
     match active {
         Ok(()) => Err(FellBack(format!(
             "{why}; {primary} was started again and is active: the group serves as before the run, nothing irreversible was done. Fix the secondary, then `hubshift resume` (starts again at the primary's stop) or `hubshift abandon`"
@@ -338,10 +350,38 @@ async fn fall_back_to_primary(run: &mut Run, why: &str) -> Result<Value> {
 }
 
 fn backup_id(run: &Run, node: &str) -> String {
-    format!("{}-{node}", run.id)
+    match run.facts.handover_round {
+        0 => format!("{}-{node}", run.id),
+        // After a fallback the primary ran again: its appdata moved on, and
+        // the backup is taken anew under a new id.
+        n => format!("{}-{node}-r{n}", run.id),
+    }
+}
+
+/// From the takeover until the schema is dropped the group serves on the
+/// secondary that took over. If it stopped serving (exited, no longer
+/// active, frozen), nothing irreversible has happened yet: fall back to the
+/// old primary instead of going on with a group that produces nothing.
+async fn ensure_still_serving(run: &mut Run) -> Result<()> {
+    let Some(node) = run.facts.takeover_node.clone() else {
+        // A rollback whose secondaries were all down: nobody serves anyway.
+        return Ok(());
+    };
+    let why = match run.agent(&node)?.status().await {
+        Ok(s) if role_name(&s) == "active" && !s.frozen => return Ok(()),
+        Ok(s) => format!(
+            "{node}, which took over, is {}{} and serves no data",
+            role_name(&s),
+            if s.frozen { " and frozen" } else { "" }
+        ),
+        // Its agent cannot say; the hub itself may well be serving.
+        Err(_) => return Ok(()),
+    };
+    fall_back_to_primary(run, &why).await.map(|_| ())
 }
 
 async fn backup(run: &mut Run, node: &str) -> Result<Value> {
+    ensure_still_serving(run).await?;
     let agent = run.agent(node)?.clone();
     let status = agent.status().await?;
     ensure!(
@@ -368,6 +408,7 @@ async fn backup(run: &mut Run, node: &str) -> Result<Value> {
 }
 
 async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
+    ensure_still_serving(run).await?;
     let agent = run.agent(node)?.clone();
     let (Some(id), Some(sha)) = (run.facts.backup_id.clone(), run.facts.backup_sha256.clone())
     else {
@@ -406,6 +447,7 @@ fn require_verified_backup(run: &Run) -> Result<()> {
 
 async fn drop_schema(run: &mut Run) -> Result<Value> {
     require_verified_backup(run)?;
+    ensure_still_serving(run).await?;
     let client = run.db.connect().await?;
     let existed = crate::db::schema_exists(&client, &run.facts.schema).await?;
     crate::db::drop_schema(&client, &run.facts.schema).await?;

@@ -387,6 +387,63 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
         .await;
 }
 
+/// The secondary that took over freezes while the primary is backed up:
+/// before anything irreversible hubshift gives the group its old primary
+/// back; after the thaw `resume` takes a fresh backup and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
+    let mut g = Group::start().await;
+    let from = g.version.clone();
+    let (version, archive) = g.next_target();
+    let mut up = g.spawn_upgrade(&version, &archive);
+    let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
+        e["event"] == "run_started"
+    });
+    let run_id = started["run"].as_str().unwrap().to_string();
+    up.wait_for(Duration::from_secs(180), "backup started", |e| {
+        is_step(e, "step_started", "backup")
+    });
+    let hub_b = g.hub_pid(1);
+    signal_group(hub_b, libc::SIGSTOP);
+    let (code, seen) = up.finish(Duration::from_secs(240));
+    signal_group(hub_b, libc::SIGCONT);
+    assert_eq!(code, Some(1), "{seen:#?}");
+    let failed = find(&seen, "step_failed").expect("a step failed");
+    assert!(
+        matches!(
+            failed["name"].as_str(),
+            Some("backup" | "verify_backup" | "drop_schema")
+        ),
+        "{failed}"
+    );
+    assert!(
+        failed["error"].as_str().unwrap().contains("frozen"),
+        "{failed}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| is_step(e, "step_started", "drop_schema"))
+            || failed["name"] == "drop_schema",
+        "nothing irreversible ran: {seen:#?}"
+    );
+    g.assert_healthy(&from, fallback_bound(), "secondary frozen while serving")
+        .await;
+    let out = g.resume(&run_id, &archive);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ev = events(&out);
+    let backup = ev
+        .iter()
+        .find(|e| is_step(e, "step_finished", "backup"))
+        .expect("backup taken again");
+    assert!(
+        backup["detail"]["id"].as_str().unwrap().ends_with("-r1"),
+        "{backup}"
+    );
+    g.assert_healthy(&version, normal_bound(), "resume after the fallback")
+        .await;
+}
+
 /// PostgreSQL restarted inside each outage window and during the backup:
 /// the journal reconnects and takes the group lock again; the run finishes
 /// (or, where a step's own database work failed, `resume` finishes it).
