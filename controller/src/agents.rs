@@ -331,6 +331,7 @@ pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
         free_install: free("install_root"),
         appdata_bytes: s.appdata_bytes,
         node: s.node.clone(),
+        frozen: s.frozen,
     }
 }
 

@@ -339,6 +339,9 @@ pub struct NodeFacts {
     pub appdata_bytes: u64,
     /// HA node name the agent last started its hub as; empty if unknown.
     pub node: String,
+    /// The hub process is stopped by a signal: alive, but it serves nothing
+    /// and cannot take over.
+    pub frozen: bool,
 }
 
 /// A preflight finding; any `blocking` one refuses the upgrade.
@@ -426,6 +429,12 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
                 "role",
                 &n.name,
                 format!("hub is not running (expected {expected})"),
+            ));
+        } else if facts.frozen {
+            out.push(bad(
+                "role",
+                &n.name,
+                "hub process is frozen (stopped by a signal): it serves nothing and cannot take over".into(),
             ));
         } else if facts.role != expected {
             out.push(bad(
@@ -573,6 +582,7 @@ mod tests {
             free_install: 10 << 30,
             appdata_bytes: 1 << 20,
             node: String::new(),
+            frozen: false,
         };
         Observed {
             nodes: vec![
@@ -688,6 +698,11 @@ mod tests {
             }),
             ("agent", |o| {
                 o.nodes[1].status = Err("connection refused".into())
+            }),
+            ("role", |o| {
+                if let Ok(f) = &mut o.nodes[1].status {
+                    f.frozen = true;
+                }
             }),
             ("role", |o| {
                 if let Ok(f) = &mut o.nodes[0].status {
