@@ -989,9 +989,16 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
     assert_eq!(agent.hub_pids().len(), 1, "one hub process");
     c.stop(StopRequest { timeout_seconds: 5 }).await.unwrap();
 
-    // A backup big enough to take a while, abandoned, then retried at once.
-    let noise: Vec<u8> = (0..24_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+    // A backup big enough to take a while (random digits: compressible,
+    // so deflated rather than stored), abandoned, then retried at once.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..64_000_000u32)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'0' + (x % 10) as u8
+        })
         .collect();
     std::fs::write(agent.appdata().join("store.db"), &noise).unwrap();
     let mut caller = c.clone();
@@ -1003,7 +1010,10 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
             .await
     })
     .await;
-    assert!(abandoned.is_err(), "the backup should still be running");
+    assert!(
+        abandoned.is_err(),
+        "the backup should still be running: {abandoned:?}"
+    );
     let retried = c
         .backup(BackupRequest {
             id: "run-1-hub".into(),

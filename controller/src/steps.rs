@@ -700,7 +700,35 @@ async fn start_secondary(run: &mut Run, node: &str) -> Result<Value> {
     Ok(json!({ "pid": r.pid }))
 }
 
+/// Starts `node` (HA `start`; the schema exists by now) when its hub is not
+/// running: a hub that died after its start step, or that a crash left
+/// stopped, is started again by the step that waits for it.
+async fn start_if_down(run: &mut Run, node: &str) -> Result<bool> {
+    let agent = run.agent(node)?.clone();
+    let s = agent.status().await?;
+    if is_running(&s) {
+        return Ok(false);
+    }
+    ensure!(
+        s.active_runtime == run.facts.version,
+        "{node} is {} on runtime {:?}, not {}",
+        state_name(&s),
+        s.active_runtime,
+        run.facts.version
+    );
+    run.out.human(&format!(
+        "  {node} is {}: starting it again",
+        state_name(&s)
+    ));
+    let timeout = Duration::from_secs(run.inv.timeouts.start);
+    agent
+        .start(StartMode::Start, node, run.jdbc.expose(), timeout)
+        .await?;
+    Ok(true)
+}
+
 async fn await_standby(run: &mut Run, node: &str) -> Result<Value> {
+    start_if_down(run, node).await?;
     let agent = run.agent(node)?.clone();
     let timeout = Duration::from_secs(run.inv.timeouts.standby_join);
     poll_until(timeout, &format!("{node} to become standby"), || {
@@ -751,6 +779,13 @@ async fn group_problems(agents: &[Agent], version: &str) -> Result<Vec<String>> 
 /// A run is done only when the whole group is seen as it should be; waits
 /// a little for a role that is still settling.
 pub async fn verify_group(run: &mut Run) -> Result<()> {
+    // Every step is done, so every node should run: one that died since
+    // its own step (say the primary, while the secondary was switched) is
+    // started again rather than leaving the group short of a node.
+    let nodes: Vec<String> = run.group.nodes.iter().map(|n| n.name.clone()).collect();
+    for n in &nodes {
+        start_if_down(run, n).await?;
+    }
     let mut agents: Vec<Agent> = run.agents.values().cloned().collect();
     agents.sort_by(|a, b| a.node.cmp(&b.node));
     let deadline = Instant::now() + Duration::from_secs(run.inv.timeouts.standby_join.min(60));

@@ -444,6 +444,39 @@ async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
         .await;
 }
 
+/// A hub killed after its own step: the upgraded primary while the
+/// secondary is being switched (nobody serves until the secondary starts
+/// and takes over), and the new secondary while it joins. The step that
+/// waits for a node, and the final check of the group, start it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_killed_after_their_own_step_are_started_again() {
+    let mut g = Group::start().await;
+    for (name, node) in [("activate_secondary_runtime", 0), ("await_standby", 1)] {
+        let case = format!("hub of node {node} killed at {name}");
+        let (version, archive) = g.next_target();
+        let mut up = g.spawn_upgrade(&version, &archive);
+        let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
+            e["event"] == "run_started"
+        });
+        let run_id = started["run"].as_str().unwrap().to_string();
+        up.wait_for(Duration::from_secs(180), name, |e| {
+            is_step(e, "step_started", name)
+        });
+        if node == 1 {
+            // Wait for the hub the step is about: the one start_secondary made.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        signal_group(g.hub_pid(node), libc::SIGKILL);
+        let (code, seen) = up.finish(Duration::from_secs(240));
+        if code != Some(0) {
+            assert_eq!(code, Some(1), "{case}: {seen:#?}");
+            let out = g.resume(&run_id, &archive);
+            assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
+        }
+        g.assert_healthy(&version, fallback_bound(), &case).await;
+    }
+}
+
 /// PostgreSQL restarted inside each outage window and during the backup:
 /// the journal reconnects and takes the group lock again; the run finishes
 /// (or, where a step's own database work failed, `resume` finishes it).
