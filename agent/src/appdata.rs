@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use hubshift_common::archive::{
-    BACKUP_LEVEL, PackSource, UnpackLimits, list_tar_gz, pack_tar_gz, unpack_tar_gz,
+    BACKUP_LEVEL, PackSource, UnpackLimits, list_tar_gz, pack_tar_gz_parallel, unpack_tar_gz,
 };
 use hubshift_common::digest::{HashingWriter, sha256_file};
 use hubshift_common::names::validate_name;
@@ -104,7 +104,7 @@ pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
         .reopen()
         .map_err(AgentError::io("cannot open", tmp.path()))?;
     let writer = HashingWriter::new(BufWriter::with_capacity(1024 * 1024, file));
-    let writer = pack_tar_gz(&sources(cfg), writer, BACKUP_LEVEL)
+    let writer = pack_tar_gz_parallel(&sources(cfg), writer, BACKUP_LEVEL)
         .map_err(AgentError::io("cannot archive appdata into", tmp.path()))?;
     let (buf, sha256, size) = writer.finish();
     let file = buf

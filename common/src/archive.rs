@@ -3,6 +3,7 @@
 //! (absolute paths, `..`, escaping links, device nodes) and caps total size
 //! and entry count, so a hostile archive cannot fill or escape the disk.
 
+use crate::pgzip::ParallelGzEncoder;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -81,15 +82,29 @@ pub const BACKUP_LEVEL: u32 = 1;
 
 /// Writes a standard tar.gz of `sources` into `out`, not following symlinks.
 pub fn pack_tar_gz<W: Write>(sources: &[PackSource], out: W, level: u32) -> io::Result<W> {
-    let encoder = GzEncoder::new(out, Compression::new(level));
-    let mut builder = tar::Builder::new(encoder);
+    pack_tar(sources, GzEncoder::new(out, Compression::new(level)))?.finish()
+}
+
+/// [`pack_tar_gz`] compressed on all cores ([`crate::pgzip`]): the same
+/// standard tar.gz, written faster where the time counts (a backup runs
+/// while the group has no standby).
+pub fn pack_tar_gz_parallel<W: Write>(sources: &[PackSource], out: W, level: u32) -> io::Result<W> {
+    pack_tar(
+        sources,
+        ParallelGzEncoder::new(out, Compression::new(level)),
+    )?
+    .finish()
+}
+
+/// A tar stream of `sources` into `out`, not following symlinks.
+fn pack_tar<W: Write>(sources: &[PackSource], out: W) -> io::Result<W> {
+    let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
     for source in sources {
         builder.append_dir_all(&source.name, &source.path)?;
     }
-    let encoder = builder.into_inner()?;
-    encoder.finish()
+    builder.into_inner()
 }
 
 /// Reads a tar.gz from start to end, checking every entry as an unpack
