@@ -88,8 +88,8 @@ if ! command -v pigz >/dev/null; then
 fi
 
 now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc -l; }
-min() { echo "if ($1 < $2) $1 else $2" | bc -l; }
+secs() { printf '%.3f' "$(echo "$2 - $1" | bc -l)"; }
+min() { printf '%.3f' "$(echo "if ($1 < $2) $1 else $2" | bc -l)"; }
 PARENT=$(dirname "$TREE"); NAME=$(basename "$TREE")
 
 sync
