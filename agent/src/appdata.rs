@@ -5,7 +5,8 @@ use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use hubshift_common::archive::{
-    ArchiveError, BACKUP_LEVEL, PackSource, UnpackLimits, list_tar_gz, pack_tar_gz, unpack_tar_gz,
+    ArchiveError, BACKUP_LEVEL, PackSource, UnpackLimits, list_tar_gz, pack_tar_gz_parallel,
+    unpack_tar_gz,
 };
 use hubshift_common::digest::{HashingWriter, sha256_file};
 use hubshift_common::names::validate_name;
@@ -104,15 +105,16 @@ pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
         .reopen()
         .map_err(AgentError::io("cannot open", tmp.path()))?;
     let writer = HashingWriter::new(BufWriter::with_capacity(1024 * 1024, file));
-    let writer = pack_tar_gz(&sources(cfg), writer, BACKUP_LEVEL).map_err(|e| match e {
-        // A socket or FIFO in appdata: name it now rather than write a
-        // backup that VerifyBackup or Restore would refuse later.
-        ArchiveError::Unsupported { .. } => {
-            AgentError::FailedPrecondition(format!("cannot back up: {e}"))
-        }
-        ArchiveError::Io(e) => AgentError::io("cannot archive appdata into", &path)(e),
-        other => AgentError::Internal(other.to_string()),
-    })?;
+    let writer =
+        pack_tar_gz_parallel(&sources(cfg), writer, BACKUP_LEVEL).map_err(|e| match e {
+            // A socket or FIFO in appdata: name it now rather than write a
+            // backup that VerifyBackup or Restore would refuse later.
+            ArchiveError::Unsupported { .. } => {
+                AgentError::FailedPrecondition(format!("cannot back up: {e}"))
+            }
+            ArchiveError::Io(e) => AgentError::io("cannot archive appdata into", &path)(e),
+            other => AgentError::Internal(other.to_string()),
+        })?;
     let (buf, sha256, size) = writer.finish();
     let file = buf
         .into_inner()

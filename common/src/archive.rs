@@ -5,6 +5,7 @@
 //! Directories are always left owner-writable, so a refused unpack can be
 //! removed by the unprivileged user that made it.
 
+use crate::pgzip::ParallelGzEncoder;
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
@@ -109,16 +110,34 @@ pub fn pack_tar_gz<W: Write>(
     out: W,
     level: u32,
 ) -> Result<W, ArchiveError> {
-    let encoder = GzEncoder::new(out, Compression::new(level));
-    let mut builder = tar::Builder::new(encoder);
+    Ok(pack_tar(sources, GzEncoder::new(out, Compression::new(level)))?.finish()?)
+}
+
+/// [`pack_tar_gz`] compressed on all cores ([`crate::pgzip`]): the same
+/// standard tar.gz, written faster where the time counts (a backup runs
+/// while the group has no standby).
+pub fn pack_tar_gz_parallel<W: Write>(
+    sources: &[PackSource],
+    out: W,
+    level: u32,
+) -> Result<W, ArchiveError> {
+    Ok(pack_tar(
+        sources,
+        ParallelGzEncoder::new(out, Compression::new(level)),
+    )?
+    .finish()?)
+}
+
+/// A tar stream of `sources` into `out`, not following symlinks.
+fn pack_tar<W: Write>(sources: &[PackSource], out: W) -> Result<W, ArchiveError> {
+    let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
     for source in sources {
         builder.append_dir(&source.name, &source.path)?;
         append_children(&mut builder, Path::new(&source.name), &source.path)?;
     }
-    let encoder = builder.into_inner()?;
-    Ok(encoder.finish()?)
+    Ok(builder.into_inner()?)
 }
 
 /// Appends the contents of directory `dir` under `name`, recursively.

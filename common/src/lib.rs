@@ -6,6 +6,7 @@ pub mod archive;
 pub mod clock;
 pub mod digest;
 pub mod names;
+pub mod pgzip;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod redact;

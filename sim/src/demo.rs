@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// A throwaway Intelligence Hub HA group (hubsim) on this machine: two
 /// agents over mTLS, a private PostgreSQL, data flowing.
@@ -59,7 +60,8 @@ enum Cmd {
         runs: usize,
     },
     /// Build the group, write an inventory and certificates into DIR, print
-    /// the `hubshift` commands to try, and keep running until Ctrl-C.
+    /// the `hubshift` commands to try, and keep running until Ctrl-C (or
+    /// SIGTERM, SIGHUP); then stop everything, keeping DIR's files.
     Up {
         #[command(flatten)]
         group: GroupArgs,
@@ -80,7 +82,16 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let waits_for_ctrl_c = matches!(cli.command, Cmd::Up { .. });
+    let runs_until_signalled = matches!(cli.command, Cmd::Up { .. });
+    // Listening before any work starts: a signal that arrives while the
+    // group is being built tears down what exists so far.
+    let stop = match runtime.block_on(async { Termination::listen() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         let work = async {
             match cli.command {
@@ -91,17 +102,18 @@ pub fn main() -> ExitCode {
         };
         tokio::select! {
             r = work => r,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("\nCtrl-C: tearing the sandbox down");
-                if waits_for_ctrl_c {
+            name = stop.received() => {
+                eprintln!("\n{name}: tearing the sandbox down");
+                if runs_until_signalled {
                     Ok(())
                 } else {
-                    Err(anyhow::anyhow!("interrupted"))
+                    Err(anyhow::anyhow!("interrupted by {name}"))
                 }
             }
         }
     });
-    // Leaving the block drops the sandbox: agents, hubs and PostgreSQL stop.
+    // Leaving the select dropped the work and with it the sandbox: agents,
+    // hubs and PostgreSQL are stopped and temporary directories removed.
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -109,6 +121,43 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The signals that end the sandbox: Ctrl-C, and what `kill`, `timeout`,
+/// systemd, a cancelled CI job or a closed terminal send. Without a handler
+/// the last three would end the process with no teardown at all.
+struct Termination {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Termination {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The name of the first signal received.
+    async fn received(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// `hubshift`, ended with the sandbox should the sandbox be killed outright.
+fn hubshift_command() -> anyhow::Result<tokio::process::Command> {
+    let mut command = std::process::Command::new(crate::bins::binary("hubshift")?);
+    crate::lifetime::set_die_with_parent(&mut command, libc::SIGKILL);
+    let mut command = tokio::process::Command::from(command);
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    Ok(command)
 }
 
 fn timing(g: &GroupArgs) -> SimTiming {
@@ -161,14 +210,11 @@ async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
 }
 
 async fn hubshift(inventory: &Path, args: &[&str]) -> anyhow::Result<std::process::ExitStatus> {
-    let bin = crate::bins::binary("hubshift")?;
     println!("$ hubshift {} -i {}", args.join(" "), inventory.display());
-    let status = tokio::process::Command::new(bin)
+    let status = hubshift_command()?
         .args(args)
         .arg("-i")
         .arg(inventory)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
         .status()
         .await?;
     println!();
@@ -295,7 +341,7 @@ async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimT
     let db = sandbox.db.connect().await?;
     let since = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = tokio::process::Command::new(crate::bins::binary("hubshift")?)
+    let status = hubshift_command()?
         .args([
             "--json",
             "upgrade",
@@ -309,9 +355,7 @@ async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimT
             "-i",
         ])
         .arg(&inventory)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .kill_on_drop(true)
         .status()
         .await?;
     anyhow::ensure!(status.success(), "hubshift upgrade failed ({status})");

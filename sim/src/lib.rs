@@ -7,6 +7,7 @@
 pub mod bins;
 pub mod demo;
 pub mod hubsim;
+pub mod lifetime;
 pub mod measure;
 pub mod pg;
 pub mod process;

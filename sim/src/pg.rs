@@ -2,9 +2,11 @@
 //! `HUBSHIFT_TEST_DATABASE_URL` set, a fresh uniquely named database on that
 //! server; otherwise a private cluster (`initdb` with a superuser password
 //! and scram-sha-256 auth, `pg_ctl start` on a free 127.0.0.1 port, socket
-//! directory inside the temporary directory), stopped and removed on drop.
+//! directory inside the temporary directory), stopped and removed on drop —
+//! or by its watchdog when the owning process dies without dropping it.
 //! As root, the cluster runs as the `postgres` user.
 
+use crate::lifetime::Watchdog;
 use rand::Rng;
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
@@ -75,13 +77,36 @@ pub fn find_in_dirs(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, PgError> {
         .ok_or_else(|| PgError::MissingBinary(name.into()))
 }
 
-/// A private cluster.
+/// A private cluster. Stopped and removed on drop; should its owner die
+/// without dropping it, `watchdog` stops it and removes its directory.
 struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
     running: bool,
+    // Declared last: dropped after `dir` is gone, so in an orderly teardown
+    // it finds nothing left to do.
+    _watchdog: Watchdog,
 }
+
+/// What the cluster's watchdog runs before removing its directory (`$1`).
+/// `pg_ctl` refuses to run as root and the owner may be root, so it does
+/// what `pg_ctl stop -m immediate` does: SIGQUIT to the postmaster named in
+/// `postmaster.pid`, if that process really is this cluster's (its command
+/// line names the data directory), then waits for it (a zombie counts as
+/// gone: its cmdline is empty). PostgreSQL itself would run on: the
+/// postmaster detaches from whoever started it and does not watch it.
+const STOP_CLUSTER: &str = r#"cmdline() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null; }
+if [ -f "$1/data/postmaster.pid" ]; then
+  read -r pid < "$1/data/postmaster.pid"
+  case "$(cmdline "$pid")" in
+    *"$1/data"*)
+      kill -QUIT "$pid" 2>/dev/null
+      i=0
+      while [ -n "$(cmdline "$pid")" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+      ;;
+  esac
+fi"#;
 
 impl Cluster {
     fn data(&self) -> PathBuf {
@@ -123,6 +148,14 @@ impl Cluster {
             self.running = false;
         }
         Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("hubshift-sim: stopping the throwaway PostgreSQL failed: {e}");
+        }
     }
 }
 
@@ -211,6 +244,7 @@ impl TestDatabase {
             None
         };
         let dir = tempfile::Builder::new().prefix("hubshift-pg-").tempdir()?;
+        let watchdog = Watchdog::spawn(dir.path(), STOP_CLUSTER)?;
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
         }
@@ -219,6 +253,7 @@ impl TestDatabase {
             bin,
             run_as,
             running: false,
+            _watchdog: watchdog,
         };
         let user = "hubshift".to_string();
         let password = random_hex(16);
@@ -478,11 +513,8 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match &mut self.kind {
-            Kind::Private(c) => {
-                if let Err(e) = c.stop() {
-                    eprintln!("hubshift-sim: stopping the throwaway PostgreSQL failed: {e}");
-                }
-            }
+            // The cluster stops itself when dropped.
+            Kind::Private(_) => {}
             Kind::External { admin } => {
                 let admin = (**admin).clone();
                 let dbname = self.dbname.clone();

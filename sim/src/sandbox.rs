@@ -3,6 +3,8 @@
 //! group started in HA at a first version — what an operator has before an
 //! upgrade. Used by `hubshift-sandbox` (demo, up) and the end-to-end tests.
 
+use crate::hubsim::owner::EXIT_WITH_PID_ENV;
+use crate::lifetime::Watchdog;
 use crate::pg::{PgError, TestDatabase};
 use crate::timing::SimTiming;
 use hubshift_common::pb::hub_agent_client::HubAgentClient;
@@ -124,6 +126,7 @@ impl SandboxNode {
         v.get("pid")?.as_i64().map(|p| p as i32)
     }
 
+    /// SIGKILLs the agent and reaps it.
     fn kill_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {
             let _ = child.kill();
@@ -138,6 +141,14 @@ impl SandboxNode {
                 libc::kill(-pid, libc::SIGKILL);
             }
         }
+    }
+}
+
+impl Drop for SandboxNode {
+    /// Also covers a sandbox dropped half-built (a signal during start).
+    fn drop(&mut self) {
+        self.kill_agent();
+        self.kill_hub();
     }
 }
 
@@ -156,6 +167,8 @@ pub struct Sandbox {
     /// Version the group was started at.
     pub version: String,
     _tmp: Option<tempfile::TempDir>,
+    // After `_tmp`: in an orderly teardown the directory is already gone.
+    _watchdog: Option<Watchdog>,
 }
 
 fn sim_command(verb: &str, timing: &SimTiming) -> Vec<String> {
@@ -198,7 +211,9 @@ fn toml_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// The agent configuration the sandbox writes for a node.
+/// The agent configuration the sandbox writes for a node. Its hubs are told
+/// to exit with this process, which they outlive otherwise (see
+/// [`crate::lifetime`]).
 pub fn agent_config(node: &SandboxNode, tls: (&Path, &Path, &Path), timing: &SimTiming) -> String {
     format!(
         r#"# hubshift-agent configuration for a hubsim node ({name}), written by the sandbox.
@@ -221,6 +236,8 @@ start_command = {start}
 working_dir = "{{runtime}}"
 stop_timeout_secs = 10
 create_timeout_secs = 60
+# hubsim ends when the sandbox (process {owner}) does, however it ends.
+env = {{ {owner_env} = "{owner}" }}
 
 [role_probe]
 kind = "log"
@@ -237,6 +254,8 @@ standby_pattern = "HA role: standby"
         appdata = toml_str(&node.appdata),
         create = toml_list(&sim_command("create", timing)),
         start = toml_list(&sim_command("start", timing)),
+        owner_env = EXIT_WITH_PID_ENV,
+        owner = std::process::id(),
     )
 }
 
@@ -285,6 +304,10 @@ impl Sandbox {
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
+        };
+        let watchdog = match &tmp {
+            Some(t) => Some(Watchdog::remove_dir(t.path()).map_err(io("starting a watchdog"))?),
+            None => None,
         };
         let db = TestDatabase::create().await?;
         let certs_dir = root.join("certs");
@@ -339,6 +362,7 @@ impl Sandbox {
             timing: opts.timing,
             version: opts.version.clone(),
             _tmp: tmp,
+            _watchdog: watchdog,
         };
         sandbox.start_ha().await?;
         Ok(sandbox)
@@ -565,7 +589,10 @@ async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxEr
         .open(&node.agent_log)
         .map_err(io("opening agent log"))?;
     let err_log = log.try_clone().map_err(io("opening agent log"))?;
-    let mut child = Command::new(bin)
+    let mut command = Command::new(bin);
+    // A sandbox killed outright takes its agents with it.
+    crate::lifetime::set_die_with_parent(&mut command, libc::SIGKILL);
+    let child = command
         .arg("run")
         .arg("--config")
         .arg(&node.config)
@@ -575,6 +602,9 @@ async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxEr
         .stderr(err_log)
         .spawn()
         .map_err(io(format!("starting {}", bin.display())))?;
+    // Owned by the node at once: should this future be dropped while it
+    // waits (a signal), the node's drop still stops the agent.
+    let child = node.agent.insert(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(&addr_file)
@@ -600,7 +630,7 @@ async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxEr
             )));
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            node.kill_agent();
             return Err(SandboxError::Agent(format!(
                 "agent of {} did not start listening within 30s",
                 node.name
@@ -608,6 +638,5 @@ async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxEr
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    node.agent = Some(child);
     Ok(())
 }

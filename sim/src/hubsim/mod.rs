@@ -2,7 +2,8 @@
 //! the real HA entry point (`create|start -n NODE -j JDBC_URI`); its HA
 //! behaviour (one active node elected through a heartbeat row in schema
 //! `orchestration`, takeover, handover to the preferred primary, version
-//! checks, store and forward) runs against real PostgreSQL.
+//! checks, store and forward) runs against real PostgreSQL. With
+//! `HUBSIM_EXIT_WITH_PID` set it exits when that process ends ([`owner`]).
 
 pub mod appdata;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod db;
 pub mod jdbc;
 pub mod log;
 pub mod node;
+pub mod owner;
 pub mod schema;
 pub mod store_forward;
 pub mod ticks;
@@ -66,6 +68,10 @@ pub fn main() -> i32 {
 }
 
 async fn run(cli: cli::Cli) -> i32 {
+    if let Err(e) = owner::watch_from_env() {
+        log::error(&e);
+        return EXIT_USAGE;
+    }
     match cli.command {
         cli::Command::Runtime(args) => runtime_command(cli.version, args),
         cli::Command::Create(args) => {
