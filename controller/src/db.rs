@@ -28,6 +28,14 @@ pub enum DbError {
     /// The TLS set-up for the database failed.
     #[error("database TLS: {0}")]
     Tls(String),
+    /// The connection went away under a statement (server restart, network).
+    #[error("database connection lost while {doing}: {reason}")]
+    ConnectionLost {
+        /// What was being done.
+        doing: &'static str,
+        /// Redacted reason.
+        reason: String,
+    },
     /// A statement failed.
     #[error("database error while {doing}: {reason}")]
     Query {
@@ -38,11 +46,18 @@ pub enum DbError {
     },
 }
 
-/// Wraps a tokio-postgres error for `doing`, redacted.
+/// Wraps a tokio-postgres error for `doing`, redacted. A lost connection
+/// (closed, or the server shutting down or refusing sessions: SQLSTATE
+/// classes 08 and 57P) is told apart, so that it can be retried on a new one.
 pub fn query_err(doing: &'static str) -> impl Fn(tokio_postgres::Error) -> DbError {
-    move |e| DbError::Query {
-        doing,
-        reason: redact(&error_text(&e)),
+    move |e| {
+        let reason = redact(&error_text(&e));
+        let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+        if e.is_closed() || code.starts_with("08") || code.starts_with("57P") {
+            DbError::ConnectionLost { doing, reason }
+        } else {
+            DbError::Query { doing, reason }
+        }
     }
 }
 
@@ -174,6 +189,27 @@ impl Database {
             ));
         }
         Secret::new(uri)
+    }
+
+    /// [`Database::connect`], trying again for up to `patience` while the
+    /// server is away (restarting): for steps that must reach it.
+    pub async fn connect_patiently(
+        &self,
+        patience: std::time::Duration,
+    ) -> Result<Client, DbError> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut delay = std::time::Duration::from_millis(250);
+        loop {
+            match self.connect().await {
+                Ok(c) => return Ok(c),
+                Err(e @ DbError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "database not reachable; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(4));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Opens a connection; the connection task runs in the background.

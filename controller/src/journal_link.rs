@@ -29,7 +29,11 @@ macro_rules! retrying {
         loop {
             let $c = &$self.client;
             match $call.await {
-                Err(e) if !reconnected && $self.client.is_closed() => {
+                Err(e)
+                    if !reconnected
+                        && ($self.client.is_closed()
+                            || matches!(e, DbError::ConnectionLost { .. })) =>
+                {
                     reconnected = true;
                     $self.reconnect($what, e).await?;
                 }

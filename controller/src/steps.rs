@@ -16,6 +16,13 @@ use tokio::io::AsyncReadExt;
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long a step that must reach the database waits for it to come back.
+const DB_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How often the hand-over starts an upgraded primary again that ended
+/// while starting, before it gives up.
+const PRIMARY_RESTARTS: u32 = 4;
+
 /// A step gave up and undid the hand-over it was part of: the old primary
 /// was started again and serves. Nothing irreversible had happened; the
 /// executor puts the hand-over's steps back to pending so that a resume
@@ -448,7 +455,7 @@ fn require_verified_backup(run: &Run) -> Result<()> {
 async fn drop_schema(run: &mut Run) -> Result<Value> {
     require_verified_backup(run)?;
     ensure_still_serving(run).await?;
-    let client = run.db.connect().await?;
+    let client = run.db.connect_patiently(DB_PATIENCE).await?;
     let existed = crate::db::schema_exists(&client, &run.facts.schema).await?;
     crate::db::drop_schema(&client, &run.facts.schema).await?;
     ensure!(
@@ -507,7 +514,7 @@ async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
     // Re-observe instead of trusting the journal: after a crash the new
     // schema may exist without a running hub (`create` done, `start` not),
     // or the agent may still be running the compound.
-    let client = run.db.connect().await?;
+    let client = run.db.connect_patiently(DB_PATIENCE).await?;
     let schema_there = crate::db::schema_exists(&client, &run.facts.schema).await?;
     let mode = if schema_there {
         StartMode::Start
@@ -568,6 +575,7 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
             .await?;
     }
     let began = Instant::now();
+    let mut restarts = 0;
     let mut down: Vec<Option<u64>> = vec![None; olds.len()];
     let mut stopped_by_us = Vec::new();
     let mut primary_active: Option<u64> = run.facts.primary_active_ms;
@@ -593,10 +601,27 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
         }
         let ps = p.status().await?;
         if !is_running(&ps) {
-            bail!(
-                "{primary} is no longer running ({}); see its hub log on the host",
-                state_name(&ps)
-            );
+            // The old secondaries are going or gone: the group has no other
+            // node to serve. A hub that refused to start (the database
+            // restarting, say) is started again a few times, with a pause
+            // between; one that keeps ending needs the operator.
+            if restarts >= PRIMARY_RESTARTS {
+                bail!(
+                    "{primary} is no longer running ({}) after {restarts} restart(s); see its hub log on the host",
+                    state_name(&ps)
+                );
+            }
+            restarts += 1;
+            let pause = Duration::from_secs(1 << restarts.min(3));
+            run.out.human(&format!(
+                "  {primary} is {}: starting it again in {}s ({restarts}/{PRIMARY_RESTARTS})",
+                state_name(&ps),
+                pause.as_secs()
+            ));
+            tokio::time::sleep(pause).await;
+            p.start(StartMode::Start, primary, run.jdbc.expose(), start_timeout)
+                .await?;
+            continue;
         }
         if primary_active.is_none() && role_name(&ps) == "active" {
             primary_active = Some(now_ms());

@@ -58,6 +58,11 @@ enum Cmd {
         /// Number of upgrades.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// After them, one more upgrade with this much store-and-forward
+        /// data in the primary's appdata (MiB; 0 skips it), to show the
+        /// single-node time a large backup costs.
+        #[arg(long, default_value_t = 1024)]
+        large_appdata_mib: u64,
     },
     /// Build the group, write an inventory and certificates into DIR, print
     /// the `hubshift` commands to try, and keep running until Ctrl-C (or
@@ -97,7 +102,11 @@ pub fn main() -> ExitCode {
             match cli.command {
                 Cmd::Demo { group } => demo(&group).await,
                 Cmd::Up { group, dir } => up(&group, &dir).await,
-                Cmd::Bench { group, runs } => bench(&group, runs).await,
+                Cmd::Bench {
+                    group,
+                    runs,
+                    large_appdata_mib,
+                } => bench(&group, runs, large_appdata_mib).await,
             }
         };
         tokio::select! {
@@ -326,8 +335,42 @@ async fn up(g: &GroupArgs, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ticks of one quiet upgrade of a fresh sandbox group, and its timing.
-async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimTiming)> {
+/// Writes `mib` MiB of store-and-forward-like data (half compressible
+/// records, half noise) into `dir`.
+fn fill_appdata(dir: &std::path::Path, mib: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = dir.join("storeforward");
+    std::fs::create_dir_all(&dir)?;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut chunk = vec![0u8; 1 << 20];
+    for file in 0..mib.div_ceil(64) {
+        let path = dir.join(format!("bench-segment-{file:04}.db"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for _ in 0..(mib - file * 64).min(64) {
+            for (i, b) in chunk.iter_mut().enumerate() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = if i % 2048 < 1024 {
+                    b"{\"tag\":\"line-7/temperature\",\"v\":21.5}\n"[i % 38]
+                } else {
+                    x as u8
+                };
+            }
+            f.write_all(&chunk)?;
+        }
+        f.flush()?;
+    }
+    Ok(())
+}
+
+/// One quiet upgrade of a fresh sandbox group whose primary holds `mib` MiB
+/// of extra appdata: its ticks, its timing, and the single-node time the
+/// run reported.
+async fn upgrade_once(
+    g: &GroupArgs,
+    mib: u64,
+) -> anyhow::Result<(Vec<measure::Tick>, SimTiming, Option<u64>)> {
     let sandbox = Sandbox::start(SandboxOptions {
         nodes: 2,
         version: g.from.clone(),
@@ -335,13 +378,16 @@ async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimT
         dir: None,
     })
     .await?;
+    if mib > 0 {
+        fill_appdata(&sandbox.nodes[0].appdata, mib)?;
+    }
     let inventory = sandbox.root.join("inventory.toml");
     sandbox.write_inventory(&inventory, "sandbox")?;
     let archive = sandbox.runtime_archive(&g.to)?.display().to_string();
     let db = sandbox.db.connect().await?;
     let since = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = hubshift_command()?
+    let output = hubshift_command()?
         .args([
             "--json",
             "upgrade",
@@ -355,15 +401,28 @@ async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimT
             "-i",
         ])
         .arg(&inventory)
-        .stdout(Stdio::null())
-        .status()
+        .stdout(Stdio::piped())
+        .output()
         .await?;
-    anyhow::ensure!(status.success(), "hubshift upgrade failed ({status})");
+    anyhow::ensure!(
+        output.status.success(),
+        "hubshift upgrade failed ({})",
+        output.status
+    );
+    let single_node_ms = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "run_finished")
+        .and_then(|e| e["single_node_ms"].as_u64());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok((measure::fetch_ticks(&db, since).await?, sandbox.timing))
+    Ok((
+        measure::fetch_ticks(&db, since).await?,
+        sandbox.timing,
+        single_node_ms,
+    ))
 }
 
-async fn bench(g: &GroupArgs, runs: usize) -> anyhow::Result<()> {
+async fn bench(g: &GroupArgs, runs: usize, large_appdata_mib: u64) -> anyhow::Result<()> {
     anyhow::ensure!(runs > 0, "--runs must be at least 1");
     let t = timing(g);
     println!(
@@ -375,7 +434,7 @@ async fn bench(g: &GroupArgs, runs: usize) -> anyhow::Result<()> {
     );
     let mut over = [Vec::new(), Vec::new()];
     for run in 1..=runs {
-        let (ticks, t) = upgrade_once(g).await?;
+        let (ticks, t, single) = upgrade_once(g, 0).await?;
         anyhow::ensure!(
             measure::split_brain(&ticks, t.tick_interval).is_none(),
             "split brain in run {run}"
@@ -398,6 +457,7 @@ async fn bench(g: &GroupArgs, runs: usize) -> anyhow::Result<()> {
                 extra
             ));
         }
+        line.push_str(&format!("  single-node {}", single_time(single)));
         println!("{line}");
     }
     for (i, o) in over.iter().enumerate() {
@@ -408,5 +468,19 @@ async fn bench(g: &GroupArgs, runs: usize) -> anyhow::Result<()> {
             i + 1
         );
     }
+    if large_appdata_mib > 0 {
+        let (_, _, single) = upgrade_once(g, large_appdata_mib).await?;
+        println!(
+            "single-node time with {large_appdata_mib} MiB of appdata: {}",
+            single_time(single)
+        );
+    }
     Ok(())
+}
+
+fn single_time(ms: Option<u64>) -> String {
+    ms.map_or_else(
+        || "not reported".to_string(),
+        |ms| format!("{:.3} s", ms as f64 / 1000.0),
+    )
 }

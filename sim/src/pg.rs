@@ -149,6 +149,18 @@ impl Cluster {
         }
         Ok(())
     }
+
+    /// A clean shutdown (`-m fast`: sessions cut, everything committed kept
+    /// — the throwaway cluster runs without fsync and with asynchronous
+    /// commits, so an immediate stop would also lose recent commits, which
+    /// a production server does not).
+    fn stop_fast(&mut self) -> Result<(), PgError> {
+        if self.running {
+            self.pg_ctl(&["-w", "-t", "30", "-m", "fast", "stop"])?;
+            self.running = false;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Cluster {
@@ -488,6 +500,26 @@ impl TestDatabase {
                     ))
                     .await?;
                 Ok(())
+            }
+        }
+    }
+
+    /// Restarts the server the way an operator or a service manager does:
+    /// every session is cut, committed data is kept, and the database is
+    /// away for `down` (a private cluster is stopped with `-m fast` and
+    /// started again; on an external server connections are refused and
+    /// cut for that long).
+    pub async fn restart(&mut self, down: std::time::Duration) -> Result<(), PgError> {
+        match &mut self.kind {
+            Kind::Private(c) => {
+                c.stop_fast()?;
+                tokio::time::sleep(down).await;
+                c.start()
+            }
+            Kind::External { .. } => {
+                self.suspend().await?;
+                tokio::time::sleep(down).await;
+                self.resume().await
             }
         }
     }

@@ -102,6 +102,21 @@ impl Group {
         )
     }
 
+    /// The end of both hubs' logs, for failure messages.
+    fn hub_logs(&self) -> String {
+        self.sandbox
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} hub log:\n{}\n",
+                    n.name,
+                    hubshift_sim::sandbox::tail(&n.hub_log(), 40)
+                )
+            })
+            .collect()
+    }
+
     fn hub_pid(&self, i: usize) -> i32 {
         self.sandbox.nodes[i].hub_pid().expect("hub pid")
     }
@@ -301,13 +316,31 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
     let mut g = Group::start().await;
     let from = g.version.clone();
 
-    // Frozen before: refused at stop_primary, nothing stopped.
+    // Frozen before the run: preflight refuses, nothing starts.
     let hub_b = g.hub_pid(1);
     signal_group(hub_b, libc::SIGSTOP);
     let (version, archive) = g.next_target();
     let (code, seen) = g
         .spawn_upgrade(&version, &archive)
         .finish(Duration::from_secs(180));
+    assert_eq!(code, Some(3), "{seen:#?}");
+    assert!(
+        seen.iter().any(|e| e["event"] == "preflight"
+            && e["blocking"] == true
+            && e["message"].as_str().unwrap_or("").contains("frozen")),
+        "{seen:#?}"
+    );
+    assert!(find(&seen, "run_started").is_none(), "{seen:#?}");
+
+    // Frozen after preflight, before the stop: refused at stop_primary,
+    // nothing stopped.
+    signal_group(hub_b, libc::SIGCONT);
+    let mut up = g.spawn_upgrade(&version, &archive);
+    up.wait_for(Duration::from_secs(120), "run_started", |e| {
+        e["event"] == "run_started"
+    });
+    signal_group(hub_b, libc::SIGSTOP);
+    let (code, seen) = up.finish(Duration::from_secs(180));
     signal_group(hub_b, libc::SIGCONT);
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = seen
@@ -494,13 +527,15 @@ async fn postgres_restarted_in_each_window() {
         up.wait_for(Duration::from_secs(180), name, |e| {
             is_step(e, "step_started", name)
         });
-        g.sandbox.db.suspend().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        g.sandbox.db.resume().await.unwrap();
+        g.sandbox
+            .db
+            .restart(Duration::from_millis(1500))
+            .await
+            .unwrap();
         let (code, seen) = up.finish(Duration::from_secs(240));
         // The journal reconnected and took the lock again: the run went on
         // by itself (these steps do no database work of their own).
-        assert_eq!(code, Some(0), "{case}: {seen:#?}");
+        assert_eq!(code, Some(0), "{case}: {seen:#?}\n{}", g.hub_logs());
         let finished = find(&seen, "run_finished").expect("run_finished");
         assert_eq!(finished["run"], run_id.as_str());
         // The database was away for a while on top of the usual window.
