@@ -14,7 +14,7 @@ pub const VENDOR_RUNTIME: &str = "runtime";
 
 /// The directory `{runtime}` stands for, given a staged version directory.
 /// Vendor layout: `<version dir>/runtime`, or `<version dir>/<the one
-/// top-level folder>/runtime`. Errors say what the archive lacks.
+/// top-level folder holding runtime/>/runtime`. Errors say what is missing.
 pub fn runtime_dir(layout: Layout, version_dir: &Path) -> Result<PathBuf> {
     match layout {
         Layout::Plain => Ok(version_dir.to_path_buf()),
@@ -23,19 +23,27 @@ pub fn runtime_dir(layout: Layout, version_dir: &Path) -> Result<PathBuf> {
             if direct.is_dir() {
                 return Ok(direct);
             }
-            let folders: Vec<PathBuf> = std::fs::read_dir(version_dir)
+            // The release folder is the one holding runtime/; other
+            // folders (data an operator or the hub left there) do not count.
+            let releases: Vec<PathBuf> = std::fs::read_dir(version_dir)
                 .map_err(AgentError::io("cannot list", version_dir))?
                 .flatten()
                 .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
+                .map(|e| e.path().join(VENDOR_RUNTIME))
+                .filter(|r| r.is_dir())
                 .collect();
-            match folders.as_slice() {
-                [one] if one.join(VENDOR_RUNTIME).is_dir() => Ok(one.join(VENDOR_RUNTIME)),
-                _ => Err(AgentError::FailedPrecondition(format!(
-                    "{} is not a vendor release: expected one folder holding runtime/ \
+            match releases.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(AgentError::FailedPrecondition(format!(
+                    "{} is not a vendor release: expected a folder holding runtime/ \
                      (hub.layout = \"vendor\"); set hub.layout = \"plain\" if the archive root holds the jar",
                     version_dir.display()
+                ))),
+                _ => Err(AgentError::FailedPrecondition(format!(
+                    "{} holds {} folders with a runtime/ inside: cannot tell which release is {{runtime}}",
+                    version_dir.display(),
+                    releases.len()
                 ))),
             }
         }
@@ -78,6 +86,14 @@ mod tests {
             runtime_dir(Layout::Vendor, &flat).unwrap(),
             flat.join("runtime")
         );
+        // Other folders beside the release do not count; two releases do.
+        std::fs::create_dir_all(v.join("storeforward")).unwrap();
+        assert_eq!(
+            runtime_dir(Layout::Vendor, &v).unwrap(),
+            release.join("runtime")
+        );
+        std::fs::create_dir_all(v.join("other/runtime")).unwrap();
+        assert!(runtime_dir(Layout::Vendor, &v).is_err());
         // A plain archive under the vendor layout is named as such.
         let plain = dir.path().join("1.0");
         std::fs::create_dir_all(plain.join("lib")).unwrap();
