@@ -46,6 +46,7 @@ pub fn sources(cfg: &Config) -> Vec<PackSource> {
     let mut out = vec![PackSource {
         name: "appdata".into(),
         path: cfg.paths.appdata.clone(),
+        only_prefix: None,
     }];
     for (i, dir) in cfg.paths.extra_backup_dirs.iter().enumerate() {
         let base = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -57,6 +58,29 @@ pub fn sources(cfg: &Config) -> Vec<PackSource> {
         out.push(PackSource {
             name,
             path: dir.clone(),
+            only_prefix: None,
+        });
+    }
+    out
+}
+
+/// Top-level name, in a backup, of the store-and-forward files found in the
+/// active runtime directory (`directories.storeForwardData` unset).
+pub const RUNTIME_STORE_FORWARD: &str = "runtime-store-forward";
+
+/// What Backup archives: [`sources`], plus the store-and-forward files of
+/// the active runtime directory when it holds any. Restore never puts
+/// those back (the live files follow the runtime switch instead; replaying
+/// old ones again would duplicate data): they are there for an operator.
+pub fn backup_sources(cfg: &Config) -> Vec<PackSource> {
+    let mut out = sources(cfg);
+    if let Some(dir) = crate::layout::active_runtime_dir(cfg)
+        && crate::settings::writestore_files(&dir).is_ok_and(|f| !f.is_empty())
+    {
+        out.push(PackSource {
+            name: RUNTIME_STORE_FORWARD.into(),
+            path: dir,
+            only_prefix: Some(crate::settings::WRITESTORE_PREFIX.into()),
         });
     }
     out
@@ -106,7 +130,7 @@ pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
         .map_err(AgentError::io("cannot open", tmp.path()))?;
     let writer = HashingWriter::new(BufWriter::with_capacity(1024 * 1024, file));
     let writer =
-        pack_tar_gz_parallel(&sources(cfg), writer, BACKUP_LEVEL).map_err(|e| match e {
+        pack_tar_gz_parallel(&backup_sources(cfg), writer, BACKUP_LEVEL).map_err(|e| match e {
             // A socket or FIFO in appdata: name it now rather than write a
             // backup that VerifyBackup or Restore would refuse later.
             ArchiveError::Unsupported { .. } => {

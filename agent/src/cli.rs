@@ -69,6 +69,43 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// What `check-config` shows about the installation as the agent sees it
+/// now: the layout, what `{runtime}` resolves to, and whether the hub's
+/// settings bind it to the configured appdata (Start refuses otherwise).
+fn resolved_paths(cfg: &Config) -> Vec<String> {
+    let p = &cfg.paths;
+    let mut out = vec![format!("layout: {}", cfg.hub.layout.name())];
+    match crate::runtime::active_version(&p.install_root) {
+        None => out.push(format!(
+            "runtime: no active runtime ({}/current is not a link into runtimes/)",
+            p.install_root.display()
+        )),
+        Some(v) => match crate::layout::version_runtime_dir(cfg, &v) {
+            Ok(dir) => out.push(format!("runtime: {v} -> {{runtime}} = {}", dir.display())),
+            Err(e) => out.push(format!("runtime: {v}: {e}")),
+        },
+    }
+    out.push(format!("appdata: {}", p.appdata.display()));
+    out.push(format!(
+        "settings: {} (the hub gets it as {})",
+        crate::settings::settings_file(cfg).display(),
+        crate::settings::SETTINGS_ENV
+    ));
+    match crate::settings::check_active(cfg) {
+        Ok(b) if b.store_forward_in_runtime => out.push(format!(
+            "store-and-forward: {} (directories.storeForwardData is unset: kept in the runtime directory, \
+             backed up and carried across runtime switches; set it inside appdata to keep them there)",
+            b.store_forward_dir.display()
+        )),
+        Ok(b) => out.push(format!(
+            "store-and-forward: {}",
+            b.store_forward_dir.display()
+        )),
+        Err(e) => out.push(format!("settings problem (Start refuses): {e}")),
+    }
+    out
+}
+
 /// Entry point after the crypto provider is installed.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -87,6 +124,9 @@ pub fn main() -> ExitCode {
                         );
                     } else {
                         println!("{}: OK", config.display());
+                    }
+                    for line in resolved_paths(&cfg) {
+                        println!("  {line}");
                     }
                     ExitCode::SUCCESS
                 }

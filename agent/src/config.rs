@@ -104,10 +104,36 @@ pub struct PathsSection {
     pub certificate_store: String,
 }
 
+/// How a runtime archive is laid out under `runtimes/<version>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// The archive root is the runtime directory (jar and lib/ at its top).
+    #[default]
+    Plain,
+    /// The vendor's release: one top-level folder holding `runtime/`,
+    /// `configuration/` and a template `appData/`; `{runtime}` is its
+    /// `runtime/` folder and the bundled `appData/` is never used.
+    Vendor,
+}
+
+impl Layout {
+    /// "plain" or "vendor", as in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Plain => "plain",
+            Layout::Vendor => "vendor",
+        }
+    }
+}
+
 /// `[hub]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
+    /// Where `{runtime}` lies inside `runtimes/<version>/`.
+    #[serde(default)]
+    pub layout: Layout,
     /// argv template of HA `create`.
     pub create_command: Vec<String>,
     /// argv template of HA `start`.
@@ -520,7 +546,10 @@ impl Config {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(bad("hub.env", format!("invalid variable name {k:?}")));
             }
-            if k == "HUBSHIFT_JDBC_URI" || k == "HUBSHIFT_NODE" {
+            if k == "HUBSHIFT_JDBC_URI"
+                || k == "HUBSHIFT_NODE"
+                || k == crate::settings::SETTINGS_ENV
+            {
                 return Err(bad("hub.env", format!("{k} is set by the agent")));
             }
         }

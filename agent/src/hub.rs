@@ -6,8 +6,10 @@
 use crate::config::{Config, Vars, fill, fill_argv};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
+use crate::layout;
 use crate::role::{Probe, Role};
 use crate::runtime;
+use crate::settings;
 use hubshift_common::names::validate_name;
 use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::{Secret, redact_with};
@@ -281,7 +283,7 @@ impl Hub {
                     snap.state = HubState::Starting;
                     return snap;
                 };
-                let runtime = runtime::active_dir(&self.cfg.paths.install_root)
+                let runtime = layout::active_runtime_dir(&self.cfg)
                     .map(|d| d.display().to_string())
                     .unwrap_or_default();
                 let appdata = self.cfg.paths.appdata.display().to_string();
@@ -374,7 +376,7 @@ impl Hub {
     }
 
     async fn run_stop_command(&self, timeout: Duration) {
-        let runtime = runtime::active_dir(&self.cfg.paths.install_root)
+        let runtime = layout::active_runtime_dir(&self.cfg)
             .map(|d| d.display().to_string())
             .unwrap_or_default();
         let appdata = self.cfg.paths.appdata.display().to_string();
@@ -444,11 +446,24 @@ impl Hub {
                 }
             }
         }
-        let runtime_dir = runtime::active_dir(&self.cfg.paths.install_root).ok_or_else(|| {
+        let version_dir = runtime::active_dir(&self.cfg.paths.install_root).ok_or_else(|| {
             AgentError::FailedPrecondition(
                 "no active runtime: install and activate one first".into(),
             )
         })?;
+        let runtime_dir = layout::runtime_dir(self.cfg.hub.layout, &version_dir)?;
+        // The hub is pointed at the settings in the configured appdata; they
+        // must keep it there, or it would run on another project.
+        let binding = settings::check(&self.cfg, &runtime_dir).map_err(|e| {
+            AgentError::FailedPrecondition(format!("refusing to start the hub: {e}"))
+        })?;
+        if binding.store_forward_in_runtime {
+            tracing::warn!(
+                dir = %runtime_dir.display(),
+                "directories.storeForwardData is unset: store-and-forward files live in the runtime directory \
+                 (backed up and carried across runtime switches; set the key to keep them in appdata)"
+            );
+        }
         let runtime = runtime_dir.display().to_string();
         let appdata = self.cfg.paths.appdata.display().to_string();
         let vars = Vars {
@@ -575,6 +590,7 @@ impl Hub {
             .stderr(err)
             .env("HUBSHIFT_JDBC_URI", jdbc.expose())
             .env("HUBSHIFT_NODE", node)
+            .env(settings::SETTINGS_ENV, settings::settings_file(&self.cfg))
             .envs(&self.cfg.hub.env)
             .process_group(0)
             .kill_on_drop(false);

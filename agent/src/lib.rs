@@ -4,6 +4,7 @@
 
 pub mod appdata;
 pub mod auth;
+pub mod carry;
 pub mod certificate;
 pub mod cli;
 pub mod config;
@@ -11,7 +12,9 @@ pub mod disk;
 pub mod error;
 pub mod fsutil;
 pub mod hub;
+pub mod layout;
 pub mod listener;
 pub mod role;
 pub mod runtime;
 pub mod service;
+pub mod settings;

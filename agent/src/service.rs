@@ -2,12 +2,15 @@
 //! modules named after the step (hub, appdata, runtime, certificate).
 
 use crate::appdata;
+use crate::carry;
 use crate::certificate;
 use crate::config::Config;
 use crate::disk;
 use crate::error::{AgentError, Result};
 use crate::hub::Hub;
+use crate::layout;
 use crate::runtime;
+use crate::settings;
 use hubshift_common::pb::hub_agent_server::HubAgent;
 use hubshift_common::pb::*;
 use hubshift_common::redact::Secret;
@@ -75,7 +78,7 @@ impl Operations {
     async fn do_status(&self, req: StatusRequest) -> Result<StatusResponse> {
         let snap = self.hub.snapshot().await;
         let cfg = self.cfg.clone();
-        let (active, staged, cert_sha, space, appdata_bytes) =
+        let (active, staged, cert_sha, space, appdata_bytes, runtime_dir, hub_settings) =
             tokio::task::spawn_blocking(move || {
                 let p = &cfg.paths;
                 let active = runtime::active_version(&p.install_root).unwrap_or_default();
@@ -94,14 +97,32 @@ impl Operations {
                 })
                 .collect::<Vec<_>>();
                 let appdata_bytes = if req.measure_appdata {
-                    appdata::sources(&cfg)
+                    appdata::backup_sources(&cfg)
                         .iter()
-                        .map(|s| disk::tree_bytes(&s.path))
+                        .map(|s| match &s.only_prefix {
+                            None => disk::tree_bytes(&s.path),
+                            Some(_) => settings::writestore_files(&s.path)
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|f| std::fs::metadata(f).ok())
+                                .map(|m| m.len())
+                                .sum(),
+                        })
                         .sum()
                 } else {
                     0
                 };
-                (active, staged, cert_sha, space, appdata_bytes)
+                let runtime_dir = layout::active_runtime_dir(&cfg);
+                let hub_settings = hub_settings(&cfg);
+                (
+                    active,
+                    staged,
+                    cert_sha,
+                    space,
+                    appdata_bytes,
+                    runtime_dir,
+                    hub_settings,
+                )
             })
             .await?;
         let rec = snap.record.unwrap_or_default_record();
@@ -121,6 +142,11 @@ impl Operations {
             node: rec.2,
             appdata_bytes,
             frozen: snap.frozen,
+            settings: Some(hub_settings),
+            runtime_dir: runtime_dir
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            layout: self.cfg.hub.layout.name().into(),
         })
     }
 
@@ -232,8 +258,14 @@ impl Operations {
     ) -> Result<ActivateRuntimeResponse> {
         let _ops = self.hub.lock_ops().await;
         self.hub_must_be_stopped("switching the runtime")?;
-        let (previous, active) = runtime::activate(&self.cfg.paths.install_root, &req.version)?;
-        Ok(ActivateRuntimeResponse { previous, active })
+        let cfg = self.cfg.clone();
+        let (previous, active, carried_store_forward) =
+            tokio::task::spawn_blocking(move || carry::switch(&cfg, &req.version)).await??;
+        Ok(ActivateRuntimeResponse {
+            previous,
+            active,
+            carried_store_forward,
+        })
     }
 
     async fn do_get_certificate(&self) -> Result<Certificate> {
@@ -249,6 +281,25 @@ impl Operations {
             tokio::task::spawn_blocking(move || certificate::put(&cfg, &req.content, &req.sha256))
                 .await??;
         Ok(PutCertificateResponse { sha256 })
+    }
+}
+
+/// The settings check as Status reports it.
+fn hub_settings(cfg: &Config) -> HubSettings {
+    let file = settings::settings_file(cfg).display().to_string();
+    match settings::check_active(cfg) {
+        Ok(b) => HubSettings {
+            file,
+            problem: String::new(),
+            app_data: b.app_data.display().to_string(),
+            store_forward_dir: b.store_forward_dir.display().to_string(),
+            store_forward_in_runtime: b.store_forward_in_runtime,
+        },
+        Err(e) => HubSettings {
+            file,
+            problem: e.to_string(),
+            ..HubSettings::default()
+        },
     }
 }
 

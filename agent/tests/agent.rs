@@ -354,7 +354,10 @@ async fn backup_restore_round_trip_and_certificate() {
         .into_inner();
     let expected = (br#"{"name":"p1","pipelines":[1,2,3]}"#.len()
         + noise.len()
-        + b"buffered data".len()) as u64;
+        + b"buffered data".len()) as u64
+        + std::fs::metadata(app.join("intelligencehub-settings.json"))
+            .unwrap()
+            .len();
     assert_eq!(
         measured.appdata_bytes, expected,
         "appdata + extra dir, links not followed"

@@ -182,7 +182,7 @@ async fn put_certificate_refuses_empty_and_keeps_the_previous_store() {
     // The same content again replaces nothing.
     c.put_certificate(put(b"second store")).await.unwrap();
     let count = std::fs::read_dir(agent.appdata()).unwrap().count();
-    assert_eq!(count, 2, "store and one previous store");
+    assert_eq!(count, 3, "settings, store and one previous store");
 }
 
 /// A NUL byte in jdbc_uri is a bad argument, named as such (and the URI

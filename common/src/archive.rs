@@ -95,6 +95,9 @@ pub struct PackSource {
     pub name: String,
     /// Directory on disk.
     pub path: PathBuf,
+    /// When set, only the directory's own regular files whose names start
+    /// with this (e.g. store-and-forward files in a runtime directory).
+    pub only_prefix: Option<String>,
 }
 
 /// gzip level for backups: fast, because the backup sits inside an outage
@@ -135,9 +138,31 @@ fn pack_tar<W: Write>(sources: &[PackSource], out: W) -> Result<W, ArchiveError>
     builder.mode(tar::HeaderMode::Complete);
     for source in sources {
         builder.append_dir(&source.name, &source.path)?;
-        append_children(&mut builder, Path::new(&source.name), &source.path)?;
+        match &source.only_prefix {
+            None => append_children(&mut builder, Path::new(&source.name), &source.path)?,
+            Some(prefix) => {
+                append_prefixed(&mut builder, Path::new(&source.name), &source.path, prefix)?
+            }
+        }
     }
     Ok(builder.into_inner()?)
+}
+
+/// Appends the regular files of `dir` whose names start with `prefix`.
+fn append_prefixed<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &Path,
+    dir: &Path,
+    prefix: &str,
+) -> Result<(), ArchiveError> {
+    let mut children: Vec<_> = std::fs::read_dir(dir)?.collect::<io::Result<_>>()?;
+    children.sort_by_key(|e| e.file_name());
+    for child in children {
+        if child.file_name().to_string_lossy().starts_with(prefix) && child.file_type()?.is_file() {
+            builder.append_path_with_name(child.path(), name.join(child.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Appends the contents of directory `dir` under `name`, recursively.
@@ -641,6 +666,7 @@ mod tests {
         let sources = [PackSource {
             name: "appdata".into(),
             path: src.path().to_path_buf(),
+            only_prefix: None,
         }];
         let err = pack_tar_gz(&sources, Vec::new(), BACKUP_LEVEL).unwrap_err();
         assert!(matches!(err, ArchiveError::Unsupported { .. }), "{err}");
@@ -678,6 +704,7 @@ mod tests {
             &[PackSource {
                 name: "appdata".into(),
                 path: src.path().to_path_buf(),
+                only_prefix: None,
             }],
             Vec::new(),
             BACKUP_LEVEL,
@@ -702,6 +729,7 @@ mod tests {
             &[PackSource {
                 name: "rt".into(),
                 path: src.path().to_path_buf(),
+                only_prefix: None,
             }],
             Vec::new(),
             BACKUP_LEVEL,

@@ -315,6 +315,7 @@ impl Agent {
 
 /// Planning facts from a Status answer.
 pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
+    let settings = s.settings.clone().unwrap_or_default();
     let free = |name: &str| {
         s.free_space
             .iter()
@@ -332,6 +333,13 @@ pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
         appdata_bytes: s.appdata_bytes,
         node: s.node.clone(),
         frozen: s.frozen,
+        layout: s.layout.clone(),
+        runtime_dir: s.runtime_dir.clone(),
+        settings_file: settings.file.clone(),
+        settings_problem: settings.problem.clone(),
+        app_data: settings.app_data.clone(),
+        store_forward_dir: settings.store_forward_dir.clone(),
+        store_forward_in_runtime: settings.store_forward_in_runtime,
     }
 }
 

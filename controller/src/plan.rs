@@ -342,6 +342,20 @@ pub struct NodeFacts {
     /// The hub process is stopped by a signal: alive, but it serves nothing
     /// and cannot take over.
     pub frozen: bool,
+    /// Runtime layout the agent is configured with ("plain" or "vendor").
+    pub layout: String,
+    /// What `{runtime}` resolves to for the active version.
+    pub runtime_dir: String,
+    /// The hub's settings file (HIGHBYTE_SETTINGS_FILE).
+    pub settings_file: String,
+    /// Why the settings do not bind the hub to the configured appdata; empty when they do.
+    pub settings_problem: String,
+    /// `directories.appData` resolved.
+    pub app_data: String,
+    /// Where store-and-forward files are written.
+    pub store_forward_dir: String,
+    /// `directories.storeForwardData` is unset: they live in the runtime directory.
+    pub store_forward_in_runtime: bool,
 }
 
 /// A preflight finding; any `blocking` one refuses the upgrade.
@@ -349,6 +363,9 @@ pub struct NodeFacts {
 pub struct Finding {
     /// Refuses the upgrade.
     pub blocking: bool,
+    /// Does not refuse, but an operator must read it.
+    #[serde(default)]
+    pub warning: bool,
     /// Which check.
     pub check: &'static str,
     /// Node, or empty for group-wide checks.
@@ -377,12 +394,21 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
     let mut out = Vec::new();
     let ok = |check: &'static str, node: &str, message: String| Finding {
         blocking: false,
+        warning: false,
         check,
         node: node.to_string(),
         message,
     };
     let bad = |check: &'static str, node: &str, message: String| Finding {
         blocking: true,
+        warning: false,
+        check,
+        node: node.to_string(),
+        message,
+    };
+    let warn = |check: &'static str, node: &str, message: String| Finding {
+        blocking: false,
+        warning: true,
         check,
         node: node.to_string(),
         message,
@@ -461,6 +487,7 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
                 ));
             }
         }
+        settings_findings(facts, &n.name, &mut out, ok, bad, warn);
         if facts.active_runtime.is_empty() {
             out.push(bad(
                 "version",
@@ -529,6 +556,61 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
     out
 }
 
+/// The hub's layout and settings as the agent resolved them: settings that
+/// would let the hub run on another appData (a release's template, with an
+/// empty project) refuse the upgrade; store-and-forward files in the
+/// runtime directory are allowed (the agent backs them up and carries them
+/// across the switch) but said loudly.
+fn settings_findings(
+    facts: &NodeFacts,
+    node: &str,
+    out: &mut Vec<Finding>,
+    ok: impl Fn(&'static str, &str, String) -> Finding,
+    bad: impl Fn(&'static str, &str, String) -> Finding,
+    warn: impl Fn(&'static str, &str, String) -> Finding,
+) {
+    let runtime = if facts.runtime_dir.is_empty() {
+        "unresolved".to_string()
+    } else {
+        facts.runtime_dir.clone()
+    };
+    out.push(ok(
+        "layout",
+        node,
+        format!("{} layout: {{runtime}} = {runtime}", facts.layout),
+    ));
+    if !facts.settings_problem.is_empty() {
+        out.push(bad("settings", node, facts.settings_problem.clone()));
+        return;
+    }
+    out.push(ok(
+        "settings",
+        node,
+        format!(
+            "{} binds the hub to appData {}",
+            facts.settings_file, facts.app_data
+        ),
+    ));
+    if facts.store_forward_in_runtime {
+        out.push(warn(
+            "store-forward",
+            node,
+            format!(
+                "directories.storeForwardData is unset in {}: store-and-forward files live in the runtime directory {}; \
+                 they are backed up and carried into the new runtime directory at the switch, but set the key to a \
+                 directory inside {} to keep them out of runtimes/",
+                facts.settings_file, facts.store_forward_dir, facts.app_data
+            ),
+        ));
+    } else {
+        out.push(ok(
+            "store-forward",
+            node,
+            format!("store-and-forward files in {}", facts.store_forward_dir),
+        ));
+    }
+}
+
 /// `12.3 MiB` style sizes for messages.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -583,6 +665,13 @@ mod tests {
             appdata_bytes: 1 << 20,
             node: String::new(),
             frozen: false,
+            layout: "vendor".into(),
+            runtime_dir: "/opt/hb/runtimes/1.0/HighByte-Intelligence-Hub-1.0/runtime".into(),
+            settings_file: "/opt/hb/appData/intelligencehub-settings.json".into(),
+            settings_problem: String::new(),
+            app_data: "/opt/hb/appData".into(),
+            store_forward_dir: "/opt/hb/appData/sf".into(),
+            store_forward_in_runtime: false,
         };
         Observed {
             nodes: vec![
@@ -699,6 +788,13 @@ mod tests {
             ("agent", |o| {
                 o.nodes[1].status = Err("connection refused".into())
             }),
+            ("settings", |o| {
+                if let Ok(f) = &mut o.nodes[1].status {
+                    f.settings_problem =
+                        "`directories.appData` is unset in /x: set it to \"/opt/hb/appData\""
+                            .into();
+                }
+            }),
             ("role", |o| {
                 if let Ok(f) = &mut o.nodes[1].status {
                     f.frozen = true;
@@ -746,6 +842,26 @@ mod tests {
                 "{check}: {findings:#?}"
             );
         }
+    }
+
+    #[test]
+    fn store_forward_in_the_runtime_dir_is_a_warning_not_a_refusal() {
+        let mut o = healthy();
+        if let Ok(f) = &mut o.nodes[0].status {
+            f.store_forward_in_runtime = true;
+            f.store_forward_dir = f.runtime_dir.clone();
+        }
+        let findings = preflight(&o, &target());
+        assert!(findings.iter().all(|f| !f.blocking), "{findings:#?}");
+        let w: Vec<_> = findings.iter().filter(|f| f.warning).collect();
+        assert_eq!(w.len(), 1, "{findings:#?}");
+        assert_eq!((w[0].check, w[0].node.as_str()), ("store-forward", "a"));
+        assert!(w[0].message.contains("directories.storeForwardData"));
+        // The resolved paths are shown.
+        assert!(
+            findings.iter().any(|f| f.check == "layout"
+                && f.message.contains("HighByte-Intelligence-Hub-1.0/runtime"))
+        );
     }
 
     #[test]

@@ -82,7 +82,13 @@ fn check_version(version: &str) -> Result<()> {
 fn print_findings(out: &Output, findings: &[Finding]) {
     for f in findings {
         out.record("preflight", f, || {
-            let mark = if f.blocking { "FAIL" } else { " ok " };
+            let mark = if f.blocking {
+                "FAIL"
+            } else if f.warning {
+                "WARN"
+            } else {
+                " ok "
+            };
             let node = if f.node.is_empty() {
                 "group".to_string()
             } else {
@@ -452,6 +458,7 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
     if let Err(e) = &observed.database {
         findings.push(Finding {
             blocking: true,
+            warning: false,
             check: "database",
             node: String::new(),
             message: format!("unreachable: {e}"),
@@ -461,18 +468,21 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
         match &n.status {
             Err(e) => findings.push(Finding {
                 blocking: true,
+                warning: false,
                 check: "agent",
                 node: n.name.clone(),
                 message: format!("agent unreachable: {e}"),
             }),
             Ok(f) if !f.staged.contains(&original.from_version) => findings.push(Finding {
                 blocking: true,
+                warning: false,
                 check: "version",
                 node: n.name.clone(),
                 message: format!("runtime {} is no longer staged", original.from_version),
             }),
             Ok(f) => findings.push(Finding {
                 blocking: false,
+                warning: false,
                 check: "version",
                 node: n.name.clone(),
                 message: format!(

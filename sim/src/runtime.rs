@@ -1,6 +1,11 @@
-//! hubsim runtime archives: `hubsim-runtime-<V>.tar.gz` holding `VERSION`
-//! and `bin/hubsim`, a launcher script that runs the real hubsim binary as
-//! version V. Installing such a runtime really changes what runs.
+//! hubsim runtime archives, shaped like the vendor's release:
+//! `hubsim-runtime-<V>.tar.gz` holds one folder
+//! `HighByte-Intelligence-Hub-<V>/` with `runtime/` (`VERSION` and
+//! `bin/hubsim`, a launcher that runs the real hubsim binary as version V
+//! from that runtime directory), `configuration/` and a template `appData/`
+//! (default settings, an empty project). Installing such a runtime really
+//! changes what runs, and a hub not pointed at the configured appData runs
+//! on that empty project.
 
 use hubshift_common::digest::HashingWriter;
 use std::fs;
@@ -40,12 +45,29 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The launcher script: runs the real hubsim binary as `version`.
+/// The launcher script: runs the real hubsim binary as `version`, from the
+/// runtime directory it lives in (`<runtime>/bin/hubsim`).
 pub fn launcher_script(version: &str, hubsim_binary: &Path) -> String {
     format!(
-        "#!/bin/sh\n# hubsim runtime {version}: runs hubsim as this version\nexec {} --version {} \"$@\"\n",
+        "#!/bin/sh\n# hubsim runtime {version}: runs hubsim as this version\nhere=$(cd \"$(dirname \"$0\")/..\" && pwd) || exit 1\nexec {} --version {} --runtime-dir \"$here\" \"$@\"\n",
         shell_quote(&hubsim_binary.to_string_lossy()),
         shell_quote(version)
+    )
+}
+
+/// The release's top-level folder for `version`.
+pub fn release_folder(version: &str) -> String {
+    format!("HighByte-Intelligence-Hub-{version}")
+}
+
+/// The template settings a release ships in its `appData/`: the keys
+/// unset, so a hub left to them uses the bundled appData.
+pub const TEMPLATE_SETTINGS: &str = "{\n  \"directories\": {\n    \"appData\": \"\",\n    \"storeForwardData\": \"\"\n  },\n  \"web\": {\"httpPort\": 45245}\n}\n";
+
+/// The template project a release ships: nothing configured.
+pub fn template_project(version: &str) -> String {
+    format!(
+        "{{\"version\": \"{version}\", \"createdBy\": \"release template\", \"project\": {{}}}}\n"
     )
 }
 
@@ -86,21 +108,73 @@ pub fn write_runtime_archive(
         header.set_cksum();
         builder.append_data(&mut header, path, data)
     };
-    add(
-        "VERSION",
-        0o644,
-        tar::EntryType::Regular,
-        format!("{version}\n").as_bytes(),
-    )
-    .map_err(io_err)?;
-    add("bin/", 0o755, tar::EntryType::Directory, b"").map_err(io_err)?;
-    add(
-        "bin/hubsim",
-        0o755,
-        tar::EntryType::Regular,
-        launcher_script(version, &binary).as_bytes(),
-    )
-    .map_err(io_err)?;
+    let top = release_folder(version);
+    let rt = format!("{top}/runtime");
+    let files: [(String, u32, tar::EntryType, Vec<u8>); 10] = [
+        (
+            format!("{top}/"),
+            0o755,
+            tar::EntryType::Directory,
+            Vec::new(),
+        ),
+        (
+            format!("{rt}/"),
+            0o755,
+            tar::EntryType::Directory,
+            Vec::new(),
+        ),
+        (
+            format!("{rt}/VERSION"),
+            0o644,
+            tar::EntryType::Regular,
+            format!("{version}\n").into_bytes(),
+        ),
+        (
+            format!("{rt}/bin/"),
+            0o755,
+            tar::EntryType::Directory,
+            Vec::new(),
+        ),
+        (
+            format!("{rt}/bin/hubsim"),
+            0o755,
+            tar::EntryType::Regular,
+            launcher_script(version, &binary).into_bytes(),
+        ),
+        (
+            format!("{top}/configuration/"),
+            0o755,
+            tar::EntryType::Directory,
+            Vec::new(),
+        ),
+        (
+            format!("{top}/configuration/index.html"),
+            0o644,
+            tar::EntryType::Regular,
+            b"<html><body>hubsim</body></html>\n".to_vec(),
+        ),
+        (
+            format!("{top}/appData/"),
+            0o755,
+            tar::EntryType::Directory,
+            Vec::new(),
+        ),
+        (
+            format!("{top}/appData/intelligencehub-settings.json"),
+            0o644,
+            tar::EntryType::Regular,
+            TEMPLATE_SETTINGS.as_bytes().to_vec(),
+        ),
+        (
+            format!("{top}/appData/intelligencehub-configuration.json"),
+            0o644,
+            tar::EntryType::Regular,
+            template_project(version).into_bytes(),
+        ),
+    ];
+    for (path, mode, kind, data) in &files {
+        add(path, *mode, *kind, data).map_err(io_err)?;
+    }
     let encoder = builder.into_inner().map_err(io_err)?;
     let writer = encoder.finish().map_err(io_err)?;
     let (mut buf, sha256, size) = writer.finish();
@@ -148,16 +222,31 @@ mod tests {
             UnpackLimits::default(),
         )
         .unwrap();
-        assert_eq!(fs::read_to_string(dest.join("VERSION")).unwrap(), "4.2.0\n");
+        let release = dest.join(release_folder("4.2.0"));
+        let runtime = release.join("runtime");
+        assert_eq!(
+            fs::read_to_string(runtime.join("VERSION")).unwrap(),
+            "4.2.0\n"
+        );
+        assert!(release.join("configuration").is_dir());
+        assert!(
+            fs::read_to_string(release.join("appData/intelligencehub-configuration.json"))
+                .unwrap()
+                .contains("\"project\": {}"),
+            "the template project is empty"
+        );
         // unpack does not keep modes; the agent sets them. Run through sh.
         let out = std::process::Command::new("sh")
-            .arg(dest.join("bin/hubsim"))
+            .arg(runtime.join("bin/hubsim"))
             .args(["start", "x"])
             .output()
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "--version 4.2.0 start x\n"
+            format!(
+                "--version 4.2.0 --runtime-dir {} start x\n",
+                fs::canonicalize(&runtime).unwrap().display()
+            )
         );
         assert!(write_runtime_archive("../x", &dir.path().join("bad.tar.gz"), &fake).is_err());
     }

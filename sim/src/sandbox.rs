@@ -179,8 +179,6 @@ fn sim_command(verb: &str, timing: &SimTiming) -> Vec<String> {
         "{node}",
         "-j",
         "env:HUBSHIFT_JDBC_URI",
-        "--appdata",
-        "{appdata}",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -231,6 +229,7 @@ install_root = {install}
 appdata = {appdata}
 
 [hub]
+layout = "vendor"
 create_command = {create}
 start_command = {start}
 working_dir = "{{runtime}}"
@@ -257,6 +256,21 @@ standby_pattern = "HA role: standby"
         owner_env = EXIT_WITH_PID_ENV,
         owner = std::process::id(),
     )
+}
+
+/// The hub settings the sandbox gives each node: appData bound to the
+/// agent's configured appdata, `directories.storeForwardData` unset (so
+/// store-and-forward files live in the runtime directory, the case a
+/// runtime switch must carry).
+pub fn hub_settings(appdata: &Path) -> String {
+    serde_json::json!({ "directories": { "appData": appdata } }).to_string() + "\n"
+}
+
+/// Writes `<appdata>/intelligencehub-settings.json`, where the agent points
+/// the hub (HIGHBYTE_SETTINGS_FILE).
+pub fn write_settings(appdata: &Path, json: &str) -> Result<(), SandboxError> {
+    let file = appdata.join("intelligencehub-settings.json");
+    std::fs::write(&file, json).map_err(io(format!("writing {}", file.display())))
 }
 
 /// Unpacks a runtime archive as an operator's existing installation:
@@ -351,6 +365,7 @@ impl Sandbox {
             let config = agent_config(&node, (&pair.cert, &pair.key, &ca_paths.cert), &opts.timing);
             std::fs::write(&node.config, config).map_err(io("writing agent config"))?;
             preinstall_runtime(&node.install_root, &archive, &opts.version)?;
+            write_settings(&node.appdata, &hub_settings(&node.appdata))?;
             spawn_agent(&agent_bin, &mut node).await?;
             nodes.push(node);
         }

@@ -106,13 +106,11 @@ async fn start_refuses_unreachable_database_and_missing_schema() {
             "hub-a",
             "-j",
             &uri,
-            "--appdata",
-            &a.appdata.display().to_string(),
             "--start-delay",
             "0s",
         ],
         &log_path,
-        &[],
+        &[("HIGHBYTE_SETTINGS_FILE", &a.settings.display().to_string())],
     )
     .unwrap();
     let status = p.wait_exit(WAIT).await.unwrap();

@@ -121,9 +121,18 @@ impl Agent {
         };
         std::fs::create_dir_all(agent.appdata()).unwrap();
         std::fs::create_dir_all(agent.snf()).unwrap();
+        agent.write_settings(&format!(
+            r#"{{"directories": {{"appData": "{}"}}}}"#,
+            agent.appdata().display()
+        ));
         std::fs::write(agent.config_path(), agent.config_text()).unwrap();
         agent.spawn();
         agent
+    }
+
+    /// Writes the hub's settings file in appdata.
+    pub fn write_settings(&self, json: &str) {
+        std::fs::write(self.appdata().join("intelligencehub-settings.json"), json).unwrap();
     }
 
     pub fn config_text(&self) -> String {
@@ -344,7 +353,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The hub: prints its role, then idles until SIGTERM. Node "exit-7" exits
 /// with 7 at once; node "stubborn" ignores SIGTERM.
 pub const HUB_SCRIPT: &str = r#"#!/bin/sh
-echo "hub $VERSION starting node=$HUBSHIFT_NODE extra=$HUB_EXTRA args=$*"
+echo "hub $VERSION starting node=$HUBSHIFT_NODE extra=$HUB_EXTRA settings=$HIGHBYTE_SETTINGS_FILE args=$*"
 if [ "$HUBSHIFT_NODE" = "exit-7" ]; then echo "bye"; exit 7; fi
 if [ "$HUBSHIFT_NODE" = "stubborn" ]; then trap '' TERM; else trap 'echo "hub: TERM"; exit 0' TERM; fi
 sleep 0.3

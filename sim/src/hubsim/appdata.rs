@@ -1,7 +1,7 @@
 //! The node's appData directory, laid out like a hub's: the project
 //! (`intelligencehub-configuration.json`), the certificate store
-//! (`intelligencehub-certificatestore.pkcs12`) and store-and-forward files
-//! (`storeforward/*.sf`).
+//! (`intelligencehub-certificatestore.pkcs12`). Store-and-forward files live
+//! where the settings say (`settings.rs`).
 
 use rand::Rng;
 use std::fs;
@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 pub const CONFIGURATION_FILE: &str = "intelligencehub-configuration.json";
 /// The certificate store, which decrypts the project's shared secrets.
 pub const CERTIFICATE_STORE_FILE: &str = "intelligencehub-certificatestore.pkcs12";
-/// Directory of store-and-forward files.
-pub const STORE_FORWARD_DIR: &str = "storeforward";
 
 /// Size of a generated certificate store.
 const CERTIFICATE_STORE_SIZE: usize = 2048;
@@ -47,11 +45,6 @@ impl AppData {
     /// Path of the certificate store.
     pub fn certificate_store_path(&self) -> PathBuf {
         self.root.join(CERTIFICATE_STORE_FILE)
-    }
-
-    /// Directory of store-and-forward files.
-    pub fn store_forward_dir(&self) -> PathBuf {
-        self.root.join(STORE_FORWARD_DIR)
     }
 
     /// Writes a fresh random certificate store (mode 0600) unless one

@@ -1,5 +1,6 @@
 //! hubsim's command line, mirroring the real HA entry point:
-//! `hubsim create|start -n NODE -j JDBC_URI --appdata DIR`, plus
+//! `hubsim create|start -n NODE -j JDBC_URI` (appData and store-and-forward
+//! places come from the settings file, see `settings.rs`), plus
 //! `hubsim runtime --version V --out FILE` to write a runtime archive.
 
 use crate::timing::{SimTiming, parse_duration};
@@ -16,6 +17,11 @@ pub struct Cli {
     /// the VERSION file of the runtime directory it was launched from.
     #[arg(long, global = true, value_name = "V")]
     pub version: Option<String>,
+    /// The runtime directory this hubsim runs as (the launcher passes its
+    /// own); default: the working directory. The settings are found beside
+    /// it and store-and-forward files default to it, as for the real hub.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -42,9 +48,6 @@ pub struct NodeArgs {
     /// read it from that environment variable.
     #[arg(short = 'j', long = "jdbc")]
     pub jdbc: String,
-    /// The hub's appData directory.
-    #[arg(long)]
-    pub appdata: PathBuf,
     /// Timing.
     #[command(flatten)]
     pub timing: TimingArgs,
@@ -109,8 +112,8 @@ mod tests {
             "hub-a",
             "-j",
             "env:X",
-            "--appdata",
-            "/d",
+            "--runtime-dir",
+            "/r",
             "--heartbeat-interval",
             "200ms",
         ])
@@ -120,21 +123,11 @@ mod tests {
             panic!()
         };
         assert_eq!(a.node, "hub-a");
+        assert_eq!(cli.runtime_dir.as_deref(), Some(std::path::Path::new("/r")));
         assert_eq!(a.timing.heartbeat_interval, Duration::from_millis(200));
         assert_eq!(a.timing.takeover_timeout, Duration::from_secs(10));
-        let cli = Cli::try_parse_from([
-            "hubsim",
-            "create",
-            "-n",
-            "a",
-            "-j",
-            "x",
-            "--appdata",
-            "/d",
-            "--version",
-            "2",
-        ])
-        .unwrap();
+        let cli = Cli::try_parse_from(["hubsim", "create", "-n", "a", "-j", "x", "--version", "2"])
+            .unwrap();
         assert_eq!(cli.version.as_deref(), Some("2"));
     }
 }

@@ -10,10 +10,11 @@ use super::db::{CONNECT_TIMEOUT, DbFailure};
 use super::jdbc::JdbcTarget;
 use super::log;
 use super::schema::{self, CreateError, NewCluster};
+use super::settings::Places;
 use crate::timing::SimTiming;
 
 /// Runs `create`; returns the exit code.
-pub async fn run(args: NodeArgs, version: String) -> i32 {
+pub async fn run(args: NodeArgs, version: String, places: Places) -> i32 {
     let target = match JdbcTarget::resolve_for_logging(&args.jdbc) {
         Ok(t) => t,
         Err(code) => return code,
@@ -22,17 +23,17 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
     log::info(&format!(
         "hubsim {version} create: node {} appdata {} database {}",
         args.node,
-        args.appdata.display(),
+        places.app_data.display(),
         target.display()
     ));
     tokio::time::sleep(timing.start_delay).await;
 
-    let appdata = match prepare_appdata(&args, &version) {
+    let appdata = match prepare_appdata(&args, &places, &version) {
         Ok(a) => a,
         Err(e) => {
             log::error(&format!(
                 "cannot prepare appdata {}: {e}",
-                args.appdata.display()
+                places.app_data.display()
             ));
             return EXIT_REFUSED;
         }
@@ -42,7 +43,7 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
         (Err(e), _) | (_, Err(e)) => {
             log::error(&format!(
                 "cannot read appdata {}: {e}",
-                args.appdata.display()
+                places.app_data.display()
             ));
             return EXIT_REFUSED;
         }
@@ -119,8 +120,8 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
     0
 }
 
-fn prepare_appdata(args: &NodeArgs, version: &str) -> std::io::Result<AppData> {
-    let appdata = AppData::open(&args.appdata)?;
+fn prepare_appdata(args: &NodeArgs, places: &Places, version: &str) -> std::io::Result<AppData> {
+    let appdata = AppData::open(&places.app_data)?;
     if appdata.ensure_certificate_store()? {
         log::info(&format!(
             "generated certificate store {}",

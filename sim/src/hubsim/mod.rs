@@ -14,6 +14,7 @@ pub mod log;
 pub mod node;
 pub mod owner;
 pub mod schema;
+pub mod settings;
 pub mod store_forward;
 pub mod ticks;
 
@@ -78,13 +79,19 @@ async fn run(cli: cli::Cli) -> i32 {
             let Some(version) = resolve_version(cli.version) else {
                 return EXIT_USAGE;
             };
-            create::run(args, version).await
+            let Some(places) = places(cli.runtime_dir) else {
+                return EXIT_REFUSED;
+            };
+            create::run(args, version, places).await
         }
         cli::Command::Start(args) => {
             let Some(version) = resolve_version(cli.version) else {
                 return EXIT_USAGE;
             };
-            node::run(args, version).await
+            let Some(places) = places(cli.runtime_dir) else {
+                return EXIT_REFUSED;
+            };
+            node::run(args, version, places).await
         }
     }
 }
@@ -117,6 +124,48 @@ fn runtime_command(version: Option<String>, args: cli::RuntimeArgs) -> i32 {
         Err(e) => {
             log::error(&format!("cannot write runtime archive: {e}"));
             EXIT_REFUSED
+        }
+    }
+}
+
+/// appData and store-and-forward places from the settings, as the hub
+/// finds them (logged, so a test or an operator sees where it runs).
+fn places(runtime_dir: Option<PathBuf>) -> Option<settings::Places> {
+    let runtime_dir = match runtime_dir.map(std::path::absolute).transpose() {
+        Ok(Some(d)) => d,
+        Ok(None) => match std::env::current_dir() {
+            Ok(d) => d,
+            Err(e) => {
+                log::error(&format!("cannot find the runtime directory: {e}"));
+                return None;
+            }
+        },
+        Err(e) => {
+            log::error(&format!("cannot resolve --runtime-dir: {e}"));
+            return None;
+        }
+    };
+    match settings::locate_from_env(&runtime_dir) {
+        Ok(p) => {
+            log::info(&format!(
+                "settings {}: appData {}, store-and-forward {}{}",
+                p.settings_file.as_ref().map_or_else(
+                    || "(none, defaults)".to_string(),
+                    |f| f.display().to_string()
+                ),
+                p.app_data.display(),
+                p.store_forward.display(),
+                if p.store_forward_in_runtime {
+                    " (directories.storeForwardData unset: the runtime directory)"
+                } else {
+                    ""
+                }
+            ));
+            Some(p)
+        }
+        Err(e) => {
+            log::error(&e);
+            None
         }
     }
 }

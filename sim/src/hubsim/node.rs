@@ -34,6 +34,7 @@ use super::db::Db;
 use super::jdbc::JdbcTarget;
 use super::log::{self, Latch};
 use super::schema::{self, HaState};
+use super::settings::Places;
 use super::store_forward::StoreForward;
 use super::ticks::Ticker;
 use super::{EXIT_REFUSED, EXIT_USAGE};
@@ -43,7 +44,7 @@ use std::time::{Instant, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Runs `start`; returns the exit code.
-pub async fn run(args: NodeArgs, version: String) -> i32 {
+pub async fn run(args: NodeArgs, version: String, places: Places) -> i32 {
     let target = match JdbcTarget::resolve_for_logging(&args.jdbc) {
         Ok(t) => t,
         Err(code) => return code,
@@ -60,7 +61,7 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
     log::info(&format!(
         "hubsim {version} start: node {} appdata {} database {} (heartbeat {:?}, takeover {:?}, tick {:?})",
         args.node,
-        args.appdata.display(),
+        places.app_data.display(),
         target.display(),
         timing.heartbeat_interval,
         timing.takeover_timeout,
@@ -68,12 +69,12 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
     ));
     tokio::time::sleep(timing.start_delay).await;
 
-    let appdata = match AppData::open(&args.appdata) {
+    let appdata = match AppData::open(&places.app_data) {
         Ok(a) => a,
         Err(e) => {
             log::error(&format!(
                 "cannot open appdata {}: {e}",
-                args.appdata.display()
+                places.app_data.display()
             ));
             return EXIT_REFUSED;
         }
@@ -152,7 +153,7 @@ pub async fn run(args: NodeArgs, version: String) -> i32 {
         args.node.clone(),
         version.clone(),
         timing.tick_interval,
-        StoreForward::new(&appdata.store_forward_dir()),
+        StoreForward::new(&places.store_forward),
     );
     let project = std::fs::read_to_string(appdata.configuration_path()).unwrap_or_default();
     let mut node = Node {

@@ -1,8 +1,12 @@
 //! Store and forward: ticks that could not be written to the database are
-//! appended, one JSON line each, to `storeforward/current.sf` in appdata.
-//! Replay first renames that file to `replay-<nanos>.sf` (new ticks go to a
-//! fresh `current.sf`), inserts its lines with their original `produced_at`
-//! and deletes it once the database has them.
+//! appended, one JSON line each, to `intelligencehub-writestore-ticks.sf` in
+//! the store-and-forward directory (`directories.storeForwardData`, else the
+//! runtime directory — named like the real hub's files, so the agent carries
+//! them across a runtime switch). Replay first renames that file to
+//! `intelligencehub-writestore-ticks-replay-<nanos>.sf` (new ticks go to a
+//! fresh file), inserts its lines with their original `produced_at` and
+//! deletes it once the database has them. Only files with that prefix are
+//! read: anything else in the runtime directory is not ours.
 
 use super::schema::TickRow;
 use std::fs;
@@ -10,8 +14,10 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Name prefix of every store-and-forward file, as the real hub's.
+pub const PREFIX: &str = "intelligencehub-writestore-";
 /// File new ticks are appended to.
-pub const CURRENT_FILE: &str = "current.sf";
+pub const CURRENT_FILE: &str = "intelligencehub-writestore-ticks.sf";
 
 /// The store-and-forward directory of one node.
 #[derive(Debug, Clone)]
@@ -60,7 +66,9 @@ impl StoreForward {
         for entry in entries {
             let entry = entry?;
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "sf") && entry.metadata()?.len() > 0 {
+            let ours = entry.file_name().to_string_lossy().starts_with(PREFIX)
+                && path.extension().is_some_and(|e| e == "sf");
+            if ours && entry.metadata()?.len() > 0 {
                 out.push(path);
             }
         }
@@ -77,7 +85,11 @@ impl StoreForward {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_nanos();
-            fs::rename(&current, self.dir.join(format!("replay-{nanos:024}.sf")))?;
+            fs::rename(
+                &current,
+                self.dir
+                    .join(format!("{PREFIX}ticks-replay-{nanos:024}.sf")),
+            )?;
         }
         let mut out = Vec::new();
         for path in self.files()? {
@@ -118,6 +130,15 @@ mod tests {
     fn appends_rotates_and_replays() {
         let dir = tempfile::tempdir().unwrap();
         let sf = StoreForward::new(&dir.path().join("storeforward"));
+        assert!(!sf.has_pending());
+        // Not ours: other files of a runtime directory, a set-aside file.
+        fs::create_dir_all(dir.path().join("storeforward")).unwrap();
+        for other in [
+            "VERSION.sf",
+            "hubshift-set-aside-1-intelligencehub-writestore-ticks.sf",
+        ] {
+            fs::write(dir.path().join("storeforward").join(other), b"x\n").unwrap();
+        }
         assert!(!sf.has_pending());
         sf.append(&tick(1)).unwrap();
         sf.append(&tick(2)).unwrap();

@@ -22,6 +22,9 @@ pub fn hubsim() -> PathBuf {
 pub struct NodeDir {
     pub name: String,
     pub appdata: PathBuf,
+    /// Its settings file (HIGHBYTE_SETTINGS_FILE): appData and
+    /// store-and-forward under `appdata`.
+    pub settings: PathBuf,
     pub logs: PathBuf,
 }
 
@@ -29,9 +32,22 @@ impl NodeDir {
     pub fn new(root: &Path, name: &str) -> NodeDir {
         let logs = root.join(format!("{name}-logs"));
         std::fs::create_dir_all(&logs).unwrap();
+        let appdata = root.join(name).join("appData");
+        let settings = root.join(name).join("intelligencehub-settings.json");
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        std::fs::write(
+            &settings,
+            serde_json::json!({"directories": {
+                "appData": appdata,
+                "storeForwardData": appdata.join("storeforward"),
+            }})
+            .to_string(),
+        )
+        .unwrap();
         NodeDir {
             name: name.into(),
-            appdata: root.join(name).join("appData"),
+            appdata,
+            settings,
             logs,
         }
     }
@@ -45,8 +61,6 @@ impl NodeDir {
             self.name.clone(),
             "-j".into(),
             "env:HUBSHIFT_JDBC_URI".into(),
-            "--appdata".into(),
-            self.appdata.display().to_string(),
         ];
         a.extend(SimTiming::fast().hubsim_args());
         a
@@ -77,7 +91,13 @@ impl NodeDir {
             &hubsim(),
             &self.args(cmd, version),
             &self.next_log(cmd),
-            &[("HUBSHIFT_JDBC_URI", uri.as_str())],
+            &[
+                ("HUBSHIFT_JDBC_URI", uri.as_str()),
+                (
+                    "HIGHBYTE_SETTINGS_FILE",
+                    &self.settings.display().to_string(),
+                ),
+            ],
         )
         .unwrap()
     }
