@@ -95,6 +95,27 @@ impl Group {
         )
     }
 
+    /// Starts an upgrade in the background; returns it and its run id.
+    fn start_upgrade(&self, version: &str, archive: &str) -> (Running, String) {
+        let mut up = self.spawn_upgrade(version, archive);
+        let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
+            e["event"] == "run_started"
+        });
+        let run_id = started["run"].as_str().unwrap().to_string();
+        (up, run_id)
+    }
+
+    /// Waits for an upgrade; when it failed (exit 1, nothing worse), the
+    /// documented action: `resume`, which must finish it.
+    fn finish_or_resume(&self, up: Running, run_id: &str, archive: &str, case: &str) {
+        let (code, seen) = up.finish(Duration::from_secs(240));
+        if code != Some(0) {
+            assert_eq!(code, Some(1), "{case}: {seen:#?}\n{}", self.hub_logs());
+            let out = self.resume(run_id, archive);
+            assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
+        }
+    }
+
     fn resume(&self, run_id: &str, archive: &str) -> std::process::Output {
         run(
             &self.inventory,
@@ -226,11 +247,7 @@ fn is_step(e: &Value, event: &str, name: &str) -> bool {
 async fn kill_controller_then_resume(g: &mut Group, name: &str, delay: Duration) {
     let case = format!("controller killed {delay:?} into {name}");
     let (version, archive) = g.next_target();
-    let mut up = g.spawn_upgrade(&version, &archive);
-    let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    let run_id = started["run"].as_str().unwrap().to_string();
+    let (mut up, run_id) = g.start_upgrade(&version, &archive);
     up.wait_for(Duration::from_secs(180), name, |e| {
         is_step(e, "step_started", name)
     });
@@ -397,11 +414,7 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
     // frozen): `abandon` starts the primary again.
     let from = g.version.clone();
     let (version, archive) = g.next_target();
-    let mut up = g.spawn_upgrade(&version, &archive);
-    let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    let run_id = started["run"].as_str().unwrap().to_string();
+    let (mut up, run_id) = g.start_upgrade(&version, &archive);
     up.wait_for(Duration::from_secs(180), "stop_primary done", |e| {
         is_step(e, "step_finished", "stop_primary")
     });
@@ -428,11 +441,7 @@ async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
     let mut g = Group::start().await;
     let from = g.version.clone();
     let (version, archive) = g.next_target();
-    let mut up = g.spawn_upgrade(&version, &archive);
-    let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    let run_id = started["run"].as_str().unwrap().to_string();
+    let (mut up, run_id) = g.start_upgrade(&version, &archive);
     up.wait_for(Duration::from_secs(180), "backup started", |e| {
         is_step(e, "step_started", "backup")
     });
@@ -487,11 +496,7 @@ async fn hubs_killed_after_their_own_step_are_started_again() {
     for (name, node) in [("activate_secondary_runtime", 0), ("await_standby", 1)] {
         let case = format!("hub of node {node} killed at {name}");
         let (version, archive) = g.next_target();
-        let mut up = g.spawn_upgrade(&version, &archive);
-        let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-            e["event"] == "run_started"
-        });
-        let run_id = started["run"].as_str().unwrap().to_string();
+        let (mut up, run_id) = g.start_upgrade(&version, &archive);
         up.wait_for(Duration::from_secs(180), name, |e| {
             is_step(e, "step_started", name)
         });
@@ -500,12 +505,7 @@ async fn hubs_killed_after_their_own_step_are_started_again() {
             std::thread::sleep(Duration::from_millis(300));
         }
         signal_group(g.hub_pid(node), libc::SIGKILL);
-        let (code, seen) = up.finish(Duration::from_secs(240));
-        if code != Some(0) {
-            assert_eq!(code, Some(1), "{case}: {seen:#?}");
-            let out = g.resume(&run_id, &archive);
-            assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
-        }
+        g.finish_or_resume(up, &run_id, &archive, &case);
         g.assert_healthy(&version, fallback_bound(), &case).await;
     }
 }
@@ -519,11 +519,7 @@ async fn postgres_restarted_in_each_window() {
     for name in ["await_takeover", "backup", "await_handback"] {
         let case = format!("PostgreSQL restarted during {name}");
         let (version, archive) = g.next_target();
-        let mut up = g.spawn_upgrade(&version, &archive);
-        let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-            e["event"] == "run_started"
-        });
-        let run_id = started["run"].as_str().unwrap().to_string();
+        let (mut up, run_id) = g.start_upgrade(&version, &archive);
         up.wait_for(Duration::from_secs(180), name, |e| {
             is_step(e, "step_started", name)
         });
@@ -552,23 +548,14 @@ async fn agents_killed_inside_steps() {
     for (name, node) in [("backup", 0), ("await_takeover", 1), ("start_secondary", 1)] {
         let case = format!("agent of node {node} killed during {name}");
         let (version, archive) = g.next_target();
-        let mut up = g.spawn_upgrade(&version, &archive);
-        let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-            e["event"] == "run_started"
-        });
-        let run_id = started["run"].as_str().unwrap().to_string();
+        let (mut up, run_id) = g.start_upgrade(&version, &archive);
         up.wait_for(Duration::from_secs(180), name, |e| {
             is_step(e, "step_started", name)
         });
         g.sandbox.kill_agent(node);
         tokio::time::sleep(Duration::from_millis(500)).await;
         g.sandbox.restart_agent(node).await.unwrap();
-        let (code, seen) = up.finish(Duration::from_secs(240));
-        if code != Some(0) {
-            assert_eq!(code, Some(1), "{case}: {seen:#?}");
-            let out = g.resume(&run_id, &archive);
-            assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
-        }
+        g.finish_or_resume(up, &run_id, &archive, &case);
         g.assert_healthy(&version, normal_bound(), &case).await;
     }
 }
@@ -582,31 +569,18 @@ async fn a_primary_that_dies_or_hangs_while_it_starts() {
     let mut g = Group::start().await;
 
     let (version, archive) = g.next_target();
-    let mut up = g.spawn_upgrade(&version, &archive);
-    let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    let run_id = started["run"].as_str().unwrap().to_string();
+    let (mut up, run_id) = g.start_upgrade(&version, &archive);
     up.wait_for(Duration::from_secs(180), "create_and_start done", |e| {
         is_step(e, "step_finished", "create_and_start")
     });
     signal_group(g.hub_pid(0), libc::SIGKILL);
-    let (code, seen) = up.finish(Duration::from_secs(240));
-    if code != Some(0) {
-        assert_eq!(code, Some(1), "{seen:#?}");
-        let out = g.resume(&run_id, &archive);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    }
+    g.finish_or_resume(up, &run_id, &archive, "");
     // The gap includes the test's own reaction time before `resume`.
     g.assert_healthy(&version, fallback_bound(), "primary killed while starting")
         .await;
 
     let (version, archive) = g.next_target();
-    let mut up = g.spawn_upgrade(&version, &archive);
-    let started = up.wait_for(Duration::from_secs(120), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    let run_id = started["run"].as_str().unwrap().to_string();
+    let (mut up, run_id) = g.start_upgrade(&version, &archive);
     up.wait_for(Duration::from_secs(180), "create_and_start done", |e| {
         is_step(e, "step_finished", "create_and_start")
     });
