@@ -81,8 +81,25 @@ pub enum Command {
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Park the run before this step (a name as `plan` prints it, e.g.
+        /// `drop_schema`): an approval gate. Exit 4; `hubshift resume`
+        /// continues. Repeatable; only steps that start while the group has
+        /// an active node and nothing is half done.
+        #[arg(long, value_name = "STEP")]
+        pause_before: Vec<String>,
     },
-    /// Continue an interrupted or failed run from its first unfinished step.
+    /// Ask a running run (from any machine) to stop at its next safe point:
+    /// between steps, with an active node and nothing half done. The run
+    /// exits 4 and is journaled `stopped`; `hubshift resume` continues it.
+    Stop {
+        #[command(flatten)]
+        inventory: InventoryArgs,
+        /// The running run.
+        #[arg(long)]
+        run: String,
+    },
+    /// Continue an interrupted, failed, paused or stopped run from its first
+    /// unfinished step.
     Resume {
         #[command(flatten)]
         inventory: InventoryArgs,

@@ -15,6 +15,7 @@ use hubshift_common::redact::{Secret, redact};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Everything a running plan needs.
@@ -40,6 +41,31 @@ pub struct Run {
     /// JDBC URI handed to the hubs.
     pub jdbc: Secret,
 }
+
+/// Set by the first Ctrl-C: stop at the next safe point.
+static STOP_ASKED: AtomicBool = AtomicBool::new(false);
+
+/// The first Ctrl-C asks the run to stop at its next safe point (between
+/// steps, with an active node and nothing half done); a second one exits at
+/// once, as an interrupt always did.
+pub fn watch_ctrl_c(out: Output) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        STOP_ASKED.store(true, Ordering::SeqCst);
+        out.human("\nStopping at the next safe point (Ctrl-C again to exit at once) ...");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}
+
+/// A run parked on purpose (`--pause-before`, `hubshift stop`, Ctrl-C):
+/// the group has an active node, nothing is half done, `resume` continues.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Parked(pub String);
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -78,6 +104,7 @@ impl Run {
                 i += 1;
                 continue;
             }
+            self.park_if_asked(steps, i).await?;
             // Consecutive staging steps run in parallel: no outage yet, and
             // uploads are the slow part.
             if matches!(steps[i].step, Step::StageRuntime { .. }) {
@@ -100,6 +127,50 @@ impl Run {
         self.journal.finish_run(&self.id, "done").await?;
         self.summary(started.elapsed().as_millis() as u64);
         Ok(())
+    }
+
+    /// Parks the run before step `idx` when a pause was asked for there, or
+    /// a stop was asked for and the boundary is safe.
+    async fn park_if_asked(&mut self, steps: &[journal::StepRecord], idx: usize) -> Result<()> {
+        let safe = idx == 0 || plan::safe_to_park_after(&steps[idx - 1].step);
+        let name = steps[idx].step.name();
+        let (state, why) = if self.facts.pause_before.iter().any(|p| p == name)
+            && !self.facts.pauses_done.contains(&idx)
+        {
+            self.facts.pauses_done.push(idx);
+            (
+                "paused",
+                format!("paused before step {} ({name}) as asked", idx + 1),
+            )
+        } else if safe
+            && (STOP_ASKED.swap(false, Ordering::SeqCst)
+                || self.journal.take_stop_request(&self.id).await?)
+        {
+            (
+                "stopped",
+                format!("stopped before step {} ({name}) as asked", idx + 1),
+            )
+        } else {
+            return Ok(());
+        };
+        self.save_facts().await?;
+        self.journal.finish_run(&self.id, state).await?;
+        let id = self.id.clone();
+        self.out.event(
+            if state == "paused" {
+                "run_paused"
+            } else {
+                "run_stopped"
+            },
+            json!({ "run": id, "group": self.group.name, "before_step": idx + 1, "name": name,
+                    "next": format!("hubshift resume --run {id}") }),
+            || {
+                format!(
+                    "\nRun {id} {why}; the group serves. Continue with: hubshift resume --run {id}"
+                )
+            },
+        );
+        Err(Parked(format!("run {id} {why}")).into())
     }
 
     fn announce(&self, idx: usize, total: usize, step: &Step) {

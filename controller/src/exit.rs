@@ -11,6 +11,9 @@ pub enum Exit {
     Usage = 2,
     /// Refused: preflight failed or the group's lock is held; nothing was changed.
     Refused = 3,
+    /// Parked on purpose (`--pause-before`, `hubshift stop`, Ctrl-C) at a safe
+    /// point: the group serves; `hubshift resume` continues.
+    Parked = 4,
 }
 
 /// An error that selects exit code 2: bad flags, bad inventory, bad files.
@@ -51,6 +54,9 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<Refused>() {
             return Exit::Refused;
+        }
+        if cause.is::<crate::executor::Parked>() {
+            return Exit::Parked;
         }
     }
     Exit::Failed

@@ -58,6 +58,12 @@ pub struct RunFacts {
     /// next hand-over takes its backup anew under a new id.
     #[serde(default)]
     pub handover_round: u32,
+    /// Steps (by name) the run parks before, as `--pause-before` asked.
+    #[serde(default)]
+    pub pause_before: Vec<String>,
+    /// Plan positions where it already paused (a resume goes on past them).
+    #[serde(default)]
+    pub pauses_done: Vec<usize>,
     /// For a rollback: the upgrade run it reverses.
     #[serde(default)]
     pub rollback_of: Option<String>,

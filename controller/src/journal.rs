@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS hubshift.steps (
     error       text,
     PRIMARY KEY (run_id, idx)
 );
+ALTER TABLE hubshift.runs ADD COLUMN IF NOT EXISTS stop_requested boolean NOT NULL DEFAULT false;
+ALTER TABLE hubshift.runs ADD COLUMN IF NOT EXISTS audit jsonb NOT NULL DEFAULT '[]'::jsonb;
 "#;
 
 /// Creates the journal schema if needed.
@@ -73,6 +75,8 @@ pub struct RunRecord {
     pub facts: Value,
     /// When it was created (UTC text).
     pub created_at: String,
+    /// Who started and resumed it: user, host, CI job, when.
+    pub audit: Value,
     /// Last change (UTC text).
     pub updated_at: String,
 }
@@ -220,6 +224,45 @@ async fn touch(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Records who acted on a run (`entry`: action, user, host, CI job, time).
+pub async fn add_audit(client: &Client, run: &str, entry: &Value) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE hubshift.runs SET audit = audit || jsonb_build_array($2::jsonb) WHERE id = $1",
+            &[&run, entry],
+        )
+        .await
+        .map_err(query_err("journaling who acted on the run"))?;
+    Ok(())
+}
+
+/// Asks a running run to stop at its next safe point; `false` when the run
+/// is not running.
+pub async fn request_stop(client: &Client, run: &str) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "UPDATE hubshift.runs SET stop_requested = true, updated_at = now()
+             WHERE id = $1 AND state = 'running'",
+            &[&run],
+        )
+        .await
+        .map_err(query_err("asking the run to stop"))?;
+    Ok(n == 1)
+}
+
+/// Takes a pending stop request (clearing it); `true` when there was one.
+pub async fn take_stop_request(client: &Client, run: &str) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "UPDATE hubshift.runs SET stop_requested = false
+             WHERE id = $1 AND stop_requested",
+            &[&run],
+        )
+        .await
+        .map_err(query_err("reading a stop request"))?;
+    Ok(n == 1)
+}
+
 /// Marks an upgrade run as reversed by a finished rollback.
 pub async fn mark_rolled_back(client: &Client, run: &str) -> Result<(), DbError> {
     client
@@ -269,7 +312,8 @@ const RUN_COLUMNS: &str = "id, grp, kind,
     THEN 'interrupted' ELSE state END,
     facts,
     to_char(created_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"'),
-    to_char(updated_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"')";
+    to_char(updated_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"'),
+    audit";
 
 fn run_from_row(row: &tokio_postgres::Row) -> RunRecord {
     RunRecord {
@@ -280,6 +324,7 @@ fn run_from_row(row: &tokio_postgres::Row) -> RunRecord {
         facts: row.get(4),
         created_at: row.get(5),
         updated_at: row.get(6),
+        audit: row.get(7),
     }
 }
 

@@ -137,6 +137,13 @@ impl JournalLink {
         ))
     }
 
+    /// See [`journal::take_stop_request`].
+    pub async fn take_stop_request(&mut self, run: &str) -> Result<bool, DbError> {
+        retrying!(self, "reading a stop request", |c| {
+            journal::take_stop_request(c, run)
+        })
+    }
+
     /// See [`journal::mark_rolled_back`].
     pub async fn mark_rolled_back(&mut self, run: &str) -> Result<(), DbError> {
         retrying!(self, "journaling the rollback", |c| {

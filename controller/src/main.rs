@@ -1,6 +1,7 @@
 //! `hubshift`, the controller CLI. Thin: set-up, dispatch, exit code.
 
 mod agents;
+mod audit;
 mod backup_copy;
 mod certs;
 mod cli;
@@ -17,6 +18,7 @@ mod plan;
 mod runs;
 mod status;
 mod steps;
+mod stop;
 mod upgrade;
 
 use clap::Parser;
@@ -82,7 +84,9 @@ async fn dispatch(out: Output, command: Command) -> anyhow::Result<()> {
             inventory,
             target,
             yes,
-        } => upgrade::upgrade(out, &inventory, &target, yes).await,
+            pause_before,
+        } => upgrade::upgrade(out, &inventory, &target, yes, &pause_before).await,
+        Command::Stop { inventory, run } => stop::stop(out, &inventory, &run).await,
         Command::Resume {
             inventory,
             run,

@@ -285,6 +285,26 @@ fn secondary_steps(primary: &str, secondaries: &[String]) -> Vec<Step> {
     steps
 }
 
+/// Whether a run may be parked (paused or stopped) right after `step`: not
+/// inside a hand-over, where the group has no active node (after the
+/// primary's stop, until the takeover) or may be about to have two (after
+/// create+start, until the old secondaries are down).
+pub fn safe_to_park_after(step: &Step) -> bool {
+    !matches!(step, Step::StopPrimary { .. } | Step::CreateAndStart { .. })
+}
+
+/// Names `--pause-before` accepts: steps that start at a safe point.
+pub fn pausable_step_names(steps: &[Step]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = steps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || safe_to_park_after(&steps[i - 1]))
+        .map(|(_, s)| s.name())
+        .collect();
+    names.dedup();
+    names
+}
+
 /// Whether every destructive step comes after a verified backup: the gate
 /// the executor relies on, checked on every plan it runs.
 pub fn gates_hold(steps: &[Step]) -> bool {

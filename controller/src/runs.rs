@@ -20,14 +20,22 @@ pub async fn runs(
         out.human("No runs yet.");
         return Ok(());
     }
+    // Journals written by an older hubshift get this version's columns.
+    journal::ensure_schema(&client).await?;
     if let Some(id) = run {
         let record = journal::load_run(&client, id)
             .await?
             .ok_or_else(|| UsageError(format!("no run {id} in the journal")))?;
         out.record("run", &record, || {
             format!(
-                "run {} group {} {} state {} created {}\nfacts: {}",
-                record.id, record.group, record.kind, record.state, record.created_at, record.facts
+                "run {} group {} {} state {} created {}\nby: {}\nfacts: {}",
+                record.id,
+                record.group,
+                record.kind,
+                record.state,
+                record.created_at,
+                audit_line(&record.audit),
+                record.facts
             )
         });
         for s in journal::load_steps(&client, id).await? {
@@ -73,4 +81,29 @@ pub async fn runs(
         });
     }
     Ok(())
+}
+
+/// "upgrade by alice@ci-runner-3 (GITHUB_RUN_ID=42), resume by bob@laptop".
+fn audit_line(audit: &serde_json::Value) -> String {
+    audit
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    let mut s = format!(
+                        "{} by {}@{}",
+                        e["action"].as_str().unwrap_or("?"),
+                        e["user"].as_str().unwrap_or("?"),
+                        e["host"].as_str().unwrap_or("?")
+                    );
+                    if let Some(job) = e["ci_job"].as_str() {
+                        s.push_str(&format!(" ({job})"));
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }

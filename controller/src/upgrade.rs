@@ -207,9 +207,20 @@ pub async fn upgrade(
     inv: &InventoryArgs,
     target: &TargetArgs,
     yes: bool,
+    pause_before: &[String],
 ) -> Result<()> {
     check_version(&target.version)?;
     let (inventory, group, db) = load(inv, &target.group)?;
+    let pausable = plan::pausable_step_names(&plan::build_plan(&group));
+    for p in pause_before {
+        if !pausable.contains(&p.as_str()) {
+            return Err(UsageError(format!(
+                "--pause-before {p}: not a step a run can be parked before (one of: {})",
+                pausable.join(", ")
+            ))
+            .into());
+        }
+    }
     let archive = read_archive(&target.runtime).await?;
     check_published_digest(&archive, target.sha256.as_deref())?;
     // The lock first: a group being upgraded is refused naming the run that
@@ -255,6 +266,7 @@ pub async fn upgrade(
         runtime_sha256: archive.sha256.clone(),
         runtime_bytes: archive.bytes,
         runtime_file: archive.path.display().to_string(),
+        pause_before: pause_before.to_vec(),
         ..Default::default()
     };
     let steps = plan::build_plan(&group);
@@ -275,6 +287,7 @@ pub async fn upgrade(
         },
     );
     let records = journal::load_steps(&client, &id).await?;
+    journal::add_audit(&client, &id, &crate::audit::entry("upgrade")).await?;
     let jdbc = db.jdbc_uri();
     let journal = JournalLink::new(db.clone(), &group.name, client);
     let mut run = Run {
@@ -293,8 +306,10 @@ pub async fn upgrade(
 }
 
 async fn finish(run: &mut Run, records: &[journal::StepRecord]) -> Result<()> {
+    crate::executor::watch_ctrl_c(run.out);
     match run.execute(records).await {
         Ok(()) => Ok(()),
+        Err(e) if e.downcast_ref::<crate::executor::Parked>().is_some() => Err(e),
         Err(e) => {
             let id = run.id.clone();
             let _ = run.journal.finish_run(&id, "failed").await;
@@ -327,6 +342,8 @@ pub async fn resume(
     if !journal::exists(&client).await? {
         return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
     }
+    // Journals written by an older hubshift get this version's columns.
+    journal::ensure_schema(&client).await?;
     let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
         UsageError(format!(
             "no run {run_id} in the journal (see `hubshift runs`)"
@@ -345,6 +362,7 @@ pub async fn resume(
         return Ok(());
     }
     lock_group(&client, &group.name).await?;
+    journal::add_audit(&client, run_id, &crate::audit::entry("resume")).await?;
     let facts: RunFacts = serde_json::from_value(record.facts.clone())
         .context("the journal's run facts cannot be read by this version")?;
     let runtime_file = match runtime {
@@ -424,6 +442,8 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
     if !journal::exists(&client).await? {
         return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
     }
+    // Journals written by an older hubshift get this version's columns.
+    journal::ensure_schema(&client).await?;
     let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
         UsageError(format!(
             "no run {run_id} in the journal (see `hubshift runs`)"
@@ -541,6 +561,7 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
         || format!("\nRun {id}: rolling group {} back {} -> {} (reverses {run_id}, {} steps)", group.name, facts.from_version, facts.version, steps.len()),
     );
     let records = journal::load_steps(&client, &id).await?;
+    journal::add_audit(&client, &id, &crate::audit::entry("rollback")).await?;
     let jdbc = db.jdbc_uri();
     let journal = JournalLink::new(db.clone(), &group.name, client);
     let mut run = Run {
@@ -569,6 +590,8 @@ pub async fn abandon(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<(
     if !journal::exists(&client).await? {
         return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
     }
+    // Journals written by an older hubshift get this version's columns.
+    journal::ensure_schema(&client).await?;
     let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
         UsageError(format!(
             "no run {run_id} in the journal (see `hubshift runs`)"
@@ -613,6 +636,7 @@ pub async fn abandon(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<(
             problems.join("; ")
         ));
     }
+    journal::add_audit(&client, run_id, &crate::audit::entry("abandon")).await?;
     journal::mark_abandoned(&client, run_id).await?;
     out.event(
         "run_abandoned",

@@ -788,3 +788,106 @@ async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produ
     );
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
 }
+
+/// `--pause-before` parks a run at an approval gate (exit 4, journaled
+/// `paused`, the secondary serving); `hubshift stop` from another process
+/// parks a resumed run at its next safe point (exit 4, `stopped`); `resume`
+/// finishes; the journal names who acted each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_before_a_step_and_stop_from_another_process_then_resume() {
+    let Setup {
+        sandbox,
+        planted,
+        inventory,
+        archive,
+    } = setup().await;
+    let since = SystemTime::now();
+    let upgrade_args = |pause: &'static str| {
+        vec![
+            "upgrade",
+            "-g",
+            GROUP,
+            "--runtime",
+            archive.as_str(),
+            "--version",
+            TO,
+            "--yes",
+            "--pause-before",
+            pause,
+        ]
+    };
+    // Not at a point inside a hand-over.
+    let out = run(&inventory, &upgrade_args("await_takeover"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a step a run can be parked before"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(&inventory, &upgrade_args("drop_schema"));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let ev = events(&out);
+    let paused = find(&ev, "run_paused").expect("run_paused");
+    assert_eq!(paused["name"], "drop_schema");
+    let run_id = paused["run"].as_str().unwrap().to_string();
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "step_started" && e["name"] == "drop_schema"),
+        "{ev:#?}"
+    );
+    let db = sandbox.db.connect().await.unwrap();
+    assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
+    sandbox
+        .wait_role(1, HubRole::Active, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let out = run(&inventory, &["runs", "--run", &run_id]);
+    let rec = find(&events(&out), "run").cloned().expect("run record");
+    assert_eq!(rec["state"], "paused", "{rec}");
+
+    // Resumed, then stopped from another process at the next safe point.
+    let mut resumed = Running::spawn(&inventory, &["resume", "--run", &run_id]);
+    resumed.wait_for(Duration::from_secs(120), "drop_schema started", |e| {
+        e["event"] == "step_started" && e["name"] == "drop_schema"
+    });
+    let out = run(&inventory, &["stop", "--run", &run_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, seen) = resumed.finish(Duration::from_secs(240));
+    assert_eq!(code, Some(4), "{seen:#?}");
+    let stopped = find(&seen, "run_stopped").expect("run_stopped");
+    // Never inside a hand-over: not right after the stop or create+start.
+    assert!(
+        !matches!(
+            stopped["name"].as_str(),
+            Some("await_takeover" | "await_handback")
+        ),
+        "{stopped}"
+    );
+    assert!(
+        sandbox.status(0).await.unwrap().role() == HubRole::Active
+            || sandbox.status(1).await.unwrap().role() == HubRole::Active,
+        "a node serves while the run is stopped"
+    );
+    let out = run(&inventory, &["runs", "--run", &run_id]);
+    let rec = find(&events(&out), "run").cloned().expect("run record");
+    assert_eq!(rec["state"], "stopped", "{rec}");
+
+    let out = run(&inventory, &["resume", "--run", &run_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(&inventory, &["runs", "--run", &run_id]);
+    let rec = find(&events(&out), "run").cloned().expect("run record");
+    let actions: Vec<&str> = rec["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|a| a["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(actions, ["upgrade", "resume", "stop", "resume"], "{rec}");
+    assert!(
+        rec["audit"][0]["host"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
+    assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+}
