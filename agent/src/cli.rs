@@ -3,7 +3,6 @@
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::fsutil;
-use crate::hub::Hub;
 use crate::listener;
 use crate::service::AgentService;
 use anyhow::Context;
@@ -191,7 +190,9 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     fsutil::ensure_dir(state, 0o700).context("while preparing the state directory")?;
     fsutil::ensure_dir(&state.join("staging"), 0o700).context("while preparing staging")?;
     clean_leftovers(&cfg);
-    let hub = Hub::new(cfg.clone()).context("while loading the hub record")?;
+    let drivers = crate::driver::open(cfg.clone())
+        .await
+        .context("while opening the hub driver")?;
 
     let addr: std::net::SocketAddr = cfg.listen.parse().context("listen address")?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -231,8 +232,8 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
-    hub.spawn_log_cap(rx.clone());
-    let service = AgentService::new(cfg.clone(), hub);
+    drivers.hub.spawn_housekeeping(rx.clone());
+    let service = AgentService::new(cfg.clone(), drivers);
     tracing::info!(
         address = %bound,
         version = hubshift_common::VERSION,

@@ -104,10 +104,23 @@ pub struct PathsSection {
     pub certificate_store: String,
 }
 
+/// How the hub runs on this host (`[hub] driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// A host process group started from the command templates; runtimes
+    /// are directories under `install_root`.
+    #[default]
+    Process,
+}
+
 /// `[hub]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
+    /// Which driver runs the hub.
+    #[serde(default)]
+    pub driver: DriverKind,
     /// argv template of HA `create`.
     pub create_command: Vec<String>,
     /// argv template of HA `start`.

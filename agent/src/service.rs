@@ -1,13 +1,13 @@
 //! The gRPC service: each handler is one line; the work lives in the
-//! modules named after the step (hub, appdata, runtime, certificate).
+//! modules named after the step (appdata, certificate) and behind the
+//! driver's two seams (hub lifecycle, runtime store).
 
 use crate::appdata;
 use crate::certificate;
 use crate::config::Config;
 use crate::disk;
+use crate::driver::{Drivers, HubDriver, RuntimeStore};
 use crate::error::{AgentError, Result};
-use crate::hub::Hub;
-use crate::runtime;
 use hubshift_common::pb::hub_agent_server::HubAgent;
 use hubshift_common::pb::*;
 use hubshift_common::redact::Secret;
@@ -27,7 +27,8 @@ pub struct AgentService {
 /// outlives its lock, would leave the host in a state nobody asked for).
 struct Operations {
     cfg: Arc<Config>,
-    hub: Arc<Hub>,
+    hub: Arc<dyn HubDriver>,
+    runtimes: Arc<dyn RuntimeStore>,
     /// One backup write at a time: a retried Backup of the same id waits
     /// for the running one and then finds its file.
     backup_lock: tokio::sync::Mutex<()>,
@@ -48,13 +49,14 @@ where
 }
 
 impl AgentService {
-    /// Wraps the configuration and the hub supervisor.
-    pub fn new(cfg: Arc<Config>, hub: Arc<Hub>) -> Self {
+    /// Wraps the configuration and the driver.
+    pub fn new(cfg: Arc<Config>, drivers: Drivers) -> Self {
         let uploads = cfg.limits.max_concurrent_uploads as usize;
         Self {
             ops: Arc::new(Operations {
                 cfg,
-                hub,
+                hub: drivers.hub,
+                runtimes: drivers.runtimes,
                 backup_lock: tokio::sync::Mutex::new(()),
                 uploads: Arc::new(tokio::sync::Semaphore::new(uploads)),
             }),
@@ -63,8 +65,8 @@ impl AgentService {
 }
 
 impl Operations {
-    fn hub_must_be_stopped(&self, what: &str) -> Result<()> {
-        if self.hub.is_running() {
+    async fn hub_must_be_stopped(&self, what: &str) -> Result<()> {
+        if self.hub.is_running().await {
             return Err(AgentError::FailedPrecondition(format!(
                 "hub is running: stop it before {what}"
             )));
@@ -73,54 +75,52 @@ impl Operations {
     }
 
     async fn do_status(&self, req: StatusRequest) -> Result<StatusResponse> {
-        let snap = self.hub.snapshot().await;
+        let view = self.hub.view().await;
+        let active = self.runtimes.active_version().await.unwrap_or_default();
+        let staged = self.runtimes.staged_versions().await;
         let cfg = self.cfg.clone();
-        let (active, staged, cert_sha, space, appdata_bytes) =
-            tokio::task::spawn_blocking(move || {
-                let p = &cfg.paths;
-                let active = runtime::active_version(&p.install_root).unwrap_or_default();
-                let staged = runtime::staged_versions(&p.install_root);
-                let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
-                let space = [
-                    ("state", &p.state_dir),
-                    ("install_root", &p.install_root),
-                    ("appdata", &p.appdata),
-                ]
-                .into_iter()
-                .map(|(name, path)| DirSpace {
-                    name: name.into(),
-                    path: path.display().to_string(),
-                    free_bytes: disk::free_bytes(path),
-                })
-                .collect::<Vec<_>>();
-                let appdata_bytes = if req.measure_appdata {
-                    appdata::sources(&cfg)
-                        .iter()
-                        .map(|s| disk::tree_bytes(&s.path))
-                        .sum()
-                } else {
-                    0
-                };
-                (active, staged, cert_sha, space, appdata_bytes)
+        let (cert_sha, space, appdata_bytes) = tokio::task::spawn_blocking(move || {
+            let p = &cfg.paths;
+            let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
+            let space = [
+                ("state", &p.state_dir),
+                ("install_root", &p.install_root),
+                ("appdata", &p.appdata),
+            ]
+            .into_iter()
+            .map(|(name, path)| DirSpace {
+                name: name.into(),
+                path: path.display().to_string(),
+                free_bytes: disk::free_bytes(path),
             })
-            .await?;
-        let rec = snap.record.unwrap_or_default_record();
+            .collect::<Vec<_>>();
+            let appdata_bytes = if req.measure_appdata {
+                appdata::sources(&cfg)
+                    .iter()
+                    .map(|s| disk::tree_bytes(&s.path))
+                    .sum()
+            } else {
+                0
+            };
+            (cert_sha, space, appdata_bytes)
+        })
+        .await?;
         Ok(StatusResponse {
-            state: snap.state as i32,
-            exit_code: snap.exit_code,
-            pid: snap.pid,
-            role: snap.role as i32,
+            state: view.state as i32,
+            exit_code: view.exit_code,
+            pid: view.pid,
+            role: view.role as i32,
             active_runtime: active,
             staged_runtimes: staged,
             appdata: self.cfg.paths.appdata.display().to_string(),
             certificate_sha256: cert_sha,
             free_space: space,
             agent_version: hubshift_common::VERSION.into(),
-            start_mode: rec.0,
-            started_at_unix_ms: rec.1,
-            node: rec.2,
+            start_mode: view.mode,
+            started_at_unix_ms: view.started_at_unix_ms,
+            node: view.node,
             appdata_bytes,
-            frozen: snap.frozen,
+            frozen: view.frozen,
         })
     }
 
@@ -179,7 +179,7 @@ impl Operations {
 
     async fn do_restore(&self, req: RestoreRequest) -> Result<RestoreResponse> {
         let _ops = self.hub.lock_ops().await;
-        self.hub_must_be_stopped("restoring appdata")?;
+        self.hub_must_be_stopped("restoring appdata").await?;
         let cfg = self.cfg.clone();
         let set_aside_path =
             tokio::task::spawn_blocking(move || appdata::restore(&cfg, &req.id, &req.sha256))
@@ -199,9 +199,10 @@ impl Operations {
                 self.cfg.limits.max_concurrent_uploads
             ))
         })?;
-        let p = &self.cfg.paths;
-        let installed =
-            runtime::install(stream, &p.state_dir, &p.install_root, self.cfg.limits).await?;
+        let installed = self
+            .runtimes
+            .install(Box::pin(stream), self.cfg.limits)
+            .await?;
         let h = installed.header;
         let mut activated = false;
         if h.activate {
@@ -231,8 +232,8 @@ impl Operations {
         req: ActivateRuntimeRequest,
     ) -> Result<ActivateRuntimeResponse> {
         let _ops = self.hub.lock_ops().await;
-        self.hub_must_be_stopped("switching the runtime")?;
-        let (previous, active) = runtime::activate(&self.cfg.paths.install_root, &req.version)?;
+        self.hub_must_be_stopped("switching the runtime").await?;
+        let (previous, active) = self.runtimes.activate(&req.version).await?;
         Ok(ActivateRuntimeResponse { previous, active })
     }
 
@@ -249,18 +250,6 @@ impl Operations {
             tokio::task::spawn_blocking(move || certificate::put(&cfg, &req.content, &req.sha256))
                 .await??;
         Ok(PutCertificateResponse { sha256 })
-    }
-}
-
-/// (start_mode, started_at, node) of the current/last process, or empties.
-trait RecordFields {
-    fn unwrap_or_default_record(self) -> (String, i64, String);
-}
-
-impl RecordFields for Option<crate::hub::HubRecord> {
-    fn unwrap_or_default_record(self) -> (String, i64, String) {
-        self.map(|r| (r.mode, r.started_at_unix_ms, r.node))
-            .unwrap_or_default()
     }
 }
 
