@@ -1,4 +1,4 @@
-//! Command line: `check-config` and `run`, and the server start-up.
+//! Command line: `check-config`, `probe` and `run`, and the server start-up.
 
 use crate::auth::Authorizer;
 use crate::config::Config;
@@ -31,6 +31,14 @@ pub struct Cli {
 enum Command {
     /// Validates a configuration file; exits 2 and names the key when it is bad.
     CheckConfig {
+        /// The agent's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Prints what the role probe sees now: the role it would report, the
+    /// last lines that matched and the last that did not. Exit 0 when the
+    /// role is known, 1 when not, 2 for a bad configuration.
+    Probe {
         /// The agent's TOML configuration.
         #[arg(long)]
         config: PathBuf,
@@ -95,6 +103,34 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Probe { config } => {
+            init_tracing(LogFormat::Text);
+            let cfg = match Config::load(&config, false) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hubshift-agent: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("hubshift-agent: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(probe_now(Arc::new(cfg))) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("hubshift-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             insecure_listen,
@@ -132,6 +168,56 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `probe`: prints the report of the configured role probe on the hub as
+/// it runs now. Returns whether the role is known.
+async fn probe_now(cfg: Arc<Config>) -> anyhow::Result<bool> {
+    use crate::role::{Probe, Role};
+    let probe = Probe::new(&cfg.role_probe).context("role probe patterns")?;
+    let drivers = crate::driver::open(cfg.clone())
+        .await
+        .context("while opening the hub driver")?;
+    let view = drivers.hub.view().await;
+    let input = drivers.hub.probe_input().await;
+    let report = probe.inspect(&input).await;
+    let r = &cfg.role_probe;
+    let role = |role: Role| match role {
+        Role::Active => "ACTIVE",
+        Role::Standby => "STANDBY",
+        Role::Unknown => "UNKNOWN",
+    };
+    println!("probe:    kind = {:?}, reads {}", r.kind, report.source);
+    if let Some(field) = &r.json_field {
+        println!("          matches the JSON field {field:?} of each line");
+    }
+    println!(
+        "patterns: active = {:?}, standby = {:?}",
+        r.active_pattern, r.standby_pattern
+    );
+    println!(
+        "hub:      {:?} (node {:?}, mode {:?})",
+        view.state, view.node, view.mode
+    );
+    println!("role:     {}", role(report.role));
+    if let Some(problem) = &report.problem {
+        println!("problem:  {problem}");
+    }
+    println!("last lines that matched (oldest first):");
+    if report.matched.is_empty() {
+        println!("  (none)");
+    }
+    for (r, line) in &report.matched {
+        println!("  {:<7}  {line}", role(*r));
+    }
+    println!("last lines that did not match (oldest first):");
+    if report.unmatched.is_empty() {
+        println!("  (none)");
+    }
+    for line in &report.unmatched {
+        println!("  {line}");
+    }
+    Ok(report.role != Role::Unknown)
 }
 
 /// Removes upload, unpack and backup leftovers of an interrupted run.

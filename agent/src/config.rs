@@ -153,6 +153,8 @@ pub enum ProbeKind {
     Log,
     /// Run a command and match its stdout.
     Command,
+    /// Lines appended to a file (the hub's event log) since the current start.
+    File,
 }
 
 /// `[role_probe]`
@@ -171,6 +173,13 @@ pub struct RoleProbeSection {
     /// argv template for kind = "command".
     #[serde(default)]
     pub command: Vec<String>,
+    /// Path template of the file kind = "file" follows.
+    #[serde(default = "default_probe_path")]
+    pub path: String,
+    /// Match this top-level field of each JSON line instead of the line;
+    /// a line without it, or not JSON, matches nothing.
+    #[serde(default)]
+    pub json_field: Option<String>,
     /// Longest time the probe command may run.
     #[serde(default = "default_probe_timeout")]
     pub timeout_secs: u64,
@@ -183,6 +192,8 @@ impl Default for RoleProbeSection {
             active_pattern: default_active_pattern(),
             standby_pattern: default_standby_pattern(),
             command: Vec::new(),
+            path: default_probe_path(),
+            json_field: None,
             timeout_secs: default_probe_timeout(),
         }
     }
@@ -262,6 +273,9 @@ fn default_active_pattern() -> String {
 }
 fn default_standby_pattern() -> String {
     "HA role: standby".into()
+}
+fn default_probe_path() -> String {
+    "{appdata}/intelligencehub-events.log".into()
 }
 fn default_probe_timeout() -> u64 {
     5
@@ -515,6 +529,35 @@ impl Config {
             }
         }
         check_template(&h.working_dir).map_err(|r| bad("hub.working_dir", r))?;
+        let probe_path = std::slice::from_ref(&self.role_probe.path);
+        check_template(&self.role_probe.path).map_err(|r| bad("role_probe.path", r))?;
+        if uses(probe_path, "jdbc") || uses(probe_path, "node") {
+            return Err(bad(
+                "role_probe.path",
+                "may only use {runtime} and {appdata}".into(),
+            ));
+        }
+        let filled = fill(
+            &self.role_probe.path,
+            Vars {
+                runtime: "/r",
+                node: "",
+                jdbc: "",
+                appdata: "/a",
+            },
+        );
+        if !Path::new(&filled).is_absolute() {
+            return Err(bad(
+                "role_probe.path",
+                "must be absolute or start with {appdata} or {runtime}".into(),
+            ));
+        }
+        if self.role_probe.json_field.as_deref() == Some("") {
+            return Err(bad(
+                "role_probe.json_field",
+                "empty: leave it out to match whole lines".into(),
+            ));
+        }
         for (key, argv) in [
             ("hub.stop_command", &h.stop_command),
             ("role_probe.command", &self.role_probe.command),

@@ -8,6 +8,7 @@ pub mod process;
 
 use crate::config::{Config, LimitsSection};
 use crate::error::Result;
+use crate::role::ProbeInput;
 use hubshift_common::pb::{HubRole, HubState, InstallRuntimeRequest, RuntimeHeader, StartMode};
 use hubshift_common::redact::Secret;
 use std::pin::Pin;
@@ -48,6 +49,8 @@ pub trait HubDriver: Send + Sync + 'static {
     async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)>;
     /// State, exit code and role now.
     async fn view(&self) -> HubView;
+    /// What the role probe reads now (for `hubshift-agent probe`).
+    async fn probe_input(&self) -> ProbeInput;
     /// Whether the hub (or its `create`) runs now.
     async fn is_running(&self) -> bool;
     /// The operations lock.

@@ -6,6 +6,7 @@ use super::{Drivers, HubDriver, HubView, Installed, RuntimeStore, Upload};
 use crate::config::{Config, LimitsSection};
 use crate::error::Result;
 use crate::hub::Hub;
+use crate::role::ProbeInput;
 use crate::runtime;
 use hubshift_common::pb::StartMode;
 use hubshift_common::redact::Secret;
@@ -55,6 +56,10 @@ impl HubDriver for ProcessHub {
             started_at_unix_ms,
             frozen: snap.frozen,
         }
+    }
+
+    async fn probe_input(&self) -> ProbeInput {
+        self.hub.probe_input()
     }
 
     async fn is_running(&self) -> bool {
