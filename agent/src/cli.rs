@@ -178,6 +178,7 @@ async fn probe_now(cfg: Arc<Config>) -> anyhow::Result<bool> {
     let drivers = crate::driver::open(cfg.clone())
         .await
         .context("while opening the hub driver")?;
+    let cfg = drivers.cfg.clone();
     let view = drivers.hub.view().await;
     let input = drivers.hub.probe_input().await;
     let report = probe.inspect(&input).await;
@@ -279,6 +280,7 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     let drivers = crate::driver::open(cfg.clone())
         .await
         .context("while opening the hub driver")?;
+    let cfg = drivers.cfg.clone();
 
     let addr: std::net::SocketAddr = cfg.listen.parse().context("listen address")?;
     let listener = tokio::net::TcpListener::bind(addr)

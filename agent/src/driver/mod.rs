@@ -4,10 +4,11 @@
 //! to these, so a hub in a container and a hub as a host process are
 //! upgraded by the same controller steps.
 
+pub mod docker;
 pub mod process;
 
-use crate::config::{Config, LimitsSection};
-use crate::error::Result;
+use crate::config::{Config, DriverKind, LimitsSection};
+use crate::error::{AgentError, Result};
 use crate::role::ProbeInput;
 use hubshift_common::pb::{HubRole, HubState, InstallRuntimeRequest, RuntimeHeader, StartMode};
 use hubshift_common::redact::Secret;
@@ -91,6 +92,9 @@ pub trait RuntimeStore: Send + Sync + 'static {
 /// The configured driver's two halves.
 #[derive(Clone)]
 pub struct Drivers {
+    /// The configuration as the driver resolved it (the docker driver puts
+    /// a named volume's mount point into `paths.appdata`).
+    pub cfg: Arc<Config>,
     /// Hub lifecycle.
     pub hub: Arc<dyn HubDriver>,
     /// Runtime store.
@@ -99,5 +103,33 @@ pub struct Drivers {
 
 /// Opens the driver `[hub] driver` names; re-adopts a hub that still runs.
 pub async fn open(cfg: Arc<Config>) -> Result<Drivers> {
-    process::open(cfg)
+    match cfg.hub.driver {
+        DriverKind::Process => process::open(cfg),
+        DriverKind::Docker => docker::open(cfg).await,
+    }
+}
+
+/// Checks Start's arguments the same way for every driver; returns the
+/// mode's name as recorded.
+pub fn check_start(mode: StartMode, node: &str, jdbc: &Secret) -> Result<&'static str> {
+    hubshift_common::names::validate_name("node name", node)?;
+    if jdbc.expose().trim().is_empty() {
+        return Err(AgentError::InvalidArgument(
+            "jdbc_uri must not be empty".into(),
+        ));
+    }
+    // It becomes an argument or an environment value: a NUL cannot be
+    // passed, and saying so later would blame the program.
+    if jdbc.expose().contains('\0') {
+        return Err(AgentError::InvalidArgument(
+            "jdbc_uri must not contain a NUL byte".into(),
+        ));
+    }
+    match mode {
+        StartMode::Start => Ok("START"),
+        StartMode::CreateAndStart => Ok("CREATE_AND_START"),
+        StartMode::Unspecified => Err(AgentError::InvalidArgument(
+            "mode must be START or CREATE_AND_START".into(),
+        )),
+    }
 }

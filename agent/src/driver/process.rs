@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub fn open(cfg: Arc<Config>) -> Result<Drivers> {
     let hub = Hub::new(cfg.clone())?;
     Ok(Drivers {
+        cfg: cfg.clone(),
         hub: Arc::new(ProcessHub { hub }),
         runtimes: Arc::new(RuntimeDirs {
             state_dir: cfg.paths.state_dir.clone(),
