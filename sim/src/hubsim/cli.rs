@@ -30,6 +30,24 @@ pub enum Command {
     Start(NodeArgs),
     /// Write a runtime archive (VERSION + bin/hubsim launcher) for --version.
     Runtime(RuntimeArgs),
+    /// The entrypoint of the hubsim image, like the vendor image's:
+    /// `start` with `START_MODE=HA_INIT` runs create then start, with any
+    /// other `START_MODE` start; node and JDBC URI come from the
+    /// environment (`HUBSHIFT_NODE`, `HUBSHIFT_JDBC_URI`).
+    Container(ContainerArgs),
+}
+
+/// Flags of `container`.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// What the image is asked to do: `start`.
+    pub action: String,
+    /// appData inside the container.
+    #[arg(long, default_value = "/usr/local/highbyte/appData")]
+    pub appdata: PathBuf,
+    /// Timing.
+    #[command(flatten)]
+    pub timing: TimingArgs,
 }
 
 /// Flags of `create` and `start`.
