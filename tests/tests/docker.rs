@@ -1,0 +1,258 @@
+//! End to end on the docker driver: the real `hubshift` upgrades, rolls back
+//! and resumes a two-node group of hubsim containers on the local Docker
+//! Engine, each started and stopped by a real agent over mTLS, against a
+//! real PostgreSQL. Without an engine these tests skip (one line on
+//! stderr), unless `CI` is set: there they fail.
+
+mod support;
+
+use hubshift_common::pb::{HubRole, HubState};
+use hubshift_sim::measure;
+use hubshift_sim::sandbox::{HubDriver, Sandbox, SandboxOptions};
+use std::time::{Duration, SystemTime};
+use support::*;
+
+const FROM: &str = "4.1.0";
+const TO: &str = "4.2.0";
+
+/// Whether to run: an engine answers, or (outside CI) skip saying why.
+fn engine_or_skip(test: &str) -> bool {
+    match hubshift_sim::image::engine_available() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: CI is set but no Docker Engine answers: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: no Docker Engine answers ({e})");
+            false
+        }
+    }
+}
+
+/// A docker group at FROM, its inventory and the TO image archive.
+async fn setup() -> (Sandbox, std::path::PathBuf, String) {
+    let sandbox = Sandbox::start(SandboxOptions {
+        version: FROM.into(),
+        driver: HubDriver::Docker,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
+    assert!(archive.ends_with(".tar"), "{archive}");
+    (sandbox, inventory, archive)
+}
+
+fn upgrade_args(archive: &str) -> Vec<&str> {
+    vec![
+        "upgrade",
+        "-g",
+        GROUP,
+        "--runtime",
+        archive,
+        "--version",
+        TO,
+        "--yes",
+    ]
+}
+
+/// Both nodes at `version`, primary active and secondary standby, the
+/// schema at `version`, data flowing without split brain since `since`.
+async fn assert_group_at(sandbox: &Sandbox, version: &str, since: SystemTime) {
+    sandbox
+        .wait_role(0, HubRole::Active, Duration::from_secs(60))
+        .await
+        .unwrap();
+    sandbox
+        .wait_role(1, HubRole::Standby, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        let s = sandbox.status(i).await.unwrap();
+        assert_eq!(s.active_runtime, version, "node {i}: {s:?}");
+        assert!(s.staged_runtimes.contains(&FROM.to_string()), "{s:?}");
+        assert!(s.pid > 0, "{s:?}");
+    }
+    // The containers run the image of that version (the engine says so).
+    for n in &sandbox.nodes {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "--format", "{{.Config.Image}}", &n.container])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{}:{version}", sandbox.image_repository)
+        );
+    }
+    let db = sandbox.db.connect().await.unwrap();
+    assert_eq!(schema_version(&db).await.as_deref(), Some(version));
+    let ticks = measure::fetch_ticks(&db, since).await.unwrap();
+    assert!(ticks.len() > 20, "data flowed: {} ticks", ticks.len());
+    assert_eq!(
+        measure::split_brain(&ticks, sandbox.timing.tick_interval),
+        None,
+        "split brain"
+    );
+    assert!(
+        ticks
+            .iter()
+            .any(|t| t.version == version && t.node == "hub-a"),
+        "the primary produces data at {version}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_group_upgrades_then_rolls_back() {
+    if !engine_or_skip("docker_group_upgrades_then_rolls_back") {
+        return;
+    }
+    let (sandbox, inventory, archive) = setup().await;
+    let planted = plant_hub_data(&sandbox);
+    let before: Vec<_> = planted.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let since = SystemTime::now();
+
+    let out = run(&inventory, &upgrade_args(&archive));
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    let finished = find(&ev, "run_finished").expect("run_finished");
+    let run_id = find(&ev, "run_started").unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(finished["windows"].as_array().map(Vec::len), Some(2));
+    assert_group_at(&sandbox, TO, since).await;
+    for (p, b) in planted.iter().zip(&before) {
+        assert_eq!(&std::fs::read(p).unwrap(), b, "{} kept", p.display());
+    }
+    // The JDBC URI's password is in no output of the run.
+    let password = sandbox
+        .db
+        .url()
+        .split_once("://")
+        .and_then(|(_, r)| r.split_once('@'))
+        .and_then(|(cred, _)| cred.split_once(':'))
+        .map(|(_, p)| p.to_string())
+        .unwrap();
+    assert!(!text(&out).contains(&password));
+    for n in &sandbox.nodes {
+        assert!(
+            !n.agent_log_text().contains(&password),
+            "agent log of {}",
+            n.name
+        );
+    }
+
+    let since = SystemTime::now();
+    let out = run(&inventory, &["rollback", "--run", &run_id, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    sandbox
+        .wait_role(0, HubRole::Active, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let db = sandbox.db.connect().await.unwrap();
+    assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
+    for i in 0..2 {
+        assert_eq!(sandbox.status(i).await.unwrap().active_runtime, FROM);
+    }
+    assert_group_at(&sandbox, FROM, since).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_controller_killed_mid_run_then_resume_completes() {
+    if !engine_or_skip("docker_controller_killed_mid_run_then_resume_completes") {
+        return;
+    }
+    let (sandbox, inventory, archive) = setup().await;
+    let since = SystemTime::now();
+    let mut first = Running::spawn(&inventory, &upgrade_args(&archive));
+    let started = first.wait_for(Duration::from_secs(60), "run_started", |e| {
+        e["event"] == "run_started"
+    });
+    let run_id = started["run"].as_str().unwrap().to_string();
+    first.wait_for(Duration::from_secs(180), "drop_schema finished", |e| {
+        e["event"] == "step_finished" && e["name"] == "drop_schema"
+    });
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+
+    let out = run(&inventory, &["resume", "--run", &run_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    assert!(find(&ev, "run_resumed").is_some(), "{ev:#?}");
+    assert!(find(&ev, "run_finished").is_some(), "{ev:#?}");
+    assert_group_at(&sandbox, TO, since).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_agent_restart_readopts_and_stop_keeps_the_container() {
+    if !engine_or_skip("docker_agent_restart_readopts_and_stop_keeps_the_container") {
+        return;
+    }
+    let (mut sandbox, _inventory, _archive) = setup().await;
+    let before = sandbox.status(1).await.unwrap();
+    assert_eq!(before.state(), HubState::Running);
+    sandbox.restart_agent(1).await.unwrap();
+    let after = sandbox.status(1).await.unwrap();
+    assert_eq!(after.state(), HubState::Running, "{after:?}");
+    assert_eq!(after.role(), HubRole::Standby);
+    assert_eq!(after.pid, before.pid, "the same container process");
+    assert_eq!(after.node, "hub-b");
+    assert_eq!(after.start_mode, "START");
+
+    // Stop: STOPPED (not EXITED), the container is kept with its output.
+    let mut c = sandbox.client(1).await.unwrap();
+    let stopped = c
+        .stop(hubshift_common::pb::StopRequest {
+            timeout_seconds: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stopped.was_running && !stopped.killed, "{stopped:?}");
+    let s = sandbox.status(1).await.unwrap();
+    assert_eq!(s.state(), HubState::Stopped, "{s:?}");
+    assert!(sandbox.nodes[1].hub_log().contains("HA role: standby"));
+    // Stop again: nothing to do.
+    let again = c
+        .stop(hubshift_common::pb::StopRequest { timeout_seconds: 5 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.was_running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_agent_refuses_archives_that_are_not_one_image() {
+    if !engine_or_skip("docker_agent_refuses_archives_that_are_not_one_image") {
+        return;
+    }
+    let (sandbox, _inventory, _archive) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hex = "ab".repeat(32);
+    let two = format!(r#"[{{"Config":"{hex}.json"}},{{"Config":"{hex}.json"}}]"#);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(two.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", two.as_bytes())
+        .unwrap();
+    let path = dir.path().join("two.tar");
+    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+    let err = sandbox
+        .install_runtime(0, &path, "9.9.9", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exactly one"), "{err}");
+    let s = sandbox.status(0).await.unwrap();
+    assert!(!s.staged_runtimes.contains(&"9.9.9".to_string()), "{s:?}");
+    assert!(
+        std::fs::read_dir(sandbox.nodes[0].state_dir.join("staging"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing left in staging"
+    );
+}
