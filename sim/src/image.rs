@@ -185,3 +185,50 @@ pub fn remove(image: &str) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// A private bridge network: (gateway address, subnet).
+pub fn create_network(name: &str) -> Result<(String, String), ImageError> {
+    run(
+        Command::new("docker").args([
+            "network",
+            "create",
+            "--label",
+            "hubshift.sandbox=true",
+            name,
+        ]),
+        "docker network create",
+    )?;
+    let inspect = run(
+        Command::new("docker").args([
+            "network",
+            "inspect",
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}} {{(index .IPAM.Config 0).Subnet}}",
+            name,
+        ]),
+        "docker network inspect",
+    );
+    let found = inspect.and_then(|text| {
+        let mut parts = text.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some(g), Some(s)) => Ok((g.to_string(), s.to_string())),
+            _ => Err(ImageError::Command {
+                what: "docker network inspect".into(),
+                detail: format!("no gateway and subnet in {text:?}"),
+            }),
+        }
+    });
+    if found.is_err() {
+        remove_network(name);
+    }
+    found
+}
+
+/// Removes a network; quiet when it is gone already.
+pub fn remove_network(name: &str) {
+    let _ = Command::new("docker")
+        .args(["network", "rm", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}

@@ -79,9 +79,9 @@ pub enum HubDriver {
     /// hubsim as host processes, runtimes as tar.gz archives.
     #[default]
     Process,
-    /// hubsim containers of the local Docker Engine (on the host's network,
-    /// so they reach the sandbox's PostgreSQL on 127.0.0.1), runtimes as
-    /// `docker save` archives of hubsim images.
+    /// hubsim containers of the local Docker Engine on a private network
+    /// of their own (the sandbox's PostgreSQL also listens on its gateway),
+    /// runtimes as `docker save` archives of hubsim images.
     Docker,
 }
 
@@ -209,6 +209,10 @@ pub struct Sandbox {
     pub driver: HubDriver,
     /// Image repository of the agents (driver docker), else empty.
     pub image_repository: String,
+    /// The hubs' private network (driver docker), else empty.
+    pub network: String,
+    /// Address the hubs reach PostgreSQL on (driver docker), else empty.
+    pub hub_db_host: String,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -259,6 +263,7 @@ pub fn docker_agent_config(
     tls: (&Path, &Path, &Path),
     timing: &SimTiming,
     repository: &str,
+    network: &str,
 ) -> String {
     let mut args = vec!["start".to_string()];
     args.extend(timing.hubsim_args());
@@ -285,7 +290,7 @@ create_timeout_secs = 60
 [docker]
 container = "{container}"
 image_repository = "{repository}"
-network = "host"
+network = "{network}"
 args = {args}
 created_pattern = "created HA schema"
 
@@ -304,6 +309,7 @@ standby_pattern = "HA role: standby"
         appdata = toml_str(&node.appdata),
         container = node.container,
         args = toml_list(&args),
+        network = network,
     )
 }
 
@@ -395,7 +401,24 @@ impl Sandbox {
                 (Some(t), p)
             }
         };
-        let db = TestDatabase::create().await?;
+        // Unique per sandbox: several may share one engine.
+        let tag = format!(
+            "hubshift-sandbox-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut network = NetworkGuard(String::new());
+        let mut hub_db_host = String::new();
+        let db = if opts.driver == HubDriver::Docker {
+            crate::image::engine_available()
+                .map_err(|e| SandboxError::Agent(format!("no Docker Engine: {e}")))?;
+            let (gateway, subnet) = crate::image::create_network(&tag)?;
+            network.0 = tag.clone();
+            hub_db_host = gateway.clone();
+            TestDatabase::create_reachable_from(Some((gateway, subnet))).await?
+        } else {
+            TestDatabase::create().await?
+        };
         let certs_dir = root.join("certs");
         std::fs::create_dir_all(&certs_dir).map_err(io("creating certs dir"))?;
         let ca = Authority::new("hubshift sandbox CA")?;
@@ -407,16 +430,6 @@ impl Sandbox {
             controller_cert: ctl_paths.cert,
             controller_key: ctl_paths.key,
         };
-        if opts.driver == HubDriver::Docker {
-            crate::image::engine_available()
-                .map_err(|e| SandboxError::Agent(format!("no Docker Engine: {e}")))?;
-        }
-        // Unique per sandbox: several may share one engine.
-        let tag = format!(
-            "hubshift-sandbox-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
         let image_repository = match opts.driver {
             HubDriver::Docker => format!("{tag}/hub"),
             HubDriver::Process => String::new(),
@@ -456,7 +469,7 @@ impl Sandbox {
             let config = match opts.driver {
                 HubDriver::Process => agent_config(&node, tls, &opts.timing),
                 HubDriver::Docker => {
-                    docker_agent_config(&node, tls, &opts.timing, &image_repository)
+                    docker_agent_config(&node, tls, &opts.timing, &image_repository, &tag)
                 }
             };
             std::fs::write(&node.config, config).map_err(io("writing agent config"))?;
@@ -475,6 +488,8 @@ impl Sandbox {
             version: opts.version.clone(),
             driver: opts.driver,
             image_repository,
+            network: std::mem::take(&mut network.0),
+            hub_db_host,
             _tmp: tmp,
         };
         if opts.driver == HubDriver::Docker {
@@ -565,8 +580,17 @@ impl Sandbox {
         Ok(())
     }
 
+    /// The JDBC URI as the hubs reach the database.
+    pub fn hub_jdbc_uri(&self) -> String {
+        if self.hub_db_host.is_empty() {
+            self.db.jdbc_uri()
+        } else {
+            self.db.jdbc_uri_via(&self.hub_db_host)
+        }
+    }
+
     async fn start_ha(&self) -> Result<(), SandboxError> {
-        let jdbc = self.db.jdbc_uri();
+        let jdbc = self.hub_jdbc_uri();
         let primary = &self.nodes[0];
         let mut p = self.client(0).await?;
         p.start(pb::StartRequest {
@@ -700,7 +724,7 @@ impl Sandbox {
         let text = format!(
             r#"# hubshift inventory for the sandbox group, written by hubshift-sandbox.
 [database]
-url_file = {url_file}
+url_file = {url_file}{hub_host}
 
 [tls]
 ca = {ca}
@@ -725,6 +749,11 @@ nodes = [
 {nodes}]
 "#,
             url_file = toml_str(&url_file),
+            hub_host = if self.hub_db_host.is_empty() {
+                String::new()
+            } else {
+                format!("\nhub_host = {}", toml_quote(&self.hub_db_host))
+            },
             ca = toml_str(&self.certs.ca),
             cert = toml_str(&self.certs.controller_cert),
             key = toml_str(&self.certs.controller_key),
@@ -768,6 +797,20 @@ impl Drop for Sandbox {
                     crate::image::remove(&id);
                 }
             }
+        }
+        if !self.network.is_empty() {
+            crate::image::remove_network(&self.network);
+        }
+    }
+}
+
+/// Removes the network when the sandbox is not built after all.
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            crate::image::remove_network(&self.0);
         }
     }
 }

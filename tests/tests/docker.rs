@@ -224,8 +224,10 @@ async fn docker_agent_restart_readopts_and_stop_keeps_the_container() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_agent_refuses_archives_that_are_not_one_image() {
-    if !engine_or_skip("docker_agent_refuses_archives_that_are_not_one_image") {
+async fn docker_agent_refuses_archives_that_are_not_one_image_and_teardown_leaves_nothing() {
+    if !engine_or_skip(
+        "docker_agent_refuses_archives_that_are_not_one_image_and_teardown_leaves_nothing",
+    ) {
         return;
     }
     let (sandbox, _inventory, _archive) = setup().await;
@@ -254,5 +256,51 @@ async fn docker_agent_refuses_archives_that_are_not_one_image() {
             .next()
             .is_none(),
         "nothing left in staging"
+    );
+
+    // The hubs sit on the sandbox's own network; dropping the sandbox
+    // removes every container, image and network it made.
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let container = sandbox.nodes[0].container.clone();
+    let network = sandbox.network.clone();
+    let repository = sandbox.image_repository.clone();
+    assert!(!network.is_empty());
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.HostConfig.NetworkMode}}",
+            &container
+        ]),
+        network
+    );
+    assert!(!docker(&["images", "--quiet", &repository]).is_empty());
+    drop(sandbox);
+    assert_eq!(
+        docker(&[
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("name={container}")
+        ]),
+        ""
+    );
+    assert_eq!(docker(&["images", "--quiet", &repository]), "");
+    assert_eq!(
+        docker(&[
+            "network",
+            "ls",
+            "--quiet",
+            "--filter",
+            &format!("name={network}")
+        ]),
+        ""
     );
 }
