@@ -157,6 +157,7 @@ async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
         timing: t,
         dir,
         driver: g.driver.into(),
+        appdata_volume: false,
     })
     .await?;
     println!("HA group up: hub-a active, hub-b standby, data flowing.\n");
@@ -312,6 +313,7 @@ async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimT
         timing: timing(g),
         dir: None,
         driver: g.driver.into(),
+        appdata_volume: false,
     })
     .await?;
     let inventory = sandbox.root.join("inventory.toml");

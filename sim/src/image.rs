@@ -232,3 +232,12 @@ pub fn remove_network(name: &str) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// Removes a volume; quiet when it is gone already.
+pub fn remove_volume(name: &str) {
+    let _ = Command::new("docker")
+        .args(["volume", "rm", "--force", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}

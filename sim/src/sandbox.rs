@@ -71,6 +71,9 @@ pub struct SandboxOptions {
     pub dir: Option<PathBuf>,
     /// How the agents run the hubs.
     pub driver: HubDriver,
+    /// Driver docker: appData in a named volume per node (the agents then
+    /// work on its mount point) instead of a bind-mounted directory.
+    pub appdata_volume: bool,
 }
 
 /// The agents' hub driver.
@@ -93,6 +96,7 @@ impl Default for SandboxOptions {
             timing: SimTiming::fast(),
             dir: None,
             driver: HubDriver::Process,
+            appdata_volume: false,
         }
     }
 }
@@ -213,6 +217,8 @@ pub struct Sandbox {
     pub network: String,
     /// Address the hubs reach PostgreSQL on (driver docker), else empty.
     pub hub_db_host: String,
+    /// Named appData volumes the agents created (removed at teardown).
+    pub volumes: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -264,6 +270,7 @@ pub fn docker_agent_config(
     timing: &SimTiming,
     repository: &str,
     network: &str,
+    volume: &str,
 ) -> String {
     let mut args = vec!["start".to_string()];
     args.extend(timing.hubsim_args());
@@ -291,6 +298,7 @@ create_timeout_secs = 60
 container = "{container}"
 image_repository = "{repository}"
 network = "{network}"
+appdata_volume = "{volume}"
 args = {args}
 created_pattern = "created HA schema"
 
@@ -310,6 +318,7 @@ standby_pattern = "HA role: standby"
         container = node.container,
         args = toml_list(&args),
         network = network,
+        volume = volume,
     )
 }
 
@@ -437,6 +446,7 @@ impl Sandbox {
         let archive = Self::write_archive(&root, &opts.version, opts.driver)?;
         let agent_bin = crate::bins::binary("hubshift-agent")?;
         let mut nodes = Vec::new();
+        let mut volumes = Vec::new();
         for i in 0..opts.nodes {
             let name = format!("hub-{}", (b'a' + i as u8) as char);
             let dir = root.join("nodes").join(&name);
@@ -469,7 +479,14 @@ impl Sandbox {
             let config = match opts.driver {
                 HubDriver::Process => agent_config(&node, tls, &opts.timing),
                 HubDriver::Docker => {
-                    docker_agent_config(&node, tls, &opts.timing, &image_repository, &tag)
+                    let volume = if opts.appdata_volume {
+                        let v = format!("{}-appdata", node.container);
+                        volumes.push(v.clone());
+                        v
+                    } else {
+                        String::new()
+                    };
+                    docker_agent_config(&node, tls, &opts.timing, &image_repository, &tag, &volume)
                 }
             };
             std::fs::write(&node.config, config).map_err(io("writing agent config"))?;
@@ -479,7 +496,7 @@ impl Sandbox {
             spawn_agent(&agent_bin, &mut node).await?;
             nodes.push(node);
         }
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             root,
             db,
             certs,
@@ -490,6 +507,7 @@ impl Sandbox {
             image_repository,
             network: std::mem::take(&mut network.0),
             hub_db_host,
+            volumes,
             _tmp: tmp,
         };
         if opts.driver == HubDriver::Docker {
@@ -498,6 +516,13 @@ impl Sandbox {
                 sandbox
                     .install_runtime(i, &archive, &opts.version, true)
                     .await?;
+            }
+            if opts.appdata_volume {
+                // The agent works on the volume's mount point; so do we.
+                for i in 0..sandbox.nodes.len() {
+                    let appdata = sandbox.status(i).await?.appdata;
+                    sandbox.nodes[i].appdata = PathBuf::from(appdata);
+                }
             }
         }
         sandbox.start_ha().await?;
@@ -800,6 +825,9 @@ impl Drop for Sandbox {
         }
         if !self.network.is_empty() {
             crate::image::remove_network(&self.network);
+        }
+        for v in &self.volumes {
+            crate::image::remove_volume(v);
         }
     }
 }

@@ -31,9 +31,14 @@ fn engine_or_skip(test: &str) -> bool {
 
 /// A docker group at FROM, its inventory and the TO image archive.
 async fn setup() -> (Sandbox, std::path::PathBuf, String) {
+    setup_with(false).await
+}
+
+async fn setup_with(appdata_volume: bool) -> (Sandbox, std::path::PathBuf, String) {
     let sandbox = Sandbox::start(SandboxOptions {
         version: FROM.into(),
         driver: HubDriver::Docker,
+        appdata_volume,
         ..Default::default()
     })
     .await
@@ -157,6 +162,61 @@ async fn docker_group_upgrades_then_rolls_back() {
         assert_eq!(sandbox.status(i).await.unwrap().active_runtime, FROM);
     }
     assert_group_at(&sandbox, FROM, since).await;
+}
+
+/// appData in a named volume: the agents back up, restore and copy the
+/// certificate store on the volume's mount point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_group_on_named_volumes_upgrades_keeping_appdata() {
+    if !engine_or_skip("docker_group_on_named_volumes_upgrades_keeping_appdata") {
+        return;
+    }
+    let (sandbox, inventory, archive) = setup_with(true).await;
+    let primary = &sandbox.nodes[0];
+    assert!(
+        primary.appdata.starts_with("/var/lib/docker/volumes")
+            || primary.appdata.ends_with("_data"),
+        "{}",
+        primary.appdata.display()
+    );
+    assert!(
+        primary
+            .appdata
+            .join("intelligencehub-certificatestore.pkcs12")
+            .is_file()
+    );
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .Mounts}}{{.Type}} {{.Name}}{{end}}",
+            &primary.container,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("volume {}-appdata", primary.container)
+    );
+    let planted = plant_hub_data(&sandbox);
+    let kept: Vec<_> = planted
+        .iter()
+        .filter(|p| p.starts_with(&primary.appdata))
+        .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+        .collect();
+    assert_eq!(kept.len(), 2);
+    let since = SystemTime::now();
+    let out = run(&inventory, &upgrade_args(&archive));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_group_at(&sandbox, TO, since).await;
+    for (p, b) in &kept {
+        assert_eq!(&std::fs::read(p).unwrap(), b, "{} kept", p.display());
+    }
+    let p = sandbox.status(0).await.unwrap();
+    let s = sandbox.status(1).await.unwrap();
+    assert_eq!(p.appdata, primary.appdata.display().to_string());
+    assert!(!p.certificate_sha256.is_empty());
+    assert_eq!(p.certificate_sha256, s.certificate_sha256);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
