@@ -364,3 +364,175 @@ async fn docker_agent_refuses_archives_that_are_not_one_image_and_teardown_leave
         ""
     );
 }
+
+/// The upload rules of the process driver hold for image archives: size,
+/// checksum, limit, format and stall are refused with nothing left behind;
+/// another image under a staged version is AlreadyExists, the same archive
+/// again is already_installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_image_uploads_follow_the_upload_rules() {
+    use hubshift_common::digest::sha256_hex;
+    use hubshift_common::pb::{
+        ArchiveFormat, InstallRuntimeRequest, RuntimeHeader, install_runtime_request::Item,
+    };
+    if !engine_or_skip("docker_image_uploads_follow_the_upload_rules") {
+        return;
+    }
+    let (mut sandbox, _inventory, archive) = setup().await;
+    // Short stall limit, so the stalled upload ends quickly.
+    let cfg = std::fs::read_to_string(&sandbox.nodes[1].config).unwrap();
+    std::fs::write(
+        &sandbox.nodes[1].config,
+        format!("{cfg}\n[limits]\nupload_idle_timeout_secs = 2\n"),
+    )
+    .unwrap();
+    sandbox.restart_agent(1).await.unwrap();
+
+    let image = std::fs::read(&archive).unwrap();
+    let sha = sha256_hex(&image);
+    let header =
+        |version: &str, sha: &str, size: u64, format: ArchiveFormat| InstallRuntimeRequest {
+            item: Some(Item::Header(RuntimeHeader {
+                version: version.into(),
+                sha256: sha.into(),
+                size_bytes: size,
+                format: format as i32,
+                activate: false,
+            })),
+        };
+    let chunks = |bytes: &[u8]| -> Vec<InstallRuntimeRequest> {
+        bytes
+            .chunks(256 * 1024)
+            .map(|c| InstallRuntimeRequest {
+                item: Some(Item::Chunk(c.to_vec())),
+            })
+            .collect()
+    };
+    let mut c = sandbox.client(1).await.unwrap();
+    let n = image.len() as u64;
+    let half = &image[..image.len() / 2];
+    let cases: Vec<(&str, Vec<InstallRuntimeRequest>, tonic::Code, &str)> = vec![
+        (
+            "short",
+            [
+                vec![header("5.0.0", &sha, n, ArchiveFormat::DockerImage)],
+                chunks(half),
+            ]
+            .concat(),
+            tonic::Code::InvalidArgument,
+            "size mismatch",
+        ),
+        (
+            "long",
+            [
+                vec![header("5.0.0", &sha, n / 2, ArchiveFormat::DockerImage)],
+                chunks(&image),
+            ]
+            .concat(),
+            tonic::Code::InvalidArgument,
+            "more bytes",
+        ),
+        (
+            "checksum",
+            [
+                vec![header(
+                    "5.0.0",
+                    &"0".repeat(64),
+                    n,
+                    ArchiveFormat::DockerImage,
+                )],
+                chunks(&image),
+            ]
+            .concat(),
+            tonic::Code::InvalidArgument,
+            "checksum mismatch",
+        ),
+        (
+            "limit",
+            vec![header("5.0.0", &sha, 1 << 40, ArchiveFormat::DockerImage)],
+            tonic::Code::InvalidArgument,
+            "exceeds the limit",
+        ),
+        (
+            "format",
+            [
+                vec![header("5.0.0", &sha, n, ArchiveFormat::TarGz)],
+                chunks(&image),
+            ]
+            .concat(),
+            tonic::Code::InvalidArgument,
+            "docker save",
+        ),
+        (
+            "bad version",
+            [
+                vec![header("../x", &sha, n, ArchiveFormat::DockerImage)],
+                chunks(&image),
+            ]
+            .concat(),
+            tonic::Code::InvalidArgument,
+            "version",
+        ),
+        (
+            "another image under a staged version",
+            [
+                vec![header(FROM, &sha, n, ArchiveFormat::DockerImage)],
+                chunks(&image),
+            ]
+            .concat(),
+            tonic::Code::AlreadyExists,
+            "different archive",
+        ),
+    ];
+    for (what, msgs, code, needle) in cases {
+        let err = c
+            .install_runtime(tokio_stream::iter(msgs))
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        assert!(err.message().contains(needle), "{what}: {err:?}");
+    }
+
+    // A sender that goes quiet after half the archive.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(header("5.0.0", &sha, n, ArchiveFormat::DockerImage))
+        .await
+        .unwrap();
+    // A few chunks only: the channel must not fill before the call reads it.
+    for m in chunks(half).into_iter().take(4) {
+        tx.send(m).await.unwrap();
+    }
+    let err = c
+        .install_runtime(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect_err("stalled");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    drop(tx);
+
+    let s = sandbox.status(1).await.unwrap();
+    assert!(!s.staged_runtimes.contains(&"5.0.0".to_string()), "{s:?}");
+    let staging = sandbox.nodes[1].state_dir.join("staging");
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "staging is empty"
+    );
+
+    // The real thing, twice: loaded, then already installed.
+    for already in [false, true] {
+        let msgs = [
+            vec![header("5.0.0", &sha, n, ArchiveFormat::DockerImage)],
+            chunks(&image),
+        ]
+        .concat();
+        let r = c
+            .install_runtime(tokio_stream::iter(msgs))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.already_installed, already, "{r:?}");
+    }
+    let s = sandbox.status(1).await.unwrap();
+    assert!(s.staged_runtimes.contains(&"5.0.0".to_string()), "{s:?}");
+    assert_eq!(s.active_runtime, FROM, "installing does not activate");
+}
