@@ -246,8 +246,10 @@ async fn docker_controller_killed_mid_run_then_resume_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_agent_restart_readopts_and_stop_keeps_the_container() {
-    if !engine_or_skip("docker_agent_restart_readopts_and_stop_keeps_the_container") {
+async fn docker_agent_restart_readopts_probe_pause_exit_and_stop_keeps_the_container() {
+    if !engine_or_skip(
+        "docker_agent_restart_readopts_probe_pause_exit_and_stop_keeps_the_container",
+    ) {
         return;
     }
     let (mut sandbox, _inventory, _archive) = setup().await;
@@ -261,8 +263,62 @@ async fn docker_agent_restart_readopts_and_stop_keeps_the_container() {
     assert_eq!(after.node, "hub-b");
     assert_eq!(after.start_mode, "START");
 
-    // Stop: STOPPED (not EXITED), the container is kept with its output.
+    // `hubshift-agent probe` shows what the role probe reads: the
+    // container's output since its start.
+    let out = std::process::Command::new(bin("hubshift-agent"))
+        .args(["probe", "--config"])
+        .arg(&sandbox.nodes[1].config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("role:     STANDBY"), "{printed}");
+    assert!(printed.contains("hub output since its start"), "{printed}");
+
+    // A paused container is reported frozen.
+    let docker = |verb: &str| {
+        let st = std::process::Command::new("docker")
+            .args([verb, &sandbox.nodes[1].container])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "docker {verb}");
+    };
+    docker("pause");
+    let paused = sandbox.status(1).await.unwrap();
+    docker("unpause");
+    assert!(paused.frozen, "{paused:?}");
+
+    // Ended by itself (killed behind the agent's back): EXITED with its
+    // code; a new Start makes a new container that joins as standby.
+    docker("kill");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        let s = sandbox.status(1).await.unwrap();
+        if s.state() == HubState::Exited || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(exited.state(), HubState::Exited, "{exited:?}");
+    assert_eq!(exited.exit_code, Some(137), "{exited:?}");
     let mut c = sandbox.client(1).await.unwrap();
+    let started = c
+        .start(hubshift_common::pb::StartRequest {
+            mode: hubshift_common::pb::StartMode::Start as i32,
+            node: "hub-b".into(),
+            jdbc_uri: sandbox.hub_jdbc_uri(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!started.already_running && started.pid > 0, "{started:?}");
+    sandbox
+        .wait_role(1, HubRole::Standby, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // Stop: STOPPED (not EXITED), the container is kept with its output.
     let stopped = c
         .stop(hubshift_common::pb::StopRequest {
             timeout_seconds: 20,
