@@ -157,7 +157,7 @@ async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
         timing: t,
         dir,
         driver: g.driver.into(),
-        appdata_volume: false,
+        ..Default::default()
     })
     .await?;
     println!("HA group up: hub-a active, hub-b standby, data flowing.\n");
@@ -313,7 +313,7 @@ async fn upgrade_once(g: &GroupArgs) -> anyhow::Result<(Vec<measure::Tick>, SimT
         timing: timing(g),
         dir: None,
         driver: g.driver.into(),
-        appdata_volume: false,
+        ..Default::default()
     })
     .await?;
     let inventory = sandbox.root.join("inventory.toml");

@@ -2,7 +2,9 @@
 //! filesystem holding the hubsim binary and the shared libraries `ldd`
 //! lists is imported (`docker import`) as an image whose entrypoint behaves
 //! like the vendor image's (`start`; `START_MODE=HA_INIT` → create then
-//! start; appData at `/usr/local/highbyte/appData`), one image per version,
+//! start; appData at `/usr/local/highbyte/appData`; an older image's start
+//! command is `/opt/hubsim/bin/hubsim container start --mode HA_INIT|HA`),
+//! one image per version,
 //! and saved as a `docker save` archive for InstallRuntime. Uses the
 //! `docker` command line, which talks to the same engine as the agent.
 
@@ -13,6 +15,10 @@ use thiserror::Error;
 
 /// appData inside the image, as in the vendor image.
 pub const APPDATA: &str = "/usr/local/highbyte/appData";
+
+/// hubsim inside the image; its version is `/opt/hubsim/VERSION`, as in a
+/// hubsim runtime directory.
+pub const HUBSIM: &str = "/opt/hubsim/bin/hubsim";
 
 /// Why an image could not be made.
 #[derive(Debug, Error)]
@@ -79,9 +85,9 @@ pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
     Ok(libs)
 }
 
-/// The root filesystem as a tar: `/hubsim`, the libraries at their paths,
-/// an empty appData and `/tmp`.
-fn rootfs(hubsim: &Path) -> Result<Vec<u8>, ImageError> {
+/// The root filesystem as a tar: hubsim with its VERSION, the libraries at
+/// their paths, an empty appData and `/tmp`.
+fn rootfs(hubsim: &Path, version: &str) -> Result<Vec<u8>, ImageError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ImageError::Io { path, source }
@@ -103,10 +109,21 @@ fn rootfs(hubsim: &Path) -> Result<Vec<u8>, ImageError> {
     };
     dir("tmp/", 0o1777)?;
     dir("usr/local/highbyte/appData/", 0o755)?;
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(version.len() as u64 + 1);
+    h.set_mtime(1_700_000_000);
+    builder
+        .append_data(
+            &mut h,
+            "opt/hubsim/VERSION",
+            format!("{version}\n").as_bytes(),
+        )
+        .map_err(io(Path::new("VERSION")))?;
     let mut add = |from: &Path, to: &str| -> Result<(), ImageError> {
         builder.append_path_with_name(from, to).map_err(io(from))
     };
-    add(hubsim, "hubsim")?;
+    add(hubsim, HUBSIM.trim_start_matches('/'))?;
     for lib in shared_libraries(hubsim)? {
         let to = lib.to_string_lossy().trim_start_matches('/').to_string();
         add(&lib, &to)?;
@@ -119,8 +136,8 @@ fn rootfs(hubsim: &Path) -> Result<Vec<u8>, ImageError> {
 /// own) and returns its id.
 pub fn build(version: &str, hubsim: &Path) -> Result<String, ImageError> {
     hubshift_common::names::validate_name("runtime version", version)?;
-    let tar = rootfs(hubsim)?;
-    let entrypoint = format!(r#"ENTRYPOINT ["/hubsim", "--version", "{version}", "container"]"#);
+    let tar = rootfs(hubsim, version)?;
+    let entrypoint = format!(r#"ENTRYPOINT ["{HUBSIM}", "container"]"#);
     let mut child = Command::new("docker")
         .args([
             "import",

@@ -74,6 +74,9 @@ pub struct SandboxOptions {
     /// Driver docker: appData in a named volume per node (the agents then
     /// work on its mount point) instead of a bind-mounted directory.
     pub appdata_volume: bool,
+    /// Driver docker: start the hubs as an older image must be (a command
+    /// override with `--mode HA_INIT|HA`) instead of through `START_MODE`.
+    pub command_override: bool,
 }
 
 /// The agents' hub driver.
@@ -97,6 +100,7 @@ impl Default for SandboxOptions {
             dir: None,
             driver: HubDriver::Process,
             appdata_volume: false,
+            command_override: false,
         }
     }
 }
@@ -271,9 +275,28 @@ pub fn docker_agent_config(
     repository: &str,
     network: &str,
     volume: &str,
+    command_override: bool,
 ) -> String {
     let mut args = vec!["start".to_string()];
     args.extend(timing.hubsim_args());
+    let start_mode = if command_override {
+        let command = |mode: &str| {
+            let mut argv: Vec<String> =
+                [crate::image::HUBSIM, "container", "start", "--mode", mode]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            argv.extend(timing.hubsim_args());
+            toml_list(&argv)
+        };
+        format!(
+            "start_mode = \"command\"\ncreate_and_start_command = {}\nstart_command = {}",
+            command("HA_INIT"),
+            command("HA")
+        )
+    } else {
+        "start_mode = \"env\"".to_string()
+    };
     format!(
         r#"# hubshift-agent configuration for a hubsim container ({name}), written by the sandbox.
 listen = "127.0.0.1:0"
@@ -300,6 +323,7 @@ image_repository = "{repository}"
 network = "{network}"
 appdata_volume = "{volume}"
 args = {args}
+{start_mode}
 created_pattern = "created HA schema"
 
 [role_probe]
@@ -319,6 +343,7 @@ standby_pattern = "HA role: standby"
         args = toml_list(&args),
         network = network,
         volume = volume,
+        start_mode = start_mode,
     )
 }
 
@@ -486,7 +511,15 @@ impl Sandbox {
                     } else {
                         String::new()
                     };
-                    docker_agent_config(&node, tls, &opts.timing, &image_repository, &tag, &volume)
+                    docker_agent_config(
+                        &node,
+                        tls,
+                        &opts.timing,
+                        &image_repository,
+                        &tag,
+                        &volume,
+                        opts.command_override,
+                    )
                 }
             };
             std::fs::write(&node.config, config).map_err(io("writing agent config"))?;

@@ -31,15 +31,14 @@ fn engine_or_skip(test: &str) -> bool {
 
 /// A docker group at FROM, its inventory and the TO image archive.
 async fn setup() -> (Sandbox, std::path::PathBuf, String) {
-    setup_with(false).await
+    setup_with(SandboxOptions::default()).await
 }
 
-async fn setup_with(appdata_volume: bool) -> (Sandbox, std::path::PathBuf, String) {
+async fn setup_with(opts: SandboxOptions) -> (Sandbox, std::path::PathBuf, String) {
     let sandbox = Sandbox::start(SandboxOptions {
         version: FROM.into(),
         driver: HubDriver::Docker,
-        appdata_volume,
-        ..Default::default()
+        ..opts
     })
     .await
     .unwrap_or_else(|e| panic!("sandbox: {e}"));
@@ -171,7 +170,11 @@ async fn docker_group_on_named_volumes_upgrades_keeping_appdata() {
     if !engine_or_skip("docker_group_on_named_volumes_upgrades_keeping_appdata") {
         return;
     }
-    let (sandbox, inventory, archive) = setup_with(true).await;
+    let (sandbox, inventory, archive) = setup_with(SandboxOptions {
+        appdata_volume: true,
+        ..Default::default()
+    })
+    .await;
     let primary = &sandbox.nodes[0];
     assert!(
         primary.appdata.starts_with("/var/lib/docker/volumes")
@@ -217,6 +220,38 @@ async fn docker_group_on_named_volumes_upgrades_keeping_appdata() {
     assert_eq!(p.appdata, primary.appdata.display().to_string());
     assert!(!p.certificate_sha256.is_empty());
     assert_eq!(p.certificate_sha256, s.certificate_sha256);
+}
+
+/// Images older than 4.5.0 know no START_MODE: the agent replaces the
+/// entrypoint with the configured create+start or start command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_group_of_older_images_upgrades_through_command_overrides() {
+    if !engine_or_skip("docker_group_of_older_images_upgrades_through_command_overrides") {
+        return;
+    }
+    let (sandbox, inventory, archive) = setup_with(SandboxOptions {
+        command_override: true,
+        ..Default::default()
+    })
+    .await;
+    let since = SystemTime::now();
+    let out = run(&inventory, &upgrade_args(&archive));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_group_at(&sandbox, TO, since).await;
+    for (n, mode) in sandbox.nodes.iter().zip(["HA_INIT", "HA"]) {
+        let out = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{json .Config.Entrypoint}} {{json .Config.Env}}",
+                &n.container,
+            ])
+            .output()
+            .unwrap();
+        let seen = String::from_utf8_lossy(&out.stdout);
+        assert!(seen.contains(&format!("\"--mode\",\"{mode}\"")), "{seen}");
+        assert!(!seen.contains("START_MODE"), "{seen}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,10 @@ pub struct ContainerArgs {
     /// appData inside the container.
     #[arg(long, default_value = "/usr/local/highbyte/appData")]
     pub appdata: PathBuf,
+    /// HA_INIT or HA instead of `START_MODE` (what an older image's start
+    /// command does without it).
+    #[arg(long)]
+    pub mode: Option<String>,
     /// Timing.
     #[command(flatten)]
     pub timing: TimingArgs,

@@ -103,7 +103,10 @@ async fn container(args: cli::ContainerArgs, version: String) -> i32 {
         log::error("HUBSHIFT_NODE is not set");
         return EXIT_USAGE;
     };
-    let mode = std::env::var("START_MODE").unwrap_or_default();
+    let mode = args
+        .mode
+        .clone()
+        .unwrap_or_else(|| std::env::var("START_MODE").unwrap_or_default());
     if mode.is_empty() {
         log::error("START_MODE is not set: hubsim only runs in HA mode");
         return EXIT_USAGE;

@@ -163,7 +163,10 @@ impl DockerHub {
             format!("HUBSHIFT_JDBC_URI={}", jdbc.expose()),
         ];
         env.extend(d.env.iter().map(|(k, v)| format!("{k}={}", fill(v, vars))));
-        let cmd = match (d.start_mode, mode) {
+        // An override replaces the image's entrypoint and its arguments, as
+        // `docker run --entrypoint` does: the image's own start script is
+        // what an older image lacks.
+        let (entrypoint, cmd) = match (d.start_mode, mode) {
             (DockerStartMode::Env, _) => {
                 let value = if mode == StartMode::CreateAndStart {
                     "HA_INIT"
@@ -171,12 +174,13 @@ impl DockerHub {
                     d.start_mode_start.as_str()
                 };
                 env.push(format!("START_MODE={value}"));
-                fill_argv(&d.args, vars)
+                (None, fill_argv(&d.args, vars))
             }
-            (DockerStartMode::Command, StartMode::CreateAndStart) => {
-                fill_argv(&d.create_and_start_command, vars)
-            }
-            (DockerStartMode::Command, _) => fill_argv(&d.start_command, vars),
+            (DockerStartMode::Command, StartMode::CreateAndStart) => (
+                Some(fill_argv(&d.create_and_start_command, vars)),
+                Vec::new(),
+            ),
+            (DockerStartMode::Command, _) => (Some(fill_argv(&d.start_command, vars)), Vec::new()),
         };
         let mut exposed = Vec::new();
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -212,6 +216,7 @@ impl DockerHub {
         ]);
         Ok(ContainerCreateBody {
             image: Some(image.to_string()),
+            entrypoint,
             cmd: (!cmd.is_empty()).then_some(cmd),
             env: Some(env),
             labels: Some(labels),
