@@ -179,7 +179,11 @@ async fn probe_now(cfg: Arc<Config>) -> anyhow::Result<bool> {
         .await
         .context("while opening the hub driver")?;
     let cfg = drivers.cfg.clone();
-    let view = drivers.hub.view().await;
+    let view = drivers
+        .hub
+        .view()
+        .await
+        .context("while reading the hub's state")?;
     let input = drivers.hub.probe_input().await;
     let report = probe.inspect(&input).await;
     let r = &cfg.role_probe;

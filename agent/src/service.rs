@@ -75,7 +75,7 @@ impl Operations {
     }
 
     async fn do_status(&self, req: StatusRequest) -> Result<StatusResponse> {
-        let view = self.hub.view().await;
+        let view = self.hub.view().await?;
         let active = self.runtimes.active_version().await.unwrap_or_default();
         let staged = self.runtimes.staged_versions().await;
         let cfg = self.cfg.clone();

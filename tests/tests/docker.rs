@@ -627,3 +627,87 @@ async fn docker_image_uploads_follow_the_upload_rules() {
     assert!(s.staged_runtimes.contains(&"5.0.0".to_string()), "{s:?}");
     assert_eq!(s.active_runtime, FROM, "installing does not activate");
 }
+
+/// Forwards a unix socket to the engine's until aborted.
+fn engine_proxy(path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut engine) =
+                    tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut engine).await;
+                }
+            });
+        }
+    })
+}
+
+/// An engine that stops answering is not a stopped hub: Status and Start
+/// fail with UNAVAILABLE (the controller then treats the node as
+/// unreachable, never as free to take over); a frozen (paused) hub is
+/// stopped by the engine's kill after the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() {
+    if !engine_or_skip("docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop") {
+        return;
+    }
+    let (mut sandbox, _inventory, _archive) = setup().await;
+    let socket = sandbox.root.join("engine.sock");
+    let proxy = engine_proxy(socket.clone());
+    let cfg = std::fs::read_to_string(&sandbox.nodes[1].config).unwrap();
+    std::fs::write(
+        &sandbox.nodes[1].config,
+        cfg.replace(
+            "[docker]\n",
+            &format!("[docker]\nsocket = \"{}\"\n", socket.display()),
+        ),
+    )
+    .unwrap();
+    sandbox.restart_agent(1).await.unwrap();
+    assert_eq!(sandbox.status(1).await.unwrap().role(), HubRole::Standby);
+
+    proxy.abort();
+    let _ = proxy.await;
+    let mut c = sandbox.client(1).await.unwrap();
+    let err = c
+        .status(hubshift_common::pb::StatusRequest::default())
+        .await
+        .expect_err("status without an engine");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let err = c
+        .start(hubshift_common::pb::StartRequest {
+            mode: hubshift_common::pb::StartMode::Start as i32,
+            node: "hub-b".into(),
+            jdbc_uri: sandbox.hub_jdbc_uri(),
+        })
+        .await
+        .expect_err("start without an engine");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(!err.message().contains("password"), "{err:?}");
+
+    let _proxy = engine_proxy(socket.clone());
+    assert_eq!(sandbox.status(1).await.unwrap().role(), HubRole::Standby);
+
+    let container = sandbox.nodes[1].container.clone();
+    let paused = std::process::Command::new("docker")
+        .args(["pause", &container])
+        .status()
+        .unwrap();
+    assert!(paused.success());
+    assert!(sandbox.status(1).await.unwrap().frozen);
+    let stopped = c
+        .stop(hubshift_common::pb::StopRequest { timeout_seconds: 2 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stopped.was_running, "{stopped:?}");
+    let s = sandbox.status(1).await.unwrap();
+    assert_eq!(s.state(), HubState::Stopped, "{s:?}");
+    assert!(!s.frozen);
+}

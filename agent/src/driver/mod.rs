@@ -48,8 +48,9 @@ pub trait HubDriver: Send + Sync + 'static {
     /// Graceful stop, then kill after the timeout (0: the configured one).
     /// Idempotent. Returns (was_running, killed).
     async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)>;
-    /// State, exit code and role now.
-    async fn view(&self) -> HubView;
+    /// State, exit code and role now; an error when they cannot be known
+    /// (an engine that does not answer must not look like a stopped hub).
+    async fn view(&self) -> Result<HubView>;
     /// What the role probe reads now (for `hubshift-agent probe`).
     async fn probe_input(&self) -> ProbeInput;
     /// Whether the hub (or its `create`) runs now.

@@ -41,13 +41,13 @@ impl HubDriver for ProcessHub {
         self.hub.stop(timeout_secs).await
     }
 
-    async fn view(&self) -> HubView {
+    async fn view(&self) -> Result<HubView> {
         let snap = self.hub.snapshot().await;
         let (mode, node, started_at_unix_ms) = snap
             .record
             .map(|r| (r.mode, r.node, r.started_at_unix_ms))
             .unwrap_or_default();
-        HubView {
+        Ok(HubView {
             state: snap.state,
             exit_code: snap.exit_code,
             pid: snap.pid,
@@ -56,7 +56,7 @@ impl HubDriver for ProcessHub {
             node,
             started_at_unix_ms,
             frozen: snap.frozen,
-        }
+        })
     }
 
     async fn probe_input(&self) -> ProbeInput {

@@ -439,18 +439,14 @@ impl HubDriver for DockerHub {
         Ok((true, killed))
     }
 
-    async fn view(&self) -> HubView {
+    async fn view(&self) -> Result<HubView> {
         let mut view = HubView {
             state: HubState::Stopped,
             ..HubView::default()
         };
-        let c = match self.inspect().await {
-            Ok(Some(c)) if managed(&c) => c,
-            Ok(_) => return view,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot inspect the hub container");
-                return view;
-            }
+        let c = match self.inspect().await? {
+            Some(c) if managed(&c) => c,
+            _ => return Ok(view),
         };
         view.mode = label(&c, LABEL_MODE).unwrap_or_default().to_string();
         view.node = label(&c, LABEL_NODE).unwrap_or_default().to_string();
@@ -460,7 +456,7 @@ impl HubDriver for DockerHub {
         let state = c.state.clone().unwrap_or_default();
         if self.creating.load(Ordering::SeqCst) {
             view.state = HubState::Starting;
-            return view;
+            return Ok(view);
         }
         if state.running.unwrap_or(false) {
             view.pid = pid(&c);
@@ -474,7 +470,7 @@ impl HubDriver for DockerHub {
                 Role::Active => (HubState::Running, HubRole::Active),
                 Role::Standby => (HubState::Running, HubRole::Standby),
             };
-            return view;
+            return Ok(view);
         }
         let stopped = std::fs::read_to_string(self.stopped_marker()).unwrap_or_default();
         if c.id.as_deref() == Some(stopped.trim())
@@ -485,7 +481,7 @@ impl HubDriver for DockerHub {
             view.state = HubState::Exited;
             view.exit_code = state.exit_code.and_then(|c| i32::try_from(c).ok());
         }
-        view
+        Ok(view)
     }
 
     async fn probe_input(&self) -> ProbeInput {
