@@ -135,6 +135,7 @@ impl Operations {
     async fn do_start(&self, req: StartRequest) -> Result<StartResponse> {
         let mode = StartMode::try_from(req.mode).unwrap_or(StartMode::Unspecified);
         let jdbc = Secret::new(req.jdbc_uri);
+        // Start-time checks common to every driver go here, as one call.
         let (pid, already_running) = self.hub.start(mode, &req.node, jdbc).await?;
         Ok(StartResponse {
             pid,
