@@ -1,9 +1,8 @@
-//! Command line: `check-config` and `run`, and the server start-up.
+//! Command line: `check-config`, `probe` and `run`, and the server start-up.
 
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::fsutil;
-use crate::hub::Hub;
 use crate::listener;
 use crate::service::AgentService;
 use anyhow::Context;
@@ -32,6 +31,14 @@ pub struct Cli {
 enum Command {
     /// Validates a configuration file; exits 2 and names the key when it is bad.
     CheckConfig {
+        /// The agent's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Prints what the role probe sees now: the role it would report, the
+    /// last lines that matched and the last that did not. Exit 0 when the
+    /// role is known, 1 when not, 2 for a bad configuration.
+    Probe {
         /// The agent's TOML configuration.
         #[arg(long)]
         config: PathBuf,
@@ -136,6 +143,34 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Probe { config } => {
+            init_tracing(LogFormat::Text);
+            let cfg = match Config::load(&config, false) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hubshift-agent: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("hubshift-agent: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(probe_now(Arc::new(cfg))) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("hubshift-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             insecure_listen,
@@ -173,6 +208,61 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `probe`: prints the report of the configured role probe on the hub as
+/// it runs now. Returns whether the role is known.
+async fn probe_now(cfg: Arc<Config>) -> anyhow::Result<bool> {
+    use crate::role::{Probe, Role};
+    let probe = Probe::new(&cfg.role_probe).context("role probe patterns")?;
+    let drivers = crate::driver::open(cfg.clone())
+        .await
+        .context("while opening the hub driver")?;
+    let cfg = drivers.cfg.clone();
+    let view = drivers
+        .hub
+        .view()
+        .await
+        .context("while reading the hub's state")?;
+    let input = drivers.hub.probe_input().await;
+    let report = probe.inspect(&input).await;
+    let r = &cfg.role_probe;
+    let role = |role: Role| match role {
+        Role::Active => "ACTIVE",
+        Role::Standby => "STANDBY",
+        Role::Unknown => "UNKNOWN",
+    };
+    println!("probe:    kind = {:?}, reads {}", r.kind, report.source);
+    if let Some(field) = &r.json_field {
+        println!("          matches the JSON field {field:?} of each line");
+    }
+    println!(
+        "patterns: active = {:?}, standby = {:?}",
+        r.active_pattern, r.standby_pattern
+    );
+    println!(
+        "hub:      {:?} (node {:?}, mode {:?})",
+        view.state, view.node, view.mode
+    );
+    println!("role:     {}", role(report.role));
+    if let Some(problem) = &report.problem {
+        println!("problem:  {problem}");
+    }
+    println!("last lines that matched (oldest first):");
+    if report.matched.is_empty() {
+        println!("  (none)");
+    }
+    for (r, line) in &report.matched {
+        println!("  {:<7}  {line}", role(*r));
+    }
+    println!("last lines that did not match (oldest first):");
+    if report.unmatched.is_empty() {
+        println!("  (none)");
+    }
+    for line in &report.unmatched {
+        println!("  {line}");
+    }
+    Ok(report.role != Role::Unknown)
 }
 
 /// Removes upload, unpack and backup leftovers of an interrupted run.
@@ -231,7 +321,10 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     fsutil::ensure_dir(state, 0o700).context("while preparing the state directory")?;
     fsutil::ensure_dir(&state.join("staging"), 0o700).context("while preparing staging")?;
     clean_leftovers(&cfg);
-    let hub = Hub::new(cfg.clone()).context("while loading the hub record")?;
+    let drivers = crate::driver::open(cfg.clone())
+        .await
+        .context("while opening the hub driver")?;
+    let cfg = drivers.cfg.clone();
 
     let addr: std::net::SocketAddr = cfg.listen.parse().context("listen address")?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -271,8 +364,8 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
-    hub.spawn_log_cap(rx.clone());
-    let service = AgentService::new(cfg.clone(), hub);
+    drivers.hub.spawn_housekeeping(rx.clone());
+    let service = AgentService::new(cfg.clone(), drivers);
     tracing::info!(
         address = %bound,
         version = hubshift_common::VERSION,

@@ -59,6 +59,8 @@ pub struct Config {
     /// Caps on received archives, uploads and connections.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The container template (driver = "docker").
+    pub docker: Option<DockerSection>,
 }
 
 /// `[tls]`
@@ -127,6 +129,84 @@ impl Layout {
     }
 }
 
+/// How the hub runs on this host (`[hub] driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// A host process group started from the command templates; runtimes
+    /// are directories under `install_root`.
+    #[default]
+    Process,
+    /// A container of the Docker Engine (or Podman's compatible socket)
+    /// recreated from `[docker]` at each start; runtimes are images.
+    Docker,
+}
+
+/// How a container is told to run HA create then start, or start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerStartMode {
+    /// The image reads `START_MODE` (the vendor image from 4.5.0):
+    /// `HA_INIT` for CREATE_AND_START, `start_mode_start` for START.
+    Env,
+    /// Older images: the container command is replaced by
+    /// `create_and_start_command` or `start_command`.
+    Command,
+}
+
+/// `[docker]`: the hub container's template (driver = "docker").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSection {
+    /// The engine's socket.
+    #[serde(default = "default_docker_socket")]
+    pub socket: String,
+    /// Name of the hub's container.
+    pub container: String,
+    /// Images are tagged `<image_repository>:<version>`.
+    pub image_repository: String,
+    /// appData inside the container.
+    #[serde(default = "default_appdata_target")]
+    pub appdata_target: String,
+    /// Named volume for appData; empty: `paths.appdata` is bind-mounted.
+    #[serde(default)]
+    pub appdata_volume: String,
+    /// Published ports, `[ip:]host:container[/proto]` or `container[/proto]`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Network to attach to; empty: the engine's default bridge.
+    #[serde(default)]
+    pub network: String,
+    /// Container environment; values may use `{node}` and `{jdbc}`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Container arguments (the vendor image: `["start"]`).
+    #[serde(default = "default_docker_args")]
+    pub args: Vec<String>,
+    /// env or command.
+    #[serde(default = "default_docker_start_mode")]
+    pub start_mode: DockerStartMode,
+    /// `START_MODE` for START when start_mode = "env".
+    #[serde(default = "default_start_mode_start")]
+    pub start_mode_start: String,
+    /// Container command for CREATE_AND_START when start_mode = "command";
+    /// may use `{node}` (the JDBC URI is in `HUBSHIFT_JDBC_URI`).
+    #[serde(default)]
+    pub create_and_start_command: Vec<String>,
+    /// Container command for START when start_mode = "command".
+    #[serde(default)]
+    pub start_command: Vec<String>,
+    /// CREATE_AND_START returns once the container's output matches this
+    /// (HA create done), or fails when the container ends first; empty:
+    /// it returns when the container started.
+    #[serde(default)]
+    pub created_pattern: String,
+    /// The role probe of kind "log" reads at most this many last lines of
+    /// the container's output.
+    #[serde(default = "default_log_tail_lines")]
+    pub log_tail_lines: u32,
+}
+
 /// `[hub]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,9 +214,14 @@ pub struct HubSection {
     /// Where `{runtime}` lies inside `runtimes/<version>/`.
     #[serde(default)]
     pub layout: Layout,
-    /// argv template of HA `create`.
+    /// Which driver runs the hub.
+    #[serde(default)]
+    pub driver: DriverKind,
+    /// argv template of HA `create` (driver "process").
+    #[serde(default)]
     pub create_command: Vec<String>,
-    /// argv template of HA `start`.
+    /// argv template of HA `start` (driver "process").
+    #[serde(default)]
     pub start_command: Vec<String>,
     /// Working directory template.
     #[serde(default = "default_working_dir")]
@@ -166,6 +251,8 @@ pub enum ProbeKind {
     Log,
     /// Run a command and match its stdout.
     Command,
+    /// Lines appended to a file (the hub's event log) since the current start.
+    File,
 }
 
 /// `[role_probe]`
@@ -184,6 +271,13 @@ pub struct RoleProbeSection {
     /// argv template for kind = "command".
     #[serde(default)]
     pub command: Vec<String>,
+    /// Path template of the file kind = "file" follows.
+    #[serde(default = "default_probe_path")]
+    pub path: String,
+    /// Match this top-level field of each JSON line instead of the line;
+    /// a line without it, or not JSON, matches nothing.
+    #[serde(default)]
+    pub json_field: Option<String>,
     /// Longest time the probe command may run.
     #[serde(default = "default_probe_timeout")]
     pub timeout_secs: u64,
@@ -196,6 +290,8 @@ impl Default for RoleProbeSection {
             active_pattern: default_active_pattern(),
             standby_pattern: default_standby_pattern(),
             command: Vec::new(),
+            path: default_probe_path(),
+            json_field: None,
             timeout_secs: default_probe_timeout(),
         }
     }
@@ -275,6 +371,27 @@ fn default_active_pattern() -> String {
 }
 fn default_standby_pattern() -> String {
     "HA role: standby".into()
+}
+fn default_docker_socket() -> String {
+    "/var/run/docker.sock".into()
+}
+fn default_appdata_target() -> String {
+    "/usr/local/highbyte/appData".into()
+}
+fn default_docker_args() -> Vec<String> {
+    vec!["start".into()]
+}
+fn default_docker_start_mode() -> DockerStartMode {
+    DockerStartMode::Env
+}
+fn default_start_mode_start() -> String {
+    "HA".into()
+}
+fn default_log_tail_lines() -> u32 {
+    5000
+}
+fn default_probe_path() -> String {
+    "{appdata}/intelligencehub-events.log".into()
 }
 fn default_probe_timeout() -> u64 {
     5
@@ -509,12 +626,49 @@ impl Config {
             .map_err(|e| bad("paths.certificate_store", e.to_string()))?;
 
         let h = &self.hub;
-        for (key, argv) in [
-            ("hub.create_command", &h.create_command),
-            ("hub.start_command", &h.start_command),
-        ] {
-            if argv.is_empty() || argv[0].trim().is_empty() {
-                return Err(bad(key, "must name a program".into()));
+        match (h.driver, &self.docker) {
+            (DriverKind::Process, Some(_)) => {
+                return Err(bad(
+                    "docker",
+                    "only used with [hub] driver = \"docker\"".into(),
+                ));
+            }
+            (DriverKind::Process, None) => {
+                for (key, argv) in [
+                    ("hub.create_command", &h.create_command),
+                    ("hub.start_command", &h.start_command),
+                ] {
+                    if argv.is_empty() || argv[0].trim().is_empty() {
+                        return Err(bad(key, "must name a program".into()));
+                    }
+                }
+            }
+            (DriverKind::Docker, None) => {
+                return Err(bad(
+                    "docker",
+                    "missing: [hub] driver = \"docker\" needs the container template".into(),
+                ));
+            }
+            (DriverKind::Docker, Some(d)) => {
+                for (key, argv) in [
+                    ("hub.create_command", &h.create_command),
+                    ("hub.start_command", &h.start_command),
+                    ("hub.stop_command", &h.stop_command),
+                ] {
+                    if !argv.is_empty() {
+                        return Err(bad(
+                            key,
+                            "not used with driver \"docker\" (see [docker])".into(),
+                        ));
+                    }
+                }
+                if !h.env.is_empty() {
+                    return Err(bad(
+                        "hub.env",
+                        "not used with driver \"docker\" (use docker.env)".into(),
+                    ));
+                }
+                d.validate(&bad)?;
             }
         }
         for (key, argv) in [
@@ -528,6 +682,35 @@ impl Config {
             }
         }
         check_template(&h.working_dir).map_err(|r| bad("hub.working_dir", r))?;
+        let probe_path = std::slice::from_ref(&self.role_probe.path);
+        check_template(&self.role_probe.path).map_err(|r| bad("role_probe.path", r))?;
+        if uses(probe_path, "jdbc") || uses(probe_path, "node") {
+            return Err(bad(
+                "role_probe.path",
+                "may only use {runtime} and {appdata}".into(),
+            ));
+        }
+        let filled = fill(
+            &self.role_probe.path,
+            Vars {
+                runtime: "/r",
+                node: "",
+                jdbc: "",
+                appdata: "/a",
+            },
+        );
+        if !Path::new(&filled).is_absolute() {
+            return Err(bad(
+                "role_probe.path",
+                "must be absolute or start with {appdata} or {runtime}".into(),
+            ));
+        }
+        if self.role_probe.json_field.as_deref() == Some("") {
+            return Err(bad(
+                "role_probe.json_field",
+                "empty: leave it out to match whole lines".into(),
+            ));
+        }
         for (key, argv) in [
             ("hub.stop_command", &h.stop_command),
             ("role_probe.command", &self.role_probe.command),
@@ -621,6 +804,155 @@ impl Config {
     }
 }
 
+impl DockerSection {
+    fn validate(&self, bad: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        if !self.socket.starts_with('/') && !self.socket.starts_with("unix:///") {
+            return Err(bad(
+                "docker.socket",
+                format!("{:?} is not a unix socket path", self.socket),
+            ));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 128
+                && n.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        if !name_ok(&self.container) {
+            return Err(bad(
+                "docker.container",
+                format!(
+                    "{:?} is not a container name ([A-Za-z0-9][A-Za-z0-9_.-]*)",
+                    self.container
+                ),
+            ));
+        }
+        if !self.appdata_volume.is_empty() && !name_ok(&self.appdata_volume) {
+            return Err(bad(
+                "docker.appdata_volume",
+                format!("{:?} is not a volume name", self.appdata_volume),
+            ));
+        }
+        let repo_ok = !self.image_repository.is_empty()
+            && self.image_repository.len() <= 200
+            && self
+                .image_repository
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-/".contains(&b))
+            && !self.image_repository.starts_with(['.', '-', '/', '_']);
+        if !repo_ok {
+            return Err(bad(
+                "docker.image_repository",
+                format!(
+                    "{:?} is not an image repository (lowercase letters, digits, '._-/'; no tag)",
+                    self.image_repository
+                ),
+            ));
+        }
+        if !self.appdata_target.starts_with('/') {
+            return Err(bad(
+                "docker.appdata_target",
+                format!("{:?} is not an absolute path", self.appdata_target),
+            ));
+        }
+        for p in &self.ports {
+            parse_port(p).map_err(|r| bad("docker.ports", r))?;
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(bad("docker.env", format!("invalid variable name {k:?}")));
+            }
+            if ["HUBSHIFT_JDBC_URI", "HUBSHIFT_NODE", "START_MODE"].contains(&k.as_str()) {
+                return Err(bad("docker.env", format!("{k} is set by the agent")));
+            }
+            check_template(v).map_err(|r| bad("docker.env", r))?;
+            let one = std::slice::from_ref(v);
+            if uses(one, "runtime") || uses(one, "appdata") {
+                return Err(bad(
+                    "docker.env",
+                    format!("{k}: only {{node}} and {{jdbc}} are known in a container"),
+                ));
+            }
+        }
+        for (key, argv) in [
+            (
+                "docker.create_and_start_command",
+                &self.create_and_start_command,
+            ),
+            ("docker.start_command", &self.start_command),
+            ("docker.args", &self.args),
+        ] {
+            for a in argv {
+                check_template(a).map_err(|r| bad(key, r))?;
+            }
+            if uses(argv, "jdbc") || uses(argv, "runtime") || uses(argv, "appdata") {
+                return Err(bad(
+                    key,
+                    "may only use {node} (the JDBC URI is in the environment variable HUBSHIFT_JDBC_URI)"
+                        .into(),
+                ));
+            }
+        }
+        if self.start_mode == DockerStartMode::Command {
+            for (key, argv) in [
+                (
+                    "docker.create_and_start_command",
+                    &self.create_and_start_command,
+                ),
+                ("docker.start_command", &self.start_command),
+            ] {
+                if argv.is_empty() {
+                    return Err(bad(
+                        key,
+                        "must name a program when start_mode = \"command\"".into(),
+                    ));
+                }
+            }
+        }
+        if self.start_mode_start.is_empty() || self.start_mode_start.contains('\0') {
+            return Err(bad("docker.start_mode_start", "must not be empty".into()));
+        }
+        if !self.created_pattern.is_empty() {
+            Regex::new(&self.created_pattern)
+                .map_err(|e| bad("docker.created_pattern", format!("does not compile: {e}")))?;
+        }
+        if self.log_tail_lines == 0 {
+            return Err(bad("docker.log_tail_lines", "must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A published port: (host ip, host port, container port with protocol).
+/// `8885`, `8885/udp`, `18885:8885`, `127.0.0.1:18885:8885/tcp`.
+pub fn parse_port(spec: &str) -> Result<(String, String, String), String> {
+    let (addr, proto) = match spec.rsplit_once('/') {
+        Some((a, p)) if p == "tcp" || p == "udp" => (a, p),
+        Some(_) => return Err(format!("{spec:?}: protocol must be tcp or udp")),
+        None => (spec, "tcp"),
+    };
+    let parts: Vec<&str> = addr.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [ip, h, c] => (*ip, *h, *c),
+        _ => return Err(format!("{spec:?} is not [ip:]host:container[/proto]")),
+    };
+    let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|n| n > 0);
+    if !port_ok(container) || (!host.is_empty() && !port_ok(host)) {
+        return Err(format!("{spec:?}: ports are numbers from 1 to 65535"));
+    }
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("{spec:?}: {ip:?} is not an IP address"));
+    }
+    Ok((
+        ip.to_string(),
+        host.to_string(),
+        format!("{container}/{proto}"),
+    ))
+}
+
 /// A managed directory: absolute; it exists as a directory, or its parent
 /// does (the agent creates it).
 fn check_dir_path(path: &Path) -> Result<(), String> {
@@ -694,6 +1026,7 @@ mod tests {
         for text in [
             include_str!("../../packaging/agent.example.toml"),
             include_str!("../../packaging/agent.sim.example.toml"),
+            include_str!("../../packaging/agent.docker.example.toml"),
         ] {
             let c: Config = toml::from_str(text).unwrap();
             let h = &c.hub;
@@ -774,5 +1107,102 @@ mod tests {
             assert!(err.contains(key), "{key}: {err}");
             assert!(err.contains("agent.toml"), "{err}");
         }
+    }
+
+    fn docker_base(dir: &Path) -> String {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[paths]\nstate_dir = \"{0}/state\"\ninstall_root = \"{0}/opt\"\nappdata = \"{0}/opt/appData\"\n[hub]\ndriver = \"docker\"\n[docker]\ncontainer = \"hub\"\nimage_repository = \"highbyte\"\n",
+            dir.display()
+        )
+    }
+
+    #[test]
+    fn docker_driver_keys_are_checked_and_errors_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("opt")).unwrap();
+        let base = docker_base(dir.path());
+        let f = write(dir.path(), &base);
+        let c = Config::load(&f, false).unwrap();
+        assert_eq!(c.hub.driver, DriverKind::Docker);
+        let d = c.docker.unwrap();
+        assert_eq!(d.appdata_target, "/usr/local/highbyte/appData");
+        assert_eq!(d.args, ["start"]);
+        assert_eq!(d.start_mode, DockerStartMode::Env);
+
+        let process = minimal(dir.path());
+        let cases = [
+            (base.replace("driver = \"docker\"\n", ""), "docker"),
+            (base.replace("[docker]", "[dockr]"), "dockr"),
+            (
+                format!("{process}[docker]\ncontainer = \"x\"\nimage_repository = \"y\"\n"),
+                "`docker`",
+            ),
+            (
+                base.replace(
+                    "[docker]\ncontainer = \"hub\"\nimage_repository = \"highbyte\"\n",
+                    "",
+                ),
+                "`docker`",
+            ),
+            (base.replace("\"hub\"", "\"../hub\""), "docker.container"),
+            (
+                base.replace("\"highbyte\"", "\"HighByte:4.5\""),
+                "docker.image_repository",
+            ),
+            (format!("{base}ports = [\"99999:1\"]\n"), "docker.ports"),
+            (format!("{base}ports = [\"1:2/sctp\"]\n"), "docker.ports"),
+            (
+                format!("{base}env = {{ START_MODE = \"x\" }}\n"),
+                "docker.env",
+            ),
+            (
+                format!("{base}env = {{ A = \"{{appdata}}\" }}\n"),
+                "docker.env",
+            ),
+            (
+                format!("{base}args = [\"start\", \"{{jdbc}}\"]\n"),
+                "docker.args",
+            ),
+            (
+                format!("{base}start_mode = \"command\"\n"),
+                "docker.create_and_start_command",
+            ),
+            (
+                format!("{base}created_pattern = \"(\"\n"),
+                "docker.created_pattern",
+            ),
+            (
+                format!("{base}socket = \"tcp://1.2.3.4:2375\"\n"),
+                "docker.socket",
+            ),
+            (
+                base.replace("[hub]\n", "[hub]\nstart_command = [\"x\"]\n"),
+                "hub.start_command",
+            ),
+            (
+                base.replace("[hub]\n", "[hub]\nenv = { A = \"b\" }\n"),
+                "hub.env",
+            ),
+        ];
+        for (body, key) in cases {
+            let f = write(dir.path(), &body);
+            let err = Config::load(&f, false).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn ports_parse_like_docker_run_p() {
+        assert_eq!(
+            parse_port("8885").unwrap(),
+            (String::new(), String::new(), "8885/tcp".into())
+        );
+        assert_eq!(
+            parse_port("127.0.0.1:18885:8885/udp").unwrap(),
+            ("127.0.0.1".into(), "18885".into(), "8885/udp".into())
+        );
+        assert!(parse_port("a:b").is_err());
+        assert!(parse_port("1:2:3:4").is_err());
+        assert!(parse_port("nothere:1:2").is_err());
     }
 }

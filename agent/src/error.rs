@@ -39,6 +39,9 @@ pub enum AgentError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A service the agent depends on (the Docker Engine) does not answer.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else that is the agent's fault.
     #[error("{0}")]
     Internal(String),
@@ -83,6 +86,7 @@ impl From<AgentError> for tonic::Status {
             AgentError::PermissionDenied(m) => (Code::PermissionDenied, m.clone()),
             AgentError::ResourceExhausted(m) => (Code::ResourceExhausted, m.clone()),
             AgentError::DeadlineExceeded(m) => (Code::DeadlineExceeded, m.clone()),
+            AgentError::Unavailable(m) => (Code::Unavailable, m.clone()),
             AgentError::Io { what, path, .. } => {
                 (Code::Internal, format!("{what} {}", path.display()))
             }

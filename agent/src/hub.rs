@@ -7,7 +7,7 @@ use crate::config::{Config, Vars, fill, fill_argv};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::layout;
-use crate::role::{Probe, Role};
+use crate::role::{HubOutput, Probe, ProbeInput, Role};
 use crate::runtime;
 use crate::settings;
 use hubshift_common::names::validate_name;
@@ -38,6 +38,10 @@ pub struct HubRecord {
     pub started_at_unix_ms: i64,
     /// Size of hub.log when this process started: the role probe reads from here.
     pub log_offset: u64,
+    /// Length of the file a `file` role probe follows when this process
+    /// started (absent in records of older agents: the whole file counts).
+    #[serde(default)]
+    pub probe_offset: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,14 +287,7 @@ impl Hub {
                     snap.state = HubState::Starting;
                     return snap;
                 };
-                let runtime = layout::active_runtime_dir(&self.cfg)
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default();
-                let appdata = self.cfg.paths.appdata.display().to_string();
-                let role = self
-                    .probe
-                    .probe(&self.log_path(), rec.log_offset, &runtime, &appdata)
-                    .await;
+                let role = self.probe.probe(&self.probe_input_for(Some(&rec))).await;
                 snap.pid = rec.pid;
                 snap.frozen = process_frozen(rec.pid);
                 (snap.state, snap.role) = match role {
@@ -301,6 +298,33 @@ impl Hub {
             }
         }
         snap
+    }
+
+    /// What the role probe reads for the current/last start (the whole log
+    /// when nothing was started).
+    pub fn probe_input(&self) -> ProbeInput {
+        let record = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record
+            .clone();
+        self.probe_input_for(record.as_ref())
+    }
+
+    fn probe_input_for(&self, rec: Option<&HubRecord>) -> ProbeInput {
+        let runtime = layout::active_runtime_dir(&self.cfg)
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        ProbeInput {
+            output: HubOutput::File {
+                path: self.log_path(),
+                offset: rec.map_or(0, |r| r.log_offset),
+            },
+            file_offset: rec.map_or(0, |r| r.probe_offset),
+            runtime,
+            appdata: self.cfg.paths.appdata.display().to_string(),
+        }
     }
 
     /// Stop: stop command or SIGTERM to the group, wait, then SIGKILL.
@@ -507,6 +531,7 @@ impl Hub {
             .metadata()
             .map_err(AgentError::io("cannot stat", &log_path))?
             .len();
+        let probe_offset = self.probe.mark(&runtime, &appdata);
         let mut cmd = self.command(
             &self.cfg.hub.start_command,
             vars,
@@ -532,6 +557,7 @@ impl Hub {
             node: node.into(),
             started_at_unix_ms: started_at,
             log_offset,
+            probe_offset,
         };
         let generation = {
             let mut inner = self

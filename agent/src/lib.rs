@@ -9,6 +9,7 @@ pub mod certificate;
 pub mod cli;
 pub mod config;
 pub mod disk;
+pub mod driver;
 pub mod error;
 pub mod fsutil;
 pub mod hub;

@@ -155,6 +155,9 @@ fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
     }
     match ArchiveFormat::try_from(h.format) {
         Ok(ArchiveFormat::TarGz | ArchiveFormat::Zip) => Ok(()),
+        Ok(ArchiveFormat::DockerImage) => Err(AgentError::InvalidArgument(
+            "this agent runs the hub as a host process (driver \"process\"): an image archive cannot be installed, send TAR_GZ or ZIP".into(),
+        )),
         _ => Err(AgentError::InvalidArgument(
             "format must be TAR_GZ or ZIP".into(),
         )),

@@ -1,15 +1,15 @@
 //! The gRPC service: each handler is one line; the work lives in the
-//! modules named after the step (hub, appdata, runtime, certificate).
+//! modules named after the step (appdata, certificate) and behind the
+//! driver's two seams (hub lifecycle, runtime store).
 
 use crate::appdata;
-use crate::carry;
 use crate::certificate;
 use crate::config::Config;
+use crate::config::DriverKind;
 use crate::disk;
+use crate::driver::{Drivers, HubDriver, RuntimeStore};
 use crate::error::{AgentError, Result};
-use crate::hub::Hub;
 use crate::layout;
-use crate::runtime;
 use crate::settings;
 use hubshift_common::pb::hub_agent_server::HubAgent;
 use hubshift_common::pb::*;
@@ -30,7 +30,8 @@ pub struct AgentService {
 /// outlives its lock, would leave the host in a state nobody asked for).
 struct Operations {
     cfg: Arc<Config>,
-    hub: Arc<Hub>,
+    hub: Arc<dyn HubDriver>,
+    runtimes: Arc<dyn RuntimeStore>,
     /// One backup write at a time: a retried Backup of the same id waits
     /// for the running one and then finds its file.
     backup_lock: tokio::sync::Mutex<()>,
@@ -51,13 +52,14 @@ where
 }
 
 impl AgentService {
-    /// Wraps the configuration and the hub supervisor.
-    pub fn new(cfg: Arc<Config>, hub: Arc<Hub>) -> Self {
+    /// Wraps the configuration and the driver.
+    pub fn new(cfg: Arc<Config>, drivers: Drivers) -> Self {
         let uploads = cfg.limits.max_concurrent_uploads as usize;
         Self {
             ops: Arc::new(Operations {
                 cfg,
-                hub,
+                hub: drivers.hub,
+                runtimes: drivers.runtimes,
                 backup_lock: tokio::sync::Mutex::new(()),
                 uploads: Arc::new(tokio::sync::Semaphore::new(uploads)),
             }),
@@ -66,8 +68,8 @@ impl AgentService {
 }
 
 impl Operations {
-    fn hub_must_be_stopped(&self, what: &str) -> Result<()> {
-        if self.hub.is_running() {
+    async fn hub_must_be_stopped(&self, what: &str) -> Result<()> {
+        if self.hub.is_running().await {
             return Err(AgentError::FailedPrecondition(format!(
                 "hub is running: stop it before {what}"
             )));
@@ -76,13 +78,13 @@ impl Operations {
     }
 
     async fn do_status(&self, req: StatusRequest) -> Result<StatusResponse> {
-        let snap = self.hub.snapshot().await;
+        let view = self.hub.view().await?;
+        let active = self.runtimes.active_version().await.unwrap_or_default();
+        let staged = self.runtimes.staged_versions().await;
         let cfg = self.cfg.clone();
-        let (active, staged, cert_sha, space, appdata_bytes, runtime_dir, hub_settings) =
+        let (cert_sha, space, appdata_bytes, runtime_dir, hub_settings) =
             tokio::task::spawn_blocking(move || {
                 let p = &cfg.paths;
-                let active = runtime::active_version(&p.install_root).unwrap_or_default();
-                let staged = runtime::staged_versions(&p.install_root);
                 let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
                 let space = [
                     ("state", &p.state_dir),
@@ -112,37 +114,34 @@ impl Operations {
                 } else {
                     0
                 };
-                let runtime_dir = layout::active_runtime_dir(&cfg);
-                let hub_settings = hub_settings(&cfg);
-                (
-                    active,
-                    staged,
-                    cert_sha,
-                    space,
-                    appdata_bytes,
-                    runtime_dir,
-                    hub_settings,
-                )
+                // Runtime directories and the settings check belong to the
+                // process driver; a container carries its runtime inside.
+                let (runtime_dir, hub_settings) = match cfg.hub.driver {
+                    DriverKind::Process => {
+                        (layout::active_runtime_dir(&cfg), Some(hub_settings(&cfg)))
+                    }
+                    DriverKind::Docker => (None, None),
+                };
+                (cert_sha, space, appdata_bytes, runtime_dir, hub_settings)
             })
             .await?;
-        let rec = snap.record.unwrap_or_default_record();
         Ok(StatusResponse {
-            state: snap.state as i32,
-            exit_code: snap.exit_code,
-            pid: snap.pid,
-            role: snap.role as i32,
+            state: view.state as i32,
+            exit_code: view.exit_code,
+            pid: view.pid,
+            role: view.role as i32,
             active_runtime: active,
             staged_runtimes: staged,
             appdata: self.cfg.paths.appdata.display().to_string(),
             certificate_sha256: cert_sha,
             free_space: space,
             agent_version: hubshift_common::VERSION.into(),
-            start_mode: rec.0,
-            started_at_unix_ms: rec.1,
-            node: rec.2,
+            start_mode: view.mode,
+            started_at_unix_ms: view.started_at_unix_ms,
+            node: view.node,
             appdata_bytes,
-            frozen: snap.frozen,
-            settings: Some(hub_settings),
+            frozen: view.frozen,
+            settings: hub_settings,
             runtime_dir: runtime_dir
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
@@ -161,6 +160,7 @@ impl Operations {
     async fn do_start(&self, req: StartRequest) -> Result<StartResponse> {
         let mode = StartMode::try_from(req.mode).unwrap_or(StartMode::Unspecified);
         let jdbc = Secret::new(req.jdbc_uri);
+        // Start-time checks common to every driver go here, as one call.
         let (pid, already_running) = self.hub.start(mode, &req.node, jdbc).await?;
         Ok(StartResponse {
             pid,
@@ -205,7 +205,7 @@ impl Operations {
 
     async fn do_restore(&self, req: RestoreRequest) -> Result<RestoreResponse> {
         let _ops = self.hub.lock_ops().await;
-        self.hub_must_be_stopped("restoring appdata")?;
+        self.hub_must_be_stopped("restoring appdata").await?;
         let cfg = self.cfg.clone();
         let set_aside_path =
             tokio::task::spawn_blocking(move || appdata::restore(&cfg, &req.id, &req.sha256))
@@ -225,9 +225,10 @@ impl Operations {
                 self.cfg.limits.max_concurrent_uploads
             ))
         })?;
-        let p = &self.cfg.paths;
-        let installed =
-            runtime::install(stream, &p.state_dir, &p.install_root, self.cfg.limits).await?;
+        let installed = self
+            .runtimes
+            .install(Box::pin(stream), self.cfg.limits)
+            .await?;
         let h = installed.header;
         let mut activated = false;
         if h.activate {
@@ -257,10 +258,9 @@ impl Operations {
         req: ActivateRuntimeRequest,
     ) -> Result<ActivateRuntimeResponse> {
         let _ops = self.hub.lock_ops().await;
-        self.hub_must_be_stopped("switching the runtime")?;
-        let cfg = self.cfg.clone();
+        self.hub_must_be_stopped("switching the runtime").await?;
         let (previous, active, carried_store_forward) =
-            tokio::task::spawn_blocking(move || carry::switch(&cfg, &req.version)).await??;
+            self.runtimes.activate(&req.version).await?;
         Ok(ActivateRuntimeResponse {
             previous,
             active,
@@ -300,18 +300,6 @@ fn hub_settings(cfg: &Config) -> HubSettings {
             problem: e.to_string(),
             ..HubSettings::default()
         },
-    }
-}
-
-/// (start_mode, started_at, node) of the current/last process, or empties.
-trait RecordFields {
-    fn unwrap_or_default_record(self) -> (String, i64, String);
-}
-
-impl RecordFields for Option<crate::hub::HubRecord> {
-    fn unwrap_or_default_record(self) -> (String, i64, String) {
-        self.map(|r| (r.mode, r.started_at_unix_ms, r.node))
-            .unwrap_or_default()
     }
 }
 

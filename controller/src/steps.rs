@@ -95,14 +95,7 @@ pub async fn stage_runtime(
     let mut reader = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("opening runtime archive {}", file.display()))?;
-    let format = if file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-    {
-        pb::ArchiveFormat::Zip
-    } else {
-        pb::ArchiveFormat::TarGz
-    };
+    let format = archive_format(file);
     let header = pb::InstallRuntimeRequest {
         item: Some(pb::install_runtime_request::Item::Header(
             pb::RuntimeHeader {
@@ -826,5 +819,36 @@ pub async fn verify_group(run: &mut Run) -> Result<()> {
             );
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The archive format by file name: `.zip`, `.tar` (a `docker save` image
+/// for agents with the docker driver), else tar.gz.
+pub fn archive_format(file: &std::path::Path) -> pb::ArchiveFormat {
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "zip" => pb::ArchiveFormat::Zip,
+        "tar" => pb::ArchiveFormat::DockerImage,
+        _ => pb::ArchiveFormat::TarGz,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_format_follows_the_file_name() {
+        let f = |n: &str| archive_format(std::path::Path::new(n));
+        assert_eq!(f("intelligencehub-4.2.0.zip"), pb::ArchiveFormat::Zip);
+        assert_eq!(
+            f("HighByte-Intelligence-Hub-4.5.0_Docker_Build-1.TAR"),
+            pb::ArchiveFormat::DockerImage
+        );
+        assert_eq!(f("hubsim-runtime-4.2.0.tar.gz"), pb::ArchiveFormat::TarGz);
+        assert_eq!(f("runtime"), pb::ArchiveFormat::TarGz);
     }
 }

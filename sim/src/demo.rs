@@ -4,7 +4,7 @@
 //! `hubshift-sandbox up` leaves such a group running with a ready inventory.
 
 use crate::measure;
-use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::sandbox::{HubDriver, Sandbox, SandboxOptions};
 use crate::timing::SimTiming;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,25 @@ struct GroupArgs {
     /// hubsim heartbeat interval (also how often standbys look at it).
     #[arg(long, default_value = "200ms", value_parser = crate::timing::parse_duration)]
     heartbeat_interval: Duration,
+    /// How the agents run the hubs: host processes, or containers of the
+    /// local Docker Engine (hubsim images built here, no registry needed).
+    #[arg(long, value_enum, default_value_t = Driver::Process)]
+    driver: Driver,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Driver {
+    Process,
+    Docker,
+}
+
+impl From<Driver> for HubDriver {
+    fn from(d: Driver) -> HubDriver {
+        match d {
+            Driver::Process => HubDriver::Process,
+            Driver::Docker => HubDriver::Docker,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,14 +202,20 @@ async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
     let t = timing(g);
     t.validate().map_err(|e| anyhow::anyhow!("timing: {e}"))?;
     println!(
-        "Starting a throwaway PostgreSQL, a CA, two agents and two hubsim nodes at {} ...",
-        g.from
+        "Starting a throwaway PostgreSQL, a CA, two agents and two hubsim nodes at {} ({}) ...",
+        g.from,
+        match g.driver {
+            Driver::Process => "host processes",
+            Driver::Docker => "Docker containers",
+        }
     );
     let sandbox = Sandbox::start(SandboxOptions {
         nodes: 2,
         version: g.from.clone(),
         timing: t,
         dir,
+        driver: g.driver.into(),
+        ..Default::default()
     })
     .await?;
     println!("HA group up: hub-a active, hub-b standby, data flowing.\n");
@@ -376,6 +401,8 @@ async fn upgrade_once(
         version: g.from.clone(),
         timing: timing(g),
         dir: None,
+        driver: g.driver.into(),
+        ..Default::default()
     })
     .await?;
     if mib > 0 {

@@ -1,12 +1,13 @@
 //! `hubsim`, a stand-in HighByte Intelligence Hub runtime with the real HA
 //! behaviour on PostgreSQL, and the sandbox pieces the demo and the tests
 //! build on: a throwaway PostgreSQL ([`pg`]), hubsim runtime archives
-//! ([`runtime`]), binary lookup ([`bins`]), hubsim process control
+//! ([`runtime`]), hubsim images for the docker driver ([`image`]), binary lookup ([`bins`]), hubsim process control
 //! ([`process`]) and outage / split-brain measurement ([`measure`]).
 
 pub mod bins;
 pub mod demo;
 pub mod hubsim;
+pub mod image;
 pub mod lifetime;
 pub mod measure;
 pub mod pg;

@@ -237,13 +237,22 @@ impl TestDatabase {
     /// A fresh database: on `$HUBSHIFT_TEST_DATABASE_URL` if set, else in a
     /// private cluster.
     pub async fn create() -> Result<TestDatabase, PgError> {
+        Self::create_reachable_from(None).await
+    }
+
+    /// Like [`TestDatabase::create`]; a private cluster also listens on
+    /// `also.0` and admits clients of subnet `also.1` (e.g. a Docker
+    /// network's gateway and subnet, for hubs in containers).
+    pub async fn create_reachable_from(
+        also: Option<(String, String)>,
+    ) -> Result<TestDatabase, PgError> {
         match std::env::var(DATABASE_URL_ENV) {
             Ok(url) if !url.is_empty() => Self::create_external(&url).await,
-            _ => Self::create_private().await,
+            _ => Self::create_private(also).await,
         }
     }
 
-    async fn create_private() -> Result<TestDatabase, PgError> {
+    async fn create_private(also: Option<(String, String)>) -> Result<TestDatabase, PgError> {
         let initdb = find_server_binary("initdb")?;
         find_server_binary("pg_ctl")?;
         let bin = initdb.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -298,13 +307,23 @@ impl TestDatabase {
             .output()?;
         std::fs::remove_file(&pwfile)?;
         check("initdb", out, None)?;
+        let mut listen = "127.0.0.1".to_string();
+        if let Some((address, subnet)) = &also {
+            listen = format!("127.0.0.1,{address}");
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba)?;
+            text.push_str(&format!(
+                "\n# hubshift sandbox: hubs in containers\nhost all all {subnet} scram-sha-256\n"
+            ));
+            std::fs::write(&hba, text)?;
+        }
 
         let mut last_err = None;
         let mut port = 0;
         for _ in 0..5 {
             port = free_port()?;
             let settings = format!(
-                "\n# hubshift sandbox\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n",
+                "\n# hubshift sandbox\nlisten_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n",
                 sock.display()
             );
             let conf = data.join("postgresql.conf");
@@ -382,6 +401,14 @@ impl TestDatabase {
         format!(
             "postgres://{}:{}@{}:{}/{}",
             self.user, self.password, self.host, self.port, self.dbname
+        )
+    }
+
+    /// The JDBC URI with another host, as hubs elsewhere reach the server.
+    pub fn jdbc_uri_via(&self, host: &str) -> String {
+        format!(
+            "jdbc:postgresql://{}:{}/{}?user={}&password={}",
+            host, self.port, self.dbname, self.user, self.password
         )
     }
 

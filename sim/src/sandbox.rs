@@ -2,6 +2,9 @@
 //! one `hubshift-agent` per node configured for hubsim runtimes, and the
 //! group started in HA at a first version — what an operator has before an
 //! upgrade. Used by `hubshift-sandbox` (demo, up) and the end-to-end tests.
+//! With [`HubDriver::Docker`] each hub is a container of the local Docker
+//! Engine made from a hubsim image; everything the sandbox made in the
+//! engine (containers, images) goes when it is dropped.
 
 use crate::hubsim::owner::EXIT_WITH_PID_ENV;
 use crate::lifetime::Watchdog;
@@ -33,6 +36,9 @@ pub enum SandboxError {
     /// A runtime archive could not be written.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// A hubsim image could not be built.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// Certificates could not be minted.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
@@ -65,6 +71,26 @@ pub struct SandboxOptions {
     pub timing: SimTiming,
     /// Where to keep everything; a temp dir (removed on drop) when `None`.
     pub dir: Option<PathBuf>,
+    /// How the agents run the hubs.
+    pub driver: HubDriver,
+    /// Driver docker: appData in a named volume per node (the agents then
+    /// work on its mount point) instead of a bind-mounted directory.
+    pub appdata_volume: bool,
+    /// Driver docker: start the hubs as an older image must be (a command
+    /// override with `--mode HA_INIT|HA`) instead of through `START_MODE`.
+    pub command_override: bool,
+}
+
+/// The agents' hub driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HubDriver {
+    /// hubsim as host processes, runtimes as tar.gz archives.
+    #[default]
+    Process,
+    /// hubsim containers of the local Docker Engine on a private network
+    /// of their own (the sandbox's PostgreSQL also listens on its gateway),
+    /// runtimes as `docker save` archives of hubsim images.
+    Docker,
 }
 
 impl Default for SandboxOptions {
@@ -74,6 +100,9 @@ impl Default for SandboxOptions {
             version: "4.1.0".into(),
             timing: SimTiming::fast(),
             dir: None,
+            driver: HubDriver::Process,
+            appdata_volume: false,
+            command_override: false,
         }
     }
 }
@@ -105,12 +134,24 @@ pub struct SandboxNode {
     pub agent_log: PathBuf,
     /// Address the agent listens on.
     pub addr: String,
+    /// The hub's container (driver docker), else empty.
+    pub container: String,
     agent: Option<Child>,
 }
 
 impl SandboxNode {
-    /// The hub's output as the agent keeps it.
+    /// The hub's output as the agent (or the engine) keeps it.
     pub fn hub_log(&self) -> String {
+        if !self.container.is_empty() {
+            return Command::new("docker")
+                .args(["logs", &self.container])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr)
+                })
+                .unwrap_or_default();
+        }
         std::fs::read_to_string(self.state_dir.join("hub.log")).unwrap_or_default()
     }
 
@@ -119,8 +160,17 @@ impl SandboxNode {
         std::fs::read_to_string(&self.agent_log).unwrap_or_default()
     }
 
-    /// pid of the hub the agent supervises, from its state file.
+    /// pid of the hub the agent supervises, from its state file (or the
+    /// engine: the container's main process, while it runs).
     pub fn hub_pid(&self) -> Option<i32> {
+        if !self.container.is_empty() {
+            let out = Command::new("docker")
+                .args(["inspect", "--format", "{{.State.Pid}}", &self.container])
+                .output()
+                .ok()?;
+            let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+            return (pid > 0).then_some(pid);
+        }
         let text = std::fs::read_to_string(self.state_dir.join("hub.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v.get("pid")?.as_i64().map(|p| p as i32)
@@ -135,6 +185,14 @@ impl SandboxNode {
     }
 
     fn kill_hub(&self) {
+        if !self.container.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "--force", &self.container])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            return;
+        }
         if let Some(pid) = self.hub_pid().filter(|p| *p > 1) {
             // SAFETY: signalling a process group we started; no memory involved.
             unsafe {
@@ -166,6 +224,16 @@ pub struct Sandbox {
     pub timing: SimTiming,
     /// Version the group was started at.
     pub version: String,
+    /// How the agents run the hubs.
+    pub driver: HubDriver,
+    /// Image repository of the agents (driver docker), else empty.
+    pub image_repository: String,
+    /// The hubs' private network (driver docker), else empty.
+    pub network: String,
+    /// Address the hubs reach PostgreSQL on (driver docker), else empty.
+    pub hub_db_host: String,
+    /// Named appData volumes the agents created (removed at teardown).
+    pub volumes: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
     // After `_tmp`: in an orderly teardown the directory is already gone.
     _watchdog: Option<Watchdog>,
@@ -207,6 +275,87 @@ fn toml_quote(s: &str) -> String {
 fn toml_list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| toml_quote(s)).collect();
     format!("[{}]", quoted.join(", "))
+}
+
+/// The agent configuration the sandbox writes for a node whose hub is a
+/// container of image repository `repository`.
+pub fn docker_agent_config(
+    node: &SandboxNode,
+    tls: (&Path, &Path, &Path),
+    timing: &SimTiming,
+    repository: &str,
+    network: &str,
+    volume: &str,
+    command_override: bool,
+) -> String {
+    let mut args = vec!["start".to_string()];
+    args.extend(timing.hubsim_args());
+    let start_mode = if command_override {
+        let command = |mode: &str| {
+            let mut argv: Vec<String> =
+                [crate::image::HUBSIM, "container", "start", "--mode", mode]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            argv.extend(timing.hubsim_args());
+            toml_list(&argv)
+        };
+        format!(
+            "start_mode = \"command\"\ncreate_and_start_command = {}\nstart_command = {}",
+            command("HA_INIT"),
+            command("HA")
+        )
+    } else {
+        "start_mode = \"env\"".to_string()
+    };
+    format!(
+        r#"# hubshift-agent configuration for a hubsim container ({name}), written by the sandbox.
+listen = "127.0.0.1:0"
+
+[tls]
+cert = {cert}
+key = {key}
+client_ca = {ca}
+allowed_clients = ["{controller}"]
+
+[paths]
+state_dir = {state}
+install_root = {install}
+appdata = {appdata}
+
+[hub]
+driver = "docker"
+stop_timeout_secs = 10
+create_timeout_secs = 60
+
+[docker]
+container = "{container}"
+image_repository = "{repository}"
+network = "{network}"
+appdata_volume = "{volume}"
+args = {args}
+{start_mode}
+created_pattern = "created HA schema"
+
+[role_probe]
+kind = "log"
+active_pattern = "HA role: active"
+standby_pattern = "HA role: standby"
+"#,
+        name = node.name,
+        cert = toml_str(tls.0),
+        key = toml_str(tls.1),
+        ca = toml_str(tls.2),
+        controller = CONTROLLER_NAME,
+        state = toml_str(&node.state_dir),
+        install = toml_str(&node.install_root),
+        appdata = toml_str(&node.appdata),
+        container = node.container,
+        args = toml_list(&args),
+        network = network,
+        volume = volume,
+        start_mode = start_mode,
+    )
 }
 
 /// The agent configuration the sandbox writes for a node. Its hubs are told
@@ -323,7 +472,24 @@ impl Sandbox {
             Some(t) => Some(Watchdog::remove_dir(t.path()).map_err(io("starting a watchdog"))?),
             None => None,
         };
-        let db = TestDatabase::create().await?;
+        // Unique per sandbox: several may share one engine.
+        let tag = format!(
+            "hubshift-sandbox-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut network = NetworkGuard(String::new());
+        let mut hub_db_host = String::new();
+        let db = if opts.driver == HubDriver::Docker {
+            crate::image::engine_available()
+                .map_err(|e| SandboxError::Agent(format!("no Docker Engine: {e}")))?;
+            let (gateway, subnet) = crate::image::create_network(&tag)?;
+            network.0 = tag.clone();
+            hub_db_host = gateway.clone();
+            TestDatabase::create_reachable_from(Some((gateway, subnet))).await?
+        } else {
+            TestDatabase::create().await?
+        };
         let certs_dir = root.join("certs");
         std::fs::create_dir_all(&certs_dir).map_err(io("creating certs dir"))?;
         let ca = Authority::new("hubshift sandbox CA")?;
@@ -335,9 +501,14 @@ impl Sandbox {
             controller_cert: ctl_paths.cert,
             controller_key: ctl_paths.key,
         };
-        let archive = Self::write_archive(&root, &opts.version)?;
+        let image_repository = match opts.driver {
+            HubDriver::Docker => format!("{tag}/hub"),
+            HubDriver::Process => String::new(),
+        };
+        let archive = Self::write_archive(&root, &opts.version, opts.driver)?;
         let agent_bin = crate::bins::binary("hubshift-agent")?;
         let mut nodes = Vec::new();
+        let mut volumes = Vec::new();
         for i in 0..opts.nodes {
             let name = format!("hub-{}", (b'a' + i as u8) as char);
             let dir = root.join("nodes").join(&name);
@@ -348,6 +519,10 @@ impl Sandbox {
                 appdata: dir.join("appdata"),
                 agent_log: dir.join("agent.log"),
                 addr: String::new(),
+                container: match opts.driver {
+                    HubDriver::Docker => format!("{tag}-{name}"),
+                    HubDriver::Process => String::new(),
+                },
                 agent: None,
                 name: name.clone(),
             };
@@ -362,45 +537,157 @@ impl Sandbox {
                 Usage::Server,
             )?;
             let pair = pki::write_pair(&certs_dir, &name, &minted, true)?;
-            let config = agent_config(&node, (&pair.cert, &pair.key, &ca_paths.cert), &opts.timing);
+            let tls = (&*pair.cert, &*pair.key, &*ca_paths.cert);
+            let config = match opts.driver {
+                HubDriver::Process => agent_config(&node, tls, &opts.timing),
+                HubDriver::Docker => {
+                    let volume = if opts.appdata_volume {
+                        let v = format!("{}-appdata", node.container);
+                        volumes.push(v.clone());
+                        v
+                    } else {
+                        String::new()
+                    };
+                    docker_agent_config(
+                        &node,
+                        tls,
+                        &opts.timing,
+                        &image_repository,
+                        &tag,
+                        &volume,
+                        opts.command_override,
+                    )
+                }
+            };
             std::fs::write(&node.config, config).map_err(io("writing agent config"))?;
-            preinstall_runtime(&node.install_root, &archive, &opts.version)?;
-            write_settings(&node.appdata, &hub_settings(&node.appdata))?;
+            if opts.driver == HubDriver::Process {
+                preinstall_runtime(&node.install_root, &archive, &opts.version)?;
+                write_settings(&node.appdata, &hub_settings(&node.appdata))?;
+            }
             spawn_agent(&agent_bin, &mut node).await?;
             nodes.push(node);
         }
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             root,
             db,
             certs,
             nodes,
             timing: opts.timing,
             version: opts.version.clone(),
+            driver: opts.driver,
+            image_repository,
+            network: std::mem::take(&mut network.0),
+            hub_db_host,
+            volumes,
             _tmp: tmp,
             _watchdog: watchdog,
         };
+        if opts.driver == HubDriver::Docker {
+            // The operator's starting point: the first image loaded and active.
+            for i in 0..sandbox.nodes.len() {
+                sandbox
+                    .install_runtime(i, &archive, &opts.version, true)
+                    .await?;
+            }
+            if opts.appdata_volume {
+                // The agent works on the volume's mount point; so do we.
+                for i in 0..sandbox.nodes.len() {
+                    let appdata = sandbox.status(i).await?.appdata;
+                    sandbox.nodes[i].appdata = PathBuf::from(appdata);
+                }
+            }
+        }
         sandbox.start_ha().await?;
         Ok(sandbox)
     }
 
-    fn write_archive(root: &Path, version: &str) -> Result<PathBuf, SandboxError> {
+    fn write_archive(
+        root: &Path,
+        version: &str,
+        driver: HubDriver,
+    ) -> Result<PathBuf, SandboxError> {
         let hubsim = crate::bins::binary("hubsim")?;
-        let path = root
-            .join("archives")
-            .join(crate::runtime::archive_name(version));
-        if !path.exists() {
-            crate::runtime::write_runtime_archive(version, &path, &hubsim)?;
+        let archives = root.join("archives");
+        match driver {
+            HubDriver::Process => {
+                let path = archives.join(crate::runtime::archive_name(version));
+                if !path.exists() {
+                    crate::runtime::write_runtime_archive(version, &path, &hubsim)?;
+                }
+                Ok(path)
+            }
+            HubDriver::Docker => {
+                let path = archives.join(format!("hubsim-image-{version}.tar"));
+                if !path.exists() {
+                    std::fs::create_dir_all(&archives).map_err(io("creating archives dir"))?;
+                    crate::image::write_image_archive(version, &hubsim, &path)?;
+                }
+                Ok(path)
+            }
         }
-        Ok(path)
     }
 
-    /// A hubsim runtime archive for `version` (written once, in `<root>/archives`).
+    /// A runtime archive for `version` as the agents take it: a hubsim
+    /// runtime tar.gz, or a `docker save` archive of a hubsim image
+    /// (written once, in `<root>/archives`).
     pub fn runtime_archive(&self, version: &str) -> Result<PathBuf, SandboxError> {
-        Self::write_archive(&self.root, version)
+        Self::write_archive(&self.root, version, self.driver)
+    }
+
+    /// Uploads `archive` to node `i`'s agent with InstallRuntime.
+    pub async fn install_runtime(
+        &self,
+        i: usize,
+        archive: &Path,
+        version: &str,
+        activate: bool,
+    ) -> Result<(), SandboxError> {
+        use hubshift_common::digest::StreamDigest;
+        let bytes = std::fs::read(archive).map_err(io(format!("reading {}", archive.display())))?;
+        let mut digest = StreamDigest::new();
+        digest.update(&bytes);
+        let format = match self.driver {
+            HubDriver::Process => pb::ArchiveFormat::TarGz,
+            HubDriver::Docker => pb::ArchiveFormat::DockerImage,
+        };
+        let mut msgs = vec![pb::InstallRuntimeRequest {
+            item: Some(pb::install_runtime_request::Item::Header(
+                pb::RuntimeHeader {
+                    version: version.into(),
+                    sha256: digest.finish(),
+                    size_bytes: bytes.len() as u64,
+                    format: format as i32,
+                    activate,
+                },
+            )),
+        }];
+        msgs.extend(bytes.chunks(256 * 1024).map(|c| pb::InstallRuntimeRequest {
+            item: Some(pb::install_runtime_request::Item::Chunk(c.to_vec())),
+        }));
+        let mut c = self.client(i).await?;
+        c.install_runtime(tokio_stream::iter(msgs))
+            .await
+            .map_err(|s| {
+                SandboxError::Agent(format!(
+                    "installing {version} on {}: {}",
+                    self.nodes[i].name,
+                    s.message()
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// The JDBC URI as the hubs reach the database.
+    pub fn hub_jdbc_uri(&self) -> String {
+        if self.hub_db_host.is_empty() {
+            self.db.jdbc_uri()
+        } else {
+            self.db.jdbc_uri_via(&self.hub_db_host)
+        }
     }
 
     async fn start_ha(&self) -> Result<(), SandboxError> {
-        let jdbc = self.db.jdbc_uri();
+        let jdbc = self.hub_jdbc_uri();
         let primary = &self.nodes[0];
         let mut p = self.client(0).await?;
         p.start(pb::StartRequest {
@@ -534,7 +821,7 @@ impl Sandbox {
         let text = format!(
             r#"# hubshift inventory for the sandbox group, written by hubshift-sandbox.
 [database]
-url_file = {url_file}
+url_file = {url_file}{hub_host}
 
 [tls]
 ca = {ca}
@@ -559,6 +846,11 @@ nodes = [
 {nodes}]
 "#,
             url_file = toml_str(&url_file),
+            hub_host = if self.hub_db_host.is_empty() {
+                String::new()
+            } else {
+                format!("\nhub_host = {}", toml_quote(&self.hub_db_host))
+            },
             ca = toml_str(&self.certs.ca),
             cert = toml_str(&self.certs.controller_cert),
             key = toml_str(&self.certs.controller_key),
@@ -585,6 +877,40 @@ impl Drop for Sandbox {
         for n in &mut self.nodes {
             n.kill_agent();
             n.kill_hub();
+        }
+        if !self.image_repository.is_empty() {
+            // Every image the agents loaded and tagged, with all its tags.
+            let listed = Command::new("docker")
+                .args(["images", "--quiet", "--no-trunc", &self.image_repository])
+                .output();
+            if let Ok(out) = listed {
+                let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                for id in ids {
+                    crate::image::remove(&id);
+                }
+            }
+        }
+        if !self.network.is_empty() {
+            crate::image::remove_network(&self.network);
+        }
+        for v in &self.volumes {
+            crate::image::remove_volume(v);
+        }
+    }
+}
+
+/// Removes the network when the sandbox is not built after all.
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            crate::image::remove_network(&self.0);
         }
     }
 }

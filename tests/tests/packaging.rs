@@ -100,7 +100,35 @@ fn systemd_unit_is_hardened_and_can_write_where_the_agent_must() {
 /// `systemd-analyze security` rates the unit at 4.0 or lower (it was 6.5).
 #[test]
 fn systemd_unit_exposure_is_at_most_4() {
-    let unit = root().join("packaging/hubshift-agent.service");
+    exposure_at_most("packaging/hubshift-agent.service", 4.0);
+}
+
+/// The Docker host's unit runs no hub itself: it is held tighter (2.5; the process unit: 4.0).
+#[test]
+fn docker_systemd_unit_exposure_is_at_most_2_5_and_it_can_write_where_the_agent_must() {
+    exposure_at_most("packaging/hubshift-agent-docker.service", 2.5);
+    let unit =
+        std::fs::read_to_string(root().join("packaging/hubshift-agent-docker.service")).unwrap();
+    let rw = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ReadWritePaths="))
+        .expect("ReadWritePaths");
+    let example: toml::Value = toml::from_str(
+        &std::fs::read_to_string(root().join("packaging/agent.docker.example.toml")).unwrap(),
+    )
+    .unwrap();
+    for key in ["state_dir", "appdata"] {
+        let p = example["paths"][key].as_str().unwrap();
+        assert!(
+            rw.split_whitespace().any(|allowed| p.starts_with(allowed)),
+            "paths.{key} = {p} is not writable under ReadWritePaths={rw}"
+        );
+    }
+    assert!(unit.contains("After=network-online.target docker.service"));
+}
+
+fn exposure_at_most(unit: &str, limit: f64) {
+    let unit = root().join(unit);
     let out = std::process::Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&unit)
@@ -116,7 +144,7 @@ fn systemd_unit_exposure_is_at_most_4() {
             value.split_whitespace().next()?.parse().ok()
         })
         .unwrap_or_else(|| panic!("no exposure figure in: {text}"));
-    assert!(figure <= 4.0, "exposure {figure} > 4.0:\n{text}");
+    assert!(figure <= limit, "exposure {figure} > {limit}:\n{text}");
 }
 
 /// Each `Documentation=file:` of the unit is a file the package installs.

@@ -36,6 +36,28 @@ pub enum Command {
     Start(NodeArgs),
     /// Write a runtime archive (VERSION + bin/hubsim launcher) for --version.
     Runtime(RuntimeArgs),
+    /// The entrypoint of the hubsim image, like the vendor image's:
+    /// `start` with `START_MODE=HA_INIT` runs create then start, with any
+    /// other `START_MODE` start; node and JDBC URI come from the
+    /// environment (`HUBSHIFT_NODE`, `HUBSHIFT_JDBC_URI`).
+    Container(ContainerArgs),
+}
+
+/// Flags of `container`.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// What the image is asked to do: `start`.
+    pub action: String,
+    /// appData inside the container.
+    #[arg(long, default_value = "/usr/local/highbyte/appData")]
+    pub appdata: PathBuf,
+    /// HA_INIT or HA instead of `START_MODE` (what an older image's start
+    /// command does without it).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Timing.
+    #[command(flatten)]
+    pub timing: TimingArgs,
 }
 
 /// Flags of `create` and `start`.

@@ -93,7 +93,58 @@ async fn run(cli: cli::Cli) -> i32 {
             };
             node::run(args, version, places).await
         }
+        cli::Command::Container(args) => {
+            let Some(version) = resolve_version(cli.version) else {
+                return EXIT_USAGE;
+            };
+            container(args, version).await
+        }
     }
+}
+
+/// The image's entrypoint: `START_MODE=HA_INIT` → create, then start;
+/// `START_MODE` set otherwise → start.
+async fn container(args: cli::ContainerArgs, version: String) -> i32 {
+    if args.action != "start" {
+        log::error(&format!(
+            "unknown action {:?}: the image only knows `start`",
+            args.action
+        ));
+        return EXIT_USAGE;
+    }
+    let Ok(node) = std::env::var("HUBSHIFT_NODE") else {
+        log::error("HUBSHIFT_NODE is not set");
+        return EXIT_USAGE;
+    };
+    let mode = args
+        .mode
+        .clone()
+        .unwrap_or_else(|| std::env::var("START_MODE").unwrap_or_default());
+    if mode.is_empty() {
+        log::error("START_MODE is not set: hubsim only runs in HA mode");
+        return EXIT_USAGE;
+    }
+    let node_args = || cli::NodeArgs {
+        node: node.clone(),
+        jdbc: "env:HUBSHIFT_JDBC_URI".into(),
+        timing: args.timing,
+    };
+    // The image's appData is its mount point, as in the vendor's image;
+    // store-and-forward lives there too (the image's runtime directory is
+    // gone with the container).
+    let places = || settings::Places {
+        settings_file: None,
+        app_data: args.appdata.clone(),
+        store_forward: args.appdata.join("storeforward"),
+        store_forward_in_runtime: false,
+    };
+    if mode == "HA_INIT" {
+        let code = create::run(node_args(), version.clone(), places()).await;
+        if code != 0 {
+            return code;
+        }
+    }
+    node::run(node_args(), version, places()).await
 }
 
 fn runtime_command(version: Option<String>, args: cli::RuntimeArgs) -> i32 {

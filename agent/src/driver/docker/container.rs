@@ -1,0 +1,511 @@
+//! The hub's container: recreated from the template at every start (so a
+//! new image version and a new mode take effect), stopped with the engine's
+//! stop and kept until the next start (its output stays readable), found
+//! again by name and label after an agent restart.
+
+use super::{ImageStore, LABEL_MANAGED, engine_error, is_not_found};
+use crate::config::{Config, DockerSection, DockerStartMode, Vars, fill, fill_argv, parse_port};
+use crate::driver::{HubDriver, HubView, check_start};
+use crate::error::{AgentError, Result};
+use crate::fsutil;
+use crate::role::{HubOutput, Probe, ProbeInput, Role};
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
+    PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use hubshift_common::pb::{HubRole, HubState, StartMode};
+use hubshift_common::redact::{Secret, redact_with};
+use regex::Regex;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+const LABEL_MODE: &str = "hubshift.mode";
+const LABEL_NODE: &str = "hubshift.node";
+const LABEL_VERSION: &str = "hubshift.version";
+const LABEL_STARTED_AT: &str = "hubshift.started_at_unix_ms";
+const LABEL_PROBE_OFFSET: &str = "hubshift.probe_offset";
+
+/// The hub as a container.
+pub struct DockerHub {
+    cfg: Arc<Config>,
+    d: DockerSection,
+    engine: Docker,
+    images: Arc<ImageStore>,
+    probe: Probe,
+    created: Option<Regex>,
+    /// Serialises Start, Stop, ActivateRuntime and Restore.
+    ops: tokio::sync::Mutex<()>,
+    /// CREATE_AND_START waits for `created_pattern`.
+    creating: AtomicBool,
+}
+
+impl DockerHub {
+    /// The driver for `d`'s container.
+    pub fn new(
+        cfg: Arc<Config>,
+        d: DockerSection,
+        engine: Docker,
+        images: Arc<ImageStore>,
+    ) -> Result<DockerHub> {
+        let probe = Probe::new(&cfg.role_probe)
+            .map_err(|e| AgentError::Internal(format!("role probe pattern: {e}")))?;
+        let created = if d.created_pattern.is_empty() {
+            None
+        } else {
+            Some(
+                Regex::new(&d.created_pattern)
+                    .map_err(|e| AgentError::Internal(format!("created_pattern: {e}")))?,
+            )
+        };
+        Ok(DockerHub {
+            cfg,
+            d,
+            engine,
+            images,
+            probe,
+            created,
+            ops: tokio::sync::Mutex::new(()),
+            creating: AtomicBool::new(false),
+        })
+    }
+
+    /// `<state>/docker-stopped`: id of the container Stop stopped, so that
+    /// Status tells a stop apart from an exit.
+    fn stopped_marker(&self) -> PathBuf {
+        self.cfg.paths.state_dir.join("docker-stopped")
+    }
+
+    /// Logs what an agent restart finds.
+    pub async fn readopt(&self) {
+        match self.inspect().await {
+            Ok(Some(c)) if managed(&c) => {
+                let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                tracing::info!(container = %self.d.container, running, "re-adopted the hub container");
+            }
+            Ok(Some(_)) => tracing::warn!(
+                container = %self.d.container,
+                "a container of that name exists without the label {LABEL_MANAGED}: the agent will not touch it"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot inspect the hub container"),
+        }
+    }
+
+    /// The container, if it exists.
+    async fn inspect(&self) -> Result<Option<ContainerInspectResponse>> {
+        match self.engine.inspect_container(&self.d.container, None).await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(engine_error("cannot inspect the hub container")(e)),
+        }
+    }
+
+    /// The container's output since its start (it is recreated at every
+    /// start), its last `log_tail_lines` lines.
+    async fn output(&self) -> Vec<u8> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&self.d.log_tail_lines.to_string())
+            .build();
+        let mut stream = self.engine.logs(&self.d.container, Some(options));
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                out.extend_from_slice(&chunk.into_bytes());
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        out
+    }
+
+    fn input(&self, output: Vec<u8>, c: Option<&ContainerInspectResponse>) -> ProbeInput {
+        ProbeInput {
+            output: HubOutput::Bytes(output),
+            file_offset: c
+                .and_then(|c| label(c, LABEL_PROBE_OFFSET))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            runtime: String::new(),
+            appdata: self.cfg.paths.appdata.display().to_string(),
+        }
+    }
+
+    /// The container's create request for this start.
+    fn body(&self, launch: Launch<'_>) -> Result<ContainerCreateBody> {
+        let Launch {
+            image,
+            version,
+            mode,
+            mode_name,
+            node,
+            jdbc,
+            probe_offset,
+        } = launch;
+        let d = &self.d;
+        let vars = Vars {
+            runtime: "",
+            node,
+            jdbc: jdbc.expose(),
+            appdata: "",
+        };
+        let mut env = vec![
+            format!("HUBSHIFT_NODE={node}"),
+            format!("HUBSHIFT_JDBC_URI={}", jdbc.expose()),
+        ];
+        env.extend(d.env.iter().map(|(k, v)| format!("{k}={}", fill(v, vars))));
+        // An override replaces the image's entrypoint and its arguments, as
+        // `docker run --entrypoint` does: the image's own start script is
+        // what an older image lacks.
+        let (entrypoint, cmd) = match (d.start_mode, mode) {
+            (DockerStartMode::Env, _) => {
+                let value = if mode == StartMode::CreateAndStart {
+                    "HA_INIT"
+                } else {
+                    d.start_mode_start.as_str()
+                };
+                env.push(format!("START_MODE={value}"));
+                (None, fill_argv(&d.args, vars))
+            }
+            (DockerStartMode::Command, StartMode::CreateAndStart) => (
+                Some(fill_argv(&d.create_and_start_command, vars)),
+                Vec::new(),
+            ),
+            (DockerStartMode::Command, _) => (Some(fill_argv(&d.start_command, vars)), Vec::new()),
+        };
+        let mut exposed = Vec::new();
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for spec in &d.ports {
+            let (ip, host, port) = parse_port(spec).map_err(AgentError::Internal)?;
+            exposed.push(port.clone());
+            if !host.is_empty() {
+                bindings
+                    .entry(port)
+                    .or_insert_with(|| Some(Vec::new()))
+                    .get_or_insert_with(Vec::new)
+                    .push(PortBinding {
+                        host_ip: (!ip.is_empty()).then_some(ip),
+                        host_port: Some(host),
+                    });
+            }
+        }
+        let source = if d.appdata_volume.is_empty() {
+            self.cfg.paths.appdata.display().to_string()
+        } else {
+            d.appdata_volume.clone()
+        };
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_MODE.to_string(), mode_name.to_string()),
+            (LABEL_NODE.to_string(), node.to_string()),
+            (LABEL_VERSION.to_string(), version.to_string()),
+            (
+                LABEL_STARTED_AT.to_string(),
+                fsutil::now_unix_ms().to_string(),
+            ),
+            (LABEL_PROBE_OFFSET.to_string(), probe_offset.to_string()),
+        ]);
+        Ok(ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint,
+            cmd: (!cmd.is_empty()).then_some(cmd),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{source}:{}", d.appdata_target)]),
+                port_bindings: (!bindings.is_empty()).then_some(bindings),
+                network_mode: (!d.network.is_empty()).then(|| d.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Waits until the container's output says HA create is done; fails
+    /// with its (masked) last output when it ends first or takes too long.
+    async fn await_created(&self, pattern: &Regex, jdbc: &Secret) -> Result<()> {
+        let limit = Duration::from_secs(self.cfg.hub.create_timeout_secs);
+        let deadline = Instant::now() + limit;
+        loop {
+            let output = self.output().await;
+            if String::from_utf8_lossy(&output)
+                .lines()
+                .any(|l| pattern.is_match(l))
+            {
+                return Ok(());
+            }
+            let running = self
+                .inspect()
+                .await?
+                .and_then(|c| c.state)
+                .and_then(|s| s.running)
+                .unwrap_or(false);
+            let tail = || {
+                let text = String::from_utf8_lossy(&output);
+                let start = text.len().saturating_sub(2048);
+                let start = (start..text.len())
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(text.len());
+                redact_with(text[start..].trim(), &[jdbc.expose()])
+            };
+            if !running {
+                return Err(AgentError::FailedPrecondition(format!(
+                    "the hub container ended during HA create; output: {}",
+                    tail()
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::FailedPrecondition(format!(
+                    "HA create did not finish within {}s (docker.created_pattern not seen); output: {}",
+                    limit.as_secs(),
+                    tail()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn start_locked(
+        &self,
+        mode: StartMode,
+        mode_name: &str,
+        node: &str,
+        jdbc: &Secret,
+    ) -> Result<(u32, bool)> {
+        let name = &self.d.container;
+        if let Some(c) = self.inspect().await? {
+            if !managed(&c) {
+                return Err(AgentError::FailedPrecondition(format!(
+                    "container {name} exists and is not managed by hubshift (no label {LABEL_MANAGED}); remove or rename it"
+                )));
+            }
+            if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+                return Ok((pid(&c), true));
+            }
+        }
+        let version = self.images.active_version_checked().await?;
+        let image = self.images.image_ref(&version);
+        fsutil::ensure_dir(&self.cfg.paths.state_dir, 0o700)?;
+        let appdata = self.cfg.paths.appdata.display().to_string();
+        let probe_offset = self.probe.mark("", &appdata);
+        let body = self.body(Launch {
+            image: &image,
+            version: &version,
+            mode,
+            mode_name,
+            node,
+            jdbc,
+            probe_offset,
+        })?;
+        // The container of the previous start (kept for its output) goes now.
+        match self
+            .engine
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(engine_error("cannot remove the previous hub container")(e)),
+        }
+        // Engine messages never carry the environment, but mask anyway.
+        let masked = |e: AgentError| mask(e, jdbc);
+        self.engine
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                body,
+            )
+            .await
+            .map_err(engine_error("cannot create the hub container"))
+            .map_err(masked)?;
+        let _ = std::fs::remove_file(self.stopped_marker());
+        self.engine
+            .start_container(name, None)
+            .await
+            .map_err(engine_error("cannot start the hub container"))
+            .map_err(masked)?;
+        tracing::info!(container = %name, image = %image, node = %node, mode = mode_name, "hub container started");
+        if mode == StartMode::CreateAndStart {
+            if let Some(pattern) = &self.created {
+                self.creating.store(true, Ordering::SeqCst);
+                let created = self.await_created(pattern, jdbc).await;
+                self.creating.store(false, Ordering::SeqCst);
+                created?;
+                tracing::info!(container = %name, node = %node, "HA create finished");
+            }
+        }
+        let pid = self.inspect().await?.map_or(0, |c| pid(&c));
+        Ok((pid, false))
+    }
+}
+
+/// What one start puts into the container.
+struct Launch<'a> {
+    image: &'a str,
+    version: &'a str,
+    mode: StartMode,
+    mode_name: &'a str,
+    node: &'a str,
+    jdbc: &'a Secret,
+    probe_offset: u64,
+}
+
+fn mask(e: AgentError, jdbc: &Secret) -> AgentError {
+    let m = |s: &str| redact_with(s, &[jdbc.expose()]);
+    match e {
+        AgentError::InvalidArgument(s) => AgentError::InvalidArgument(m(&s)),
+        AgentError::NotFound(s) => AgentError::NotFound(m(&s)),
+        AgentError::FailedPrecondition(s) => AgentError::FailedPrecondition(m(&s)),
+        AgentError::Unavailable(s) => AgentError::Unavailable(m(&s)),
+        other => other,
+    }
+}
+
+fn label<'a>(c: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
+    c.config
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn managed(c: &ContainerInspectResponse) -> bool {
+    label(c, LABEL_MANAGED) == Some("true")
+}
+
+fn pid(c: &ContainerInspectResponse) -> u32 {
+    c.state
+        .as_ref()
+        .and_then(|s| s.pid)
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl HubDriver for DockerHub {
+    async fn start(&self, mode: StartMode, node: &str, jdbc: Secret) -> Result<(u32, bool)> {
+        let mode_name = check_start(mode, node, &jdbc)?;
+        let _ops = self.ops.lock().await;
+        self.start_locked(mode, mode_name, node, &jdbc).await
+    }
+
+    async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {
+        let _ops = self.ops.lock().await;
+        let Some(c) = self.inspect().await? else {
+            return Ok((false, false));
+        };
+        let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if !managed(&c) || !running {
+            return Ok((false, false));
+        }
+        let timeout = if timeout_secs == 0 {
+            self.cfg.hub.stop_timeout_secs
+        } else {
+            u64::from(timeout_secs)
+        };
+        tracing::info!(container = %self.d.container, "stopping the hub container");
+        let began = Instant::now();
+        let t = i32::try_from(timeout).unwrap_or(i32::MAX);
+        self.engine
+            .stop_container(
+                &self.d.container,
+                Some(StopContainerOptionsBuilder::default().t(t).build()),
+            )
+            .await
+            .map_err(engine_error("cannot stop the hub container"))?;
+        let id = c.id.clone().unwrap_or_default();
+        fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
+        // The engine kills after the timeout; the exit code then says SIGKILL.
+        let code = self
+            .inspect()
+            .await?
+            .and_then(|c| c.state)
+            .and_then(|s| s.exit_code);
+        let killed = code == Some(137) && began.elapsed() >= Duration::from_secs(timeout);
+        tracing::info!(container = %self.d.container, killed, "hub container stopped");
+        Ok((true, killed))
+    }
+
+    async fn view(&self) -> Result<HubView> {
+        let mut view = HubView {
+            state: HubState::Stopped,
+            ..HubView::default()
+        };
+        let c = match self.inspect().await? {
+            Some(c) if managed(&c) => c,
+            _ => return Ok(view),
+        };
+        view.mode = label(&c, LABEL_MODE).unwrap_or_default().to_string();
+        view.node = label(&c, LABEL_NODE).unwrap_or_default().to_string();
+        view.started_at_unix_ms = label(&c, LABEL_STARTED_AT)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let state = c.state.clone().unwrap_or_default();
+        if self.creating.load(Ordering::SeqCst) {
+            view.state = HubState::Starting;
+            return Ok(view);
+        }
+        if state.running.unwrap_or(false) {
+            view.pid = pid(&c);
+            view.frozen = state.paused.unwrap_or(false);
+            let role = self
+                .probe
+                .probe(&self.input(self.output().await, Some(&c)))
+                .await;
+            (view.state, view.role) = match role {
+                Role::Unknown => (HubState::Starting, HubRole::Unknown),
+                Role::Active => (HubState::Running, HubRole::Active),
+                Role::Standby => (HubState::Running, HubRole::Standby),
+            };
+            return Ok(view);
+        }
+        let stopped = std::fs::read_to_string(self.stopped_marker()).unwrap_or_default();
+        if c.id.as_deref() == Some(stopped.trim())
+            || state.status == Some(ContainerStateStatusEnum::CREATED)
+        {
+            view.state = HubState::Stopped;
+        } else {
+            view.state = HubState::Exited;
+            view.exit_code = state.exit_code.and_then(|c| i32::try_from(c).ok());
+        }
+        Ok(view)
+    }
+
+    async fn probe_input(&self) -> ProbeInput {
+        let c = self.inspect().await.ok().flatten();
+        self.input(self.output().await, c.as_ref())
+    }
+
+    async fn is_running(&self) -> bool {
+        if self.creating.load(Ordering::SeqCst) {
+            return true;
+        }
+        match self.inspect().await {
+            Ok(Some(c)) => c.state.and_then(|s| s.running).unwrap_or(false),
+            Ok(None) => false,
+            // Unknown is not "stopped": refuse what needs a stopped hub.
+            Err(_) => true,
+        }
+    }
+
+    async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ops.lock().await
+    }
+
+    fn spawn_housekeeping(&self, _shutdown: tokio::sync::watch::Receiver<bool>) {
+        // The engine keeps (and rotates, per its log driver) the output.
+    }
+}

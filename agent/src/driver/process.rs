@@ -1,0 +1,119 @@
+//! The `process` driver: the hub as a host process group supervised by the
+//! agent (`hub.rs`), runtimes as directories under `install_root` with a
+//! `current` link (`runtime.rs`).
+
+use super::{Drivers, HubDriver, HubView, Installed, RuntimeStore, Upload};
+use crate::config::{Config, LimitsSection};
+use crate::error::Result;
+use crate::hub::Hub;
+use crate::role::ProbeInput;
+use crate::runtime;
+use hubshift_common::pb::StartMode;
+use hubshift_common::redact::Secret;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Opens both halves of the process driver.
+pub fn open(cfg: Arc<Config>) -> Result<Drivers> {
+    let hub = Hub::new(cfg.clone())?;
+    Ok(Drivers {
+        cfg: cfg.clone(),
+        hub: Arc::new(ProcessHub { hub }),
+        runtimes: Arc::new(RuntimeDirs {
+            state_dir: cfg.paths.state_dir.clone(),
+            install_root: cfg.paths.install_root.clone(),
+            cfg: cfg.clone(),
+        }),
+    })
+}
+
+/// The hub as a supervised host process.
+pub struct ProcessHub {
+    hub: Arc<Hub>,
+}
+
+#[tonic::async_trait]
+impl HubDriver for ProcessHub {
+    async fn start(&self, mode: StartMode, node: &str, jdbc: Secret) -> Result<(u32, bool)> {
+        self.hub.start(mode, node, jdbc).await
+    }
+
+    async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {
+        self.hub.stop(timeout_secs).await
+    }
+
+    async fn view(&self) -> Result<HubView> {
+        let snap = self.hub.snapshot().await;
+        let (mode, node, started_at_unix_ms) = snap
+            .record
+            .map(|r| (r.mode, r.node, r.started_at_unix_ms))
+            .unwrap_or_default();
+        Ok(HubView {
+            state: snap.state,
+            exit_code: snap.exit_code,
+            pid: snap.pid,
+            role: snap.role,
+            mode,
+            node,
+            started_at_unix_ms,
+            frozen: snap.frozen,
+        })
+    }
+
+    async fn probe_input(&self) -> ProbeInput {
+        self.hub.probe_input()
+    }
+
+    async fn is_running(&self) -> bool {
+        self.hub.is_running()
+    }
+
+    async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.hub.lock_ops().await
+    }
+
+    fn spawn_housekeeping(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.hub.spawn_log_cap(shutdown);
+    }
+}
+
+/// `install_root/runtimes/<version>/` and the `current` link.
+pub struct RuntimeDirs {
+    state_dir: PathBuf,
+    install_root: PathBuf,
+    /// For the switch, which carries store-and-forward files along.
+    cfg: Arc<Config>,
+}
+
+#[tonic::async_trait]
+impl RuntimeStore for RuntimeDirs {
+    async fn install(&self, upload: Upload, limits: LimitsSection) -> Result<Installed> {
+        let installed =
+            runtime::install(upload, &self.state_dir, &self.install_root, limits).await?;
+        Ok(Installed {
+            header: installed.header,
+            already_installed: installed.already_installed,
+        })
+    }
+
+    async fn activate(&self, version: &str) -> Result<(String, String, Vec<String>)> {
+        let cfg = self.cfg.clone();
+        let version = version.to_string();
+        tokio::task::spawn_blocking(move || crate::carry::switch(&cfg, &version)).await?
+    }
+
+    async fn active_version(&self) -> Option<String> {
+        let root = self.install_root.clone();
+        tokio::task::spawn_blocking(move || runtime::active_version(&root))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn staged_versions(&self) -> Vec<String> {
+        let root = self.install_root.clone();
+        tokio::task::spawn_blocking(move || runtime::staged_versions(&root))
+            .await
+            .unwrap_or_default()
+    }
+}
