@@ -15,20 +15,6 @@ use support::*;
 const FROM: &str = "4.1.0";
 const TO: &str = "4.2.0";
 
-/// Whether to run: an engine answers, or (outside CI) skip saying why.
-fn engine_or_skip(test: &str) -> bool {
-    match hubshift_sim::image::engine_available() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: CI is set but no Docker Engine answers: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: no Docker Engine answers ({e})");
-            false
-        }
-    }
-}
-
 /// A docker group at FROM, its inventory and the TO image archive.
 async fn setup() -> (Sandbox, std::path::PathBuf, String) {
     setup_with(SandboxOptions::default()).await
