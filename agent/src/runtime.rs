@@ -135,6 +135,21 @@ pub struct Installed {
 
 /// Checks a header: version, digest, size, format.
 fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
+    check_header_fields(h, limits)?;
+    match ArchiveFormat::try_from(h.format) {
+        Ok(ArchiveFormat::TarGz | ArchiveFormat::Zip) => Ok(()),
+        Ok(ArchiveFormat::DockerImage) => Err(AgentError::InvalidArgument(
+            "this agent runs the hub as a host process (driver \"process\"): an image archive cannot be installed, send TAR_GZ or ZIP".into(),
+        )),
+        _ => Err(AgentError::InvalidArgument(
+            "format must be TAR_GZ or ZIP".into(),
+        )),
+    }
+}
+
+/// Checks what every runtime store asks of a header: version, digest and
+/// size (within `max_archive_bytes`); the format is the store's to judge.
+pub(crate) fn check_header_fields(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
     validate_name("runtime version", &h.version)?;
     h.sha256 = h.sha256.to_ascii_lowercase();
     if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -153,15 +168,7 @@ fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
             h.size_bytes, limits.max_archive_bytes
         )));
     }
-    match ArchiveFormat::try_from(h.format) {
-        Ok(ArchiveFormat::TarGz | ArchiveFormat::Zip) => Ok(()),
-        Ok(ArchiveFormat::DockerImage) => Err(AgentError::InvalidArgument(
-            "this agent runs the hub as a host process (driver \"process\"): an image archive cannot be installed, send TAR_GZ or ZIP".into(),
-        )),
-        _ => Err(AgentError::InvalidArgument(
-            "format must be TAR_GZ or ZIP".into(),
-        )),
-    }
+    Ok(())
 }
 
 /// Receives an InstallRuntime stream, verifies it and unpacks it into
@@ -683,6 +690,22 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_agent_refuses_image_archives_by_their_format() {
+        let mut h = RuntimeHeader {
+            version: "4.5.0".into(),
+            sha256: "A".repeat(64),
+            size_bytes: 10,
+            format: ArchiveFormat::DockerImage as i32,
+            activate: false,
+        };
+        let err = check_header(&mut h, &LimitsSection::default()).unwrap_err();
+        assert!(err.to_string().contains("driver \"process\""), "{err}");
+        h.format = ArchiveFormat::TarGz as i32;
+        check_header(&mut h, &LimitsSection::default()).unwrap();
+        assert_eq!(h.sha256, "a".repeat(64), "digest normalised");
+    }
     use zip::write::SimpleFileOptions;
 
     fn zip_of(build: impl FnOnce(&mut zip::ZipWriter<io::Cursor<Vec<u8>>>)) -> File {

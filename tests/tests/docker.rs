@@ -15,20 +15,6 @@ use support::*;
 const FROM: &str = "4.1.0";
 const TO: &str = "4.2.0";
 
-/// Whether to run: an engine answers, or (outside CI) skip saying why.
-fn engine_or_skip(test: &str) -> bool {
-    match hubshift_sim::image::engine_available() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: CI is set but no Docker Engine answers: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: no Docker Engine answers ({e})");
-            false
-        }
-    }
-}
-
 /// A docker group at FROM, its inventory and the TO image archive.
 async fn setup() -> (Sandbox, std::path::PathBuf, String) {
     setup_with(SandboxOptions::default()).await
@@ -710,4 +696,43 @@ async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() 
     let s = sandbox.status(1).await.unwrap();
     assert_eq!(s.state(), HubState::Stopped, "{s:?}");
     assert!(!s.frozen);
+}
+
+/// A CREATE_AND_START whose create fails (here: a wrong password) answers
+/// with the container's output, and neither that answer nor the agent's log
+/// carries the JDBC URI's password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_failed_create_reports_the_output_without_the_password() {
+    if !engine_or_skip("docker_failed_create_reports_the_output_without_the_password") {
+        return;
+    }
+    let (sandbox, _inventory, _archive) = setup().await;
+    let mut c = sandbox.client(1).await.unwrap();
+    c.stop(hubshift_common::pb::StopRequest {
+        timeout_seconds: 20,
+    })
+    .await
+    .unwrap();
+    let secret = "Wr0ngButSecret-7f3a";
+    let good = sandbox.hub_jdbc_uri();
+    let (head, _) = good.split_once("password=").unwrap();
+    let bad = format!("{head}password={secret}");
+    let err = c
+        .start(hubshift_common::pb::StartRequest {
+            mode: hubshift_common::pb::StartMode::CreateAndStart as i32,
+            node: "hub-b".into(),
+            jdbc_uri: bad,
+        })
+        .await
+        .expect_err("create with a wrong password fails");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("ended during HA create"), "{err:?}");
+    assert!(err.message().contains("output:"), "{err:?}");
+    assert!(!err.message().contains(secret), "{err:?}");
+    let s = sandbox.status(1).await.unwrap();
+    assert_eq!(s.state(), HubState::Exited, "{s:?}");
+    assert!(
+        !sandbox.nodes[1].agent_log_text().contains(secret),
+        "agent log holds the password"
+    );
 }

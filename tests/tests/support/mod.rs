@@ -227,3 +227,18 @@ pub async fn schema_version(client: &tokio_postgres::Client) -> Option<String> {
         .flatten()
         .map(|r| r.get(0))
 }
+
+/// Whether a Docker test runs: an engine answers; else, outside CI, it is
+/// skipped with one line on stderr, and under CI (`CI` set) it fails.
+pub fn engine_or_skip(test: &str) -> bool {
+    match hubshift_sim::image::engine_available() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: CI is set but no Docker Engine answers: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: no Docker Engine answers ({e})");
+            false
+        }
+    }
+}

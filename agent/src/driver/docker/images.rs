@@ -300,24 +300,7 @@ pub fn single_image_id(archive: &Path, max_entries: u64) -> Result<String> {
 }
 
 fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
-    validate_name("runtime version", &h.version)?;
-    h.sha256 = h.sha256.to_ascii_lowercase();
-    if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AgentError::InvalidArgument(
-            "sha256 must be 64 hex digits".into(),
-        ));
-    }
-    if h.size_bytes == 0 {
-        return Err(AgentError::InvalidArgument(
-            "size_bytes must be positive".into(),
-        ));
-    }
-    if h.size_bytes > limits.max_archive_bytes {
-        return Err(AgentError::InvalidArgument(format!(
-            "archive of {} bytes exceeds the limit of {} bytes",
-            h.size_bytes, limits.max_archive_bytes
-        )));
-    }
+    crate::runtime::check_header_fields(h, limits)?;
     if ArchiveFormat::try_from(h.format) != Ok(ArchiveFormat::DockerImage) {
         return Err(AgentError::InvalidArgument(
             "this agent runs the hub in a container: the runtime must be a `docker save` archive (format DOCKER_IMAGE)".into(),
