@@ -3,9 +3,7 @@
 //! journal; the run's executor takes it between steps.
 
 use crate::cli::InventoryArgs;
-use crate::db::Database;
-use crate::exit::{Refused, UsageError};
-use crate::inventory::Inventory;
+use crate::exit::Refused;
 use crate::journal;
 use crate::output::Output;
 use anyhow::Result;
@@ -13,18 +11,8 @@ use serde_json::json;
 
 /// Records the stop request, or refuses naming the run's state.
 pub async fn stop(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<()> {
-    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
-    let db = Database::from_inventory(&inventory)?;
-    let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
-    if !journal::exists(&client).await? {
-        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
-    }
-    journal::ensure_schema(&client).await?;
-    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
-        UsageError(format!(
-            "no run {run_id} in the journal (see `hubshift runs`)"
-        ))
-    })?;
+    let crate::upgrade::OpenRun { client, record, .. } =
+        crate::upgrade::open_run(inv, run_id).await?;
     if record.state != "running" {
         return Err(Refused(format!(
             "run {run_id} is {}, not running: nothing to stop",

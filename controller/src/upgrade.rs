@@ -184,6 +184,43 @@ fn confirm(group: &str, version: &str) -> Result<()> {
     }
 }
 
+/// What every command about an existing run starts from.
+pub struct OpenRun {
+    /// The inventory.
+    pub inventory: Inventory,
+    /// Its database.
+    pub db: Database,
+    /// A journal connection.
+    pub client: tokio_postgres::Client,
+    /// The run.
+    pub record: journal::RunRecord,
+}
+
+/// Loads the inventory, connects to its database and reads run `run_id`
+/// (the journal brought up to this version's columns); usage error when the
+/// run is not there, refused when the database cannot be reached.
+pub async fn open_run(inv: &InventoryArgs, run_id: &str) -> Result<OpenRun> {
+    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
+    let db = Database::from_inventory(&inventory)?;
+    let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
+    if !journal::exists(&client).await? {
+        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
+    }
+    // Journals written by an older hubshift get this version's columns.
+    journal::ensure_schema(&client).await?;
+    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
+        UsageError(format!(
+            "no run {run_id} in the journal (see `hubshift runs`)"
+        ))
+    })?;
+    Ok(OpenRun {
+        inventory,
+        db,
+        client,
+        record,
+    })
+}
+
 /// Takes the group lock on `journal`; refused (exit 3) naming the holder.
 async fn lock_group(client: &tokio_postgres::Client, group: &str) -> Result<()> {
     if crate::db::try_lock_group(client, group).await? {
@@ -336,19 +373,12 @@ pub async fn resume(
     run_id: &str,
     runtime: Option<&Path>,
 ) -> Result<()> {
-    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
-    let db = Database::from_inventory(&inventory)?;
-    let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
-    if !journal::exists(&client).await? {
-        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
-    }
-    // Journals written by an older hubshift get this version's columns.
-    journal::ensure_schema(&client).await?;
-    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
-        UsageError(format!(
-            "no run {run_id} in the journal (see `hubshift runs`)"
-        ))
-    })?;
+    let OpenRun {
+        inventory,
+        db,
+        client,
+        record,
+    } = open_run(inv, run_id).await?;
     let group = inventory
         .group(&record.group)
         .map_err(UsageError::from)?
@@ -436,19 +466,12 @@ pub async fn resume(
 /// `hubshift rollback --run ID`: back to the version and appdata the upgrade
 /// run started from.
 pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool) -> Result<()> {
-    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
-    let db = Database::from_inventory(&inventory)?;
-    let mut client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
-    if !journal::exists(&client).await? {
-        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
-    }
-    // Journals written by an older hubshift get this version's columns.
-    journal::ensure_schema(&client).await?;
-    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
-        UsageError(format!(
-            "no run {run_id} in the journal (see `hubshift runs`)"
-        ))
-    })?;
+    let OpenRun {
+        inventory,
+        db,
+        mut client,
+        record,
+    } = open_run(inv, run_id).await?;
     if record.kind != "upgrade" {
         return Err(UsageError(format!(
             "run {run_id} is a {}, only upgrade runs are rolled back",
@@ -584,19 +607,12 @@ pub async fn rollback(out: Output, inv: &InventoryArgs, run_id: &str, yes: bool)
 /// `hubshift abandon --run ID`: lets a new upgrade start after a run that
 /// stopped before anything irreversible.
 pub async fn abandon(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<()> {
-    let inventory = Inventory::load(&inv.inventory).map_err(UsageError::from)?;
-    let db = Database::from_inventory(&inventory)?;
-    let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
-    if !journal::exists(&client).await? {
-        return Err(UsageError(format!("no run {run_id}: the journal is empty")).into());
-    }
-    // Journals written by an older hubshift get this version's columns.
-    journal::ensure_schema(&client).await?;
-    let record = journal::load_run(&client, run_id).await?.ok_or_else(|| {
-        UsageError(format!(
-            "no run {run_id} in the journal (see `hubshift runs`)"
-        ))
-    })?;
+    let OpenRun {
+        inventory,
+        db,
+        client,
+        record,
+    } = open_run(inv, run_id).await?;
     if matches!(record.state.as_str(), "done" | "rolled_back" | "abandoned") {
         return Err(Refused(format!("run {run_id} is already {}", record.state)).into());
     }
