@@ -171,6 +171,60 @@ pub(crate) fn check_header_fields(h: &mut RuntimeHeader, limits: &LimitsSection)
     Ok(())
 }
 
+/// Passes the chunks that follow an upload's header to `tx` until the
+/// stream ends; returns why it stopped early, if it did: more bytes than
+/// announced, a message that is not a chunk, a failed stream, or a stall
+/// (a controller that vanished without closing sends nothing more; without
+/// a limit its staging and threads would stay). Shared by every runtime store.
+pub async fn receive_chunks<S>(
+    stream: &mut S,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    header: &RuntimeHeader,
+    limits: &LimitsSection,
+) -> Option<AgentError>
+where
+    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
+{
+    let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_secs);
+    let mut received = 0u64;
+    loop {
+        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+            return Some(AgentError::DeadlineExceeded(format!(
+                "upload of runtime {} stalled: nothing received for {} s (limits.upload_idle_timeout_secs)",
+                header.version, limits.upload_idle_timeout_secs
+            )));
+        };
+        let msg = match next? {
+            Ok(m) => m,
+            Err(s) => {
+                return Some(AgentError::InvalidArgument(format!(
+                    "upload stream failed: {}",
+                    s.message()
+                )));
+            }
+        };
+        match msg.item {
+            Some(Item::Chunk(chunk)) => {
+                received += chunk.len() as u64;
+                if received > header.size_bytes {
+                    return Some(AgentError::InvalidArgument(format!(
+                        "more bytes than the announced {}",
+                        header.size_bytes
+                    )));
+                }
+                if tx.send(chunk).await.is_err() {
+                    return None;
+                }
+            }
+            _ => {
+                return Some(AgentError::InvalidArgument(
+                    "only chunks may follow the header".into(),
+                ));
+            }
+        }
+    }
+}
+
 /// Receives an InstallRuntime stream, verifies it and unpacks it into
 /// `runtimes/<version>/`. Leaves nothing behind on failure. Activation is
 /// the caller's (it needs the hub to be stopped).
@@ -260,52 +314,7 @@ where
         let size = digest.size();
         Ok((sink, digest.finish(), size))
     });
-    let mut received = 0u64;
-    let mut failure = None;
-    let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_secs);
-    loop {
-        // A controller that vanished without closing sends nothing more;
-        // without a limit its staging directory and threads would stay.
-        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
-            failure = Some(AgentError::DeadlineExceeded(format!(
-                "upload of runtime {version} stalled: nothing received for {} s (limits.upload_idle_timeout_secs)",
-                limits.upload_idle_timeout_secs
-            )));
-            break;
-        };
-        let Some(msg) = next else { break };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(s) => {
-                failure = Some(AgentError::InvalidArgument(format!(
-                    "upload stream failed: {}",
-                    s.message()
-                )));
-                break;
-            }
-        };
-        match msg.item {
-            Some(Item::Chunk(chunk)) => {
-                received += chunk.len() as u64;
-                if received > header.size_bytes {
-                    failure = Some(AgentError::InvalidArgument(format!(
-                        "more bytes than the announced {}",
-                        header.size_bytes
-                    )));
-                    break;
-                }
-                if tx.send(chunk).await.is_err() {
-                    break;
-                }
-            }
-            _ => {
-                failure = Some(AgentError::InvalidArgument(
-                    "only chunks may follow the header".into(),
-                ));
-                break;
-            }
-        }
-    }
+    let failure = receive_chunks(&mut stream, &tx, &header, &limits).await;
     drop(tx);
     let written = writer.await?;
     // The feed to the unpacker is closed by now (the sink was dropped or

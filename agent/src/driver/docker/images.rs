@@ -134,49 +134,7 @@ impl ImageStore {
             let size = digest.size();
             Ok((digest.finish(), size))
         });
-        let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_secs);
-        let mut received = 0u64;
-        let mut failure = None;
-        loop {
-            let Ok(next) = tokio::time::timeout(idle, upload.next()).await else {
-                failure = Some(AgentError::DeadlineExceeded(format!(
-                    "upload of runtime {} stalled: nothing received for {} s (limits.upload_idle_timeout_secs)",
-                    header.version, limits.upload_idle_timeout_secs
-                )));
-                break;
-            };
-            let Some(msg) = next else { break };
-            match msg {
-                Ok(m) => match m.item {
-                    Some(Item::Chunk(chunk)) => {
-                        received += chunk.len() as u64;
-                        if received > header.size_bytes {
-                            failure = Some(AgentError::InvalidArgument(format!(
-                                "more bytes than the announced {}",
-                                header.size_bytes
-                            )));
-                            break;
-                        }
-                        if tx.send(chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                    _ => {
-                        failure = Some(AgentError::InvalidArgument(
-                            "only chunks may follow the header".into(),
-                        ));
-                        break;
-                    }
-                },
-                Err(s) => {
-                    failure = Some(AgentError::InvalidArgument(format!(
-                        "upload stream failed: {}",
-                        s.message()
-                    )));
-                    break;
-                }
-            }
-        }
+        let failure = crate::runtime::receive_chunks(upload, &tx, header, &limits).await;
         drop(tx);
         let (sha, size) = writer.await??;
         if let Some(f) = failure {
