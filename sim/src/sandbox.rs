@@ -308,23 +308,8 @@ pub fn docker_agent_config(
     } else {
         "start_mode = \"env\"".to_string()
     };
-    format!(
-        r#"# hubshift-agent configuration for a hubsim container ({name}), written by the sandbox.
-listen = "127.0.0.1:0"
-
-[tls]
-cert = {cert}
-key = {key}
-client_ca = {ca}
-allowed_clients = ["{controller}"]
-
-[paths]
-state_dir = {state}
-install_root = {install}
-appdata = {appdata}
-
-[hub]
-driver = "docker"
+    let hub = format!(
+        r#"driver = "docker"
 stop_timeout_secs = 10
 create_timeout_secs = 60
 
@@ -336,34 +321,49 @@ appdata_volume = "{volume}"
 args = {args}
 {start_mode}
 created_pattern = "created HA schema"
-
-[role_probe]
-kind = "log"
-active_pattern = "HA role: active"
-standby_pattern = "HA role: standby"
 "#,
-        name = node.name,
-        cert = toml_str(tls.0),
-        key = toml_str(tls.1),
-        ca = toml_str(tls.2),
-        controller = CONTROLLER_NAME,
-        state = toml_str(&node.state_dir),
-        install = toml_str(&node.install_root),
-        appdata = toml_str(&node.appdata),
         container = node.container,
         args = toml_list(&args),
         network = network,
         volume = volume,
         start_mode = start_mode,
-    )
+    );
+    agent_config_around(node, tls, "a hubsim container", &hub)
 }
 
 /// The agent configuration the sandbox writes for a node. Its hubs are told
 /// to exit with this process, which they outlive otherwise (see
 /// [`crate::lifetime`]).
 pub fn agent_config(node: &SandboxNode, tls: (&Path, &Path, &Path), timing: &SimTiming) -> String {
+    let hub = format!(
+        r#"layout = "vendor"
+create_command = {create}
+start_command = {start}
+working_dir = "{{runtime}}"
+stop_timeout_secs = 10
+create_timeout_secs = 60
+# hubsim ends when the sandbox (process {owner}) does, however it ends.
+env = {{ {owner_env} = "{owner}" }}
+"#,
+        create = toml_list(&sim_command("create", timing)),
+        start = toml_list(&sim_command("start", timing)),
+        owner_env = EXIT_WITH_PID_ENV,
+        owner = std::process::id(),
+    );
+    agent_config_around(node, tls, "a hubsim node", &hub)
+}
+
+/// An agent configuration for `node`: listen address, TLS, paths, the
+/// given `[hub]` body (with any sections that follow it), and the log
+/// role probe hubsim's output calls for.
+fn agent_config_around(
+    node: &SandboxNode,
+    tls: (&Path, &Path, &Path),
+    what: &str,
+    hub: &str,
+) -> String {
     format!(
-        r#"# hubshift-agent configuration for a hubsim node ({name}), written by the sandbox.
+        r#"# hubshift-agent configuration for {what} ({name}), written by the sandbox.
 listen = "127.0.0.1:0"
 
 [tls]
@@ -378,15 +378,7 @@ install_root = {install}
 appdata = {appdata}
 
 [hub]
-layout = "vendor"
-create_command = {create}
-start_command = {start}
-working_dir = "{{runtime}}"
-stop_timeout_secs = 10
-create_timeout_secs = 60
-# hubsim ends when the sandbox (process {owner}) does, however it ends.
-env = {{ {owner_env} = "{owner}" }}
-
+{hub}
 [role_probe]
 kind = "log"
 active_pattern = "HA role: active"
@@ -400,10 +392,6 @@ standby_pattern = "HA role: standby"
         state = toml_str(&node.state_dir),
         install = toml_str(&node.install_root),
         appdata = toml_str(&node.appdata),
-        create = toml_list(&sim_command("create", timing)),
-        start = toml_list(&sim_command("start", timing)),
-        owner_env = EXIT_WITH_PID_ENV,
-        owner = std::process::id(),
     )
 }
 
