@@ -35,19 +35,6 @@ async fn setup_with(opts: SandboxOptions) -> (Sandbox, std::path::PathBuf, Strin
     (sandbox, inventory, archive)
 }
 
-fn upgrade_args(archive: &str) -> Vec<&str> {
-    vec![
-        "upgrade",
-        "-g",
-        GROUP,
-        "--runtime",
-        archive,
-        "--version",
-        TO,
-        "--yes",
-    ]
-}
-
 /// Both nodes at `version`, primary active and secondary standby, the
 /// schema at `version`, data flowing without split brain since `since`.
 async fn assert_group_at(sandbox: &Sandbox, version: &str, since: SystemTime) {
@@ -103,7 +90,7 @@ async fn docker_group_upgrades_then_rolls_back() {
     let before: Vec<_> = planted.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let since = SystemTime::now();
 
-    let out = run(&inventory, &upgrade_args(&archive));
+    let out = run(&inventory, &upgrade_args(&archive, TO));
     assert!(out.status.success(), "{}", text(&out));
     let ev = events(&out);
     let finished = find(&ev, "run_finished").expect("run_finished");
@@ -195,7 +182,7 @@ async fn docker_group_on_named_volumes_upgrades_keeping_appdata() {
         .collect();
     assert_eq!(kept.len(), 2);
     let since = SystemTime::now();
-    let out = run(&inventory, &upgrade_args(&archive));
+    let out = run(&inventory, &upgrade_args(&archive, TO));
     assert!(out.status.success(), "{}", text(&out));
     assert_group_at(&sandbox, TO, since).await;
     for (p, b) in &kept {
@@ -221,7 +208,7 @@ async fn docker_group_of_older_images_upgrades_through_command_overrides() {
     })
     .await;
     let since = SystemTime::now();
-    let out = run(&inventory, &upgrade_args(&archive));
+    let out = run(&inventory, &upgrade_args(&archive, TO));
     assert!(out.status.success(), "{}", text(&out));
     assert_group_at(&sandbox, TO, since).await;
     for (n, mode) in sandbox.nodes.iter().zip(["HA_INIT", "HA"]) {
@@ -247,7 +234,7 @@ async fn docker_controller_killed_mid_run_then_resume_completes() {
     }
     let (sandbox, inventory, archive) = setup().await;
     let since = SystemTime::now();
-    let mut first = Running::spawn(&inventory, &upgrade_args(&archive));
+    let mut first = Running::spawn(&inventory, &upgrade_args(&archive, TO));
     let started = first.wait_for(Duration::from_secs(60), "run_started", |e| {
         e["event"] == "run_started"
     });

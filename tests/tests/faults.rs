@@ -80,19 +80,7 @@ impl Group {
     }
 
     fn spawn_upgrade(&self, version: &str, archive: &str) -> Running {
-        Running::spawn(
-            &self.inventory,
-            &[
-                "upgrade",
-                "-g",
-                GROUP,
-                "--runtime",
-                archive,
-                "--version",
-                version,
-                "--yes",
-            ],
-        )
+        Running::spawn(&self.inventory, &upgrade_args(archive, version))
     }
 
     /// Starts an upgrade in the background; returns it and its run id.

@@ -218,12 +218,7 @@ async fn settings_that_point_elsewhere_are_refused_before_anything_changes() {
         &hubshift_sim::sandbox::hub_settings(&elsewhere),
     )
     .unwrap();
-    let pids: Vec<_> = sandbox.nodes.iter().map(|n| n.hub_pid()).collect();
-    let installs: Vec<_> = sandbox
-        .nodes
-        .iter()
-        .map(|n| snapshot(&n.install_root))
-        .collect();
+    let untouched = Untouched::capture(&sandbox);
 
     for args in [
         vec!["plan", "-g", GROUP, "--runtime", &archive, "--version", TO],
@@ -254,24 +249,7 @@ async fn settings_that_point_elsewhere_are_refused_before_anything_changes() {
             "{message}"
         );
     }
-    assert_eq!(
-        sandbox
-            .nodes
-            .iter()
-            .map(|n| n.hub_pid())
-            .collect::<Vec<_>>(),
-        pids,
-        "same hub processes"
-    );
-    assert_eq!(
-        sandbox
-            .nodes
-            .iter()
-            .map(|n| snapshot(&n.install_root))
-            .collect::<Vec<_>>(),
-        installs,
-        "nothing staged or switched"
-    );
+    untouched.assert_same(&sandbox, "settings elsewhere");
     assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
     assert!(!elsewhere.exists());
     assert_eq!(sandbox.status(0).await.unwrap().role(), HubRole::Active);

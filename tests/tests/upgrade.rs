@@ -54,36 +54,12 @@ async fn setup_with(timing: hubshift_sim::timing::SimTiming) -> Setup {
 
 /// Runs `hubshift upgrade --yes` to TO with `archive` to completion.
 fn upgrade(inventory: &Path, archive: &str) -> std::process::Output {
-    run(
-        inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            archive,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    )
+    run(inventory, &upgrade_args(archive, TO))
 }
 
 /// Starts `hubshift upgrade` in the background; returns it and its run id.
 fn start_upgrade(inventory: &Path, archive: &str) -> (Running, String) {
-    let mut running = Running::spawn(
-        inventory,
-        &[
-            "upgrade",
-            "-g",
-            GROUP,
-            "--runtime",
-            archive,
-            "--version",
-            TO,
-            "--yes",
-        ],
-    );
+    let mut running = Running::spawn(inventory, &upgrade_args(archive, TO));
     let started = running.wait_for(Duration::from_secs(60), "run_started", |e| {
         e["event"] == "run_started"
     });
@@ -228,12 +204,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     let db = sandbox.db.connect().await.unwrap();
 
     // plan: preflight passes, steps listed, nothing changes.
-    let pids: Vec<_> = sandbox.nodes.iter().map(|n| n.hub_pid()).collect();
-    let installs: Vec<_> = sandbox
-        .nodes
-        .iter()
-        .map(|n| snapshot(&n.install_root))
-        .collect();
+    let untouched = Untouched::capture(&sandbox);
     let out = run(
         &inventory,
         &["plan", "-g", GROUP, "--runtime", &archive, "--version", TO],
@@ -247,24 +218,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
         "{ev:#?}"
     );
     assert_eq!(ev.iter().filter(|e| e["event"] == "plan_step").count(), 14);
-    assert_eq!(
-        sandbox
-            .nodes
-            .iter()
-            .map(|n| n.hub_pid())
-            .collect::<Vec<_>>(),
-        pids,
-        "same hub processes"
-    );
-    assert_eq!(
-        sandbox
-            .nodes
-            .iter()
-            .map(|n| snapshot(&n.install_root))
-            .collect::<Vec<_>>(),
-        installs,
-        "no file changed"
-    );
+    untouched.assert_same(&sandbox, "plan");
     assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
     let journal = db
         .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'hubshift'", &[])
@@ -339,15 +293,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--yes"), "{}", text(&out));
-    assert_eq!(
-        sandbox
-            .nodes
-            .iter()
-            .map(|n| n.hub_pid())
-            .collect::<Vec<_>>(),
-        pids,
-        "same hub processes"
-    );
+    untouched.assert_same_processes(&sandbox, "refused");
     assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
 
     // A runtime archive the agents refuse: the run fails at staging (exit 1),
@@ -381,15 +327,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     );
     let out = run(&inventory, &["abandon", "--run", &bad_run]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        sandbox
-            .nodes
-            .iter()
-            .map(|n| n.hub_pid())
-            .collect::<Vec<_>>(),
-        pids,
-        "same hub processes"
-    );
+    untouched.assert_same_processes(&sandbox, "refused");
     assert!(
         sandbox.status(0).await.unwrap().staged_runtimes == vec![FROM.to_string()],
         "nothing staged"

@@ -242,3 +242,55 @@ pub fn engine_or_skip(test: &str) -> bool {
         }
     }
 }
+
+/// `upgrade -g GROUP --runtime ARCHIVE --version VERSION --yes`.
+pub fn upgrade_args<'a>(archive: &'a str, version: &'a str) -> Vec<&'a str> {
+    vec![
+        "upgrade",
+        "-g",
+        GROUP,
+        "--runtime",
+        archive,
+        "--version",
+        version,
+        "--yes",
+    ]
+}
+
+/// What a refused or dry command must leave as it was: the hub processes
+/// and every file of the install roots.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Untouched {
+    pids: Vec<Option<i32>>,
+    installs: Vec<Vec<(String, Vec<u8>)>>,
+}
+
+impl Untouched {
+    /// Takes the picture now.
+    pub fn capture(sandbox: &Sandbox) -> Untouched {
+        Untouched {
+            pids: sandbox.nodes.iter().map(|n| n.hub_pid()).collect(),
+            installs: sandbox
+                .nodes
+                .iter()
+                .map(|n| snapshot(&n.install_root))
+                .collect(),
+        }
+    }
+
+    /// Panics naming what changed since the picture.
+    pub fn assert_same(&self, sandbox: &Sandbox, what: &str) {
+        self.assert_same_processes(sandbox, what);
+        let now = Untouched::capture(sandbox);
+        assert!(
+            now.installs == self.installs,
+            "{what}: a file of an install root changed"
+        );
+    }
+
+    /// Panics when a hub process is not the one of the picture.
+    pub fn assert_same_processes(&self, sandbox: &Sandbox, what: &str) {
+        let pids: Vec<_> = sandbox.nodes.iter().map(|n| n.hub_pid()).collect();
+        assert_eq!(pids, self.pids, "{what}: same hub processes");
+    }
+}
