@@ -171,6 +171,24 @@ pub(crate) fn check_header_fields(h: &mut RuntimeHeader, limits: &LimitsSection)
     Ok(())
 }
 
+/// The header an upload must begin with.
+pub async fn read_header<S>(stream: &mut S) -> Result<RuntimeHeader>
+where
+    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
+{
+    let first = stream
+        .next()
+        .await
+        .ok_or_else(|| AgentError::InvalidArgument("empty stream: header expected".into()))?
+        .map_err(|s| AgentError::InvalidArgument(format!("stream failed: {}", s.message())))?;
+    match first.item {
+        Some(Item::Header(h)) => Ok(h),
+        _ => Err(AgentError::InvalidArgument(
+            "the first message must be the header".into(),
+        )),
+    }
+}
+
 /// Passes the chunks that follow an upload's header to `tx` until the
 /// stream ends; returns why it stopped early, if it did: more bytes than
 /// announced, a message that is not a chunk, a failed stream, or a stall
@@ -237,19 +255,7 @@ pub async fn install<S>(
 where
     S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
 {
-    let first = stream
-        .next()
-        .await
-        .ok_or_else(|| AgentError::InvalidArgument("empty stream: header expected".into()))?
-        .map_err(|s| AgentError::InvalidArgument(format!("stream failed: {}", s.message())))?;
-    let mut header = match first.item {
-        Some(Item::Header(h)) => h,
-        _ => {
-            return Err(AgentError::InvalidArgument(
-                "the first message must be the header".into(),
-            ));
-        }
-    };
+    let mut header = read_header(&mut stream).await?;
     check_header(&mut header, &limits)?;
     let version = header.version.clone();
     let runtimes = runtimes_dir(install_root);

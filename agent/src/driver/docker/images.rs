@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 use hubshift_common::digest::StreamDigest;
 use hubshift_common::names::validate_name;
-use hubshift_common::pb::{ArchiveFormat, RuntimeHeader, install_runtime_request::Item};
+use hubshift_common::pb::{ArchiveFormat, RuntimeHeader};
 use prost::bytes::Bytes;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -270,19 +270,7 @@ fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
 #[tonic::async_trait]
 impl RuntimeStore for ImageStore {
     async fn install(&self, mut upload: Upload, limits: LimitsSection) -> Result<Installed> {
-        let first = upload
-            .next()
-            .await
-            .ok_or_else(|| AgentError::InvalidArgument("empty stream: header expected".into()))?
-            .map_err(|s| AgentError::InvalidArgument(format!("stream failed: {}", s.message())))?;
-        let mut header = match first.item {
-            Some(Item::Header(h)) => h,
-            _ => {
-                return Err(AgentError::InvalidArgument(
-                    "the first message must be the header".into(),
-                ));
-            }
-        };
+        let mut header = crate::runtime::read_header(&mut upload).await?;
         check_header(&mut header, &limits)?;
         let version = header.version.clone();
         let _one = self.install.lock().await;
