@@ -827,5 +827,16 @@ async fn pause_before_a_step_and_stop_from_another_process_then_resume() {
             .as_str()
             .is_some_and(|h| !h.is_empty())
     );
+    // Stop refuses what is not a running run, and changes nothing.
+    let out = run(&inventory, &["stop", "--run", &run_id]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("not running"), "{}", text(&out));
+    let out = run(&inventory, &["stop", "--run", "20260101T000000-nosuch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no run 20260101T000000-nosuch"),
+        "{}",
+        text(&out)
+    );
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
 }
