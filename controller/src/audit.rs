@@ -35,7 +35,7 @@ pub fn entry(action: &str) -> Value {
         "user": user,
         "host": host,
         "ci_job": ci_job,
-        "at_ms": crate::executor::now_ms(),
+        "at_ms": crate::clock::now_ms(),
     })
 }
 

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 /// hubshift: upgrade a HighByte Intelligence Hub HA group to a new runtime
 /// version with the least interruption of data flow, journaled and resumable.
 ///
-/// Exit codes: 0 done; 1 failed (state consistent, next actions printed);
-/// 2 usage or configuration error; 3 refused (preflight failed or lock held).
+/// Exit codes: 0 done (every group, for a fleet); 1 failed (some group
+/// failed; state consistent, next actions printed); 2 usage or configuration
+/// error; 3 refused (preflight failed or lock held; nothing changed);
+/// 4 parked (paused by --pause-before, or stopped by `hubshift stop` or
+/// Ctrl-C, at a safe point; `hubshift resume` continues).
 #[derive(Debug, Parser)]
 #[command(name = "hubshift", version)]
 pub struct Cli {
@@ -35,9 +38,6 @@ pub struct InventoryArgs {
 /// The runtime being rolled out.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// HA group to upgrade (its `name` in the inventory).
-    #[arg(long, short = 'g')]
-    pub group: String,
     /// New runtime archive (.tar.gz, or .zip where the hub ships so).
     #[arg(long)]
     pub runtime: PathBuf,
@@ -52,30 +52,105 @@ pub struct TargetArgs {
     pub sha256: Option<String>,
 }
 
+/// Which groups an upgrade takes, and the fleet's policy.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// HA group to upgrade (its `name` in the inventory). Repeat for a fleet.
+    #[arg(long = "group", short = 'g', required_unless_present = "all")]
+    pub groups: Vec<String>,
+    /// Every group of the inventory, as a fleet.
+    #[arg(long, conflicts_with = "groups")]
+    pub all: bool,
+    /// How many groups are upgraded at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// Upgraded first and alone; the others start only after it is done and
+    /// has stayed healthy for --soak.
+    #[arg(long, value_name = "GROUP")]
+    pub canary: Option<String>,
+    /// How long the canary must stay healthy (one active, the others
+    /// standby, all on the new version, no role change, checks passing),
+    /// e.g. `90s`, `10m`, `1h`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub soak: std::time::Duration,
+    /// Failed groups the fleet tolerates: once more have failed, no new
+    /// group starts (running ones finish). Default 0: the first failure
+    /// stops the fleet from starting more.
+    #[arg(long, default_value_t = 0)]
+    pub max_failed: u32,
+    /// Upgrade the groups that pass preflight and report the others as
+    /// skipped, instead of refusing the whole fleet.
+    #[arg(long)]
+    pub skip_unready: bool,
+}
+
+/// `--run ID` or `--fleet ID`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RunOrFleet {
+    /// A run id (see `hubshift runs`).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// A fleet id (see `hubshift runs`).
+    #[arg(long)]
+    pub fleet: Option<String>,
+}
+
+/// `90`, `90s`, `10m`, `1h`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (say 90s, 10m or 1h)"))?;
+    let ms = match unit {
+        "" | "s" => n.checked_mul(1000),
+        "ms" => Some(n),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{s:?} is not a duration (say 90s, 10m or 1h)"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show each node: agent reachable, hub state and role, runtimes,
-    /// certificate store digest, free disk.
+    /// certificate store digest, free disk; and one line per group saying
+    /// whether it is ready to upgrade. Exit 1 when some group is not ready.
     Status {
         #[command(flatten)]
         inventory: InventoryArgs,
-        /// Only this group.
-        #[arg(long, short = 'g')]
-        group: Option<String>,
+        /// Only these groups (repeatable); default: all.
+        #[arg(long = "group", short = 'g')]
+        groups: Vec<String>,
     },
     /// Dry run: preflight findings and the numbered steps. Changes nothing.
     Plan {
         #[command(flatten)]
         inventory: InventoryArgs,
+        /// HA group to plan for (its `name` in the inventory).
+        #[arg(long, short = 'g')]
+        group: String,
         #[command(flatten)]
         target: TargetArgs,
     },
-    /// Upgrade a group: stage, stop primary, back up, drop schema, switch,
-    /// create+start, copy certificate store, start secondaries.
+    /// Upgrade a group, or several as a fleet: stage, stop primary, back up,
+    /// drop schema, switch, create+start, copy certificate store, start
+    /// secondaries — each group in its own database's journal and lock.
+    ///
+    /// A fleet (several -g, or --all) is preflighted whole before anything
+    /// changes; groups then run --parallel at a time, after an optional
+    /// --canary that must finish and stay healthy for --soak. A group whose
+    /// lock another controller holds is reported as taken and left to it.
     Upgrade {
         #[command(flatten)]
         inventory: InventoryArgs,
+        #[command(flatten)]
+        fleet: FleetArgs,
         #[command(flatten)]
         target: TargetArgs,
         /// Do not ask for confirmation (required when stdin is not a terminal).
@@ -91,22 +166,24 @@ pub enum Command {
     /// Ask a running run (from any machine) to stop at its next safe point:
     /// between steps, with an active node and nothing half done. The run
     /// exits 4 and is journaled `stopped`; `hubshift resume` continues it.
+    /// With --fleet: every running run of the fleet, and no new group starts.
     Stop {
         #[command(flatten)]
         inventory: InventoryArgs,
-        /// The running run.
-        #[arg(long)]
-        run: String,
+        #[command(flatten)]
+        which: RunOrFleet,
     },
     /// Continue an interrupted, failed, paused or stopped run from its first
-    /// unfinished step.
+    /// unfinished step. With --fleet: every unfinished group of the fleet,
+    /// and the groups it had not begun, with the fleet's policy.
     Resume {
         #[command(flatten)]
         inventory: InventoryArgs,
-        /// Run id (see `hubshift runs`).
-        #[arg(long)]
-        run: String,
-        /// Runtime archive, needed only if staging had not finished.
+        #[command(flatten)]
+        which: RunOrFleet,
+        /// Runtime archive, needed only if staging had not finished (or, for
+        /// a fleet, some group had not begun) and the archive is no longer
+        /// where the run read it.
         #[arg(long)]
         runtime: Option<PathBuf>,
     },
@@ -133,7 +210,9 @@ pub enum Command {
         #[arg(long)]
         run: String,
     },
-    /// List journaled runs, newest first (with --run: that run's steps).
+    /// List journaled runs of every group's database, newest first, and the
+    /// fleets they belong to (with --run: that run's steps; with --fleet:
+    /// that fleet's groups).
     Runs {
         #[command(flatten)]
         inventory: InventoryArgs,
@@ -141,8 +220,11 @@ pub enum Command {
         #[arg(long, short = 'g')]
         group: Option<String>,
         /// Show the steps of one run.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fleet")]
         run: Option<String>,
+        /// Show one fleet: its policy and each group's run.
+        #[arg(long)]
+        fleet: Option<String>,
         /// How many runs.
         #[arg(long, default_value_t = 20)]
         limit: i64,

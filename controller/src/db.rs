@@ -3,7 +3,7 @@
 //! per-group advisory lock.
 
 use crate::exit::UsageError;
-use crate::inventory::Inventory;
+use crate::inventory::{Group, Inventory};
 use hubshift_common::redact::{Secret, redact};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -107,13 +107,19 @@ impl Database {
         })
     }
 
-    /// The database the inventory names (its URL read from the environment
-    /// variable or file), or a usage error naming the inventory.
-    pub fn from_inventory(inv: &Inventory) -> Result<Self, UsageError> {
-        let url = inv.database_url()?;
-        let mut db = Self::new(&url, inv.database.hub_host.clone(), inv.database.hub_port)
-            .map_err(|e| UsageError(format!("{}: {e}", inv.path.display())))?;
-        db.ca_file = inv.database.ca_file.clone();
+    /// The database a group uses (its URL read from the environment
+    /// variable or file), or a usage error naming the inventory and key.
+    pub fn for_group(inv: &Inventory, group: &Group) -> Result<Self, UsageError> {
+        let url = inv.database_url(group)?;
+        let d = &group.database;
+        let mut db = Self::new(&url, d.hub_host.clone(), d.hub_port).map_err(|e| {
+            UsageError(format!(
+                "{}: {}: {e}",
+                inv.path.display(),
+                group.database_key
+            ))
+        })?;
+        db.ca_file = d.ca_file.clone();
         Ok(db)
     }
 

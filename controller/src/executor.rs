@@ -2,48 +2,23 @@
 //! failed after it runs, the facts a resume needs are written as they become
 //! known, and the run ends with a summary of the outage windows it caused.
 
-use crate::agents::Agent;
-use crate::db::Database;
-use crate::facts::RunFacts;
-use crate::inventory::{Group, Inventory};
 use crate::journal;
-use crate::journal_link::JournalLink;
 use crate::output::{Output, secs};
 use crate::plan::{self, Step};
-use anyhow::{Context, Result, bail};
-use hubshift_common::redact::{Secret, redact};
+use crate::run_context::Run;
+use anyhow::{Result, bail};
+use hubshift_common::redact::redact;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// Everything a running plan needs.
-pub struct Run {
-    /// Journal id.
-    pub id: String,
-    /// Inventory.
-    pub inv: Inventory,
-    /// The group being upgraded.
-    pub group: Group,
-    /// Output sink.
-    pub out: Output,
-    /// Database settings.
-    pub db: Database,
-    /// Journal connection; it also holds the group's advisory lock.
-    pub journal: JournalLink,
-    /// Connected agents by node name.
-    pub agents: HashMap<String, Agent>,
-    /// Facts so far.
-    pub facts: RunFacts,
-    /// Runtime archive on this machine, when staging is still to do.
-    pub runtime_file: Option<PathBuf>,
-    /// JDBC URI handed to the hubs.
-    pub jdbc: Secret,
-}
+use std::time::Instant;
 
 /// Set by the first Ctrl-C: stop at the next safe point.
 static STOP_ASKED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C asked this process to stop at the next safe point.
+pub fn stop_asked() -> bool {
+    STOP_ASKED.load(Ordering::SeqCst)
+}
 
 /// The first Ctrl-C asks the run to stop at its next safe point (between
 /// steps, with an active node and nothing half done); a second one exits at
@@ -61,34 +36,7 @@ pub fn watch_ctrl_c(out: Output) {
     });
 }
 
-/// A run parked on purpose (`--pause-before`, `hubshift stop`, Ctrl-C):
-/// the group has an active node, nothing is half done, `resume` continues.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Parked(pub String);
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Run {
-    /// The agent of a node.
-    pub fn agent(&self, node: &str) -> Result<&Agent> {
-        self.agents
-            .get(node)
-            .with_context(|| format!("node {node} is not in group {}", self.group.name))
-    }
-
-    /// Writes the current facts to the journal.
-    pub async fn save_facts(&mut self) -> Result<()> {
-        let value = serde_json::to_value(&self.facts).context("serialising run facts")?;
-        self.journal.add_facts(&self.id, &value).await?;
-        Ok(())
-    }
-
     /// Executes `steps` from the first one not done. Returns an error when a
     /// step fails (the journal then says which and why).
     pub async fn execute(&mut self, steps: &[journal::StepRecord]) -> Result<()> {
@@ -142,10 +90,7 @@ impl Run {
                 "paused",
                 format!("paused before step {} ({name}) as asked", idx + 1),
             )
-        } else if safe
-            && (STOP_ASKED.swap(false, Ordering::SeqCst)
-                || self.journal.take_stop_request(&self.id).await?)
-        {
+        } else if safe && (stop_asked() || self.journal.take_stop_request(&self.id).await?) {
             (
                 "stopped",
                 format!("stopped before step {} ({name}) as asked", idx + 1),
@@ -170,7 +115,7 @@ impl Run {
                 )
             },
         );
-        Err(Parked(format!("run {id} {why}")).into())
+        Err(crate::exit::Parked(format!("run {id} {why}")).into())
     }
 
     fn announce(&self, idx: usize, total: usize, step: &Step) {
@@ -280,7 +225,6 @@ impl Run {
             self.announce(idx, total, &steps[idx].step);
             self.journal.step_started(&self.id, idx).await?;
         }
-        let multi = indicatif::MultiProgress::new();
         let mut tasks = Vec::new();
         for &idx in batch {
             let Step::StageRuntime { node } = &steps[idx].step else {
@@ -289,10 +233,9 @@ impl Run {
             let agent = self.agent(node)?.clone();
             let file = self.runtime_file.clone();
             let facts = self.facts.clone();
-            let bar = multi.add(
-                self.out
-                    .bytes_bar(facts.runtime_bytes, &format!("upload to {node}")),
-            );
+            let bar = self
+                .out
+                .bytes_bar(facts.runtime_bytes, &format!("upload to {node}"));
             tasks.push((
                 idx,
                 tokio::spawn(async move {

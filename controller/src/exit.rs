@@ -39,11 +39,11 @@ impl fmt::Display for Refused {
 impl std::error::Error for UsageError {}
 impl std::error::Error for Refused {}
 
-impl From<crate::inventory::InventoryError> for UsageError {
-    fn from(e: crate::inventory::InventoryError) -> Self {
-        UsageError(e.to_string())
-    }
-}
+/// A run parked on purpose (`--pause-before`, `hubshift stop`, Ctrl-C):
+/// the group has an active node, nothing is half done, `resume` continues.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Parked(pub String);
 
 /// The exit code an error chain asks for: the first typed marker wins,
 /// anything else is a failure.
@@ -55,7 +55,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         if cause.is::<Refused>() {
             return Exit::Refused;
         }
-        if cause.is::<crate::executor::Parked>() {
+        if cause.is::<Parked>() {
             return Exit::Parked;
         }
     }

@@ -64,6 +64,9 @@ pub struct RunFacts {
     /// Plan positions where it already paused (a resume goes on past them).
     #[serde(default)]
     pub pauses_done: Vec<usize>,
+    /// The fleet run this group's run belongs to, if any.
+    #[serde(default)]
+    pub fleet: Option<String>,
     /// For a rollback: the upgrade run it reverses.
     #[serde(default)]
     pub rollback_of: Option<String>,

@@ -39,9 +39,12 @@ pub enum InventoryError {
     },
 }
 
+/// The schema hubshift keeps its journal in: reserved, never the hub's.
+pub const JOURNAL_SCHEMA: &str = "hubshift";
+
 /// Where the database URL comes from: never inline, so that inventories can
 /// be committed to a repository.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
     /// Environment variable holding the PostgreSQL URL.
@@ -159,14 +162,59 @@ fn host_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
-/// One HA group.
+/// A command that tells whether an upgraded group really serves (say, a
+/// script reading a fresh value from the hub's MQTT broker): run after each
+/// group's upgrade and repeatedly while a canary soaks; non-zero fails it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ChecksSection {
+    /// Program and arguments (no shell). It also gets HUBSHIFT_GROUP,
+    /// HUBSHIFT_VERSION, HUBSHIFT_NODES and HUBSHIFT_ACTIVE_NODE.
+    pub command: Vec<String>,
+    /// Seconds one check may take before it counts as failed.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_secs: u64,
+    /// Seconds between checks while a canary soaks.
+    #[serde(default = "default_check_interval")]
+    pub interval_secs: u64,
+    /// Extra environment for the command.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+fn default_check_timeout() -> u64 {
+    60
+}
+
+fn default_check_interval() -> u64 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    nodes: Vec<Node>,
+    database: Option<DatabaseSection>,
+    checks: Option<ChecksSection>,
+}
+
+/// One HA group, with the database and checks that apply to it (its own,
+/// or the inventory's defaults).
+#[derive(Debug, Clone)]
 pub struct Group {
     /// Name used on the command line and in the journal.
     pub name: String,
     /// Its nodes: exactly one primary, at least one secondary.
     pub nodes: Vec<Node>,
+    /// Its PostgreSQL: the hubs' orchestration schema, and hubshift's
+    /// journal and lock for this group.
+    pub database: DatabaseSection,
+    /// Where `database` was set, for error messages (`database` or
+    /// `groups[2].database`).
+    pub database_key: String,
+    /// Its post-upgrade check, if any.
+    pub checks: Option<ChecksSection>,
 }
 
 impl Group {
@@ -190,13 +238,15 @@ impl Group {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInventory {
-    database: DatabaseSection,
+    database: Option<DatabaseSection>,
     tls: TlsSection,
     #[serde(default)]
     timeouts: TimeoutsSection,
     #[serde(default)]
     backups: BackupsSection,
-    groups: Vec<Group>,
+    checks: Option<ChecksSection>,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
 }
 
 /// A validated inventory with paths resolved against its directory.
@@ -204,8 +254,6 @@ struct RawInventory {
 pub struct Inventory {
     /// The file it was read from.
     pub path: PathBuf,
-    /// Database settings.
-    pub database: DatabaseSection,
     /// Controller TLS files.
     pub tls: TlsSection,
     /// Timeouts.
@@ -240,6 +288,11 @@ impl Inventory {
                 base.join(p)
             }
         };
+        let resolve_db = |mut d: DatabaseSection| {
+            d.url_file = d.url_file.as_deref().map(resolve);
+            d.ca_file = d.ca_file.as_deref().map(resolve);
+            d
+        };
         let mut inv = Inventory {
             path: path.to_path_buf(),
             tls: TlsSection {
@@ -247,14 +300,48 @@ impl Inventory {
                 cert: resolve(&raw.tls.cert),
                 key: resolve(&raw.tls.key),
             },
-            database: raw.database,
             timeouts: raw.timeouts,
             backups: raw.backups,
-            groups: raw.groups,
+            groups: Vec::new(),
         };
-        inv.database.url_file = inv.database.url_file.as_deref().map(resolve);
-        inv.database.ca_file = inv.database.ca_file.as_deref().map(resolve);
         inv.backups.copy_to = inv.backups.copy_to.as_deref().map(resolve);
+        let default_db = raw.database.map(resolve_db);
+        if let Some(d) = &default_db {
+            inv.validate_database(d, "database")?;
+        }
+        if let Some(c) = &raw.checks {
+            inv.validate_checks(c, "checks")?;
+        }
+        for (gi, g) in raw.groups.into_iter().enumerate() {
+            let (database, database_key) = match (g.database, &default_db) {
+                (Some(own), _) => {
+                    let key = format!("groups[{gi}].database");
+                    let own = resolve_db(own);
+                    inv.validate_database(&own, &key)?;
+                    (own, key)
+                }
+                (None, Some(d)) => (d.clone(), "database".to_string()),
+                (None, None) => {
+                    return Err(inv.invalid(
+                        format!("groups[{gi}].database"),
+                        format!(
+                            "group {:?} names no database and there is no top-level [database] to fall back on",
+                            g.name
+                        ),
+                    ));
+                }
+            };
+            if let Some(c) = &g.checks {
+                inv.validate_checks(c, &format!("groups[{gi}].checks"))?;
+            }
+            inv.groups.push(Group {
+                name: g.name,
+                nodes: g.nodes,
+                database,
+                database_key,
+                checks: g.checks.or_else(|| raw.checks.clone()),
+            });
+        }
         inv.validate()?;
         Ok(inv)
     }
@@ -267,31 +354,55 @@ impl Inventory {
         }
     }
 
-    fn validate(&self) -> Result<(), InventoryError> {
-        match (&self.database.url_env, &self.database.url_file) {
+    fn validate_database(&self, d: &DatabaseSection, key: &str) -> Result<(), InventoryError> {
+        match (&d.url_env, &d.url_file) {
             (None, None) => {
                 return Err(self.invalid(
-                    "database",
+                    key,
                     "set url_env (an environment variable) or url_file (a file) holding the PostgreSQL URL",
                 ));
             }
             (Some(_), Some(_)) => {
-                return Err(self.invalid("database", "set only one of url_env and url_file"));
+                return Err(self.invalid(key, "set only one of url_env and url_file"));
             }
             _ => {}
         }
-        if !valid_identifier(&self.database.schema) {
+        if !valid_identifier(&d.schema) {
             return Err(self.invalid(
-                "database.schema",
+                format!("{key}.schema"),
                 "must be a plain SQL identifier (letters, digits, _; not starting with a digit)",
             ));
         }
-        if self.database.schema == crate::journal::JOURNAL_SCHEMA {
+        if d.schema == JOURNAL_SCHEMA {
             return Err(self.invalid(
-                "database.schema",
+                format!("{key}.schema"),
                 "`hubshift` is the journal's schema, not the hub's",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_checks(&self, c: &ChecksSection, key: &str) -> Result<(), InventoryError> {
+        if c.command.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(self.invalid(
+                format!("{key}.command"),
+                "must name a program: [\"/path/to/check\", \"arg\", ...]",
+            ));
+        }
+        for (k, v) in [
+            ("timeout_secs", c.timeout_secs),
+            ("interval_secs", c.interval_secs),
+        ] {
+            if v == 0 || v > 86_400 {
+                return Err(
+                    self.invalid(format!("{key}.{k}"), "must be between 1 and 86400 seconds")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), InventoryError> {
         for (key, v) in [
             ("timeouts.stop", self.timeouts.stop),
             ("timeouts.takeover", self.timeouts.takeover),
@@ -386,31 +497,35 @@ impl Inventory {
         })
     }
 
-    /// Reads the database URL from where the inventory says it is.
-    pub fn database_url(&self) -> Result<String, InventoryError> {
-        if let Some(var) = &self.database.url_env {
+    /// Reads a group's database URL from where the inventory says it is.
+    pub fn database_url(&self, group: &Group) -> Result<String, InventoryError> {
+        let key = &group.database_key;
+        if let Some(var) = &group.database.url_env {
             return match std::env::var(var) {
                 Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
                 _ => Err(self.invalid(
-                    "database.url_env",
+                    format!("{key}.url_env"),
                     format!("environment variable {var} is not set or empty"),
                 )),
             };
         }
-        let file = self
+        let file = group
             .database
             .url_file
             .as_ref()
-            .ok_or_else(|| self.invalid("database", "set url_env or url_file"))?;
+            .ok_or_else(|| self.invalid(key.as_str(), "set url_env or url_file"))?;
         let text = std::fs::read_to_string(file).map_err(|e| {
             self.invalid(
-                "database.url_file",
+                format!("{key}.url_file"),
                 format!("cannot read {}: {e}", file.display()),
             )
         })?;
         let line = text.lines().next().unwrap_or("").trim().to_string();
         if line.is_empty() {
-            return Err(self.invalid("database.url_file", format!("{} is empty", file.display())));
+            return Err(self.invalid(
+                format!("{key}.url_file"),
+                format!("{} is empty", file.display()),
+            ));
         }
         Ok(line)
     }
@@ -418,6 +533,12 @@ impl Inventory {
     /// Per-call timeout for agent RPCs.
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_secs(self.timeouts.rpc)
+    }
+}
+
+impl From<InventoryError> for crate::exit::UsageError {
+    fn from(e: InventoryError) -> Self {
+        crate::exit::UsageError(e.to_string())
     }
 }
 
@@ -466,8 +587,10 @@ nodes = [
     fn good_inventory_resolves_paths_and_defaults() {
         let inv = parse(GOOD).unwrap();
         assert_eq!(inv.tls.ca, Path::new("/etc/hubshift/certs/ca.crt"));
-        assert_eq!(inv.database.schema, "orchestration");
         let g = inv.group("plant-a").unwrap();
+        assert_eq!(g.database.schema, "orchestration");
+        assert_eq!(g.database_key, "database");
+        assert!(g.checks.is_none());
         assert_eq!(g.primary().name, "hub-a");
         assert_eq!(g.primary().server_name(), "hub-a.example");
         assert_eq!(g.secondaries()[0].server_name(), "hub-b.example");
@@ -506,5 +629,84 @@ nodes = [
         }
         let err = parse(GOOD).unwrap().group("nope").unwrap_err().to_string();
         assert!(err.contains("plant-a"), "{err}");
+    }
+
+    const FLEET: &str = r#"
+[tls]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+
+[checks]
+command = ["/usr/local/bin/read-fresh-value", "--max-age", "5s"]
+
+[[groups]]
+name = "plant-1"
+nodes = [
+  { name = "a", agent = "10.1.0.1:7443", role = "primary" },
+  { name = "b", agent = "10.1.0.2:7443", role = "secondary" },
+]
+[groups.database]
+url_file = "plant-1.url"
+schema = "ha"
+
+[[groups]]
+name = "plant-2"
+nodes = [
+  { name = "a", agent = "10.2.0.1:7443", role = "primary" },
+  { name = "b", agent = "10.2.0.2:7443", role = "secondary" },
+]
+[groups.database]
+url_env = "PLANT2_DB"
+[groups.checks]
+command = ["/bin/true"]
+timeout_secs = 5
+"#;
+
+    #[test]
+    fn each_group_may_name_its_own_database_and_check() {
+        let inv = parse(FLEET).unwrap();
+        let p1 = inv.group("plant-1").unwrap();
+        assert_eq!(
+            p1.database.url_file.as_deref(),
+            Some(Path::new("/etc/hubshift/plant-1.url"))
+        );
+        assert_eq!(p1.database.schema, "ha");
+        assert_eq!(p1.database_key, "groups[0].database");
+        assert_eq!(
+            p1.checks.as_ref().map(|c| c.command[0].as_str()),
+            Some("/usr/local/bin/read-fresh-value")
+        );
+        let p2 = inv.group("plant-2").unwrap();
+        assert_eq!(p2.database.url_env.as_deref(), Some("PLANT2_DB"));
+        assert_eq!(p2.database.schema, "orchestration");
+        let c2 = p2.checks.as_ref().unwrap();
+        assert_eq!((c2.command[0].as_str(), c2.timeout_secs), ("/bin/true", 5));
+        // A group's own database replaces the default as a whole.
+        let with_default = format!("[database]\nurl_env = \"DEFAULT_DB\"\n{FLEET}");
+        let inv = parse(&with_default).unwrap();
+        assert_eq!(
+            inv.group("plant-2").unwrap().database.url_env.as_deref(),
+            Some("PLANT2_DB")
+        );
+        let err = inv
+            .database_url(inv.group("plant-2").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("groups[1].database.url_env"), "{err}");
+    }
+
+    #[test]
+    fn a_group_without_any_database_or_with_a_bad_check_is_refused_by_key() {
+        let no_db = FLEET.replace("[groups.database]\nurl_env = \"PLANT2_DB\"\n", "");
+        let err = parse(&no_db).unwrap_err().to_string();
+        assert!(err.contains("groups[1].database"), "{err}");
+        assert!(err.contains("plant-2"), "{err}");
+        let bad_check = FLEET.replace("command = [\"/bin/true\"]", "command = []");
+        let err = parse(&bad_check).unwrap_err().to_string();
+        assert!(err.contains("groups[1].checks.command"), "{err}");
+        let bad_schema = FLEET.replace("schema = \"ha\"", "schema = \"hubshift\"");
+        let err = parse(&bad_schema).unwrap_err().to_string();
+        assert!(err.contains("groups[0].database.schema"), "{err}");
     }
 }

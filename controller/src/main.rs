@@ -1,31 +1,9 @@
 //! `hubshift`, the controller CLI. Thin: set-up, dispatch, exit code.
 
-mod agents;
-mod audit;
-mod backup_copy;
-mod certs;
-mod cli;
-mod db;
-mod executor;
-mod exit;
-mod facts;
-mod inventory;
-mod journal;
-mod journal_link;
-mod observe;
-mod output;
-mod plan;
-mod runs;
-mod status;
-mod steps;
-mod stop;
-mod upgrade;
-
 use clap::Parser;
-use cli::{CertsCommand, Cli, Command};
-use exit::{Exit, UsageError};
-use inventory::Inventory;
-use output::Output;
+use hubshift::cli::Cli;
+use hubshift::exit::{self, Exit};
+use hubshift::output::Output;
 
 fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -56,7 +34,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(Exit::Failed as u8);
         }
     };
-    let result = runtime.block_on(dispatch(out, cli.command));
+    let result = runtime.block_on(hubshift::commands::dispatch(out.clone(), cli.command));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -70,51 +48,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {message}");
             std::process::ExitCode::from(code as u8)
         }
-    }
-}
-
-async fn dispatch(out: Output, command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Status { inventory, group } => {
-            let inv = Inventory::load(&inventory.inventory).map_err(UsageError::from)?;
-            status::status(out, &inv, group.as_deref()).await
-        }
-        Command::Plan { inventory, target } => upgrade::plan(out, &inventory, &target).await,
-        Command::Upgrade {
-            inventory,
-            target,
-            yes,
-            pause_before,
-        } => upgrade::upgrade(out, &inventory, &target, yes, &pause_before).await,
-        Command::Stop { inventory, run } => stop::stop(out, &inventory, &run).await,
-        Command::Resume {
-            inventory,
-            run,
-            runtime,
-        } => upgrade::resume(out, &inventory, &run, runtime.as_deref()).await,
-        Command::Rollback {
-            inventory,
-            run,
-            yes,
-        } => upgrade::rollback(out, &inventory, &run, yes).await,
-        Command::Abandon { inventory, run } => upgrade::abandon(out, &inventory, &run).await,
-        Command::Runs {
-            inventory,
-            group,
-            run,
-            limit,
-        } => {
-            let inv = Inventory::load(&inventory.inventory).map_err(UsageError::from)?;
-            runs::runs(out, &inv, group.as_deref(), run.as_deref(), limit).await
-        }
-        Command::Certs {
-            command:
-                CertsCommand::Init {
-                    dir,
-                    agents,
-                    controller,
-                    force,
-                },
-        } => certs::init(out, &dir, &agents, &controller, force),
     }
 }

@@ -63,7 +63,7 @@ pub async fn observe(
     let database = match database {
         None => Err("no database settings".into()),
         Some(d) => match d.connect().await {
-            Ok(client) => db::schema_exists(&client, &inv.database.schema)
+            Ok(client) => db::schema_exists(&client, &group.database.schema)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

@@ -670,6 +670,16 @@ mod tests {
         Group {
             name: "g".into(),
             nodes,
+            database: crate::inventory::DatabaseSection {
+                url_env: Some("DB".into()),
+                url_file: None,
+                schema: "orchestration".into(),
+                hub_host: None,
+                hub_port: None,
+                ca_file: None,
+            },
+            database_key: "database".into(),
+            checks: None,
         }
     }
 

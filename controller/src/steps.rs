@@ -3,9 +3,10 @@
 //! Status and the database — rather than trusting an RPC's return alone.
 
 use crate::agents::{Agent, is_running, role_name, state_name};
-use crate::executor::{Run, now_ms};
+use crate::clock::now_ms;
 use crate::facts::RunFacts;
 use crate::plan::Step;
+use crate::run_context::Run;
 use anyhow::{Context, Result, bail, ensure};
 use hubshift_common::pb::{self, StartMode};
 use serde_json::{Value, json};

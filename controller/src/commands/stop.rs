@@ -2,17 +2,23 @@
 //! runs, to park at its next safe point. The request goes through the
 //! journal; the run's executor takes it between steps.
 
-use crate::cli::InventoryArgs;
+use crate::cli::RunOrFleet;
 use crate::exit::Refused;
 use crate::journal;
+use crate::launch::{OpenRun, open_run};
 use crate::output::Output;
 use anyhow::Result;
 use serde_json::json;
+use std::path::Path;
 
 /// Records the stop request, or refuses naming the run's state.
-pub async fn stop(out: Output, inv: &InventoryArgs, run_id: &str) -> Result<()> {
-    let crate::upgrade::OpenRun { client, record, .. } =
-        crate::upgrade::open_run(inv, run_id).await?;
+pub async fn stop(out: Output, inventory: &Path, which: &RunOrFleet) -> Result<()> {
+    if let Some(fleet) = &which.fleet {
+        return crate::fleet::stop(out, inventory, fleet).await;
+    }
+    let run_id = which.run.as_deref().unwrap_or_default();
+    let OpenRun { client, record, .. } = open_run(inventory, run_id).await?;
+    let out = out.for_group(&record.group);
     if record.state != "running" {
         return Err(Refused(format!(
             "run {run_id} is {}, not running: nothing to stop",

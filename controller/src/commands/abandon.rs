@@ -1,0 +1,131 @@
+//! `hubshift abandon --run ID`: gives up a run that changed nothing
+//! irreversible, starting again a primary it had stopped.
+
+use crate::agents::{is_running, role_name, state_name};
+use crate::db::Database;
+use crate::exit::Refused;
+use crate::inventory::{Group, Inventory};
+use crate::journal;
+use crate::launch::{OpenRun, lock_group, open_run};
+use crate::output::Output;
+use crate::plan;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::path::Path;
+
+/// `hubshift abandon --run ID`: lets a new upgrade start after a run that
+/// stopped before anything irreversible.
+pub async fn abandon(out: Output, inventory: &Path, run_id: &str) -> Result<()> {
+    let OpenRun {
+        inventory,
+        group,
+        db,
+        client,
+        record,
+    } = open_run(inventory, run_id).await?;
+    let out = out.for_group(&group.name);
+    if matches!(record.state.as_str(), "done" | "rolled_back" | "abandoned") {
+        return Err(Refused(format!("run {run_id} is already {}", record.state)).into());
+    }
+    lock_group(&client, &record.group).await?;
+    let steps = journal::load_steps(&client, run_id).await?;
+    let irreversible: Vec<String> = steps
+        .iter()
+        .filter(|s| s.step.destructive() && s.state != "pending")
+        .map(|s| format!("{} on {}", s.step.name(), s.step.node()))
+        .collect();
+    if !irreversible.is_empty() {
+        return Err(Refused(format!(
+            "run {run_id} already did {} ({}): finish it with `hubshift resume --run {run_id}` or reverse it with `hubshift rollback --run {run_id}`",
+            if irreversible.len() == 1 { "an irreversible step" } else { "irreversible steps" },
+            irreversible.join(", ")
+        ))
+        .into());
+    }
+    let stopped: Vec<String> = steps
+        .iter()
+        .filter(|s| matches!(s.step, plan::Step::StopPrimary { .. }) && s.state != "pending")
+        .map(|s| s.step.node())
+        .collect();
+    // Give the group its primary back before letting go of the run.
+    let mut restarted = Vec::new();
+    let mut problems = Vec::new();
+    for n in &stopped {
+        match restart_primary(&inventory, &db, &group, n).await {
+            Ok(true) => restarted.push(n.clone()),
+            Ok(false) => {}
+            Err(e) => problems.push(format!("{n}: {e:#}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(anyhow::anyhow!(
+            "run {run_id} stopped its primary and it could not be started again ({}); the run stays open: fix the cause and run `hubshift abandon --run {run_id}` again, or `hubshift resume --run {run_id}`",
+            problems.join("; ")
+        ));
+    }
+    journal::add_audit(&client, run_id, &crate::audit::entry("abandon")).await?;
+    journal::mark_abandoned(&client, run_id).await?;
+    out.event(
+        "run_abandoned",
+        json!({ "run": run_id, "group": record.group, "stopped_primary": stopped, "restarted": restarted }),
+        || {
+            let mut s = format!("Run {run_id} abandoned; group {} can be upgraded again.", record.group);
+            for n in &restarted {
+                s.push_str(&format!(
+                    "\nThis run had stopped {n}; it was started again on its runtime and runs."
+                ));
+            }
+            s
+        },
+    );
+    Ok(())
+}
+
+/// Starts a primary that an abandoned run stopped (START on its untouched
+/// runtime) and waits until it runs with a known role. `Ok(false)`: it was
+/// already running.
+async fn restart_primary(
+    inventory: &Inventory,
+    db: &Database,
+    group: &Group,
+    node: &str,
+) -> Result<bool> {
+    let spec = group
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .with_context(|| format!("node {node} is no longer in group {}", group.name))?;
+    let agent = crate::agents::connect(inventory, spec).await?;
+    let status = agent.status().await?;
+    if is_running(&status) {
+        return Ok(false);
+    }
+    let timeout = std::time::Duration::from_secs(inventory.timeouts.start);
+    agent
+        .start(
+            hubshift_common::pb::StartMode::Start,
+            node,
+            db.jdbc_uri().expose(),
+            timeout,
+        )
+        .await?;
+    let deadline = std::time::Instant::now()
+        + timeout
+        + std::time::Duration::from_secs(inventory.timeouts.takeover);
+    loop {
+        let s = agent.status().await?;
+        if !is_running(&s) {
+            anyhow::bail!(
+                "it ended while starting ({}); see its hub log on the host",
+                state_name(&s)
+            );
+        }
+        if matches!(role_name(&s), "active" | "standby") {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("it did not report a role within {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

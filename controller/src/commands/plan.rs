@@ -1,0 +1,81 @@
+//! `hubshift plan`: preflight and the numbered steps, no change anywhere.
+
+use crate::cli::TargetArgs;
+use crate::db::Database;
+use crate::exit::{Refused, UsageError};
+use crate::inventory::Inventory;
+use crate::launch::{check_published_digest, check_version, print_findings, read_archive};
+use crate::output::Output;
+use crate::plan::{self, Target};
+use anyhow::Result;
+use serde_json::json;
+use std::path::Path;
+
+fn print_plan(out: &Output, steps: &[plan::Step], schema: &str, version: &str) {
+    for (i, s) in steps.iter().enumerate() {
+        out.event(
+            "plan_step",
+            json!({ "index": i + 1, "name": s.name(), "node": s.node(),
+                    "procedure_step": s.procedure(), "description": s.describe(schema, version) }),
+            || {
+                format!(
+                    "  {:>2}. [procedure step {}] {}",
+                    i + 1,
+                    s.procedure(),
+                    s.describe(schema, version)
+                )
+            },
+        );
+    }
+}
+
+/// Prints the preflight findings and the steps; refused when preflight
+/// would refuse the upgrade.
+pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArgs) -> Result<()> {
+    check_version(&target.version)?;
+    let inventory = Inventory::load(inventory).map_err(UsageError::from)?;
+    let group = inventory.group(group).map_err(UsageError::from)?.clone();
+    let db = Database::for_group(&inventory, &group)?;
+    let archive = read_archive(&target.runtime).await?;
+    check_published_digest(&archive, target.sha256.as_deref())?;
+    let out = out.for_group(&group.name);
+    let (_agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
+    let findings = plan::preflight(
+        &observed,
+        &Target {
+            version: target.version.clone(),
+            archive_bytes: archive.bytes,
+        },
+    );
+    out.event(
+        "plan",
+        json!({ "version": target.version,
+        "runtime_sha256": archive.sha256, "runtime_bytes": archive.bytes }),
+        || {
+            format!(
+                "Plan for group {} -> {} ({}, sha256 {})\n\nPreflight:",
+                group.name,
+                target.version,
+                plan::human_bytes(archive.bytes),
+                archive.sha256
+            )
+        },
+    );
+    print_findings(&out, &findings);
+    out.human("\nSteps:");
+    print_plan(
+        &out,
+        &plan::build_plan(&group),
+        &group.database.schema,
+        &target.version,
+    );
+    let blocking = findings.iter().filter(|f| f.blocking).count();
+    if blocking > 0 {
+        return Err(Refused(format!(
+            "preflight found {blocking} problem(s); `upgrade` would refuse"
+        ))
+        .into());
+    }
+    out.human("\nPreflight passed; nothing was changed.");
+    Ok(())
+}

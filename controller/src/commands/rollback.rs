@@ -1,0 +1,155 @@
+//! `hubshift rollback --run ID`: the same hand-over as the upgrade, back to
+//! the version the run started from, restoring its verified backup.
+
+use crate::exit::{Refused, UsageError};
+use crate::facts::RunFacts;
+use crate::journal;
+use crate::journal_link::JournalLink;
+use crate::launch::{OpenRun, confirm, finish, lock_group, open_run, print_findings};
+use crate::output::Output;
+use crate::plan::{self, Finding};
+use crate::run_context::Run;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::path::Path;
+
+/// `hubshift rollback --run ID`: back to the version and appdata the upgrade
+/// run started from.
+pub async fn rollback(out: Output, inventory: &Path, run_id: &str, yes: bool) -> Result<()> {
+    let OpenRun {
+        inventory,
+        group,
+        db,
+        mut client,
+        record,
+    } = open_run(inventory, run_id).await?;
+    let out = out.for_group(&group.name);
+    if record.kind != "upgrade" {
+        return Err(UsageError(format!(
+            "run {run_id} is a {}, only upgrade runs are rolled back",
+            record.kind
+        ))
+        .into());
+    }
+    if record.state == "rolled_back" {
+        return Err(Refused(format!("run {run_id} was already rolled back")).into());
+    }
+    let original: RunFacts = serde_json::from_value(record.facts.clone())
+        .context("the journal's run facts cannot be read by this version")?;
+    let (Some(backup_id), Some(backup_sha)) =
+        (original.backup_id.clone(), original.backup_sha256.clone())
+    else {
+        return Err(Refused(format!(
+            "run {run_id} took no backup (it stopped before step 5): the group never left its version, nothing to roll back to"
+        ))
+        .into());
+    };
+    let (agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
+    let mut findings = Vec::new();
+    if let Err(e) = &observed.database {
+        findings.push(Finding {
+            blocking: true,
+            warning: false,
+            check: "database",
+            node: String::new(),
+            message: format!("unreachable: {e}"),
+        });
+    }
+    for n in &observed.nodes {
+        match &n.status {
+            Err(e) => findings.push(Finding {
+                blocking: true,
+                warning: false,
+                check: "agent",
+                node: n.name.clone(),
+                message: format!("agent unreachable: {e}"),
+            }),
+            Ok(f) if !f.staged.contains(&original.from_version) => findings.push(Finding {
+                blocking: true,
+                warning: false,
+                check: "version",
+                node: n.name.clone(),
+                message: format!("runtime {} is no longer staged", original.from_version),
+            }),
+            Ok(f) => findings.push(Finding {
+                blocking: false,
+                warning: false,
+                check: "version",
+                node: n.name.clone(),
+                message: format!(
+                    "runs {}, {} staged",
+                    f.active_runtime, original.from_version
+                ),
+            }),
+        }
+    }
+    print_findings(&out, &findings);
+    let blocking = findings.iter().filter(|f| f.blocking).count();
+    if blocking > 0 {
+        return Err(Refused(format!(
+            "preflight found {blocking} problem(s); nothing was changed"
+        ))
+        .into());
+    }
+    if !yes {
+        confirm(&format!(
+            "Roll group {} back to {}? This stops hubs, drops the orchestration schema and restores the backup.",
+            group.name, original.from_version
+        ))?;
+    }
+    journal::ensure_schema(&client).await?;
+    lock_group(&client, &group.name).await?;
+    if let Some(r) = journal::unfinished_run(&client, &group.name).await?
+        && r.id != run_id
+    {
+        return Err(Refused(format!(
+            "run {} of group {} did not finish ({}); resume or roll back that one first",
+            r.id, group.name, r.state
+        ))
+        .into());
+    }
+    let facts = RunFacts {
+        version: original.from_version.clone(),
+        from_version: original.version.clone(),
+        schema: group.database.schema.clone(),
+        backup_id: Some(backup_id),
+        backup_sha256: Some(backup_sha),
+        backup_bytes: original.backup_bytes,
+        backup_path: original.backup_path.clone(),
+        rollback_of: Some(run_id.to_string()),
+        ..Default::default()
+    };
+    let steps = plan::build_rollback_plan(&group);
+    let id = journal::create_run(
+        &mut client,
+        &group.name,
+        "rollback",
+        &serde_json::to_value(&facts)?,
+        &steps,
+    )
+    .await?;
+    out.event(
+        "run_started",
+        json!({ "run": id, "group": group.name, "kind": "rollback", "rollback_of": run_id,
+                "from_version": facts.from_version, "to_version": facts.version, "steps": steps.len() }),
+        || format!("\nRun {id}: rolling group {} back {} -> {} (reverses {run_id}, {} steps)", group.name, facts.from_version, facts.version, steps.len()),
+    );
+    let records = journal::load_steps(&client, &id).await?;
+    journal::add_audit(&client, &id, &crate::audit::entry("rollback")).await?;
+    let jdbc = db.jdbc_uri();
+    let journal = JournalLink::new(db.clone(), &group.name, client);
+    let mut run = Run {
+        id,
+        inv: inventory,
+        group,
+        out: out.clone(),
+        db,
+        journal,
+        agents,
+        facts,
+        runtime_file: None,
+        jdbc,
+    };
+    crate::executor::watch_ctrl_c(out);
+    finish(&mut run, &records).await
+}

@@ -1,0 +1,29 @@
+//! The hubshift controller as a library: the `hubshift` binary is a thin
+//! shell around [`commands::dispatch`].
+//!
+//! Modules depend one way, from the top down:
+//! `commands` → `fleet` → `launch` → `executor` → `steps` → `run_context`
+//! → `agents` / `journal_link` / `journal` / `observe` → `plan` / `db` /
+//! `facts` → `inventory` → `exit` / `output` / `clock`.
+
+pub mod agents;
+pub mod audit;
+pub mod backup_copy;
+pub mod checks;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod db;
+pub mod executor;
+pub mod exit;
+pub mod facts;
+pub mod fleet;
+pub mod inventory;
+pub mod journal;
+pub mod journal_link;
+pub mod launch;
+pub mod observe;
+pub mod output;
+pub mod plan;
+pub mod run_context;
+pub mod steps;

@@ -1,0 +1,54 @@
+//! A run in progress: what every step of it may use — the group, its
+//! agents and database, the journal that also holds the group's lock, the
+//! facts so far, the output.
+
+use crate::agents::Agent;
+use crate::db::Database;
+use crate::facts::RunFacts;
+use crate::inventory::{Group, Inventory};
+use crate::journal_link::JournalLink;
+use crate::output::Output;
+use anyhow::{Context, Result};
+use hubshift_common::redact::Secret;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Everything a running plan needs.
+pub struct Run {
+    /// Journal id.
+    pub id: String,
+    /// Inventory.
+    pub inv: Inventory,
+    /// The group being upgraded.
+    pub group: Group,
+    /// Output sink.
+    pub out: Output,
+    /// Database settings.
+    pub db: Database,
+    /// Journal connection; it also holds the group's advisory lock.
+    pub journal: JournalLink,
+    /// Connected agents by node name.
+    pub agents: HashMap<String, Agent>,
+    /// Facts so far.
+    pub facts: RunFacts,
+    /// Runtime archive on this machine, when staging is still to do.
+    pub runtime_file: Option<PathBuf>,
+    /// JDBC URI handed to the hubs.
+    pub jdbc: Secret,
+}
+
+impl Run {
+    /// The agent of a node.
+    pub fn agent(&self, node: &str) -> Result<&Agent> {
+        self.agents
+            .get(node)
+            .with_context(|| format!("node {node} is not in group {}", self.group.name))
+    }
+
+    /// Writes the current facts to the journal.
+    pub async fn save_facts(&mut self) -> Result<()> {
+        let value = serde_json::to_value(&self.facts).context("serialising run facts")?;
+        self.journal.add_facts(&self.id, &value).await?;
+        Ok(())
+    }
+}
