@@ -45,6 +45,17 @@ impl std::error::Error for Refused {}
 #[error("{0}")]
 pub struct Parked(pub String);
 
+/// Refused (exit 3) because another controller holds the group's lock: a
+/// fleet reports such a group as taken and goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("group {group} is locked by {holder}")]
+pub struct Taken {
+    /// The group.
+    pub group: String,
+    /// "run <id> (started …)" or "another hubshift controller".
+    pub holder: String,
+}
+
 /// The exit code an error chain asks for: the first typed marker wins,
 /// anything else is a failure.
 pub fn classify(err: &anyhow::Error) -> Exit {
@@ -52,7 +63,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         if cause.is::<UsageError>() {
             return Exit::Usage;
         }
-        if cause.is::<Refused>() {
+        if cause.is::<Refused>() || cause.is::<Taken>() {
             return Exit::Refused;
         }
         if cause.is::<Parked>() {

@@ -7,13 +7,13 @@
 //! share a fleet.
 
 use crate::db::Database;
-use crate::exit::{Parked, Refused, UsageError};
+use crate::exit::{Parked, Refused, Taken, UsageError};
 use crate::facts::{RunFacts, Window};
 use crate::inventory::{Group, Inventory};
 use crate::journal::{self, RunRecord};
 use crate::launch::{
-    ArchiveInfo, Taken, UpgradeRequest, confirm, distinct_databases, finish, open_run,
-    prepare_resume, prepare_upgrade, print_findings, read_archive, record_upgrade,
+    ArchiveInfo, UpgradeRequest, confirm, distinct_databases, finish, open_run, prepare_resume,
+    prepare_upgrade, print_findings, read_archive, record_upgrade,
 };
 use crate::output::{Output, secs};
 use crate::plan::{self, Target};
@@ -200,6 +200,14 @@ async fn preflight_group(
     // The lock (if taken above) goes with this connection.
     drop(client);
     let (_agents, observed) = crate::observe::observe(inventory, group, Some(&db)).await;
+    let at_target = observed.nodes.iter().all(|n| {
+        n.status
+            .as_ref()
+            .is_ok_and(|f| f.active_runtime == req.version)
+    });
+    if at_target {
+        return Readiness::Taken(format!("already runs {}", req.version));
+    }
     let findings = plan::preflight(
         &observed,
         &Target {

@@ -709,4 +709,32 @@ timeout_secs = 5
         let err = parse(&bad_schema).unwrap_err().to_string();
         assert!(err.contains("groups[0].database.schema"), "{err}");
     }
+
+    #[test]
+    fn the_packaged_example_parses_with_and_without_its_commented_groups() {
+        let text = include_str!("../../packaging/inventory.example.toml");
+        let inv = parse(text).unwrap();
+        assert_eq!(inv.groups.len(), 1);
+        // Uncommenting the second group, its database and its check.
+        let mut open = String::new();
+        let mut in_tail = false;
+        for line in text.lines() {
+            if line.starts_with("# A plant with its own PostgreSQL") {
+                in_tail = true;
+                continue;
+            }
+            open.push_str(if in_tail {
+                line.strip_prefix("# ").unwrap_or(line)
+            } else {
+                line
+            });
+            open.push('\n');
+        }
+        let inv = parse(&open).unwrap();
+        let b = inv.group("plant-b").unwrap();
+        assert_eq!(b.database.url_env.as_deref(), Some("PLANT_B_DATABASE_URL"));
+        assert_eq!(b.database_key, "groups[1].database");
+        assert!(b.checks.is_some());
+        assert_eq!(inv.group("plant-a").unwrap().database_key, "database");
+    }
 }

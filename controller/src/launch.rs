@@ -3,7 +3,7 @@
 //! executor. Every command that acts on a group goes through here.
 
 use crate::db::Database;
-use crate::exit::{Parked, Refused, UsageError};
+use crate::exit::{Parked, Refused, Taken, UsageError};
 use crate::facts::RunFacts;
 use crate::inventory::{Group, Inventory};
 use crate::journal::{self, RunRecord, StepRecord};
@@ -134,20 +134,21 @@ pub fn confirm(question: &str) -> Result<()> {
     }
 }
 
-/// The group lock is held by someone else: who, as people read it.
-#[derive(Debug, thiserror::Error)]
-#[error("group {group} is locked by {holder}")]
-pub struct Taken {
-    /// The group.
-    pub group: String,
-    /// "run <id> (started …)" or "another hubshift controller".
-    pub holder: String,
-}
+/// How long a held group lock is tried again before it counts as taken: a
+/// controller that has just exited may hold it until the server notices.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Takes the group lock on `client`; a [`Taken`] (exit 3) naming the holder.
 pub async fn lock_group(client: &tokio_postgres::Client, group: &str) -> Result<()> {
-    if crate::db::try_lock_group(client, group).await? {
-        return Ok(());
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        if crate::db::try_lock_group(client, group).await? {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let holder = journal::unfinished_run(client, group).await?.map_or_else(
         || "another hubshift controller".to_string(),
@@ -158,11 +159,11 @@ pub async fn lock_group(client: &tokio_postgres::Client, group: &str) -> Result<
             )
         },
     );
-    Err(anyhow::Error::new(Taken {
+    Err(Taken {
         group: group.to_string(),
         holder,
-    })
-    .context(Refused(format!("group {group} is locked"))))
+    }
+    .into())
 }
 
 /// A run found in the journal of one of the inventory's databases.
