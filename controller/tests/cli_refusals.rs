@@ -408,3 +408,78 @@ fn an_archive_that_is_not_the_published_one_is_refused() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }
+
+#[test]
+fn bad_fleet_requests_exit_2_naming_the_flag_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let archive = dir.path().join("runtime.tar.gz");
+    std::fs::write(&archive, b"x").unwrap();
+    let archive = archive.display().to_string();
+    // Two groups, each with its own (unreachable) database: any attempt to
+    // reach one would be exit 3, not 2.
+    let mut body = inventory(closed_port(), closed_port())
+        .replace("[database]\nurl_env = \"TEST_HUBSHIFT_DB\"\n", "");
+    body.push_str(&format!(
+        "[groups.database]\nurl_env = \"TEST_HUBSHIFT_DB\"\n\n[[groups]]\nname = \"plant-2\"\nnodes = [\n  {{ name = \"hub-a\", agent = \"127.0.0.1:{}\", role = \"primary\", tls_name = \"hub-a\" }},\n  {{ name = \"hub-b\", agent = \"127.0.0.1:{}\", role = \"secondary\", tls_name = \"hub-b\" }},\n]\n[groups.database]\nurl_env = \"TEST_HUBSHIFT_DB2\"\n",
+        closed_port(),
+        closed_port()
+    ));
+    let inv = write_inventory(dir.path(), &body);
+    let env = [
+        ("TEST_HUBSHIFT_DB", "postgres://u:secret-one@127.0.0.1:1/db"),
+        (
+            "TEST_HUBSHIFT_DB2",
+            "postgres://u:secret-two@127.0.0.1:1/db",
+        ),
+    ];
+    let base = |extra: &[&str]| -> Output {
+        let mut args = vec![
+            "upgrade",
+            "-i",
+            &inv,
+            "--runtime",
+            &archive,
+            "--version",
+            "4.2.0",
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        hubshift(&args, &env)
+    };
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["-g", "plant", "-g", "plant-2", "--canary", "plant-9"],
+            "--canary plant-9",
+        ),
+        (&["-g", "plant", "-g", "plant"], "-g plant is given twice"),
+        (&["-g", "plant", "-g", "nope"], "no group named \"nope\""),
+        (&["--all", "--soak", "ten minutes"], "not a duration"),
+        (&["--all", "--parallel", "0"], "--parallel"),
+        (&["--all", "-g", "plant"], "--all"),
+    ];
+    for (extra, says) in cases {
+        let out = base(extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(says),
+            "{extra:?} should say {says}: {}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("secret-"), "{}", text(&out));
+    }
+    // A group with no database of its own and no default: named by key.
+    let no_db = body.replace("[groups.database]\nurl_env = \"TEST_HUBSHIFT_DB2\"\n", "");
+    let inv2 = dir.path().join("no-db.toml");
+    std::fs::write(&inv2, no_db).unwrap();
+    let out = hubshift(&["status", "-i", &inv2.display().to_string()], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("groups[1].database"), "{}", text(&out));
+    // Reachable inventory, unreachable databases: the fleet's preflight
+    // refuses (exit 3), naming each group, and nothing starts.
+    let out = base(&["--all"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("2 group(s) not ready: plant, plant-2"), "{t}");
+    assert!(!t.contains("secret-"), "{t}");
+}
