@@ -11,6 +11,7 @@ pub mod bins;
 pub mod configs;
 pub mod demo;
 pub mod fleet;
+mod fleet_demo;
 pub mod hubsim;
 pub mod image;
 pub mod lifetime;
