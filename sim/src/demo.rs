@@ -2,6 +2,8 @@
 //! group on a throwaway PostgreSQL, runs the real `hubshift upgrade` on it
 //! and prints the outage windows measured from the data ticks;
 //! `hubshift-sandbox up` leaves such a group running with a ready inventory.
+//! With `--groups N`, `demo` and `bench` work on a fleet of groups instead
+//! (see [`crate::fleet_demo`]).
 
 use crate::measure;
 use crate::sandbox::{HubDriver, Sandbox, SandboxOptions};
@@ -22,30 +24,30 @@ struct Cli {
 }
 
 #[derive(Debug, Args)]
-struct GroupArgs {
+pub(crate) struct GroupArgs {
     /// Version the group runs first.
     #[arg(long, default_value = "4.1.0")]
-    from: String,
+    pub(crate) from: String,
     /// Version to upgrade to.
     #[arg(long, default_value = "4.2.0")]
-    to: String,
+    pub(crate) to: String,
     /// hubsim takeover timeout (how long a standby waits for a silent primary).
     #[arg(long, default_value = "3s", value_parser = crate::timing::parse_duration)]
-    takeover_timeout: Duration,
+    pub(crate) takeover_timeout: Duration,
     /// hubsim start-up delay (stands in for the JVM start).
     #[arg(long, default_value = "1500ms", value_parser = crate::timing::parse_duration)]
-    start_delay: Duration,
+    pub(crate) start_delay: Duration,
     /// hubsim heartbeat interval (also how often standbys look at it).
     #[arg(long, default_value = "200ms", value_parser = crate::timing::parse_duration)]
-    heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Duration,
     /// How the agents run the hubs: host processes, or containers of the
     /// local Docker Engine (hubsim images built here, no registry needed).
     #[arg(long, value_enum, default_value_t = Driver::Process)]
-    driver: Driver,
+    pub(crate) driver: Driver,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Driver {
+pub(crate) enum Driver {
     Process,
     Docker,
 }
@@ -63,17 +65,49 @@ impl From<Driver> for HubDriver {
 enum Cmd {
     /// Build the group, upgrade it with `hubshift upgrade`, print the plan,
     /// each step, and the measured outage windows; tear everything down.
+    ///
+    /// With --groups N (at least 2): build N two-node groups, plant-1 …
+    /// plant-N, each on a database of its own of one PostgreSQL server,
+    /// upgrade them all with `hubshift upgrade --all --canary plant-1
+    /// --soak 3s --parallel P`, print the fleet's closing table and, per
+    /// group, the outage windows measured from that group's own data ticks
+    /// and whether it ever had two nodes producing at once.
     Demo {
         #[command(flatten)]
         group: GroupArgs,
+        /// Upgrade a fleet of this many groups instead of one group.
+        #[arg(long)]
+        groups: Option<usize>,
+        /// With --groups: how many groups the controller upgrades at once
+        /// after the canary.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
     },
     /// Benchmark: upgrade a fresh group RUNS times and report, for each
     /// outage window, how much longer it lasted than the hub's own time
     /// (window 1: tick gap minus the takeover timeout; window 2: tick gap
     /// minus the start-up delay).
+    ///
+    /// With --groups N: how much longer a fleet upgrade takes than one
+    /// group's. Builds N groups (plant-1 … plant-N, one database each);
+    /// the reference is plant-1 upgraded alone (`-g plant-1`, --from to
+    /// --to) while the other groups run idle beside it; then the whole
+    /// fleet is upgraded (`--all --parallel P`, every group to
+    /// --fleet-to). Both wall times are measured around the controller
+    /// process; prints `fleet ratio: FLEET/SINGLE (…)`.
     Bench {
         #[command(flatten)]
         group: GroupArgs,
+        /// Benchmark a fleet of this many groups instead (see above).
+        #[arg(long)]
+        groups: Option<usize>,
+        /// With --groups: how many groups the controller upgrades at once
+        /// (default: all of them).
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// With --groups: the version the whole fleet is upgraded to.
+        #[arg(long, default_value = "4.3.0")]
+        fleet_to: String,
         /// Number of upgrades.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -119,12 +153,25 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let work = async {
             match cli.command {
-                Cmd::Demo { group } => demo(&group).await,
+                Cmd::Demo {
+                    group,
+                    groups: Some(n),
+                    parallel,
+                } => crate::fleet_demo::demo(&group, n, parallel).await,
+                Cmd::Demo { group, .. } => demo(&group).await,
                 Cmd::Up { group, dir } => up(&group, &dir).await,
+                Cmd::Bench {
+                    group,
+                    groups: Some(n),
+                    parallel,
+                    fleet_to,
+                    ..
+                } => crate::fleet_demo::bench(&group, n, parallel.unwrap_or(n), &fleet_to).await,
                 Cmd::Bench {
                     group,
                     runs,
                     large_appdata_mib,
+                    ..
                 } => bench(&group, runs, large_appdata_mib).await,
             }
         };
@@ -180,7 +227,7 @@ impl Termination {
 }
 
 /// `hubshift`, ended with the sandbox should the sandbox be killed outright.
-fn hubshift_command() -> anyhow::Result<tokio::process::Command> {
+pub(crate) fn hubshift_command() -> anyhow::Result<tokio::process::Command> {
     let mut command = std::process::Command::new(crate::bins::binary("hubshift")?);
     crate::lifetime::set_die_with_parent(&mut command, libc::SIGKILL);
     let mut command = tokio::process::Command::from(command);
@@ -188,7 +235,7 @@ fn hubshift_command() -> anyhow::Result<tokio::process::Command> {
     Ok(command)
 }
 
-fn timing(g: &GroupArgs) -> SimTiming {
+pub(crate) fn timing(g: &GroupArgs) -> SimTiming {
     SimTiming {
         heartbeat_interval: g.heartbeat_interval,
         takeover_timeout: g.takeover_timeout,

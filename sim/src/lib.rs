@@ -2,10 +2,16 @@
 //! behaviour on PostgreSQL, and the sandbox pieces the demo and the tests
 //! build on: a throwaway PostgreSQL ([`pg`]), hubsim runtime archives
 //! ([`runtime`]), hubsim images for the docker driver ([`image`]), binary lookup ([`bins`]), hubsim process control
-//! ([`process`]) and outage / split-brain measurement ([`measure`]).
+//! ([`process`]) and outage / split-brain measurement ([`measure`]); a whole
+//! HA group ([`sandbox`]), a fleet of groups each on its own database
+//! ([`fleet`]), and the TOML files they write for the agents and the
+//! controller ([`configs`]).
 
 pub mod bins;
+pub mod configs;
 pub mod demo;
+pub mod fleet;
+mod fleet_demo;
 pub mod hubsim;
 pub mod image;
 pub mod lifetime;

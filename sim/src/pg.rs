@@ -5,6 +5,10 @@
 //! directory inside the temporary directory), stopped and removed on drop —
 //! or by its watchdog when the owning process dies without dropping it.
 //! As root, the cluster runs as the `postgres` user.
+//!
+//! [`TestDatabase::create_database`] makes another database on the same
+//! server (one per HA group of a fleet): the server lives as long as any of
+//! its databases' handles.
 
 use crate::lifetime::Watchdog;
 use rand::Rng;
@@ -13,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use thiserror::Error;
 use tokio_postgres::{Client, NoTls};
@@ -192,19 +197,44 @@ fn check(what: &str, out: Output, log: Option<&Path>) -> Result<(), PgError> {
     })
 }
 
-enum Kind {
-    Private(Cluster),
+/// The server the databases live on, shared by their handles.
+enum Server {
+    /// Stopped when the last handle goes.
+    Private(Mutex<Cluster>),
+    /// Somebody else's; each handle drops its own database.
     External { admin: Box<tokio_postgres::Config> },
 }
 
-/// A database of its own for one test (or one demo run).
+impl Server {
+    fn cluster(&self) -> Option<MutexGuard<'_, Cluster>> {
+        match self {
+            // A panic while holding the lock leaves the cluster as usable as before.
+            Server::Private(c) => Some(c.lock().unwrap_or_else(|e| e.into_inner())),
+            Server::External { .. } => None,
+        }
+    }
+}
+
+/// A database of its own for one test (or one demo run, or one group of a
+/// fleet), on a server it may share with the other databases made from it.
 pub struct TestDatabase {
     host: String,
     port: u16,
     user: String,
     password: String,
     dbname: String,
-    kind: Kind,
+    server: Arc<Server>,
+}
+
+/// Whether `name` is a plain lower-case SQL identifier (no quoting needed),
+/// short enough for PostgreSQL with a suffix.
+pub fn valid_database_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 40
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -348,7 +378,7 @@ impl TestDatabase {
             user,
             password,
             dbname: dbname.clone(),
-            kind: Kind::Private(cluster),
+            server: Arc::new(Server::Private(Mutex::new(cluster))),
         };
         let admin = db.connect_to("postgres").await?;
         admin
@@ -390,9 +420,9 @@ impl TestDatabase {
             user,
             password,
             dbname,
-            kind: Kind::External {
+            server: Arc::new(Server::External {
                 admin: Box::new(admin),
-            },
+            }),
         })
     }
 
@@ -445,6 +475,45 @@ impl TestDatabase {
         &self.dbname
     }
 
+    /// Another database on the same server, for example one per HA group of
+    /// a fleet. On a private cluster it is named `name`; on an external
+    /// server (shared with other runs) `name` plus a random suffix, dropped
+    /// with its handle. The server stays up while any handle lives.
+    pub async fn create_database(&self, name: &str) -> Result<TestDatabase, PgError> {
+        if !valid_database_name(name) {
+            return Err(PgError::Config(format!(
+                "database name {name:?}: use at most 40 lower-case letters, digits and underscores, not starting with a digit"
+            )));
+        }
+        let dbname = match &*self.server {
+            Server::Private(_) => name.to_string(),
+            Server::External { .. } => format!("{name}_{}", random_hex(4)),
+        };
+        let admin = self.connect_to("postgres").await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {dbname}"))
+            .await?;
+        Ok(TestDatabase {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            dbname,
+            server: Arc::clone(&self.server),
+        })
+    }
+
+    /// Whether `other` lives on the same server as this database.
+    pub fn same_server(&self, other: &TestDatabase) -> bool {
+        Arc::ptr_eq(&self.server, &other.server)
+    }
+
+    /// The private cluster's directory (data, socket, log), which is gone
+    /// once the server has stopped; `None` on an external server.
+    pub fn server_dir(&self) -> Option<PathBuf> {
+        self.server.cluster().map(|c| c.dir.path().to_path_buf())
+    }
+
     /// A connection to the database (its task spawned on the current runtime).
     pub async fn connect(&self) -> Result<Client, PgError> {
         self.connect_to(&self.dbname).await
@@ -467,21 +536,23 @@ impl TestDatabase {
     /// and key (PEM), so clients can be tested with `sslmode=require`.
     /// Refused for an external server (its TLS is its administrator's).
     pub async fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), PgError> {
-        let Kind::Private(cluster) = &self.kind else {
-            return Err(PgError::Config(
-                "TLS can only be turned on in a private cluster".into(),
-            ));
-        };
-        let data = cluster.data();
-        for (name, body, mode) in [
-            ("server.crt", cert_pem, 0o644),
-            ("server.key", key_pem, 0o600),
-        ] {
-            let path = data.join(name);
-            std::fs::write(&path, body)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-            if let Some((uid, gid)) = cluster.run_as {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        {
+            let Some(cluster) = self.server.cluster() else {
+                return Err(PgError::Config(
+                    "TLS can only be turned on in a private cluster".into(),
+                ));
+            };
+            let data = cluster.data();
+            for (name, body, mode) in [
+                ("server.crt", cert_pem, 0o644),
+                ("server.key", key_pem, 0o600),
+            ] {
+                let path = data.join(name);
+                std::fs::write(&path, body)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+                if let Some((uid, gid)) = cluster.run_as {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                }
             }
         }
         let admin = self.connect_to("postgres").await?;
@@ -512,38 +583,38 @@ impl TestDatabase {
     }
 
     /// Makes the database go away: a private cluster is stopped
-    /// (`pg_ctl stop -m immediate`); on an external server connections to
-    /// the database are refused and existing ones terminated.
+    /// (`pg_ctl stop -m immediate`, so every database on it goes away); on
+    /// an external server connections to the database are refused and
+    /// existing ones terminated.
     pub async fn suspend(&mut self) -> Result<(), PgError> {
-        match &mut self.kind {
-            Kind::Private(c) => c.stop(),
-            Kind::External { .. } => {
-                let admin = self.connect_to("postgres").await?;
-                admin
-                    .batch_execute(&format!(
-                        "ALTER DATABASE {0} WITH ALLOW_CONNECTIONS false;
-                         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
-                        self.dbname
-                    ))
-                    .await?;
-                Ok(())
-            }
+        if let Some(mut c) = self.server.cluster() {
+            return c.stop();
         }
+        let admin = self.connect_to("postgres").await?;
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {0} WITH ALLOW_CONNECTIONS false;
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+                self.dbname
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Restarts the server the way an operator or a service manager does:
     /// every session is cut, committed data is kept, and the database is
-    /// away for `down` (a private cluster is stopped with `-m fast` and
-    /// started again; on an external server connections are refused and
-    /// cut for that long).
+    /// away for `down` (a private cluster, with every database on it, is
+    /// stopped with `-m fast` and started again; on an external server
+    /// connections to this database are refused and cut for that long).
     pub async fn restart(&mut self, down: std::time::Duration) -> Result<(), PgError> {
-        match &mut self.kind {
-            Kind::Private(c) => {
-                c.stop_fast()?;
+        let private = self.server.cluster().map(|mut c| c.stop_fast());
+        match private {
+            Some(stopped) => {
+                stopped?;
                 tokio::time::sleep(down).await;
-                c.start()
+                self.server.cluster().map_or(Ok(()), |mut c| c.start())
             }
-            Kind::External { .. } => {
+            None => {
                 self.suspend().await?;
                 tokio::time::sleep(down).await;
                 self.resume().await
@@ -553,28 +624,26 @@ impl TestDatabase {
 
     /// Brings the database back after [`TestDatabase::suspend`].
     pub async fn resume(&mut self) -> Result<(), PgError> {
-        match &mut self.kind {
-            Kind::Private(c) => c.start(),
-            Kind::External { .. } => {
-                let admin = self.connect_to("postgres").await?;
-                admin
-                    .batch_execute(&format!(
-                        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
-                        self.dbname
-                    ))
-                    .await?;
-                Ok(())
-            }
+        if let Some(mut c) = self.server.cluster() {
+            return c.start();
         }
+        let admin = self.connect_to("postgres").await?;
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                self.dbname
+            ))
+            .await?;
+        Ok(())
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        match &mut self.kind {
-            // The cluster stops itself when dropped.
-            Kind::Private(_) => {}
-            Kind::External { admin } => {
+        match &*self.server {
+            // The cluster stops itself when its last handle goes.
+            Server::Private(_) => {}
+            Server::External { admin } => {
                 let admin = (**admin).clone();
                 let dbname = self.dbname.clone();
                 // Drop cannot await; a thread with its own runtime can.
@@ -606,6 +675,25 @@ impl Drop for TestDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_names_are_plain_identifiers() {
+        for good in ["plant_1", "_x", "hubshift"] {
+            assert!(valid_database_name(good), "{good}");
+        }
+        let long = "a".repeat(41);
+        for bad in [
+            "",
+            "plant-1",
+            "1plant",
+            "Plant",
+            "a b",
+            "x;drop",
+            long.as_str(),
+        ] {
+            assert!(!valid_database_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn missing_binary_is_one_line_with_the_fix() {

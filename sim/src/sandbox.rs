@@ -6,6 +6,11 @@
 //! Engine made from a hubsim image; everything the sandbox made in the
 //! engine (containers, images) goes when it is dropped.
 
+use crate::configs::{
+    self, AgentConfig, AgentDocker, AgentHub, AgentPaths, AgentTls, DockerStartMode, DriverKind,
+    Inventory, InventoryBackups, InventoryDatabase, InventoryGroup, InventoryNode,
+    InventoryTimeouts, InventoryTls, Layout, NodeRole, RoleProbe,
+};
 use crate::hubsim::owner::EXIT_WITH_PID_ENV;
 use crate::lifetime::Watchdog;
 use crate::pg::{PgError, TestDatabase};
@@ -14,6 +19,7 @@ use hubshift_common::pb::hub_agent_client::HubAgentClient;
 use hubshift_common::pb::{self, HubRole, HubState, StartMode};
 use hubshift_common::pki::{self, Authority, Usage};
 use hubshift_common::tls::TlsFiles;
+use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,6 +56,14 @@ pub enum SandboxError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A TOML file could not be written or read back.
+    #[error("{}: {message}", path.display())]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// What the toml crate said.
+        message: String,
+    },
     /// An agent did not behave.
     #[error("{0}")]
     Agent(String),
@@ -79,6 +93,8 @@ pub struct SandboxOptions {
     /// Driver docker: start the hubs as an older image must be (a command
     /// override with `--mode HA_INIT|HA`) instead of through `START_MODE`.
     pub command_override: bool,
+    /// Nodes are named `<node_prefix>-a`, `<node_prefix>-b`, …
+    pub node_prefix: String,
 }
 
 /// The agents' hub driver.
@@ -103,6 +119,7 @@ impl Default for SandboxOptions {
             driver: HubDriver::Process,
             appdata_volume: false,
             command_override: false,
+            node_prefix: "hub".into(),
         }
     }
 }
@@ -116,6 +133,17 @@ pub struct CertPaths {
     pub controller_cert: PathBuf,
     /// Controller key.
     pub controller_key: PathBuf,
+}
+
+impl CertPaths {
+    /// The inventory's `[tls]`: the controller's certificate and the CA.
+    pub fn inventory_tls(&self) -> InventoryTls {
+        InventoryTls {
+            ca: self.ca.clone(),
+            cert: self.controller_cert.clone(),
+            key: self.controller_key.clone(),
+        }
+    }
 }
 
 /// One node: its agent and its directories.
@@ -176,6 +204,11 @@ impl SandboxNode {
         v.get("pid")?.as_i64().map(|p| p as i32)
     }
 
+    /// pid of the node's agent, while the sandbox runs it.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs the agent and reaps it.
     fn kill_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {
@@ -234,6 +267,7 @@ pub struct Sandbox {
     pub hub_db_host: String,
     /// Named appData volumes the agents created (removed at teardown).
     pub volumes: Vec<String>,
+    archives: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     // After `_tmp`: in an orderly teardown the directory is already gone.
     _watchdog: Option<Watchdog>,
@@ -255,28 +289,6 @@ fn sim_command(verb: &str, timing: &SimTiming) -> Vec<String> {
     v
 }
 
-fn toml_str(p: &Path) -> String {
-    toml_quote(&p.display().to_string())
-}
-
-fn toml_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn toml_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| toml_quote(s)).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
 /// The agent configuration the sandbox writes for a node whose hub is a
 /// container of image repository `repository`.
 pub fn docker_agent_config(
@@ -287,112 +299,110 @@ pub fn docker_agent_config(
     network: &str,
     volume: &str,
     command_override: bool,
-) -> String {
+) -> AgentConfig {
     let mut args = vec!["start".to_string()];
     args.extend(timing.hubsim_args());
-    let start_mode = if command_override {
-        let command = |mode: &str| {
-            let mut argv: Vec<String> =
-                [crate::image::HUBSIM, "container", "start", "--mode", mode]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-            argv.extend(timing.hubsim_args());
-            toml_list(&argv)
-        };
-        format!(
-            "start_mode = \"command\"\ncreate_and_start_command = {}\nstart_command = {}",
-            command("HA_INIT"),
-            command("HA")
-        )
-    } else {
-        "start_mode = \"env\"".to_string()
+    let command = |mode: &str| {
+        let mut argv: Vec<String> = [crate::image::HUBSIM, "container", "start", "--mode", mode]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        argv.extend(timing.hubsim_args());
+        argv
     };
-    let hub = format!(
-        r#"driver = "docker"
-stop_timeout_secs = 10
-create_timeout_secs = 60
-
-[docker]
-container = "{container}"
-image_repository = "{repository}"
-network = "{network}"
-appdata_volume = "{volume}"
-args = {args}
-{start_mode}
-created_pattern = "created HA schema"
-"#,
-        container = node.container,
-        args = toml_list(&args),
-        network = network,
-        volume = volume,
-        start_mode = start_mode,
-    );
-    agent_config_around(node, tls, "a hubsim container", &hub)
+    let (start_mode, create_and_start_command, start_command) = if command_override {
+        (DockerStartMode::Command, command("HA_INIT"), command("HA"))
+    } else {
+        (DockerStartMode::Env, Vec::new(), Vec::new())
+    };
+    let hub = AgentHub {
+        layout: None,
+        driver: Some(DriverKind::Docker),
+        create_command: Vec::new(),
+        start_command: Vec::new(),
+        working_dir: None,
+        stop_timeout_secs: 10,
+        create_timeout_secs: 60,
+        env: BTreeMap::new(),
+    };
+    let docker = AgentDocker {
+        container: node.container.clone(),
+        image_repository: repository.into(),
+        network: network.into(),
+        appdata_volume: volume.into(),
+        args,
+        start_mode,
+        create_and_start_command,
+        start_command,
+        created_pattern: "created HA schema".into(),
+    };
+    agent_config_around(node, tls, hub, Some(docker))
 }
 
 /// The agent configuration the sandbox writes for a node. Its hubs are told
 /// to exit with this process, which they outlive otherwise (see
 /// [`crate::lifetime`]).
-pub fn agent_config(node: &SandboxNode, tls: (&Path, &Path, &Path), timing: &SimTiming) -> String {
-    let hub = format!(
-        r#"layout = "vendor"
-create_command = {create}
-start_command = {start}
-working_dir = "{{runtime}}"
-stop_timeout_secs = 10
-create_timeout_secs = 60
-# hubsim ends when the sandbox (process {owner}) does, however it ends.
-env = {{ {owner_env} = "{owner}" }}
-"#,
-        create = toml_list(&sim_command("create", timing)),
-        start = toml_list(&sim_command("start", timing)),
-        owner_env = EXIT_WITH_PID_ENV,
-        owner = std::process::id(),
-    );
-    agent_config_around(node, tls, "a hubsim node", &hub)
+pub fn agent_config(
+    node: &SandboxNode,
+    tls: (&Path, &Path, &Path),
+    timing: &SimTiming,
+) -> AgentConfig {
+    let hub = AgentHub {
+        layout: Some(Layout::Vendor),
+        driver: None,
+        create_command: sim_command("create", timing),
+        start_command: sim_command("start", timing),
+        working_dir: Some("{runtime}".into()),
+        stop_timeout_secs: 10,
+        create_timeout_secs: 60,
+        // hubsim ends when the sandbox (this process) does, however it ends.
+        env: BTreeMap::from([(
+            EXIT_WITH_PID_ENV.to_string(),
+            std::process::id().to_string(),
+        )]),
+    };
+    agent_config_around(node, tls, hub, None)
 }
 
 /// An agent configuration for `node`: listen address, TLS, paths, the
-/// given `[hub]` body (with any sections that follow it), and the log
-/// role probe hubsim's output calls for.
-fn agent_config_around(
+/// given `[hub]` (and `[docker]`), and the log role probe hubsim's output
+/// calls for.
+pub fn agent_config_around(
     node: &SandboxNode,
     tls: (&Path, &Path, &Path),
-    what: &str,
-    hub: &str,
-) -> String {
-    format!(
-        r#"# hubshift-agent configuration for {what} ({name}), written by the sandbox.
-listen = "127.0.0.1:0"
+    hub: AgentHub,
+    docker: Option<AgentDocker>,
+) -> AgentConfig {
+    AgentConfig {
+        listen: "127.0.0.1:0".into(),
+        tls: AgentTls {
+            cert: tls.0.to_path_buf(),
+            key: tls.1.to_path_buf(),
+            client_ca: tls.2.to_path_buf(),
+            allowed_clients: vec![CONTROLLER_NAME.into()],
+        },
+        paths: AgentPaths {
+            state_dir: node.state_dir.clone(),
+            install_root: node.install_root.clone(),
+            appdata: node.appdata.clone(),
+        },
+        hub,
+        docker,
+        role_probe: RoleProbe::hubsim_log(),
+    }
+}
 
-[tls]
-cert = {cert}
-key = {key}
-client_ca = {ca}
-allowed_clients = ["{controller}"]
-
-[paths]
-state_dir = {state}
-install_root = {install}
-appdata = {appdata}
-
-[hub]
-{hub}
-[role_probe]
-kind = "log"
-active_pattern = "HA role: active"
-standby_pattern = "HA role: standby"
-"#,
-        name = node.name,
-        cert = toml_str(tls.0),
-        key = toml_str(tls.1),
-        ca = toml_str(tls.2),
-        controller = CONTROLLER_NAME,
-        state = toml_str(&node.state_dir),
-        install = toml_str(&node.install_root),
-        appdata = toml_str(&node.appdata),
-    )
+/// Writes `value` as TOML to `path`, after a comment line.
+pub fn write_toml<T: serde::Serialize>(
+    path: &Path,
+    comment: &str,
+    value: &T,
+) -> Result<(), SandboxError> {
+    let text = configs::to_toml(comment, value).map_err(|e| SandboxError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
 }
 
 /// The hub settings the sandbox gives each node: appData bound to the
@@ -429,14 +439,95 @@ pub fn preinstall_runtime(
     Ok(())
 }
 
+/// The CA and the controller's certificate: one per sandbox, or one for a
+/// whole fleet (the inventory names one CA and one controller certificate).
+pub struct SandboxPki {
+    authority: Authority,
+    /// Its files.
+    pub certs: CertPaths,
+}
+
+impl SandboxPki {
+    /// A new CA and controller certificate, written into `dir`.
+    pub fn create(dir: &Path) -> Result<SandboxPki, SandboxError> {
+        std::fs::create_dir_all(dir).map_err(io("creating certs dir"))?;
+        let authority = Authority::new("hubshift sandbox CA")?;
+        let ca = pki::write_pair(dir, "ca", authority.ca(), true)?;
+        let ctl = authority.issue(CONTROLLER_NAME, &[], Usage::Client)?;
+        let ctl = pki::write_pair(dir, CONTROLLER_NAME, &ctl, true)?;
+        Ok(SandboxPki {
+            authority,
+            certs: CertPaths {
+                ca: ca.cert,
+                controller_cert: ctl.cert,
+                controller_key: ctl.key,
+            },
+        })
+    }
+
+    /// Issues agent `name`'s server certificate (for `localhost` and
+    /// 127.0.0.1) into `dir`.
+    pub fn issue_agent(&self, dir: &Path, name: &str) -> Result<pki::WrittenPair, SandboxError> {
+        std::fs::create_dir_all(dir).map_err(io("creating certs dir"))?;
+        let minted = self.authority.issue(
+            name,
+            &["localhost".into(), "127.0.0.1".into()],
+            Usage::Server,
+        )?;
+        Ok(pki::write_pair(dir, name, &minted, true)?)
+    }
+}
+
+/// What a group gets from elsewhere instead of making it itself, so that
+/// several groups live side by side (see [`crate::fleet`]): a database on a
+/// server they share, one PKI, one directory of runtime archives.
+pub struct SharedParts {
+    /// The group's own database (made with
+    /// [`TestDatabase::create_database`]); the server outlives the group
+    /// while another handle lives.
+    pub database: TestDatabase,
+    /// The CA that signs the group's agents.
+    pub pki: std::sync::Arc<SandboxPki>,
+    /// Where runtime archives are written and found.
+    pub archives: PathBuf,
+}
+
 impl Sandbox {
     /// Builds and starts the whole group; returns when the primary is active
     /// and every secondary is standby.
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        Self::build(opts, None).await
+    }
+
+    /// Like [`Sandbox::start`], on the given database, PKI and archives
+    /// (hubs as host processes only: containers would need the shared
+    /// server to listen on each group's network).
+    pub async fn start_shared(
+        opts: SandboxOptions,
+        shared: SharedParts,
+    ) -> Result<Sandbox, SandboxError> {
+        if opts.driver != HubDriver::Process {
+            return Err(SandboxError::Agent(
+                "a group on a shared database runs its hubs as host processes (driver process)"
+                    .into(),
+            ));
+        }
+        Self::build(opts, Some(shared)).await
+    }
+
+    async fn build(
+        opts: SandboxOptions,
+        shared: Option<SharedParts>,
+    ) -> Result<Sandbox, SandboxError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         if opts.nodes < 2 {
             return Err(SandboxError::Agent(
                 "an HA group needs at least two nodes".into(),
+            ));
+        }
+        if opts.nodes > 26 {
+            return Err(SandboxError::Agent(
+                "a sandbox group has at most 26 nodes (hub-a to hub-z)".into(),
             ));
         }
         let (tmp, root) = match &opts.dir {
@@ -468,37 +559,35 @@ impl Sandbox {
         );
         let mut network = NetworkGuard(String::new());
         let mut hub_db_host = String::new();
-        let db = if opts.driver == HubDriver::Docker {
-            crate::image::engine_available()
-                .map_err(|e| SandboxError::Agent(format!("no Docker Engine: {e}")))?;
-            let (gateway, subnet) = crate::image::create_network(&tag)?;
-            network.0 = tag.clone();
-            hub_db_host = gateway.clone();
-            TestDatabase::create_reachable_from(Some((gateway, subnet))).await?
-        } else {
-            TestDatabase::create().await?
-        };
         let certs_dir = root.join("certs");
-        std::fs::create_dir_all(&certs_dir).map_err(io("creating certs dir"))?;
-        let ca = Authority::new("hubshift sandbox CA")?;
-        let ca_paths = pki::write_pair(&certs_dir, "ca", ca.ca(), true)?;
-        let ctl = ca.issue(CONTROLLER_NAME, &[], Usage::Client)?;
-        let ctl_paths = pki::write_pair(&certs_dir, CONTROLLER_NAME, &ctl, true)?;
-        let certs = CertPaths {
-            ca: ca_paths.cert.clone(),
-            controller_cert: ctl_paths.cert,
-            controller_key: ctl_paths.key,
+        let (db, pki, archives) = match shared {
+            Some(shared) => (shared.database, shared.pki, shared.archives),
+            None => {
+                let db = if opts.driver == HubDriver::Docker {
+                    crate::image::engine_available()
+                        .map_err(|e| SandboxError::Agent(format!("no Docker Engine: {e}")))?;
+                    let (gateway, subnet) = crate::image::create_network(&tag)?;
+                    network.0 = tag.clone();
+                    hub_db_host = gateway.clone();
+                    TestDatabase::create_reachable_from(Some((gateway, subnet))).await?
+                } else {
+                    TestDatabase::create().await?
+                };
+                let pki = std::sync::Arc::new(SandboxPki::create(&certs_dir)?);
+                (db, pki, root.join("archives"))
+            }
         };
+        let certs = pki.certs.clone();
         let image_repository = match opts.driver {
             HubDriver::Docker => format!("{tag}/hub"),
             HubDriver::Process => String::new(),
         };
-        let archive = Self::write_archive(&root, &opts.version, opts.driver)?;
+        let archive = Self::archive_in(&archives, &opts.version, opts.driver)?;
         let agent_bin = crate::bins::binary("hubshift-agent")?;
         let mut nodes = Vec::new();
         let mut volumes = Vec::new();
         for i in 0..opts.nodes {
-            let name = format!("hub-{}", (b'a' + i as u8) as char);
+            let name = format!("{}-{}", opts.node_prefix, (b'a' + i as u8) as char);
             let dir = root.join("nodes").join(&name);
             let mut node = SandboxNode {
                 config: dir.join("agent.toml"),
@@ -519,15 +608,10 @@ impl Sandbox {
             }
             std::fs::set_permissions(&node.state_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io("chmod state dir"))?;
-            let minted = ca.issue(
-                &name,
-                &["localhost".into(), "127.0.0.1".into()],
-                Usage::Server,
-            )?;
-            let pair = pki::write_pair(&certs_dir, &name, &minted, true)?;
-            let tls = (&*pair.cert, &*pair.key, &*ca_paths.cert);
-            let config = match opts.driver {
-                HubDriver::Process => agent_config(&node, tls, &opts.timing),
+            let pair = pki.issue_agent(&certs_dir, &name)?;
+            let tls = (&*pair.cert, &*pair.key, &*certs.ca);
+            let (mut config, what) = match opts.driver {
+                HubDriver::Process => (agent_config(&node, tls, &opts.timing), "a hubsim node"),
                 HubDriver::Docker => {
                     let volume = if opts.appdata_volume {
                         let v = format!("{}-appdata", node.container);
@@ -536,7 +620,7 @@ impl Sandbox {
                     } else {
                         String::new()
                     };
-                    docker_agent_config(
+                    let config = docker_agent_config(
                         &node,
                         tls,
                         &opts.timing,
@@ -544,15 +628,23 @@ impl Sandbox {
                         &tag,
                         &volume,
                         opts.command_override,
-                    )
+                    );
+                    (config, "a hubsim container")
                 }
             };
-            std::fs::write(&node.config, config).map_err(io("writing agent config"))?;
+            let comment = format!(
+                "hubshift-agent configuration for {what} ({name}), written by the sandbox."
+            );
+            write_toml(&node.config, &comment, &config)?;
             if opts.driver == HubDriver::Process {
                 preinstall_runtime(&node.install_root, &archive, &opts.version)?;
                 write_settings(&node.appdata, &hub_settings(&node.appdata))?;
             }
             spawn_agent(&agent_bin, &mut node).await?;
+            // Keep the port across agent restarts, as a real host does: the
+            // inventory names it.
+            config.listen = node.addr.clone();
+            write_toml(&node.config, &comment, &config)?;
             nodes.push(node);
         }
         let mut sandbox = Sandbox {
@@ -567,6 +659,7 @@ impl Sandbox {
             network: std::mem::take(&mut network.0),
             hub_db_host,
             volumes,
+            archives,
             _tmp: tmp,
             _watchdog: watchdog,
         };
@@ -589,13 +682,15 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    fn write_archive(
-        root: &Path,
+    /// The runtime archive for `version` in directory `archives`, written
+    /// there first if it is not yet (through a temporary file renamed into
+    /// place, so groups sharing the directory never see half an archive).
+    pub fn archive_in(
+        archives: &Path,
         version: &str,
         driver: HubDriver,
     ) -> Result<PathBuf, SandboxError> {
         let hubsim = crate::bins::binary("hubsim")?;
-        let archives = root.join("archives");
         match driver {
             HubDriver::Process => {
                 let path = archives.join(crate::runtime::archive_name(version));
@@ -607,7 +702,7 @@ impl Sandbox {
             HubDriver::Docker => {
                 let path = archives.join(format!("hubsim-image-{version}.tar"));
                 if !path.exists() {
-                    std::fs::create_dir_all(&archives).map_err(io("creating archives dir"))?;
+                    std::fs::create_dir_all(archives).map_err(io("creating archives dir"))?;
                     crate::image::write_image_archive(version, &hubsim, &path)?;
                 }
                 Ok(path)
@@ -617,9 +712,9 @@ impl Sandbox {
 
     /// A runtime archive for `version` as the agents take it: a hubsim
     /// runtime tar.gz, or a `docker save` archive of a hubsim image
-    /// (written once, in `<root>/archives`).
+    /// (written once, in `<root>/archives` or the archives it shares).
     pub fn runtime_archive(&self, version: &str) -> Result<PathBuf, SandboxError> {
-        Self::write_archive(&self.root, version, self.driver)
+        Self::archive_in(&self.archives, version, self.driver)
     }
 
     /// Uploads `archive` to node `i`'s agent with InstallRuntime.
@@ -785,66 +880,73 @@ impl Sandbox {
         }
     }
 
+    /// Writes the database URL into `path`, mode 0600, for an inventory's
+    /// `url_file`.
+    pub fn write_database_url(&self, path: &Path) -> Result<(), SandboxError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        pki::write_file(path, format!("{}\n", self.db.url()).as_bytes(), 0o600, true)?;
+        Ok(())
+    }
+
+    /// A `[database]` table for this group's database, its URL in `url_file`.
+    pub fn inventory_database(&self, url_file: &Path) -> InventoryDatabase {
+        InventoryDatabase {
+            url_file: url_file.to_path_buf(),
+            hub_host: (!self.hub_db_host.is_empty()).then(|| self.hub_db_host.clone()),
+        }
+    }
+
+    /// This group as a `[[groups]]` entry named `group`, with its own
+    /// database table when `database` is given.
+    pub fn inventory_group(
+        &self,
+        group: &str,
+        database: Option<InventoryDatabase>,
+    ) -> InventoryGroup {
+        InventoryGroup {
+            name: group.into(),
+            nodes: self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| InventoryNode {
+                    name: n.name.clone(),
+                    agent: n.addr.clone(),
+                    role: if i == 0 {
+                        NodeRole::Primary
+                    } else {
+                        NodeRole::Secondary
+                    },
+                    tls_name: "localhost".into(),
+                })
+                .collect(),
+            database,
+        }
+    }
+
     /// Writes an inventory for the controller at `path`, with the database
     /// URL in a 0600 file beside it.
     pub fn write_inventory(&self, path: &Path, group: &str) -> Result<(), SandboxError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io("creating inventory dir"))?;
         let url_file = dir.join("database-url");
-        pki::write_file(
-            &url_file,
-            format!("{}\n", self.db.url()).as_bytes(),
-            0o600,
-            true,
-        )?;
-        let mut nodes = String::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            nodes.push_str(&format!(
-                "  {{ name = \"{}\", agent = \"{}\", role = \"{}\", tls_name = \"localhost\" }},\n",
-                n.name,
-                n.addr,
-                if i == 0 { "primary" } else { "secondary" }
-            ));
-        }
-        let text = format!(
-            r#"# hubshift inventory for the sandbox group, written by hubshift-sandbox.
-[database]
-url_file = {url_file}{hub_host}
-
-[tls]
-ca = {ca}
-cert = {cert}
-key = {key}
-
-[timeouts]
-stop = 10
-takeover = 60
-start = 60
-secondary_shutdown = 10
-standby_join = 60
-rpc = 15
-backup = 300
-
-[backups]
-copy_to = {copies}
-
-[[groups]]
-name = "{group}"
-nodes = [
-{nodes}]
-"#,
-            url_file = toml_str(&url_file),
-            hub_host = if self.hub_db_host.is_empty() {
-                String::new()
-            } else {
-                format!("\nhub_host = {}", toml_quote(&self.hub_db_host))
+        self.write_database_url(&url_file)?;
+        let inventory = Inventory {
+            database: Some(self.inventory_database(&url_file)),
+            tls: self.certs.inventory_tls(),
+            timeouts: InventoryTimeouts::sandbox(),
+            backups: InventoryBackups {
+                copy_to: self.root.join("backup-copies"),
             },
-            ca = toml_str(&self.certs.ca),
-            cert = toml_str(&self.certs.controller_cert),
-            key = toml_str(&self.certs.controller_key),
-            copies = toml_str(&self.root.join("backup-copies")),
-        );
-        std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
+            groups: vec![self.inventory_group(group, None)],
+        };
+        write_toml(
+            path,
+            "hubshift inventory for the sandbox group, written by hubshift-sandbox.",
+            &inventory,
+        )
     }
 
     /// SIGKILLs node `i`'s agent (the hub keeps running).
@@ -940,15 +1042,6 @@ async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxEr
             && !text.trim().is_empty()
         {
             node.addr = text.trim().to_string();
-            // Keep the port across agent restarts, as a real host does: the
-            // inventory names it.
-            if let Ok(cfg) = std::fs::read_to_string(&node.config) {
-                let pinned = cfg.replace(
-                    "listen = \"127.0.0.1:0\"",
-                    &format!("listen = \"{}\"", node.addr),
-                );
-                std::fs::write(&node.config, pinned).map_err(io("pinning the agent's port"))?;
-            }
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -968,4 +1061,118 @@ async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxEr
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(dir: &Path) -> SandboxNode {
+        SandboxNode {
+            name: "hub-b".into(),
+            config: dir.join("agent.toml"),
+            state_dir: dir.join("state"),
+            install_root: dir.join("install"),
+            appdata: dir.join("app \"data\""),
+            agent_log: dir.join("agent.log"),
+            addr: "127.0.0.1:7000".into(),
+            container: "sb-hub-b".into(),
+            agent: None,
+        }
+    }
+
+    fn written(config: &AgentConfig) -> (String, toml::Table) {
+        let text = configs::to_toml("test", config).unwrap();
+        let table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        (text, table)
+    }
+
+    const TLS: (&str, &str, &str) = ("/c/hub-b.crt", "/c/hub-b.key", "/c/ca.crt");
+
+    fn tls() -> (&'static Path, &'static Path, &'static Path) {
+        (Path::new(TLS.0), Path::new(TLS.1), Path::new(TLS.2))
+    }
+
+    #[test]
+    fn a_process_agent_config_names_the_hubsim_commands_paths_and_owner() {
+        let dir = Path::new("/sb/nodes/hub-b");
+        let (text, t) = written(&agent_config(&node(dir), tls(), &SimTiming::fast()));
+        assert!(text.starts_with("# test\n"), "{text}");
+        assert_eq!(t["listen"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(t["tls"]["cert"].as_str(), Some(TLS.0));
+        assert_eq!(t["tls"]["client_ca"].as_str(), Some(TLS.2));
+        assert_eq!(
+            t["tls"]["allowed_clients"].as_array().unwrap()[0].as_str(),
+            Some(CONTROLLER_NAME)
+        );
+        // Quotes in a path survive the trip.
+        assert_eq!(
+            t["paths"]["appdata"].as_str(),
+            Some("/sb/nodes/hub-b/app \"data\"")
+        );
+        let hub = t["hub"].as_table().unwrap();
+        assert_eq!(hub["layout"].as_str(), Some("vendor"));
+        assert!(!hub.contains_key("driver"));
+        assert_eq!(hub["working_dir"].as_str(), Some("{runtime}"));
+        let create: Vec<&str> = hub["create_command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(create[..3], ["{runtime}/bin/hubsim", "create", "-n"]);
+        assert!(create.contains(&"env:HUBSHIFT_JDBC_URI"));
+        assert_eq!(
+            hub["env"][EXIT_WITH_PID_ENV].as_str(),
+            Some(std::process::id().to_string().as_str())
+        );
+        assert_eq!(t["role_probe"]["kind"].as_str(), Some("log"));
+        assert!(!t.contains_key("docker"));
+    }
+
+    #[test]
+    fn a_docker_agent_config_has_a_docker_table_tests_can_extend() {
+        let dir = Path::new("/sb/nodes/hub-b");
+        let timing = SimTiming::fast();
+        let env = docker_agent_config(&node(dir), tls(), &timing, "sb/hub", "sb-net", "", false);
+        let (text, t) = written(&env);
+        // The end-to-end tests insert keys right after this header line.
+        assert!(text.contains("\n[docker]\n"), "{text}");
+        assert_eq!(t["hub"]["driver"].as_str(), Some("docker"));
+        let docker = t["docker"].as_table().unwrap();
+        assert_eq!(docker["container"].as_str(), Some("sb-hub-b"));
+        assert_eq!(docker["image_repository"].as_str(), Some("sb/hub"));
+        assert_eq!(docker["network"].as_str(), Some("sb-net"));
+        assert_eq!(docker["start_mode"].as_str(), Some("env"));
+        assert!(!docker.contains_key("start_command"));
+        assert_eq!(
+            docker["args"].as_array().unwrap()[0].as_str(),
+            Some("start")
+        );
+
+        let old = docker_agent_config(&node(dir), tls(), &timing, "sb/hub", "sb-net", "v", true);
+        let (_, t) = written(&old);
+        let docker = t["docker"].as_table().unwrap();
+        assert_eq!(docker["start_mode"].as_str(), Some("command"));
+        assert_eq!(docker["appdata_volume"].as_str(), Some("v"));
+        let mode = |key: &str| -> Vec<String> {
+            docker[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(
+            mode("create_and_start_command")[..5],
+            [
+                crate::image::HUBSIM,
+                "container",
+                "start",
+                "--mode",
+                "HA_INIT"
+            ]
+        );
+        assert_eq!(mode("start_command")[4], "HA");
+    }
 }

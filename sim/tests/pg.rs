@@ -66,3 +66,61 @@ fn finds_the_hubsim_binary_from_a_test_executable() {
         .to_string();
     assert!(e.contains("cargo build -p"), "{e}");
 }
+
+/// One server, several databases: each apart from the others, the server up
+/// while any handle lives (whichever was made first), stopped with the last.
+#[tokio::test]
+async fn databases_made_on_one_server_are_apart_and_keep_the_server_up() {
+    let first = TestDatabase::create().await.unwrap();
+    let one = first.create_database("plant_1").await.unwrap();
+    let two = first.create_database("plant_2").await.unwrap();
+    assert!(one.same_server(&first) && two.same_server(&one));
+    assert_eq!((one.host(), one.port()), (first.host(), first.port()));
+    assert_ne!(one.dbname(), two.dbname());
+    assert!(one.dbname().starts_with("plant_1") && two.dbname().starts_with("plant_2"));
+    // Refused before the server sees it: not a plain identifier.
+    assert!(first.create_database("plant-1; DROP").await.is_err());
+
+    let c1 = one.connect().await.unwrap();
+    let c2 = two.connect().await.unwrap();
+    let name: String = c1
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, one.dbname());
+    c1.batch_execute("CREATE TABLE only_in_one (x int); INSERT INTO only_in_one VALUES (1)")
+        .await
+        .unwrap();
+    let seen: i64 = c2
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'only_in_one'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0, "a table of plant_1 is not in plant_2");
+    drop((c1, c2));
+
+    // The handle that made the server goes first; the others keep it.
+    let private = first.server_dir();
+    drop(first);
+    let c2 = two.connect().await.unwrap();
+    let one_row: i32 = c2.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one_row, 1);
+    drop(c2);
+    let port = two.port();
+    drop(one);
+    drop(two);
+    if let Some(dir) = private {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        let again = format!("postgres://x:y@127.0.0.1:{port}/postgres");
+        assert!(
+            tokio_postgres::connect(&again, tokio_postgres::NoTls)
+                .await
+                .is_err(),
+            "the private cluster is stopped with its last handle"
+        );
+    }
+}

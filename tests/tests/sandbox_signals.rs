@@ -1,5 +1,5 @@
-//! `hubshift-sandbox up`, `demo` and `bench` leave nothing behind however
-//! they end: terminated (SIGTERM, SIGHUP) they tear down as on Ctrl-C;
+//! `hubshift-sandbox up`, `demo` and `bench` (also with `--groups`) leave
+//! nothing behind however they end: terminated (SIGTERM, SIGHUP) they tear down as on Ctrl-C;
 //! killed outright (SIGKILL) their agents, the hubs those agents started,
 //! the controller, PostgreSQL and the temporary directories go away on their
 //! own within seconds.
@@ -200,13 +200,17 @@ impl Run {
         text
     }
 
-    /// Sandbox and cluster directories still in the run's TMPDIR.
+    /// Sandbox, fleet and cluster directories still in the run's TMPDIR.
     fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.marker())
             .map(|d| {
                 d.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("hubshift-pg-") || n.starts_with("hubshift-sandbox-"))
+                    .filter(|n| {
+                        ["hubshift-pg-", "hubshift-sandbox-", "hubshift-fleet-"]
+                            .iter()
+                            .any(|p| n.starts_with(p))
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -362,6 +366,35 @@ fn bench_on_sigterm_mid_upgrade_tears_down() {
 #[test]
 fn bench_killed_outright_mid_upgrade_leaves_nothing_running() {
     let mut run = start_bench();
+    run.signal(libc::SIGKILL);
+    run.wait_exit();
+    run.wait_all_gone();
+}
+
+/// `demo --groups 3` while its groups are being built: the third group's
+/// primary hub runs, so every group has agents and hubs of its own.
+fn start_fleet_demo() -> Run {
+    let mut args = vec!["demo", "--groups", "3"];
+    args.extend(FAST);
+    let mut run = Run::start(&args);
+    run.wait_for_process(&["hubsim", "start", "plant-3-a"]);
+    run
+}
+
+#[test]
+fn fleet_demo_on_sigterm_while_building_tears_down_every_group() {
+    let mut run = start_fleet_demo();
+    run.signal(libc::SIGTERM);
+    let status = run.wait_exit();
+    let stderr = run.stderr();
+    assert!(!status.success(), "an interrupted demo is a failure");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    run.wait_all_gone();
+}
+
+#[test]
+fn fleet_demo_killed_outright_while_building_leaves_nothing_running() {
+    let mut run = start_fleet_demo();
     run.signal(libc::SIGKILL);
     run.wait_exit();
     run.wait_all_gone();
