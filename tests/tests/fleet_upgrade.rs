@@ -1,0 +1,382 @@
+//! End to end: the real `hubshift` upgrades fleets of three hubsim groups,
+//! each group on its own database of one real PostgreSQL server, through
+//! real agents over mTLS — a canary that fails, a failure budget, a pause,
+//! a stop from another process, a resume, and two controllers whose group
+//! lists overlap.
+
+mod support;
+
+use hubshift_common::pb::HubRole;
+use hubshift_sim::fleet::{Fleet, FleetOptions};
+use hubshift_sim::measure;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use support::*;
+
+const FROM: &str = "4.1.0";
+const TO: &str = "4.2.0";
+
+struct Setup {
+    fleet: Fleet,
+    inventory: PathBuf,
+    archive: String,
+    since: SystemTime,
+}
+
+async fn setup(groups: usize) -> Setup {
+    let fleet = Fleet::start(FleetOptions {
+        groups,
+        version: FROM.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("fleet: {e}"));
+    let inventory = fleet.root.join("inventory.toml");
+    fleet.write_inventory(&inventory).unwrap();
+    let archive = fleet.runtime_archive(TO).unwrap().display().to_string();
+    Setup {
+        fleet,
+        inventory,
+        archive,
+        since: SystemTime::now(),
+    }
+}
+
+/// Adds a check every group runs after its upgrade: it fails for a group
+/// while a file named like it exists in `marks`.
+fn add_check(inventory: &Path, marks: &Path) {
+    let mut text = std::fs::read_to_string(inventory).unwrap();
+    text.push_str(&format!(
+        "\n[checks]\ncommand = [\"/bin/sh\", \"-c\", \"test ! -e \\\"$MARKS/$HUBSHIFT_GROUP\\\" || {{ echo $HUBSHIFT_GROUP serves no fresh data; exit 3; }}\"]\ntimeout_secs = 10\ninterval_secs = 1\nenv = {{ MARKS = \"{}\" }}\n",
+        marks.display()
+    ));
+    std::fs::write(inventory, text).unwrap();
+}
+
+fn fleet_args<'a>(archive: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["upgrade", "--runtime", archive, "--version", TO, "--yes"];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The closing table's row of `group`.
+fn row<'a>(finished: &'a Value, group: &str) -> &'a Value {
+    finished["groups"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["group"] == group))
+        .unwrap_or_else(|| panic!("no row for {group}: {finished}"))
+}
+
+/// Every node of the group runs `version`, one active and one standby.
+async fn assert_group_at(fleet: &Fleet, group: &str, version: &str) {
+    let g = fleet.group(group).unwrap_or_else(|| panic!("no {group}"));
+    g.wait_role(0, HubRole::Active, Duration::from_secs(60))
+        .await
+        .unwrap();
+    g.wait_role(1, HubRole::Standby, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        let s = g.status(i).await.unwrap();
+        assert_eq!(s.active_runtime, version, "{group} node {i}: {s:?}");
+    }
+    let db = g.db.connect().await.unwrap();
+    assert_eq!(
+        schema_version(&db).await.as_deref(),
+        Some(version),
+        "{group}"
+    );
+}
+
+/// Data flowed in the group since `since`, never from two nodes at once,
+/// and only from its own nodes (each group has its own database).
+async fn assert_no_split_brain(fleet: &Fleet, group: &str, since: SystemTime) {
+    let g = fleet.group(group).unwrap();
+    let db = g.db.connect().await.unwrap();
+    let ticks = measure::fetch_ticks(&db, since).await.unwrap();
+    assert!(ticks.len() > 20, "{group}: {} ticks", ticks.len());
+    assert_eq!(
+        measure::split_brain(&ticks, fleet.timing.tick_interval),
+        None,
+        "{group}: split brain"
+    );
+    assert!(
+        ticks.iter().all(|t| t.node.starts_with(group)),
+        "{group}: ticks from other groups' nodes"
+    );
+}
+
+/// Events between `fleet_started` and `fleet_finished` carry the fleet, and
+/// every group's events carry the group.
+fn assert_events_marked(ev: &[Value], fleet: &str) {
+    let start = ev
+        .iter()
+        .position(|e| e["event"] == "fleet_started")
+        .expect("fleet_started");
+    for e in &ev[start..] {
+        if e["event"] == "error" {
+            continue;
+        }
+        assert_eq!(e["fleet"], fleet, "{e}");
+        if e["event"].as_str().is_some_and(|n| n.starts_with("step_")) {
+            assert!(e["group"].as_str().is_some(), "{e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_stops_the_fleet_and_a_failure_within_budget_does_not() {
+    let s = setup(3).await;
+    let marks = s.fleet.root.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    add_check(&s.inventory, &marks);
+
+    // Ready lines for every group.
+    let out = run(&s.inventory, &["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ready: Vec<_> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "group_readiness")
+        .collect();
+    assert_eq!(ready.len(), 3, "{ready:#?}");
+    assert!(ready.iter().all(|r| r["ready"] == true), "{ready:#?}");
+
+    // Canary plant-1 upgrades, then its check fails: nothing else starts.
+    std::fs::write(marks.join("plant-1"), b"").unwrap();
+    let out = run(
+        &s.inventory,
+        &fleet_args(
+            &s.archive,
+            &[
+                "--all",
+                "--canary",
+                "plant-1",
+                "--soak",
+                "2s",
+                "--parallel",
+                "2",
+            ],
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ev = events(&out);
+    let started = find(&ev, "fleet_started").expect("fleet_started");
+    let fleet_id = started["fleet"].as_str().unwrap().to_string();
+    assert_events_marked(&ev, &fleet_id);
+    let finished = find(&ev, "fleet_finished").expect("fleet_finished");
+    let canary = row(finished, "plant-1");
+    assert_eq!(canary["result"], "failed", "{finished}");
+    let canary_run = canary["run"].as_str().unwrap().to_string();
+    assert!(
+        canary["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("hubshift rollback --run {canary_run}")),
+        "{canary}"
+    );
+    assert!(
+        canary["reason"]
+            .as_str()
+            .unwrap()
+            .contains("serves no fresh data"),
+        "the check's output is shown: {canary}"
+    );
+    for g in ["plant-2", "plant-3"] {
+        assert_eq!(row(finished, g)["result"], "not_started", "{finished}");
+        assert!(
+            !ev.iter()
+                .any(|e| e["group"] == g && e["event"] == "step_started"),
+            "{g} was touched"
+        );
+        assert_group_at(&s.fleet, g, FROM).await;
+    }
+    assert_group_at(&s.fleet, "plant-1", TO).await;
+
+    // A failure budget of one: plant-2's check fails, plant-3 still goes.
+    std::fs::remove_file(marks.join("plant-1")).unwrap();
+    std::fs::write(marks.join("plant-2"), b"").unwrap();
+    let out = run(
+        &s.inventory,
+        &fleet_args(
+            &s.archive,
+            &["-g", "plant-2", "-g", "plant-3", "--max-failed", "1"],
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ev = events(&out);
+    let finished = find(&ev, "fleet_finished").expect("fleet_finished");
+    assert_eq!(row(finished, "plant-2")["result"], "failed", "{finished}");
+    let done = row(finished, "plant-3");
+    assert_eq!(done["result"], "done", "{finished}");
+    let windows = done["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2, "{done}");
+    assert!(done["backup_id"].as_str().is_some(), "{done}");
+    assert!(done["duration_ms"].as_u64().unwrap() > 0, "{done}");
+    let second_fleet = find(&ev, "fleet_started").unwrap()["fleet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for g in ["plant-1", "plant-2", "plant-3"] {
+        assert_group_at(&s.fleet, g, TO).await;
+        assert_no_split_brain(&s.fleet, g, s.since).await;
+    }
+
+    // The journals, read across the three databases, list both fleets.
+    let out = run(&s.inventory, &["runs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    let fleets: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "fleet")
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert!(
+        fleets.contains(&fleet_id.as_str()) && fleets.contains(&second_fleet.as_str()),
+        "{fleets:?}"
+    );
+    let runs: Vec<&Value> = ev.iter().filter(|e| e["event"] == "run").collect();
+    assert_eq!(runs.len(), 3, "one run per group upgraded: {runs:#?}");
+    let out = run(&s.inventory, &["runs", "--fleet", &second_fleet]);
+    assert!(out.status.success(), "{}", text(&out));
+    let members: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "fleet_member")
+        .collect();
+    assert_eq!(members.len(), 2, "{members:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_then_stopped_fleet_resumes_to_the_end() {
+    let s = setup(3).await;
+    // Every group in flight parks before the schema drop; plant-3 waits.
+    let out = run(
+        &s.inventory,
+        &fleet_args(
+            &s.archive,
+            &["--all", "--parallel", "2", "--pause-before", "drop_schema"],
+        ),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let ev = events(&out);
+    let fleet_id = find(&ev, "fleet_started").unwrap()["fleet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let finished = find(&ev, "fleet_finished").expect("fleet_finished");
+    for g in ["plant-1", "plant-2"] {
+        assert_eq!(row(finished, g)["result"], "paused", "{finished}");
+        // Parked while its secondary serves, the schema untouched.
+        let grp = s.fleet.group(g).unwrap();
+        grp.wait_role(1, HubRole::Active, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let db = grp.db.connect().await.unwrap();
+        assert_eq!(schema_version(&db).await.as_deref(), Some(FROM), "{g}");
+    }
+    assert_eq!(row(finished, "plant-3")["result"], "not_started");
+    assert_group_at(&s.fleet, "plant-3", FROM).await;
+
+    // Resumed, then stopped from another process: no group begins after
+    // the stop is recorded, and the fleet parks (exit 4).
+    let mut resumed = Running::spawn(&s.inventory, &["resume", "--fleet", &fleet_id]);
+    resumed.wait_for(Duration::from_secs(120), "a resumed step", |e| {
+        e["event"] == "step_started" && e["name"] == "drop_schema"
+    });
+    let out = run(&s.inventory, &["stop", "--fleet", &fleet_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stop_ts = find(&events(&out), "stop_requested").expect("stop_requested")["ts_ms"]
+        .as_u64()
+        .unwrap();
+    let (code, seen) = resumed.finish(Duration::from_secs(300));
+    assert_eq!(code, Some(4), "{seen:#?}");
+    let finished = find(&seen, "fleet_finished").expect("fleet_finished");
+    let p3 = row(finished, "plant-3")["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ["not_started", "stopped", "paused"].contains(&p3.as_str()),
+        "plant-3 did not run to its end after the stop: {finished}"
+    );
+    for e in seen.iter().filter(|e| e["event"] == "run_started") {
+        assert!(
+            e["ts_ms"].as_u64().unwrap() < stop_ts,
+            "a group began after the stop was recorded: {e}"
+        );
+    }
+
+    // Resumed until done: each resume either parks again (a group begun
+    // later parks at its own gate, once) or finishes every group.
+    let mut last = None;
+    for attempt in 0..4 {
+        let out = run(&s.inventory, &["resume", "--fleet", &fleet_id]);
+        let ev = events(&out);
+        for p in ev.iter().filter(|e| e["event"] == "run_paused") {
+            assert_eq!(p["name"], "drop_schema", "{p}");
+        }
+        match out.status.code() {
+            Some(0) => {
+                last = Some(ev);
+                break;
+            }
+            Some(4) if attempt < 3 => continue,
+            other => panic!("resume {attempt} exited {other:?}: {}", text(&out)),
+        }
+    }
+    let ev = last.expect("the fleet finished within four resumes");
+    let finished = find(&ev, "fleet_finished").expect("fleet_finished");
+    for g in ["plant-1", "plant-2", "plant-3"] {
+        assert_eq!(row(finished, g)["result"], "done", "{finished}");
+        assert_group_at(&s.fleet, g, TO).await;
+        assert_no_split_brain(&s.fleet, g, s.since).await;
+    }
+    let out = run(&s.inventory, &["runs", "--fleet", &fleet_id]);
+    let members: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "fleet_member")
+        .collect();
+    assert_eq!(members.len(), 3, "{members:#?}");
+    assert!(members.iter().all(|m| m["state"] == "done"), "{members:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_with_overlapping_lists_upgrade_each_group_once() {
+    let s = setup(3).await;
+    let x = Running::spawn(
+        &s.inventory,
+        &fleet_args(&s.archive, &["-g", "plant-1", "-g", "plant-2"]),
+    );
+    let y = Running::spawn(
+        &s.inventory,
+        &fleet_args(&s.archive, &["-g", "plant-3", "-g", "plant-2"]),
+    );
+    let (xc, xe) = x.finish(Duration::from_secs(400));
+    let (yc, ye) = y.finish(Duration::from_secs(400));
+    assert_eq!(xc, Some(0), "{xe:#?}");
+    assert_eq!(yc, Some(0), "{ye:#?}");
+    let result = |ev: &[Value], g: &str| -> String {
+        let f = find(ev, "fleet_finished").unwrap_or_else(|| panic!("{ev:#?}"));
+        row(f, g)["result"].as_str().unwrap().to_string()
+    };
+    assert_eq!(result(&xe, "plant-1"), "done");
+    assert_eq!(result(&ye, "plant-3"), "done");
+    let mut shared = [result(&xe, "plant-2"), result(&ye, "plant-2")];
+    shared.sort();
+    assert_eq!(
+        shared,
+        ["done", "taken"],
+        "exactly one controller did plant-2"
+    );
+    for g in ["plant-1", "plant-2", "plant-3"] {
+        assert_group_at(&s.fleet, g, TO).await;
+        assert_no_split_brain(&s.fleet, g, s.since).await;
+        let out = run(&s.inventory, &["runs", "-g", g]);
+        let runs: Vec<Value> = events(&out)
+            .into_iter()
+            .filter(|e| e["event"] == "run" && e["group"] == g)
+            .collect();
+        assert_eq!(runs.len(), 1, "{g} was upgraded once: {runs:#?}");
+        assert_eq!(runs[0]["state"], "done", "{runs:#?}");
+    }
+}
