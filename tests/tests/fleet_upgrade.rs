@@ -380,3 +380,58 @@ async fn two_controllers_with_overlapping_lists_upgrade_each_group_once() {
         assert_eq!(runs[0]["state"], "done", "{runs:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn human_output_of_parallel_groups_is_prefixed_and_never_interleaved() {
+    let s = setup(2).await;
+    let out = std::process::Command::new(bin("hubshift"))
+        .args(fleet_args(&s.archive, &["--all", "--parallel", "2"]))
+        .arg("-i")
+        .arg(&s.inventory)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let table = lines
+        .iter()
+        .position(|l| l.starts_with("Fleet F") && l.contains("done"))
+        .unwrap_or_else(|| panic!("no closing line: {stdout}"));
+    let started = lines
+        .iter()
+        .position(|l| l.starts_with("Fleet F") && l.contains("group(s) ->"))
+        .unwrap_or_else(|| panic!("no fleet start line: {stdout}"));
+    let mut per_group = [0usize; 2];
+    for l in &lines[started + 1..table] {
+        if l.is_empty() {
+            continue;
+        }
+        let i = if l.starts_with("[plant-1] ") {
+            0
+        } else if l.starts_with("[plant-2] ") {
+            1
+        } else {
+            panic!("a line without its group: {l:?}\n{stdout}")
+        };
+        per_group[i] += 1;
+        // One event per line: never two step tags or two group tags.
+        assert_eq!(l.matches("[plant-").count(), 1, "{l:?}");
+        assert!(l.matches("/14]").count() <= 1, "{l:?}");
+    }
+    // Both groups ran all 14 steps, announced and finished.
+    assert!(
+        per_group.iter().all(|n| *n >= 28),
+        "{per_group:?}\n{stdout}"
+    );
+    for g in ["plant-1", "plant-2"] {
+        assert!(
+            lines[table..]
+                .iter()
+                .any(|l| l.trim_start().starts_with(g) && l.contains(" done ")),
+            "no table row for {g}: {stdout}"
+        );
+        assert_group_at(&s.fleet, g, TO).await;
+        assert_no_split_brain(&s.fleet, g, s.since).await;
+    }
+}
