@@ -86,6 +86,12 @@ impl Hub {
         self
     }
 
+    /// The same hub with its role probe saying `role`.
+    pub fn role(mut self, role: HubRole) -> Self {
+        self.role = role;
+        self
+    }
+
     /// The same hub with `version` unpacked beside its runtime.
     pub fn staged(mut self, version: &str) -> Self {
         self.staged.push(version.to_string());
