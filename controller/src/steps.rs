@@ -4,7 +4,7 @@
 
 use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::clock::now_ms;
-use crate::facts::RunFacts;
+use crate::facts::{RunFacts, StepOutcome};
 use crate::inventory::TimeoutsSection;
 use crate::output::Output;
 use crate::plan::Step;
@@ -184,9 +184,10 @@ async fn stop_primary(run: &mut Run, node: &str) -> Result<Value> {
         .collect::<Result<_>>()?;
     let stop = Duration::from_secs(run.inv.timeouts.stop);
     let stopped = stop_primary_if_safe(&agent, &others, stop).await?;
-    if run.facts.primary_stopped_ms.is_none() || stopped.was_running {
-        run.facts.primary_stopped_ms = Some(stopped.requested_ms);
-    }
+    run.apply(StepOutcome::PrimaryStopped {
+        requested_ms: stopped.requested_ms,
+        was_running: stopped.was_running,
+    });
     Ok(json!({ "was_running": stopped.was_running, "killed": stopped.killed }))
 }
 
@@ -273,10 +274,10 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
     let timeout = Duration::from_secs(run.inv.timeouts.takeover);
     let why = match wait_for_takeover(&agents, timeout).await {
         TakeoverWait::Active { node, seen_ms } => {
-            if run.facts.takeover_ms.is_none() {
-                run.facts.takeover_ms = Some(seen_ms);
-            }
-            run.facts.takeover_node = Some(node.clone());
+            run.apply(StepOutcome::TookOver {
+                node: node.clone(),
+                at_ms: seen_ms,
+            });
             let window = run.facts.windows().into_iter().find(|w| w.window == 1);
             return Ok(json!({ "active": node, "window_ms": window.map(|w| w.duration_ms) }));
         }
@@ -285,9 +286,7 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
             // instance shut down by the new schema) has nobody to hand
             // over to: go on, the outage lasts until the restored primary
             // is active.
-            run.facts.warnings.push(format!(
-                "{why}: the group had no active node until the restored primary started"
-            ));
+            run.apply(StepOutcome::NoTakeover { why: why.clone() });
             return Ok(json!({ "active": null, "no_takeover": why }));
         }
         TakeoverWait::NoneRunning(why) | TakeoverWait::TimedOut(why) => why,
@@ -416,16 +415,7 @@ async fn fall_back_to_primary(run: &mut Run, why: &str) -> Result<Value> {
     let active = await_active_again(&agent, &run.inv.timeouts).await;
     // The hand-over starts again from the stop: what this one measured
     // and backed up belongs to a primary that has run since.
-    run.facts.takeover_ms = None;
-    run.facts.takeover_node = None;
-    if run.facts.rollback_of.is_none() {
-        run.facts.handover_round += 1;
-        run.facts.backup_id = None;
-        run.facts.backup_sha256 = None;
-        run.facts.backup_bytes = None;
-        run.facts.backup_path = None;
-        run.facts.backup_verified = false;
-    }
+    run.apply(StepOutcome::FellBack);
     match active {
         Ok(()) => Err(FellBack(format!(
             "{why}; {primary} was started again and is active: the group serves as before the run, nothing irreversible was done. Fix the secondary, then `hubshift resume` (starts again at the primary's stop) or `hubshift abandon`"
@@ -485,11 +475,12 @@ async fn backup(run: &mut Run, node: &str) -> Result<Value> {
         r.sha256.len() == 64,
         "agent returned no SHA-256 for backup {id}"
     );
-    run.facts.backup_id = Some(r.id.clone());
-    run.facts.backup_sha256 = Some(r.sha256.clone());
-    run.facts.backup_bytes = Some(r.size_bytes);
-    run.facts.backup_path = Some(r.path.clone());
-    run.facts.backup_verified = false;
+    run.apply(StepOutcome::BackedUp {
+        id: r.id.clone(),
+        sha256: r.sha256.clone(),
+        bytes: r.size_bytes,
+        path: r.path.clone(),
+    });
     Ok(
         json!({ "id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "path": r.path, "existed": r.existed }),
     )
@@ -518,8 +509,7 @@ async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
                 .await?;
         copy = Some(path.display().to_string());
     }
-    run.facts.backup_copy = copy.clone();
-    run.facts.backup_verified = true;
+    run.apply(StepOutcome::BackupVerified { copy: copy.clone() });
     Ok(
         json!({ "sha256": v.sha256, "entries": v.entries, "size_bytes": v.size_bytes, "copy": copy }),
     )
@@ -607,13 +597,13 @@ async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
     // Start is idempotent on the agent: a running hub (or a compound still
     // in progress, which Start waits for) is answered `already_running`.
     let r = agent.start(mode, node, run.jdbc.expose(), timeout).await?;
-    if mode == StartMode::CreateAndStart && !r.already_running {
-        run.facts.create_done_ms = Some(now_ms());
-    } else if run.facts.create_done_ms.is_none() {
-        // The schema was made before this attempt (a crash in between):
-        // the window opened no later than now.
-        run.facts.create_done_ms = Some(before);
-    }
+    // When the schema was made before this attempt (a crash in between),
+    // the window opened no later than this attempt began.
+    let fresh = mode == StartMode::CreateAndStart && !r.already_running;
+    run.apply(StepOutcome::SchemaCreated {
+        at_ms: if fresh { now_ms() } else { before },
+        fresh,
+    });
     ensure!(
         crate::db::schema_exists(&client, &run.facts.schema).await?,
         "{node} started but schema {} was not created",
@@ -650,42 +640,17 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
         &run.out,
     )
     .await?;
-    // Window 2 opens when the old secondaries may stop serving: at the
-    // create (they shut themselves down on the new schema at any moment
-    // after it), or when hubshift stopped one that did not.
-    let stopped_by_hubshift = back
-        .down
-        .iter()
-        .filter(|(n, _)| back.stopped_by_us.contains(n))
-        .map(|(_, d)| *d)
-        .max();
-    let last_down = match (run.facts.create_done_ms, stopped_by_hubshift) {
-        (Some(c), Some(s)) => Some(c.max(s)),
-        (c, s) => c.or(s).or_else(|| back.down.iter().map(|(_, d)| *d).max()),
-    };
-    if run.facts.secondaries_down_ms.is_none() {
-        run.facts.secondaries_down_ms = last_down;
-    }
-    if run.facts.primary_active_ms.is_none() {
-        run.facts.primary_active_ms = Some(back.primary_active_ms);
-    }
-    if let Some(d) = last_down
-        && back.primary_active_ms < d
-    {
-        run.facts.warnings.push(format!(
-            "{primary} was seen active {} ms before the last old secondary was seen down",
-            d - back.primary_active_ms
-        ));
-    }
-    for n in &back.stopped_by_us {
-        run.facts.warnings.push(format!(
-            "{n} did not shut itself down after the new schema appeared (within {}s, or before {primary} was active) and was stopped by hubshift",
-            run.inv.timeouts.secondary_shutdown
-        ));
-    }
+    let stopped_by_us = back.stopped_by_us.clone();
+    run.apply(StepOutcome::HandedBack {
+        primary: primary.to_string(),
+        down: back.down,
+        stopped_by_hubshift: back.stopped_by_us,
+        shutdown_timeout_secs: run.inv.timeouts.secondary_shutdown,
+        primary_active_ms: back.primary_active_ms,
+    });
     let window = run.facts.windows().into_iter().find(|w| w.window == 2);
     Ok(
-        json!({ "stopped_by_controller": back.stopped_by_us, "window_ms": window.map(|w| w.duration_ms) }),
+        json!({ "stopped_by_controller": stopped_by_us, "window_ms": window.map(|w| w.duration_ms) }),
     )
 }
 
@@ -900,8 +865,7 @@ async fn await_standby(run: &mut Run, node: &str) -> Result<Value> {
         }
     })
     .await?;
-    let now = now_ms();
-    run.facts.standby_again_ms = Some(run.facts.standby_again_ms.map_or(now, |t| t.max(now)));
+    run.apply(StepOutcome::StandbyAgain { at_ms: now_ms() });
     Ok(json!({ "role": "standby" }))
 }
 
