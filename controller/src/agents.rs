@@ -89,13 +89,7 @@ pub async fn connect(inv: &Inventory, node: &Node) -> Result<Agent, AgentError> 
             addr: node.agent.clone(),
             message: error_chain(&e),
         })?;
-    Ok(Agent {
-        node: node.name.clone(),
-        client: HubAgentClient::new(channel)
-            .max_decoding_message_size(8 * 1024 * 1024)
-            .max_encoding_message_size(8 * 1024 * 1024),
-        rpc_timeout: inv.rpc_timeout(),
-    })
+    Ok(Agent::from_channel(&node.name, channel, inv.rpc_timeout()))
 }
 
 /// Full error chain of a transport error (the TLS reason sits deep inside).
@@ -118,6 +112,20 @@ fn retryable(code: Code) -> bool {
 }
 
 impl Agent {
+    /// An agent over a channel that is already set up. [`connect`] makes
+    /// the mTLS channel of production; tests hand in a channel to an
+    /// in-process fake agent, so that the steps' waits and fallbacks run
+    /// against scripted hubs without certificates or sockets.
+    pub fn from_channel(node: &str, channel: Channel, rpc_timeout: Duration) -> Self {
+        Agent {
+            node: node.to_string(),
+            client: HubAgentClient::new(channel)
+                .max_decoding_message_size(8 * 1024 * 1024)
+                .max_encoding_message_size(8 * 1024 * 1024),
+            rpc_timeout,
+        }
+    }
+
     fn call_err(&self, call: &'static str, status: &Status) -> AgentError {
         AgentError::Call {
             node: self.node.clone(),

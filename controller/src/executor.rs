@@ -2,7 +2,7 @@
 //! failed after it runs, the facts a resume needs are written as they become
 //! known, and the run ends with a summary of the outage windows it caused.
 
-use crate::journal;
+use crate::journal::{self, RunState, StepState};
 use crate::output::{Output, secs};
 use crate::plan::{self, Step};
 use crate::run_context::Run;
@@ -48,7 +48,7 @@ impl Run {
         let total = steps.len();
         let mut i = 0;
         while i < total {
-            if steps[i].state == "done" {
+            if steps[i].state == StepState::Done {
                 i += 1;
                 continue;
             }
@@ -59,7 +59,7 @@ impl Run {
                 let mut j = i;
                 let mut batch = Vec::new();
                 while j < total && matches!(steps[j].step, Step::StageRuntime { .. }) {
-                    if steps[j].state != "done" {
+                    if steps[j].state != StepState::Done {
                         batch.push(j);
                     }
                     j += 1;
@@ -72,7 +72,7 @@ impl Run {
             i += 1;
         }
         crate::steps::verify_group(self).await?;
-        self.journal.finish_run(&self.id, "done").await?;
+        self.journal.finish_run(&self.id, RunState::Done).await?;
         self.summary(started.elapsed().as_millis() as u64);
         Ok(())
     }
@@ -87,12 +87,12 @@ impl Run {
         {
             self.facts.pauses_done.push(idx);
             (
-                "paused",
+                RunState::Paused,
                 format!("paused before step {} ({name}) as asked", idx + 1),
             )
         } else if safe && (stop_asked() || self.journal.take_stop_request(&self.id).await?) {
             (
-                "stopped",
+                RunState::Stopped,
                 format!("stopped before step {} ({name}) as asked", idx + 1),
             )
         } else {
@@ -102,7 +102,7 @@ impl Run {
         self.journal.finish_run(&self.id, state).await?;
         let id = self.id.clone();
         self.out.event(
-            if state == "paused" {
+            if state == RunState::Paused {
                 "run_paused"
             } else {
                 "run_stopped"
@@ -292,7 +292,7 @@ impl Run {
         self.out.event(
             "run_finished",
             json!({
-                "run": self.id, "group": self.group.name, "state": "done",
+                "run": self.id, "group": self.group.name, "state": RunState::Done,
                 "from_version": self.facts.from_version, "to_version": self.facts.version,
                 "total_ms": total_ms, "windows": windows,
                 "single_node_ms": self.facts.single_node_ms(),

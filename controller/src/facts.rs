@@ -120,9 +120,323 @@ impl RunFacts {
     }
 }
 
+/// Something a step found to be true that the run must remember. Steps
+/// report outcomes; [`fold`] alone turns them into facts, so what each
+/// outcome does to the outage windows and the backup is one pure function,
+/// tested without agents or a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// hubshift asked the primary to stop at `requested_ms`; `was_running`
+    /// is false for a repeat after a crash (the hub was down already).
+    PrimaryStopped {
+        /// Unix ms of the request.
+        requested_ms: u64,
+        /// The hub ran when asked.
+        was_running: bool,
+    },
+    /// `node` was seen active at `at_ms`.
+    TookOver {
+        /// The secondary that took over.
+        node: String,
+        /// Unix ms.
+        at_ms: u64,
+    },
+    /// A rollback found nobody to hand over to and went on.
+    NoTakeover {
+        /// Why, for the run's warnings.
+        why: String,
+    },
+    /// The old primary was started again: the hand-over starts anew from
+    /// the primary's stop.
+    FellBack,
+    /// The primary's appdata was backed up.
+    BackedUp {
+        /// Backup id.
+        id: String,
+        /// Its SHA-256.
+        sha256: String,
+        /// Its size.
+        bytes: u64,
+        /// Where the host keeps it.
+        path: String,
+    },
+    /// The backup was re-read and matched; `copy` is the controller-side
+    /// copy, if one was made.
+    BackupVerified {
+        /// Path of the copy.
+        copy: Option<String>,
+    },
+    /// The new schema existed at `at_ms`: made by this attempt's HA
+    /// `create` (`fresh`), or found made by an earlier one (then the window
+    /// opened no later than `at_ms`).
+    SchemaCreated {
+        /// Unix ms.
+        at_ms: u64,
+        /// This attempt ran `create`.
+        fresh: bool,
+    },
+    /// The upgraded primary is active and the old secondaries are down.
+    HandedBack {
+        /// The upgraded primary.
+        primary: String,
+        /// Each old secondary with when it was seen down (or asked to stop).
+        down: Vec<(String, u64)>,
+        /// The old secondaries hubshift had to stop.
+        stopped_by_hubshift: Vec<String>,
+        /// How long they were given to shut themselves down, in seconds.
+        shutdown_timeout_secs: u64,
+        /// Unix ms: the primary was seen active.
+        primary_active_ms: u64,
+    },
+    /// A secondary was seen standby at `at_ms`.
+    StandbyAgain {
+        /// Unix ms.
+        at_ms: u64,
+    },
+}
+
+/// The facts after `outcome`. A repeat of a step (a resume after a crash)
+/// keeps the earliest start of a window: it opened when hubshift first
+/// acted, not when it looked again.
+pub fn fold(mut f: RunFacts, outcome: &StepOutcome) -> RunFacts {
+    match outcome {
+        StepOutcome::PrimaryStopped {
+            requested_ms,
+            was_running,
+        } => {
+            if f.primary_stopped_ms.is_none() || *was_running {
+                f.primary_stopped_ms = Some(*requested_ms);
+            }
+        }
+        StepOutcome::TookOver { node, at_ms } => {
+            f.takeover_ms.get_or_insert(*at_ms);
+            f.takeover_node = Some(node.clone());
+        }
+        StepOutcome::NoTakeover { why } => f.warnings.push(format!(
+            "{why}: the group had no active node until the restored primary started"
+        )),
+        StepOutcome::FellBack => {
+            // What this hand-over measured and backed up belongs to a
+            // primary that has run since.
+            f.takeover_ms = None;
+            f.takeover_node = None;
+            if f.rollback_of.is_none() {
+                f.handover_round += 1;
+                f.backup_id = None;
+                f.backup_sha256 = None;
+                f.backup_bytes = None;
+                f.backup_path = None;
+                f.backup_verified = false;
+            }
+        }
+        StepOutcome::BackedUp {
+            id,
+            sha256,
+            bytes,
+            path,
+        } => {
+            f.backup_id = Some(id.clone());
+            f.backup_sha256 = Some(sha256.clone());
+            f.backup_bytes = Some(*bytes);
+            f.backup_path = Some(path.clone());
+            f.backup_verified = false;
+        }
+        StepOutcome::BackupVerified { copy } => {
+            f.backup_copy = copy.clone();
+            f.backup_verified = true;
+        }
+        StepOutcome::SchemaCreated { at_ms, fresh } => {
+            if *fresh || f.create_done_ms.is_none() {
+                f.create_done_ms = Some(*at_ms);
+            }
+        }
+        StepOutcome::HandedBack {
+            primary,
+            down,
+            stopped_by_hubshift,
+            shutdown_timeout_secs,
+            primary_active_ms,
+        } => {
+            // Window 2 opens when the old secondaries may stop serving: at
+            // the create (they shut themselves down on the new schema at
+            // any moment after it), or when hubshift stopped one that did not.
+            let stopped = down
+                .iter()
+                .filter(|(n, _)| stopped_by_hubshift.contains(n))
+                .map(|(_, d)| *d)
+                .max();
+            let last_down = match (f.create_done_ms, stopped) {
+                (Some(c), Some(s)) => Some(c.max(s)),
+                (c, s) => c.or(s).or_else(|| down.iter().map(|(_, d)| *d).max()),
+            };
+            if f.secondaries_down_ms.is_none() {
+                f.secondaries_down_ms = last_down;
+            }
+            f.primary_active_ms.get_or_insert(*primary_active_ms);
+            if let Some(d) = last_down
+                && *primary_active_ms < d
+            {
+                f.warnings.push(format!(
+                    "{primary} was seen active {} ms before the last old secondary was seen down",
+                    d - primary_active_ms
+                ));
+            }
+            for n in stopped_by_hubshift {
+                f.warnings.push(format!(
+                    "{n} did not shut itself down after the new schema appeared (within {shutdown_timeout_secs}s, or before {primary} was active) and was stopped by hubshift"
+                ));
+            }
+        }
+        StepOutcome::StandbyAgain { at_ms } => {
+            f.standby_again_ms = Some(f.standby_again_ms.map_or(*at_ms, |t| t.max(*at_ms)));
+        }
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn folded(outcomes: &[StepOutcome]) -> RunFacts {
+        outcomes.iter().fold(RunFacts::default(), fold)
+    }
+
+    #[test]
+    fn a_whole_hand_over_makes_both_windows() {
+        let f = folded(&[
+            StepOutcome::PrimaryStopped {
+                requested_ms: 1_000,
+                was_running: true,
+            },
+            StepOutcome::TookOver {
+                node: "s".into(),
+                at_ms: 3_000,
+            },
+            StepOutcome::SchemaCreated {
+                at_ms: 10_000,
+                fresh: true,
+            },
+            StepOutcome::HandedBack {
+                primary: "p".into(),
+                down: vec![("s".into(), 10_200)],
+                stopped_by_hubshift: vec![],
+                shutdown_timeout_secs: 30,
+                primary_active_ms: 12_000,
+            },
+            StepOutcome::StandbyAgain { at_ms: 20_000 },
+        ]);
+        let w: Vec<(u8, u64)> = f
+            .windows()
+            .iter()
+            .map(|w| (w.window, w.duration_ms))
+            .collect();
+        assert_eq!(w, [(1, 2_000), (2, 2_000)], "window 2 opens at the create");
+        assert_eq!(f.single_node_ms(), Some(19_000));
+        assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+    }
+
+    #[test]
+    fn a_repeated_step_keeps_the_first_start_of_a_window() {
+        let f = folded(&[
+            StepOutcome::PrimaryStopped {
+                requested_ms: 1_000,
+                was_running: true,
+            },
+            // Resumed after a crash: the primary was down already.
+            StepOutcome::PrimaryStopped {
+                requested_ms: 5_000,
+                was_running: false,
+            },
+            StepOutcome::TookOver {
+                node: "s".into(),
+                at_ms: 3_000,
+            },
+            StepOutcome::TookOver {
+                node: "s".into(),
+                at_ms: 6_000,
+            },
+            StepOutcome::SchemaCreated {
+                at_ms: 9_000,
+                fresh: true,
+            },
+            StepOutcome::SchemaCreated {
+                at_ms: 9_500,
+                fresh: false,
+            },
+        ]);
+        assert_eq!(f.primary_stopped_ms, Some(1_000));
+        assert_eq!(f.takeover_ms, Some(3_000));
+        assert_eq!(f.create_done_ms, Some(9_000));
+    }
+
+    #[test]
+    fn a_fallback_forgets_the_hand_over_and_its_backup() {
+        let backed_up = StepOutcome::BackedUp {
+            id: "r-p".into(),
+            sha256: "ab".repeat(32),
+            bytes: 10,
+            path: "/b/r-p.tar.gz".into(),
+        };
+        let f = folded(&[
+            StepOutcome::PrimaryStopped {
+                requested_ms: 1_000,
+                was_running: true,
+            },
+            StepOutcome::TookOver {
+                node: "s".into(),
+                at_ms: 3_000,
+            },
+            backed_up.clone(),
+            StepOutcome::BackupVerified { copy: None },
+            StepOutcome::FellBack,
+        ]);
+        assert_eq!((f.takeover_ms, f.takeover_node.as_deref()), (None, None));
+        assert_eq!((f.backup_id.as_deref(), f.backup_verified), (None, false));
+        assert_eq!(f.handover_round, 1, "the next backup gets a new id");
+        // A rollback keeps its backup: it is what it restores.
+        let f = folded(&[backed_up, StepOutcome::BackupVerified { copy: None }]);
+        let f = fold(
+            RunFacts {
+                rollback_of: Some("r".into()),
+                ..f
+            },
+            &StepOutcome::FellBack,
+        );
+        assert!(f.backup_verified && f.backup_id.is_some());
+        assert_eq!(f.handover_round, 0);
+    }
+
+    #[test]
+    fn a_secondary_stopped_by_hubshift_opens_window_two_and_is_warned_about() {
+        let f = folded(&[
+            StepOutcome::SchemaCreated {
+                at_ms: 10_000,
+                fresh: true,
+            },
+            StepOutcome::HandedBack {
+                primary: "p".into(),
+                down: vec![("s1".into(), 10_100), ("s2".into(), 40_000)],
+                stopped_by_hubshift: vec!["s2".into()],
+                shutdown_timeout_secs: 30,
+                primary_active_ms: 12_000,
+            },
+        ]);
+        assert_eq!(f.secondaries_down_ms, Some(40_000));
+        assert_eq!(f.warnings.len(), 2, "{:?}", f.warnings);
+        assert!(f.warnings[0].contains("p was seen active 28000 ms before"));
+        assert!(f.warnings[1].starts_with("s2 did not shut itself down"));
+        assert!(f.warnings[1].contains("within 30s"));
+    }
+
+    #[test]
+    fn standby_again_is_the_last_secondary() {
+        let f = folded(&[
+            StepOutcome::StandbyAgain { at_ms: 9_000 },
+            StepOutcome::StandbyAgain { at_ms: 7_000 },
+        ]);
+        assert_eq!(f.standby_again_ms, Some(9_000));
+    }
 
     #[test]
     fn windows_need_both_ends() {

@@ -10,7 +10,7 @@ use crate::db::Database;
 use crate::exit::{Parked, Refused, Taken, UsageError};
 use crate::facts::{RunFacts, Window};
 use crate::inventory::{Group, Inventory};
-use crate::journal::{self, RunRecord};
+use crate::journal::{self, RunRecord, RunState};
 use crate::launch::{
     ArchiveInfo, UpgradeRequest, confirm, distinct_databases, finish, open_run, prepare_resume,
     prepare_upgrade, print_findings, read_archive, record_upgrade,
@@ -908,11 +908,11 @@ pub async fn resume(
                 Outcome::Failed(format!("its database: {e}")),
             )),
             Ok(None) => queue.push(Work::Start(g)),
-            Ok(Some(r)) => match r.state.as_str() {
-                "done" | "rolled_back" | "abandoned" => {
+            Ok(Some(r)) => match r.state {
+                s if s.is_finished() => {
                     let mut row = Row::new(
                         &g.name,
-                        if r.state == "done" {
+                        if r.state == RunState::Done {
                             Outcome::Done
                         } else {
                             Outcome::Skipped(format!("its run {} was {}", r.id, r.state))
@@ -922,7 +922,7 @@ pub async fn resume(
                     row.run = Some(r.id.clone());
                     rows.push(row);
                 }
-                "running" => rows.push(Row::new(
+                RunState::Running => rows.push(Row::new(
                     &g.name,
                     Outcome::Taken(format!("run {} is running under another controller", r.id)),
                 )),
@@ -1032,7 +1032,7 @@ pub async fn stop(out: Output, inventory: &Path, fleet: &str) -> Result<()> {
     }
     for (g, run) in &members {
         if let Ok(Some(r)) = run
-            && r.state == "running"
+            && r.state == RunState::Running
         {
             let db = Database::for_group(&inventory, g)?;
             let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;

@@ -63,6 +63,124 @@ pub async fn exists(client: &Client) -> Result<bool, DbError> {
     Ok(row.get(0))
 }
 
+/// Defines a journal state: a closed set of names that are stored as text
+/// in the journal and shown as the same text in `--json` output, so that
+/// code compares variants and a typo is a compile error, not a run that
+/// never matches.
+macro_rules! journal_state {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every state, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The text the journal stores and output shows.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownState;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownState {
+                        kind: stringify!($name),
+                        text: other.to_string(),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A journal holds a state this version does not know (a newer controller
+/// wrote it, or someone edited the table by hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the journal holds {kind} {text:?}, which this version of hubshift does not know")]
+pub struct UnknownState {
+    /// `RunState` or `StepState`.
+    pub kind: &'static str,
+    /// What the journal holds.
+    pub text: String,
+}
+
+journal_state! {
+    /// Where a run stands, as `hubshift.runs.state` records it.
+    RunState {
+        /// A controller works on it (or did, and was cut off: see `Interrupted`).
+        Running => "running",
+        /// Journaled `running`, but no controller holds the group's lock: its
+        /// controller was killed or lost the database. Only ever read, never
+        /// written.
+        Interrupted => "interrupted",
+        /// Every step done and the group verified.
+        Done => "done",
+        /// A step failed; `resume` goes on from it.
+        Failed => "failed",
+        /// Parked before a step, as `--pause-before` asked.
+        Paused => "paused",
+        /// Parked at a safe point, as `hubshift stop` or Ctrl-C asked.
+        Stopped => "stopped",
+        /// Given up by `hubshift abandon`.
+        Abandoned => "abandoned",
+        /// Reversed by a finished rollback.
+        RolledBack => "rolled_back",
+    }
+}
+
+impl RunState {
+    /// A run in one of these states is over: nothing resumes it.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunState::Done | RunState::RolledBack | RunState::Abandoned
+        )
+    }
+}
+
+journal_state! {
+    /// Where a step stands, as `hubshift.steps.state` records it.
+    StepState {
+        /// Not begun (or put back by a fallback).
+        Pending => "pending",
+        /// Begun; after a crash it is run again (every step is idempotent).
+        Running => "running",
+        /// Finished, with what it observed.
+        Done => "done",
+        /// Failed, with why.
+        Failed => "failed",
+    }
+}
+
+/// Reads a state column.
+fn state_column<T: std::str::FromStr<Err = UnknownState>>(
+    row: &tokio_postgres::Row,
+    idx: usize,
+) -> Result<T, DbError> {
+    let text: String = row.get(idx);
+    text.parse().map_err(|e: UnknownState| DbError::Query {
+        doing: "reading the journal",
+        reason: e.to_string(),
+    })
+}
+
 /// One journaled run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunRecord {
@@ -72,9 +190,8 @@ pub struct RunRecord {
     pub group: String,
     /// `upgrade`.
     pub kind: String,
-    /// running, interrupted (journaled running, but no controller holds the
-    /// group), done, failed, rolled_back, abandoned.
-    pub state: String,
+    /// Where it stands.
+    pub state: RunState,
     /// Versions, runtime digest, backup id and digest, outage windows.
     pub facts: Value,
     /// When it was created (UTC text).
@@ -92,8 +209,8 @@ pub struct StepRecord {
     pub idx: i32,
     /// The step itself.
     pub step: Step,
-    /// pending, running, done, failed.
-    pub state: String,
+    /// Where it stands.
+    pub state: StepState,
     /// How often it was started.
     pub attempts: i32,
     /// What it observed.
@@ -145,14 +262,14 @@ pub async fn create_run(
 pub async fn step_started(client: &Client, run: &str, idx: usize) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE hubshift.steps SET state = 'running', attempts = attempts + 1,
+            "UPDATE hubshift.steps SET state = $3, attempts = attempts + 1,
                     started_at = now(), finished_at = NULL, error = NULL
              WHERE run_id = $1 AND idx = $2",
-            &[&run, &(idx as i32)],
+            &[&run, &(idx as i32), &StepState::Running.as_str()],
         )
         .await
         .map_err(query_err("journaling a step start"))?;
-    touch(client, run, "running").await
+    touch(client, run, RunState::Running).await
 }
 
 /// Marks a step done with what it observed.
@@ -164,9 +281,9 @@ pub async fn step_done(
 ) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE hubshift.steps SET state = 'done', finished_at = now(), detail = $3
+            "UPDATE hubshift.steps SET state = $4, finished_at = now(), detail = $3
              WHERE run_id = $1 AND idx = $2",
-            &[&run, &(idx as i32), detail],
+            &[&run, &(idx as i32), detail, &StepState::Done.as_str()],
         )
         .await
         .map_err(query_err("journaling a step end"))?;
@@ -182,13 +299,13 @@ pub async fn step_failed(
 ) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE hubshift.steps SET state = 'failed', finished_at = now(), error = $3
+            "UPDATE hubshift.steps SET state = $4, finished_at = now(), error = $3
              WHERE run_id = $1 AND idx = $2",
-            &[&run, &(idx as i32), &error],
+            &[&run, &(idx as i32), &error, &StepState::Failed.as_str()],
         )
         .await
         .map_err(query_err("journaling a step failure"))?;
-    touch(client, run, "failed").await
+    touch(client, run, RunState::Failed).await
 }
 
 /// Puts steps `from..` back to pending: after a fallback undid them (the
@@ -196,9 +313,9 @@ pub async fn step_failed(
 pub async fn reset_steps(client: &Client, run: &str, from: usize) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE hubshift.steps SET state = 'pending', finished_at = NULL
+            "UPDATE hubshift.steps SET state = $3, finished_at = NULL
              WHERE run_id = $1 AND idx >= $2",
-            &[&run, &(from as i32)],
+            &[&run, &(from as i32), &StepState::Pending.as_str()],
         )
         .await
         .map_err(query_err("journaling a fallback"))?;
@@ -217,11 +334,11 @@ pub async fn add_facts(client: &Client, run: &str, facts: &Value) -> Result<(), 
     Ok(())
 }
 
-async fn touch(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
+async fn touch(client: &Client, run: &str, state: RunState) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE hubshift.runs SET state = $2, updated_at = now() WHERE id = $1",
-            &[&run, &state],
+            &[&run, &state.as_str()],
         )
         .await
         .map_err(query_err("journaling the run state"))?;
@@ -246,8 +363,8 @@ pub async fn request_stop(client: &Client, run: &str) -> Result<bool, DbError> {
     let n = client
         .execute(
             "UPDATE hubshift.runs SET stop_requested = true, updated_at = now()
-             WHERE id = $1 AND state = 'running'",
-            &[&run],
+             WHERE id = $1 AND state = $2",
+            &[&run, &RunState::Running.as_str()],
         )
         .await
         .map_err(query_err("asking the run to stop"))?;
@@ -269,36 +386,22 @@ pub async fn take_stop_request(client: &Client, run: &str) -> Result<bool, DbErr
 
 /// Marks an upgrade run as reversed by a finished rollback.
 pub async fn mark_rolled_back(client: &Client, run: &str) -> Result<(), DbError> {
-    client
-        .execute(
-            "UPDATE hubshift.runs SET state = 'rolled_back', updated_at = now() WHERE id = $1",
-            &[&run],
-        )
-        .await
-        .map_err(query_err("journaling the rollback"))?;
-    Ok(())
+    touch(client, run, RunState::RolledBack).await
 }
 
 /// Marks an unfinished run as given up.
 pub async fn mark_abandoned(client: &Client, run: &str) -> Result<(), DbError> {
-    client
-        .execute(
-            "UPDATE hubshift.runs SET state = 'abandoned', updated_at = now() WHERE id = $1",
-            &[&run],
-        )
-        .await
-        .map_err(query_err("journaling the abandon"))?;
-    Ok(())
+    touch(client, run, RunState::Abandoned).await
 }
 
-/// Marks the run finished (`done`) or failed.
-pub async fn finish_run(client: &Client, run: &str, state: &str) -> Result<(), DbError> {
+/// Marks the run finished (`done`), failed or parked.
+pub async fn finish_run(client: &Client, run: &str, state: RunState) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE hubshift.runs SET state = $2, updated_at = now(),
-                    finished_at = CASE WHEN $2 = 'done' THEN now() ELSE finished_at END
+                    finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
              WHERE id = $1",
-            &[&run, &state],
+            &[&run, &state.as_str(), &(state == RunState::Done)],
         )
         .await
         .map_err(query_err("journaling the run end"))?;
@@ -307,7 +410,9 @@ pub async fn finish_run(client: &Client, run: &str, state: &str) -> Result<(), D
 
 /// A run journaled as `running` whose group lock nobody holds was cut off
 /// (its controller was killed or lost its database): it reads as
-/// `interrupted`, never as running.
+/// `interrupted`, never as running. (The literals are
+/// [`RunState::Running`] and [`RunState::Interrupted`]; a test holds them
+/// together.)
 const RUN_COLUMNS: &str = "id, grp, kind,
     CASE WHEN state = 'running' AND NOT EXISTS (
         SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
@@ -319,17 +424,17 @@ const RUN_COLUMNS: &str = "id, grp, kind,
     to_char(updated_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"'),
     audit";
 
-fn run_from_row(row: &tokio_postgres::Row) -> RunRecord {
-    RunRecord {
+fn run_from_row(row: &tokio_postgres::Row) -> Result<RunRecord, DbError> {
+    Ok(RunRecord {
         id: row.get(0),
         group: row.get(1),
         kind: row.get(2),
-        state: row.get(3),
+        state: state_column(row, 3)?,
         facts: row.get(4),
         created_at: row.get(5),
         updated_at: row.get(6),
         audit: row.get(7),
-    }
+    })
 }
 
 /// One run by id.
@@ -341,7 +446,7 @@ pub async fn load_run(client: &Client, id: &str) -> Result<Option<RunRecord>, Db
         )
         .await
         .map_err(query_err("reading the run"))?;
-    Ok(row.as_ref().map(run_from_row))
+    row.as_ref().map(run_from_row).transpose()
 }
 
 /// The steps of a run, in order.
@@ -364,7 +469,7 @@ pub async fn load_steps(client: &Client, id: &str) -> Result<Vec<StepRecord>, Db
         out.push(StepRecord {
             idx: row.get(0),
             step,
-            state: row.get(2),
+            state: state_column(&row, 2)?,
             attempts: row.get(3),
             detail: row.get(4),
             error: row.get(5),
@@ -389,7 +494,7 @@ pub async fn list_runs(
         )
         .await
         .map_err(query_err("listing runs"))?;
-    Ok(rows.iter().map(run_from_row).collect())
+    rows.iter().map(run_from_row).collect()
 }
 
 /// The newest unfinished run of a group: the one a held lock belongs to, or
@@ -399,14 +504,23 @@ pub async fn unfinished_run(client: &Client, group: &str) -> Result<Option<RunRe
         .query_opt(
             &format!(
                 "SELECT {RUN_COLUMNS} FROM hubshift.runs
-                 WHERE grp = $1 AND state NOT IN ('done', 'rolled_back', 'abandoned')
+                 WHERE grp = $1 AND state <> ALL($2)
                  ORDER BY created_at DESC LIMIT 1"
             ),
-            &[&group],
+            &[&group, &finished_states()],
         )
         .await
         .map_err(query_err("looking for unfinished runs"))?;
-    Ok(row.as_ref().map(run_from_row))
+    row.as_ref().map(run_from_row).transpose()
+}
+
+/// The states of runs that are over, as the journal stores them.
+fn finished_states() -> Vec<&'static str> {
+    RunState::ALL
+        .iter()
+        .filter(|s| s.is_finished())
+        .map(|s| s.as_str())
+        .collect()
 }
 
 /// A fleet as one member group's database records it (every member's
@@ -543,5 +657,57 @@ pub async fn fleet_run(
         )
         .await
         .map_err(query_err("reading the fleet's runs"))?;
-    Ok(row.as_ref().map(run_from_row))
+    row.as_ref().map(run_from_row).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn states_read_back_what_they_write() {
+        for s in RunState::ALL {
+            assert_eq!(s.as_str().parse::<RunState>(), Ok(*s));
+            assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
+        }
+        for s in StepState::ALL {
+            assert_eq!(s.as_str().parse::<StepState>(), Ok(*s));
+            assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_journal_texts_stay_as_they_were() {
+        // Journals written by earlier versions hold these texts, and CI
+        // scripts read them from `--json`: they must not change.
+        let runs: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            runs,
+            [
+                "running",
+                "interrupted",
+                "done",
+                "failed",
+                "paused",
+                "stopped",
+                "abandoned",
+                "rolled_back"
+            ]
+        );
+        let steps: Vec<&str> = StepState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(steps, ["pending", "running", "done", "failed"]);
+        assert_eq!(finished_states(), ["done", "abandoned", "rolled_back"]);
+        assert!(RUN_COLUMNS.contains(&format!("state = '{}'", RunState::Running)));
+        assert!(RUN_COLUMNS.contains(&format!("THEN '{}'", RunState::Interrupted)));
+        assert!(DDL.contains(&format!("DEFAULT '{}'", StepState::Pending)));
+    }
+
+    #[test]
+    fn an_unknown_state_is_an_error_naming_it() {
+        let e = "half_done".parse::<RunState>().unwrap_err();
+        assert_eq!(e.kind, "RunState");
+        assert!(e.to_string().contains("\"half_done\""), "{e}");
+        assert!("DONE".parse::<StepState>().is_err());
+    }
 }

@@ -6,7 +6,7 @@
 //! lock.
 
 use crate::db::{Database, DbError, try_lock_group};
-use crate::journal;
+use crate::journal::{self, RunState};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -131,7 +131,7 @@ impl JournalLink {
     }
 
     /// See [`journal::finish_run`].
-    pub async fn finish_run(&mut self, run: &str, state: &str) -> Result<(), DbError> {
+    pub async fn finish_run(&mut self, run: &str, state: RunState) -> Result<(), DbError> {
         retrying!(self, "journaling the run end", |c| journal::finish_run(
             c, run, state
         ))

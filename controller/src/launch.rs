@@ -6,7 +6,7 @@ use crate::db::Database;
 use crate::exit::{Parked, Refused, Taken, UsageError};
 use crate::facts::RunFacts;
 use crate::inventory::{Group, Inventory};
-use crate::journal::{self, RunRecord, StepRecord};
+use crate::journal::{self, RunRecord, RunState, StepRecord, StepState};
 use crate::journal_link::JournalLink;
 use crate::output::Output;
 use crate::plan::{self, Finding, Target};
@@ -451,7 +451,7 @@ pub async fn prepare_resume(
     let records = journal::load_steps(&client, &run_id).await?;
     let next = records
         .iter()
-        .position(|s| s.state != "done")
+        .position(|s| s.state != StepState::Done)
         .map_or(records.len(), |i| i + 1);
     out.event(
         "run_resumed",
@@ -496,7 +496,7 @@ pub async fn finish(run: &mut Run, records: &[StepRecord]) -> Result<()> {
         Err(e) if e.downcast_ref::<Parked>().is_some() => Err(e),
         Err(e) => {
             let id = run.id.clone();
-            let _ = run.journal.finish_run(&id, "failed").await;
+            let _ = run.journal.finish_run(&id, RunState::Failed).await;
             run.out.event(
                 "run_failed",
                 json!({ "run": id, "error": hubshift_common::redact::redact(&format!("{e:#}")),

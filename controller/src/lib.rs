@@ -27,3 +27,5 @@ pub mod output;
 pub mod plan;
 pub mod run_context;
 pub mod steps;
+#[cfg(test)]
+mod testing;

@@ -4,7 +4,7 @@
 
 use crate::agents::Agent;
 use crate::db::Database;
-use crate::facts::RunFacts;
+use crate::facts::{RunFacts, StepOutcome, fold};
 use crate::inventory::{Group, Inventory};
 use crate::journal_link::JournalLink;
 use crate::output::Output;
@@ -43,6 +43,13 @@ impl Run {
         self.agents
             .get(node)
             .with_context(|| format!("node {node} is not in group {}", self.group.name))
+    }
+
+    /// Takes in what a step found, the moment it is true: facts that became
+    /// true before a later failure of the same step are journaled too (the
+    /// executor saves the facts after a failure as after a success).
+    pub fn apply(&mut self, outcome: StepOutcome) {
+        self.facts = fold(std::mem::take(&mut self.facts), &outcome);
     }
 
     /// Writes the current facts to the journal.

@@ -4,15 +4,20 @@
 
 use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::clock::now_ms;
-use crate::facts::RunFacts;
+use crate::facts::{RunFacts, StepOutcome};
+use crate::inventory::TimeoutsSection;
+use crate::output::Output;
 use crate::plan::Step;
 use crate::run_context::Run;
 use anyhow::{Context, Result, bail, ensure};
 use hubshift_common::pb::{self, StartMode};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// The tokio clock (the system's monotonic clock in production) so that
+// unit tests under paused time wait out timeouts in no time.
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(100);
@@ -173,21 +178,53 @@ fn candidates(run: &Run, primary: &str) -> Vec<String> {
 
 async fn stop_primary(run: &mut Run, node: &str) -> Result<Value> {
     let agent = run.agent(node)?.clone();
-    let timeout = Duration::from_secs(run.inv.timeouts.stop);
-    let before = agent.status().await?;
+    let others: Vec<Agent> = candidates(run, node)
+        .iter()
+        .map(|c| run.agent(c).cloned())
+        .collect::<Result<_>>()?;
+    let stop = Duration::from_secs(run.inv.timeouts.stop);
+    let stopped = stop_primary_if_safe(&agent, &others, stop).await?;
+    run.apply(StepOutcome::PrimaryStopped {
+        requested_ms: stopped.requested_ms,
+        was_running: stopped.was_running,
+    });
+    Ok(json!({ "was_running": stopped.was_running, "killed": stopped.killed }))
+}
+
+/// What stopping the primary did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryStopped {
+    /// Unix ms: when the stop was asked for (outage window 1 opens).
+    pub requested_ms: u64,
+    /// The hub ran before (not a repeat after a crash).
+    pub was_running: bool,
+    /// It had to be killed.
+    pub killed: bool,
+}
+
+/// Stops `primary`, but an active primary only when one of `secondaries`
+/// is a live standby right now, so that stopping it cannot leave the group
+/// with nobody to take over; when none is, nothing is changed. A primary
+/// that is not active (already stopped, or a repeat after a crash) is
+/// stopped without asking.
+pub async fn stop_primary_if_safe(
+    primary: &Agent,
+    secondaries: &[Agent],
+    stop: Duration,
+) -> Result<PrimaryStopped> {
+    let node = &primary.node;
+    let before = primary.status().await?;
     if is_running(&before) && role_name(&before) == "active" {
-        // Stopping an active primary is safe only when a secondary is
-        // alive to take over: look now, not at a log line from earlier.
+        // Look now, not at a log line from earlier.
         let mut why = Vec::new();
         let mut ready = false;
-        for c in candidates(run, node) {
-            let s = run.agent(&c)?.status().await;
-            match s {
+        for c in secondaries {
+            match c.status().await {
                 Ok(s) => match not_ready_to_take_over(&s) {
                     None => ready = true,
-                    Some(reason) => why.push(format!("{c}: {reason}")),
+                    Some(reason) => why.push(format!("{}: {reason}", c.node)),
                 },
-                Err(e) => why.push(format!("{c}: {e}")),
+                Err(e) => why.push(format!("{}: {e}", c.node)),
             }
         }
         ensure!(
@@ -196,18 +233,19 @@ async fn stop_primary(run: &mut Run, node: &str) -> Result<Value> {
             why.join("; ")
         );
     }
-    let requested = now_ms();
-    let response = agent.stop(timeout).await?;
-    let status = agent.status().await?;
+    let requested_ms = now_ms();
+    let response = primary.stop(stop).await?;
+    let status = primary.status().await?;
     ensure!(
         !is_running(&status),
         "{node} still runs after Stop ({})",
         state_name(&status)
     );
-    if run.facts.primary_stopped_ms.is_none() || response.was_running {
-        run.facts.primary_stopped_ms = Some(requested);
-    }
-    Ok(json!({ "was_running": response.was_running, "killed": response.killed }))
+    Ok(PrimaryStopped {
+        requested_ms,
+        was_running: response.was_running,
+        killed: response.killed,
+    })
 }
 
 /// Polls `f` until it yields a value, failing after `timeout` with `what`.
@@ -234,24 +272,63 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
         .map(|c| run.agent(c).cloned())
         .collect::<Result<_>>()?;
     let timeout = Duration::from_secs(run.inv.timeouts.takeover);
+    let why = match wait_for_takeover(&agents, timeout).await {
+        TakeoverWait::Active { node, seen_ms } => {
+            run.apply(StepOutcome::TookOver {
+                node: node.clone(),
+                at_ms: seen_ms,
+            });
+            let window = run.facts.windows().into_iter().find(|w| w.window == 1);
+            return Ok(json!({ "active": node, "window_ms": window.map(|w| w.duration_ms) }));
+        }
+        TakeoverWait::NoneRunning(why) if run.facts.rollback_of.is_some() => {
+            // A rollback of a group whose secondaries are down (for
+            // instance shut down by the new schema) has nobody to hand
+            // over to: go on, the outage lasts until the restored primary
+            // is active.
+            run.apply(StepOutcome::NoTakeover { why: why.clone() });
+            return Ok(json!({ "active": null, "no_takeover": why }));
+        }
+        TakeoverWait::NoneRunning(why) | TakeoverWait::TimedOut(why) => why,
+    };
+    fall_back_to_primary(run, &why).await
+}
+
+/// How the wait for a secondary to take over ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeoverWait {
+    /// `node` was seen active at `seen_ms` (Unix ms).
+    Active {
+        /// The secondary that took over.
+        node: String,
+        /// When it was first seen active.
+        seen_ms: u64,
+    },
+    /// No candidate ran for several polls in a row: nobody can take over,
+    /// and waiting out the timeout would only lengthen the outage.
+    NoneRunning(String),
+    /// Nobody became active within the timeout.
+    TimedOut(String),
+}
+
+/// Polls `candidates` until one is active, none runs, or `timeout` passed.
+/// A candidate whose agent does not answer counts as running: unknown is
+/// not "not running", so its node gets the whole timeout.
+pub async fn wait_for_takeover(candidates: &[Agent], timeout: Duration) -> TakeoverWait {
     let deadline = Instant::now() + timeout;
     // How many polls in a row saw no candidate running at all: then nobody
     // can take over and waiting out the timeout only lengthens the outage.
     let mut none_running = 0;
-    let why = loop {
+    loop {
         let mut running = 0;
         let mut states = Vec::new();
-        for a in &agents {
+        for a in candidates {
             match a.status().await {
                 Ok(s) if role_name(&s) == "active" => {
-                    if run.facts.takeover_ms.is_none() {
-                        run.facts.takeover_ms = Some(now_ms());
-                    }
-                    run.facts.takeover_node = Some(a.node.clone());
-                    let window = run.facts.windows().into_iter().find(|w| w.window == 1);
-                    return Ok(
-                        json!({ "active": a.node, "window_ms": window.map(|w| w.duration_ms) }),
-                    );
+                    return TakeoverWait::Active {
+                        node: a.node.clone(),
+                        seen_ms: now_ms(),
+                    };
                 }
                 Ok(s) => {
                     if is_running(&s) {
@@ -269,30 +346,58 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
         }
         none_running = if running == 0 { none_running + 1 } else { 0 };
         if none_running >= 3 {
-            break format!(
+            return TakeoverWait::NoneRunning(format!(
                 "no secondary is running to take over ({})",
                 states.join(", ")
-            );
+            ));
         }
         if Instant::now() >= deadline {
-            break format!(
+            return TakeoverWait::TimedOut(format!(
                 "no secondary became active within {}s ({})",
                 timeout.as_secs(),
                 states.join(", ")
-            );
+            ));
         }
         tokio::time::sleep(POLL).await;
-    };
-    if run.facts.rollback_of.is_some() && none_running >= 3 {
-        // A rollback of a group whose secondaries are down (for instance
-        // shut down by the new schema) has nobody to hand over to: go on,
-        // the outage lasts until the restored primary is active.
-        run.facts.warnings.push(format!(
-            "{why}: the group had no active node until the restored primary started"
-        ));
-        return Ok(json!({ "active": null, "no_takeover": why }));
     }
-    fall_back_to_primary(run, &why).await
+}
+
+/// The fallback's first half: starts the old primary again on its
+/// untouched runtime, unless it runs.
+pub async fn start_unless_running(
+    primary: &Agent,
+    jdbc: &str,
+    timeouts: &TimeoutsSection,
+) -> Result<()> {
+    let status = primary.status().await?;
+    if !is_running(&status) {
+        let start_timeout = Duration::from_secs(timeouts.start);
+        primary
+            .start(StartMode::Start, &primary.node, jdbc, start_timeout)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The fallback's second half: waits until the restarted old primary is
+/// active (a secondary that took over meanwhile hands leadership back to
+/// the preferred primary), failing when it ends.
+pub async fn await_active_again(primary: &Agent, timeouts: &TimeoutsSection) -> Result<()> {
+    poll_until(
+        Duration::from_secs(timeouts.start + timeouts.takeover),
+        &format!("{} to become active again", primary.node),
+        || {
+            let agent = primary.clone();
+            async move {
+                let s = agent.status().await?;
+                if !is_running(&s) {
+                    bail!("{} ended while starting ({})", agent.node, state_name(&s));
+                }
+                Ok((role_name(&s) == "active").then_some(()))
+            }
+        },
+    )
+    .await
 }
 
 /// Nothing irreversible has happened yet (the backup comes after the
@@ -304,41 +409,13 @@ async fn fall_back_to_primary(run: &mut Run, why: &str) -> Result<Value> {
     run.out.human(&format!(
         "  {why}: starting {primary} again on its untouched runtime"
     ));
-    let start_timeout = Duration::from_secs(run.inv.timeouts.start);
-    let status = agent.status().await?;
-    if !is_running(&status) {
-        agent
-            .start(StartMode::Start, &primary, run.jdbc.expose(), start_timeout)
-            .await
-            .with_context(|| format!("{why}; starting {primary} again failed too"))?;
-    }
-    let active = poll_until(
-        start_timeout + Duration::from_secs(run.inv.timeouts.takeover),
-        &format!("{primary} to become active again"),
-        || {
-            let agent = agent.clone();
-            async move {
-                let s = agent.status().await?;
-                if !is_running(&s) {
-                    bail!("{} ended while starting ({})", agent.node, state_name(&s));
-                }
-                Ok((role_name(&s) == "active").then_some(()))
-            }
-        },
-    )
-    .await;
+    start_unless_running(&agent, run.jdbc.expose(), &run.inv.timeouts)
+        .await
+        .with_context(|| format!("{why}; starting {primary} again failed too"))?;
+    let active = await_active_again(&agent, &run.inv.timeouts).await;
     // The hand-over starts again from the stop: what this one measured
     // and backed up belongs to a primary that has run since.
-    run.facts.takeover_ms = None;
-    run.facts.takeover_node = None;
-    if run.facts.rollback_of.is_none() {
-        run.facts.handover_round += 1;
-        run.facts.backup_id = None;
-        run.facts.backup_sha256 = None;
-        run.facts.backup_bytes = None;
-        run.facts.backup_path = None;
-        run.facts.backup_verified = false;
-    }
+    run.apply(StepOutcome::FellBack);
     match active {
         Ok(()) => Err(FellBack(format!(
             "{why}; {primary} was started again and is active: the group serves as before the run, nothing irreversible was done. Fix the secondary, then `hubshift resume` (starts again at the primary's stop) or `hubshift abandon`"
@@ -398,11 +475,12 @@ async fn backup(run: &mut Run, node: &str) -> Result<Value> {
         r.sha256.len() == 64,
         "agent returned no SHA-256 for backup {id}"
     );
-    run.facts.backup_id = Some(r.id.clone());
-    run.facts.backup_sha256 = Some(r.sha256.clone());
-    run.facts.backup_bytes = Some(r.size_bytes);
-    run.facts.backup_path = Some(r.path.clone());
-    run.facts.backup_verified = false;
+    run.apply(StepOutcome::BackedUp {
+        id: r.id.clone(),
+        sha256: r.sha256.clone(),
+        bytes: r.size_bytes,
+        path: r.path.clone(),
+    });
     Ok(
         json!({ "id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "path": r.path, "existed": r.existed }),
     )
@@ -431,8 +509,7 @@ async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
                 .await?;
         copy = Some(path.display().to_string());
     }
-    run.facts.backup_copy = copy.clone();
-    run.facts.backup_verified = true;
+    run.apply(StepOutcome::BackupVerified { copy: copy.clone() });
     Ok(
         json!({ "sha256": v.sha256, "entries": v.entries, "size_bytes": v.size_bytes, "copy": copy }),
     )
@@ -520,13 +597,13 @@ async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
     // Start is idempotent on the agent: a running hub (or a compound still
     // in progress, which Start waits for) is answered `already_running`.
     let r = agent.start(mode, node, run.jdbc.expose(), timeout).await?;
-    if mode == StartMode::CreateAndStart && !r.already_running {
-        run.facts.create_done_ms = Some(now_ms());
-    } else if run.facts.create_done_ms.is_none() {
-        // The schema was made before this attempt (a crash in between):
-        // the window opened no later than now.
-        run.facts.create_done_ms = Some(before);
-    }
+    // When the schema was made before this attempt (a crash in between),
+    // the window opened no later than this attempt began.
+    let fresh = mode == StartMode::CreateAndStart && !r.already_running;
+    run.apply(StepOutcome::SchemaCreated {
+        at_ms: if fresh { now_ms() } else { before },
+        fresh,
+    });
     ensure!(
         crate::db::schema_exists(&client, &run.facts.schema).await?,
         "{node} started but schema {} was not created",
@@ -554,25 +631,76 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
         .iter()
         .map(|s| run.agent(s).cloned())
         .collect::<Result<_>>()?;
-    let shutdown_timeout = Duration::from_secs(run.inv.timeouts.secondary_shutdown);
-    let start_timeout = Duration::from_secs(run.inv.timeouts.start);
-    let stop_timeout = Duration::from_secs(run.inv.timeouts.stop);
+    let back = hand_back(
+        &p,
+        &olds,
+        run.jdbc.expose(),
+        &run.inv.timeouts,
+        run.facts.primary_active_ms,
+        &run.out,
+    )
+    .await?;
+    let stopped_by_us = back.stopped_by_us.clone();
+    run.apply(StepOutcome::HandedBack {
+        primary: primary.to_string(),
+        down: back.down,
+        stopped_by_hubshift: back.stopped_by_us,
+        shutdown_timeout_secs: run.inv.timeouts.secondary_shutdown,
+        primary_active_ms: back.primary_active_ms,
+    });
+    let window = run.facts.windows().into_iter().find(|w| w.window == 2);
+    Ok(
+        json!({ "stopped_by_controller": stopped_by_us, "window_ms": window.map(|w| w.duration_ms) }),
+    )
+}
+
+/// What the hand-back to the upgraded primary observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandBack {
+    /// Every old secondary with the Unix ms it was seen down, or when
+    /// hubshift asked it to stop.
+    pub down: Vec<(String, u64)>,
+    /// The old secondaries hubshift had to stop.
+    pub stopped_by_us: Vec<String>,
+    /// Unix ms: the upgraded primary was (first) seen active.
+    pub primary_active_ms: u64,
+}
+
+/// Waits until the upgraded `primary` is active and every old secondary is
+/// down. An old secondary shuts itself down on the new schema; one that
+/// has not within the shutdown timeout, or is still running once the
+/// primary is active, is stopped — never two active nodes for longer than
+/// a poll. A primary that ends while starting is started again a few
+/// times. `primary_active_ms` is what an earlier attempt already saw.
+pub async fn hand_back(
+    primary: &Agent,
+    olds: &[Agent],
+    jdbc: &str,
+    timeouts: &TimeoutsSection,
+    primary_active_ms: Option<u64>,
+    out: &Output,
+) -> Result<HandBack> {
+    let p = primary;
+    let primary = &p.node;
+    let shutdown_timeout = Duration::from_secs(timeouts.secondary_shutdown);
+    let start_timeout = Duration::from_secs(timeouts.start);
+    let stop_timeout = Duration::from_secs(timeouts.stop);
     let first = p.status().await?;
     if !is_running(&first) {
         // The primary ended after its start (or a crash left it stopped):
         // the new schema is there, so `start` is what is left to do.
-        run.out.human(&format!(
+        out.human(&format!(
             "  {primary} is {}: starting it again",
             state_name(&first)
         ));
-        p.start(StartMode::Start, primary, run.jdbc.expose(), start_timeout)
+        p.start(StartMode::Start, primary, jdbc, start_timeout)
             .await?;
     }
     let began = Instant::now();
     let mut restarts = 0;
     let mut down: Vec<Option<u64>> = vec![None; olds.len()];
     let mut stopped_by_us = Vec::new();
-    let mut primary_active: Option<u64> = run.facts.primary_active_ms;
+    let mut primary_active: Option<u64> = primary_active_ms;
     loop {
         for (i, a) in olds.iter().enumerate() {
             if down[i].is_some() {
@@ -607,21 +735,31 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
             }
             restarts += 1;
             let pause = Duration::from_secs(1 << restarts.min(3));
-            run.out.human(&format!(
+            out.human(&format!(
                 "  {primary} is {}: starting it again in {}s ({restarts}/{PRIMARY_RESTARTS})",
                 state_name(&ps),
                 pause.as_secs()
             ));
             tokio::time::sleep(pause).await;
-            p.start(StartMode::Start, primary, run.jdbc.expose(), start_timeout)
+            p.start(StartMode::Start, primary, jdbc, start_timeout)
                 .await?;
             continue;
         }
         if primary_active.is_none() && role_name(&ps) == "active" {
             primary_active = Some(now_ms());
         }
-        if down.iter().all(Option::is_some) && primary_active.is_some() {
-            break;
+        if let Some(active_ms) = primary_active
+            && down.iter().all(Option::is_some)
+        {
+            return Ok(HandBack {
+                down: olds
+                    .iter()
+                    .zip(down)
+                    .filter_map(|(a, d)| d.map(|d| (a.node.clone(), d)))
+                    .collect(),
+                stopped_by_us,
+                primary_active_ms: active_ms,
+            });
         }
         if began.elapsed() >= start_timeout + shutdown_timeout {
             bail!(
@@ -636,43 +774,6 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
         }
         tokio::time::sleep(POLL).await;
     }
-    // Window 2 opens when the old secondaries may stop serving: at the
-    // create (they shut themselves down on the new schema at any moment
-    // after it), or when hubshift stopped one that did not.
-    let stopped_by_hubshift = down
-        .iter()
-        .zip(&olds)
-        .filter(|(_, a)| stopped_by_us.contains(&a.node))
-        .filter_map(|(d, _)| *d)
-        .max();
-    let last_down = match (run.facts.create_done_ms, stopped_by_hubshift) {
-        (Some(c), Some(s)) => Some(c.max(s)),
-        (c, s) => c.or(s).or_else(|| down.iter().flatten().copied().max()),
-    };
-    if run.facts.secondaries_down_ms.is_none() {
-        run.facts.secondaries_down_ms = last_down;
-    }
-    if run.facts.primary_active_ms.is_none() {
-        run.facts.primary_active_ms = primary_active;
-    }
-    if let (Some(d), Some(a)) = (last_down, primary_active)
-        && a < d
-    {
-        run.facts.warnings.push(format!(
-            "{primary} was seen active {} ms before the last old secondary was seen down",
-            d - a
-        ));
-    }
-    for n in &stopped_by_us {
-        run.facts.warnings.push(format!(
-            "{n} did not shut itself down after the new schema appeared (within {}s, or before {primary} was active) and was stopped by hubshift",
-            shutdown_timeout.as_secs()
-        ));
-    }
-    let window = run.facts.windows().into_iter().find(|w| w.window == 2);
-    Ok(
-        json!({ "stopped_by_controller": stopped_by_us, "window_ms": window.map(|w| w.duration_ms) }),
-    )
 }
 
 async fn copy_certificate(run: &mut Run, from: &str, to: &str) -> Result<Value> {
@@ -764,8 +865,7 @@ async fn await_standby(run: &mut Run, node: &str) -> Result<Value> {
         }
     })
     .await?;
-    let now = now_ms();
-    run.facts.standby_again_ms = Some(run.facts.standby_again_ms.map_or(now, |t| t.max(now)));
+    run.apply(StepOutcome::StandbyAgain { at_ms: now_ms() });
     Ok(json!({ "role": "standby" }))
 }
 
@@ -851,5 +951,356 @@ mod tests {
         );
         assert_eq!(f("hubsim-runtime-4.2.0.tar.gz"), pb::ArchiveFormat::TarGz);
         assert_eq!(f("runtime"), pb::ArchiveFormat::TarGz);
+    }
+
+    /// The never-two-actives logic against fake agents, under tokio's
+    /// paused clock: the takeover, fallback and shutdown timeouts (minutes
+    /// of virtual time) pass in milliseconds.
+    mod never_two_actives {
+        use super::super::*;
+        use crate::testing::fake_agent::{FakeGroup, Hub, OnNewSchema, Takeover};
+        use hubshift_common::pb::{HubRole, HubState};
+        use tonic::Code;
+
+        const RPC: Duration = Duration::from_secs(30);
+
+        fn timeouts() -> TimeoutsSection {
+            TimeoutsSection::default()
+        }
+
+        fn quiet() -> Output {
+            Output::with_bars(true, false)
+        }
+
+        async fn refused(g: &FakeGroup, secondaries: &[&str]) -> String {
+            let p = g.agent("p", RPC);
+            let others: Vec<Agent> = secondaries.iter().map(|n| g.agent(n, RPC)).collect();
+            let e = stop_primary_if_safe(&p, &others, Duration::from_secs(60))
+                .await
+                .expect_err("the stop must be refused");
+            assert_eq!(g.calls("p", "Stop"), 0, "the primary was asked to stop");
+            assert!(
+                g.hub("p").expect("p").is_serving(),
+                "the primary no longer serves"
+            );
+            e.to_string()
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_primary_is_not_stopped_without_a_live_standby() {
+            let cases: [(&str, Hub, &str); 4] = [
+                ("stopped", Hub::stopped("1.0"), "its hub is stopped"),
+                (
+                    "frozen",
+                    Hub::standby("1.0").frozen(),
+                    "its hub process is frozen",
+                ),
+                (
+                    "unknown role",
+                    Hub::standby("1.0").role(HubRole::Unknown),
+                    "its role is unknown, not standby",
+                ),
+                (
+                    "active too",
+                    Hub::active("1.0"),
+                    "its role is active, not standby",
+                ),
+            ];
+            for (case, secondary, reason) in cases {
+                let g = FakeGroup::new()
+                    .with("p", Hub::active("1.0"))
+                    .with("s", secondary);
+                let e = refused(&g, &["s"]).await;
+                assert!(
+                    e.contains("refusing to stop the active primary p"),
+                    "{case}: {e}"
+                );
+                assert!(e.contains(&format!("s: {reason}")), "{case}: {e}");
+                assert!(e.contains("nothing was changed"), "{case}: {e}");
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_secondary_whose_agent_fails_does_not_count_as_ready() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"));
+            g.fail("s", "Status", Code::PermissionDenied, None);
+            let e = refused(&g, &["s"]).await;
+            assert!(
+                e.contains("s: agent of s: Status failed (PermissionDenied)"),
+                "{e}"
+            );
+            // A hanging agent is given up on after its retries: no answer
+            // is no standby either.
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"));
+            g.hang("s", "Status", None);
+            let e = refused(&g, &["s"]).await;
+            assert!(e.contains("DeadlineExceeded"), "{e}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn one_live_standby_among_several_is_enough() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s1", Hub::standby("1.0").frozen())
+                .with("s2", Hub::standby("1.0"));
+            let others = [g.agent("s1", RPC), g.agent("s2", RPC)];
+            let r = stop_primary_if_safe(&g.agent("p", RPC), &others, Duration::from_secs(60))
+                .await
+                .expect("stop");
+            assert!(r.was_running && !r.killed);
+            assert_eq!(g.hub("p").expect("p").state, HubState::Stopped);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_primary_that_is_no_longer_active_is_stopped_without_asking() {
+            // A repeat after a crash: the primary is down already and the
+            // secondary took over; asking for a standby would refuse.
+            let g = FakeGroup::new()
+                .with("p", Hub::stopped("1.0"))
+                .with("s", Hub::active("1.0"));
+            let r = stop_primary_if_safe(
+                &g.agent("p", RPC),
+                &[g.agent("s", RPC)],
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("stop");
+            assert!(!r.was_running);
+            assert_eq!(g.calls("s", "Status"), 0);
+        }
+
+        async fn stop_p(g: &FakeGroup) {
+            stop_primary_if_safe(
+                &g.agent("p", RPC),
+                &[g.agent("s", RPC)],
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("stop");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_takeover_wait_ends_when_the_standby_is_active() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"))
+                .takeover(Takeover::After(Duration::from_secs(10)));
+            stop_p(&g).await;
+            let began = Instant::now();
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            assert!(
+                matches!(&r, TakeoverWait::Active { node, .. } if node == "s"),
+                "{r:?}"
+            );
+            let waited = began.elapsed();
+            assert!(
+                waited >= Duration::from_secs(10) && waited <= Duration::from_secs(10) + POLL,
+                "waited {waited:?}"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn when_nobody_takes_over_the_old_primary_serves_again() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"))
+                .takeover(Takeover::Never);
+            stop_p(&g).await;
+            let began = Instant::now();
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            let TakeoverWait::TimedOut(why) = r else {
+                panic!("expected a timeout, got {r:?}");
+            };
+            assert!(
+                why.contains("no secondary became active within 120s (s standby)"),
+                "{why}"
+            );
+            assert!(began.elapsed() >= Duration::from_secs(120));
+            // The fallback: the untouched old primary is started again and
+            // is active; the standby stays standby.
+            let p = g.agent("p", RPC);
+            start_unless_running(&p, "jdbc", &timeouts())
+                .await
+                .expect("start");
+            await_active_again(&p, &timeouts()).await.expect("active");
+            assert!(g.hub("p").expect("p").is_serving());
+            assert_eq!(g.hub("s").expect("s").role, HubRole::Standby);
+            assert_eq!(g.calls("p", "Start"), 1);
+            assert_eq!(g.split_brain(), Duration::ZERO);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_fallback_does_not_start_a_primary_that_runs() {
+            let g = FakeGroup::new().with("p", Hub::active("1.0"));
+            let p = g.agent("p", RPC);
+            start_unless_running(&p, "jdbc", &timeouts())
+                .await
+                .expect("start");
+            await_active_again(&p, &timeouts()).await.expect("active");
+            assert_eq!(g.calls("p", "Start"), 0);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_fallback_fails_when_the_old_primary_ends_while_starting() {
+            let g = FakeGroup::new().with("p", Hub::stopped("1.0"));
+            let p = g.agent("p", RPC);
+            start_unless_running(&p, "jdbc", &timeouts())
+                .await
+                .expect("start");
+            g.set("p", |h| {
+                h.state = HubState::Exited;
+                h.exit_code = Some(1);
+            });
+            let e = await_active_again(&p, &timeouts())
+                .await
+                .expect_err("ended");
+            assert!(
+                e.to_string()
+                    .contains("p ended while starting (exited (code 1))"),
+                "{e}"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_wait_with_no_secondary_running_ends_early() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"))
+                .takeover(Takeover::Never);
+            stop_p(&g).await;
+            // The secondary crashes right after the primary stopped.
+            g.set("s", |h| h.state = HubState::Exited);
+            let began = Instant::now();
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            assert!(
+                matches!(&r, TakeoverWait::NoneRunning(why) if why.contains("no secondary is running")),
+                "{r:?}"
+            );
+            assert!(
+                began.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                began.elapsed()
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_unanswering_secondary_gets_the_whole_timeout() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"));
+            stop_p(&g).await;
+            g.hang("s", "Status", None);
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            assert!(matches!(r, TakeoverWait::TimedOut(_)), "{r:?}");
+        }
+
+        /// The group after HA `create` on the upgraded primary `p`, with
+        /// the old secondary `s` active since it took over.
+        async fn created(on_new_schema: OnNewSchema, start_delay: Duration) -> FakeGroup {
+            let g = FakeGroup::new()
+                .with("p", Hub::stopped("2.0"))
+                .with("s", Hub::active("1.0"))
+                .on_new_schema(on_new_schema)
+                .start_delay(start_delay);
+            g.agent("p", RPC)
+                .start(
+                    StartMode::CreateAndStart,
+                    "p",
+                    "jdbc",
+                    Duration::from_secs(300),
+                )
+                .await
+                .expect("create and start");
+            g
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_old_secondary_that_shuts_itself_down_is_left_alone() {
+            let g = created(OnNewSchema::ShutDown, Duration::from_secs(2)).await;
+            let back = hand_back(
+                &g.agent("p", RPC),
+                &[g.agent("s", RPC)],
+                "jdbc",
+                &timeouts(),
+                None,
+                &quiet(),
+            )
+            .await
+            .expect("hand back");
+            assert!(back.stopped_by_us.is_empty());
+            assert_eq!(back.down.len(), 1);
+            assert_eq!(g.calls("s", "Stop"), 0);
+            assert!(g.hub("p").expect("p").is_serving());
+            assert_eq!(g.split_brain(), Duration::ZERO);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_old_secondary_still_active_with_the_upgraded_primary_is_stopped_within_a_poll()
+        {
+            let g = created(OnNewSchema::KeepRunning, Duration::from_secs(2)).await;
+            let back = hand_back(
+                &g.agent("p", RPC),
+                &[g.agent("s", RPC)],
+                "jdbc",
+                &timeouts(),
+                None,
+                &quiet(),
+            )
+            .await
+            .expect("hand back");
+            assert_eq!(back.stopped_by_us, ["s"]);
+            assert!(!g.hub("s").expect("s").is_running());
+            assert!(g.hub("p").expect("p").is_serving());
+            let split = g.split_brain();
+            assert!(split <= POLL, "two actives for {split:?}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_old_secondary_is_stopped_after_the_shutdown_timeout_before_the_primary_is_active()
+         {
+            // The upgraded primary takes longer to start than the old
+            // secondary is given to shut itself down.
+            let g = created(OnNewSchema::KeepRunning, Duration::from_secs(90)).await;
+            let began = Instant::now();
+            let back = hand_back(
+                &g.agent("p", RPC),
+                &[g.agent("s", RPC)],
+                "jdbc",
+                &timeouts(),
+                None,
+                &quiet(),
+            )
+            .await
+            .expect("hand back");
+            assert_eq!(back.stopped_by_us, ["s"]);
+            assert!(began.elapsed() >= Duration::from_secs(90));
+            assert_eq!(g.split_brain(), Duration::ZERO);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_primary_that_cannot_be_started_again_fails_the_hand_back() {
+            let g = created(OnNewSchema::ShutDown, Duration::from_secs(2)).await;
+            g.fail("p", "Start", Code::FailedPrecondition, None);
+            g.set("p", |h| h.state = HubState::Exited);
+            let e = hand_back(
+                &g.agent("p", RPC),
+                &[g.agent("s", RPC)],
+                "jdbc",
+                &timeouts(),
+                None,
+                &quiet(),
+            )
+            .await
+            .expect_err("no primary");
+            assert!(
+                e.to_string().contains("Start failed (FailedPrecondition)"),
+                "{e}"
+            );
+            assert_eq!(g.calls("p", "Start"), 2, "the create, then one start again");
+        }
     }
 }

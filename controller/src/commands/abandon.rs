@@ -5,7 +5,7 @@ use crate::agents::{is_running, role_name, state_name};
 use crate::db::Database;
 use crate::exit::Refused;
 use crate::inventory::{Group, Inventory};
-use crate::journal;
+use crate::journal::{self, StepState};
 use crate::launch::{OpenRun, lock_group, open_run};
 use crate::output::Output;
 use crate::plan;
@@ -24,14 +24,14 @@ pub async fn abandon(out: Output, inventory: &Path, run_id: &str) -> Result<()> 
         record,
     } = open_run(inventory, run_id).await?;
     let out = out.for_group(&group.name);
-    if matches!(record.state.as_str(), "done" | "rolled_back" | "abandoned") {
+    if record.state.is_finished() {
         return Err(Refused(format!("run {run_id} is already {}", record.state)).into());
     }
     lock_group(&client, &record.group).await?;
     let steps = journal::load_steps(&client, run_id).await?;
     let irreversible: Vec<String> = steps
         .iter()
-        .filter(|s| s.step.destructive() && s.state != "pending")
+        .filter(|s| s.step.destructive() && s.state != StepState::Pending)
         .map(|s| format!("{} on {}", s.step.name(), s.step.node()))
         .collect();
     if !irreversible.is_empty() {
@@ -44,7 +44,9 @@ pub async fn abandon(out: Output, inventory: &Path, run_id: &str) -> Result<()> 
     }
     let stopped: Vec<String> = steps
         .iter()
-        .filter(|s| matches!(s.step, plan::Step::StopPrimary { .. }) && s.state != "pending")
+        .filter(|s| {
+            matches!(s.step, plan::Step::StopPrimary { .. }) && s.state != StepState::Pending
+        })
         .map(|s| s.step.node())
         .collect();
     // Give the group its primary back before letting go of the run.

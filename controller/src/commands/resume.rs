@@ -2,6 +2,7 @@
 //! fleet.
 
 use crate::cli::RunOrFleet;
+use crate::journal::RunState;
 use crate::launch::{finish, open_run, prepare_resume};
 use crate::output::Output;
 use anyhow::Result;
@@ -21,10 +22,10 @@ pub async fn resume(
     let run_id = which.run.as_deref().unwrap_or_default();
     let open = open_run(inventory, run_id).await?;
     let out = out.for_group(&open.group.name);
-    if open.record.state == "done" {
+    if open.record.state == RunState::Done {
         out.event(
             "run_finished",
-            json!({ "run": run_id, "state": "done", "already": true }),
+            json!({ "run": run_id, "state": RunState::Done, "already": true }),
             || format!("Run {run_id} is already done."),
         );
         return Ok(());

@@ -3,7 +3,7 @@
 
 use crate::exit::{Refused, UsageError};
 use crate::facts::RunFacts;
-use crate::journal;
+use crate::journal::{self, RunState};
 use crate::journal_link::JournalLink;
 use crate::launch::{OpenRun, confirm, finish, lock_group, open_run, print_findings};
 use crate::output::Output;
@@ -31,7 +31,7 @@ pub async fn rollback(out: Output, inventory: &Path, run_id: &str, yes: bool) ->
         ))
         .into());
     }
-    if record.state == "rolled_back" {
+    if record.state == RunState::RolledBack {
         return Err(Refused(format!("run {run_id} was already rolled back")).into());
     }
     let original: RunFacts = serde_json::from_value(record.facts.clone())

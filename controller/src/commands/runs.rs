@@ -4,7 +4,7 @@
 use crate::db::Database;
 use crate::exit::UsageError;
 use crate::inventory::Inventory;
-use crate::journal::{self, FleetRecord, RunRecord};
+use crate::journal::{self, FleetRecord, RunRecord, RunState};
 use crate::launch::{distinct_databases, open_run};
 use crate::output::Output;
 use anyhow::Result;
@@ -164,7 +164,9 @@ pub async fn runs(
         let members = f.spec["groups"].as_array().map_or(0, Vec::len);
         let done = list
             .iter()
-            .filter(|r| r.facts["fleet"].as_str() == Some(f.id.as_str()) && r.state == "done")
+            .filter(|r| {
+                r.facts["fleet"].as_str() == Some(f.id.as_str()) && r.state == RunState::Done
+            })
             .count();
         out.record("fleet", f, || {
             format!(

@@ -4,7 +4,7 @@
 
 use crate::cli::RunOrFleet;
 use crate::exit::Refused;
-use crate::journal;
+use crate::journal::{self, RunState};
 use crate::launch::{OpenRun, open_run};
 use crate::output::Output;
 use anyhow::Result;
@@ -19,7 +19,7 @@ pub async fn stop(out: Output, inventory: &Path, which: &RunOrFleet) -> Result<(
     let run_id = which.run.as_deref().unwrap_or_default();
     let OpenRun { client, record, .. } = open_run(inventory, run_id).await?;
     let out = out.for_group(&record.group);
-    if record.state != "running" {
+    if record.state != RunState::Running {
         return Err(Refused(format!(
             "run {run_id} is {}, not running: nothing to stop",
             record.state

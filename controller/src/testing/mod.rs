@@ -1,0 +1,3 @@
+//! Test doubles for the controller's unit tests.
+
+pub mod fake_agent;
