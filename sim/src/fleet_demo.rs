@@ -74,22 +74,34 @@ async fn run_hubshift(
     })
 }
 
-/// A one-line rendering of a controller event; `None` for the chatty ones
-/// (steps starting) and the closing event (rendered as a table).
+/// Events too many to show one line each in a fleet (every preflight check
+/// and step of every group), and the closing one (rendered as a table).
+const QUIET: [&str; 4] = [
+    "preflight",
+    "step_started",
+    "step_finished",
+    "fleet_finished",
+];
+
+/// A one-line rendering of a controller event, `None` for the [`QUIET`] ones.
 fn progress_line(e: &Value) -> Option<String> {
     let event = e["event"].as_str()?;
-    if event == "step_started" || event == "fleet_finished" {
+    if QUIET.contains(&event) {
         return None;
     }
     let group = e["group"].as_str().unwrap_or("-");
     let mut line = format!("  {group:<10} {event}");
-    for key in ["step", "result", "state", "message", "reason"] {
-        if let Some(v) = e[key].as_str() {
-            line.push_str(&format!(" {key}={v}"));
+    for key in ["window", "result", "state", "reason", "message", "error"] {
+        match &e[key] {
+            Value::String(v) => line.push_str(&format!(" {key}={v}")),
+            Value::Number(v) => line.push_str(&format!(" {key}={v}")),
+            _ => {}
         }
     }
-    if let Some(ms) = e["duration_ms"].as_u64() {
-        line.push_str(&format!(" ({:.1} s)", ms as f64 / 1000.0));
+    for key in ["duration_ms", "soak_ms"] {
+        if let Some(ms) = e[key].as_u64() {
+            line.push_str(&format!(" ({:.1} s)", ms as f64 / 1000.0));
+        }
     }
     Some(line)
 }
@@ -145,6 +157,12 @@ fn render_fleet_finished(e: &Value) -> String {
             text(&g["run"]),
             text(&g["backup_id"]),
         ));
+        if let Some(reason) = g["reason"].as_str().filter(|r| !r.is_empty()) {
+            out.push_str(&format!("  {:<10} {reason}\n", ""));
+        }
+    }
+    if let Some(halted) = e["halted"].as_str() {
+        out.push_str(&format!("  no new group was started: {halted}\n"));
     }
     out
 }
@@ -365,7 +383,7 @@ pub(crate) async fn bench(
     let fleet = build_fleet(g, groups).await?;
     let inventory = fleet.root.join("inventory.toml");
     fleet.write_inventory(&inventory)?;
-    let (_clients, _since) = connect_and_wait_for_data(&fleet).await?;
+    let (clients, since) = connect_and_wait_for_data(&fleet).await?;
     let reference = group_name(1);
 
     let single_archive = fleet.runtime_archive(&g.to)?.display().to_string();
@@ -421,6 +439,14 @@ pub(crate) async fn bench(
             .map(|e| format!(": {}", not_done(e).join(", ")))
             .unwrap_or_default()
     );
+    // A benchmark of upgrades that broke the HA promise would mean nothing.
+    for (group, db) in fleet.groups().iter().zip(&clients) {
+        let ticks = measure::fetch_ticks(db, since).await?;
+        if let Some(s) = measure::split_brain(&ticks, fleet.timing.tick_interval) {
+            anyhow::bail!("split brain in {}: {s}", group.name);
+        }
+    }
+    println!("split brain: none in any group (each measured in its own database)");
     let (fleet_s, single_s) = (all.wall.as_secs_f64(), single.wall.as_secs_f64());
     println!(
         "fleet ratio: {:.2} (fleet {fleet_s:.1} s for {groups} groups at --parallel {parallel}, one group alone {single_s:.1} s)",
@@ -470,14 +496,23 @@ mod tests {
     }
 
     #[test]
-    fn progress_lines_skip_step_starts_and_show_the_group() {
-        let start =
-            serde_json::json!({"event": "step_started", "group": "plant-1", "step": "backup"});
-        assert_eq!(progress_line(&start), None);
-        let done = serde_json::json!({"event": "step_finished", "group": "plant-2", "step": "backup", "duration_ms": 1500});
+    fn progress_lines_skip_steps_and_checks_and_show_the_group() {
+        for event in QUIET {
+            let e = serde_json::json!({"event": event, "group": "plant-1", "name": "backup"});
+            assert_eq!(progress_line(&e), None, "{event}");
+        }
+        let window = serde_json::json!({"event": "outage_window", "group": "plant-2", "window": 1, "duration_ms": 3300});
+        assert_eq!(
+            progress_line(&window).as_deref(),
+            Some("  plant-2    outage_window window=1 (3.3 s)")
+        );
+        let done = serde_json::json!({"event": "group_finished", "group": "plant-3", "result": "failed", "reason": "no standby", "duration_ms": 1500});
         let line = progress_line(&done).unwrap();
         assert!(
-            line.contains("plant-2") && line.contains("step=backup") && line.contains("1.5 s"),
+            line.contains("plant-3")
+                && line.contains("result=failed")
+                && line.contains("reason=no standby")
+                && line.contains("1.5 s"),
             "{line}"
         );
     }

@@ -1,5 +1,6 @@
 //! The README's first command: `hubshift-sandbox demo` completes an upgrade
-//! and prints the outage windows measured from the data ticks.
+//! and prints the outage windows measured from the data ticks (also for a
+//! fleet of groups, `--groups`).
 
 mod support;
 
@@ -34,6 +35,60 @@ fn demo_upgrades_the_sandbox_group_and_prints_measured_outages() {
             stdout.contains(needle),
             "demo output lacks {needle:?}:\n{stdout}"
         );
+    }
+}
+
+/// `hubshift-sandbox demo --groups 2`: a fleet upgraded by
+/// `hubshift upgrade --all` with a canary; every group done, and each
+/// group's outages and split-brain check measured in its own database.
+#[test]
+fn fleet_demo_upgrades_every_group_and_measures_each_in_its_own_database() {
+    let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(bin)
+        .args([
+            "demo",
+            "--groups",
+            "2",
+            "--takeover-timeout",
+            "1500ms",
+            "--start-delay",
+            "700ms",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("upgrade --all --canary plant-1 --soak 3s --parallel 2"),
+        "{stdout}"
+    );
+    let table = stdout
+        .split_once("\nFleet ")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("no closing table:\n{stdout}"));
+    for group in ["plant-1", "plant-2"] {
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{group} ")))
+            .unwrap_or_else(|| panic!("no row for {group}:\n{table}"));
+        assert!(row.contains(" done "), "{row}");
+        let measured = stdout
+            .split_once(&format!("  {group} (database plant_"))
+            .map(|(_, rest)| rest.split("\n  plant-").next().unwrap_or(rest))
+            .unwrap_or_else(|| panic!("no measurement for {group}:\n{stdout}"));
+        for needle in [
+            "measured outage 1:",
+            "measured outage 2:",
+            "split brain: none",
+            &format!("now producing: {group}-a@4.2.0"),
+        ] {
+            assert!(
+                measured.contains(needle),
+                "{group}'s measurement lacks {needle:?}:\n{measured}"
+            );
+        }
     }
 }
 
