@@ -2,7 +2,7 @@
 //! and pipelines: fleets, runs, one run's steps, one fleet's groups.
 
 use crate::db::Database;
-use crate::exit::UsageError;
+use crate::exit::{Refused, UsageError};
 use crate::inventory::Inventory;
 use crate::journal::{self, FleetRecord, RunRecord, RunState};
 use crate::launch::{distinct_databases, open_run};
@@ -17,9 +17,10 @@ async fn read_journals(
     inventory: &Inventory,
     group: Option<&str>,
     limit: i64,
-) -> Result<(Vec<FleetRecord>, Vec<RunRecord>)> {
+) -> Result<(Vec<FleetRecord>, Vec<RunRecord>, Vec<String>)> {
     let mut fleets: Vec<FleetRecord> = Vec::new();
     let mut runs = Vec::new();
+    let mut unreadable = Vec::new();
     for g in distinct_databases(inventory) {
         let db = Database::for_group(inventory, g)?;
         let client = match db.connect().await {
@@ -35,6 +36,7 @@ async fn read_journals(
                         )
                     },
                 );
+                unreadable.push(format!("group {}: {e}", g.name));
                 continue;
             }
         };
@@ -58,7 +60,14 @@ async fn read_journals(
     runs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     runs.truncate(usize::try_from(limit).unwrap_or(0));
     fleets.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok((fleets, runs))
+    if unreadable.len() == distinct_databases(inventory).len() {
+        return Err(Refused(format!(
+            "no journal could be read: {}",
+            unreadable.join("; ")
+        ))
+        .into());
+    }
+    Ok((fleets, runs, unreadable))
 }
 
 /// Lists fleets and runs, or one run's steps, or one fleet's groups.
@@ -113,7 +122,7 @@ pub async fn runs(
     } else {
         limit
     };
-    let (fleets, list) = read_journals(&out, &inventory, group, wide).await?;
+    let (fleets, list, unreadable) = read_journals(&out, &inventory, group, wide).await?;
     if let Some(id) = fleet {
         let f = fleets
             .iter()
@@ -155,7 +164,7 @@ pub async fn runs(
                 ),
             }
         }
-        return Ok(());
+        return unread(&unreadable);
     }
     if list.is_empty() && fleets.is_empty() {
         out.human("No runs yet.");
@@ -203,7 +212,7 @@ pub async fn runs(
             )
         });
     }
-    Ok(())
+    unread(&unreadable)
 }
 
 /// "upgrade by alice@ci-runner-3 (GITHUB_RUN_ID=42), resume by bob@laptop".
@@ -229,4 +238,17 @@ fn audit_line(audit: &serde_json::Value) -> String {
                 .join(", ")
         })
         .unwrap_or_default()
+}
+
+/// Exit 1 when some databases' journals could not be read: the listing
+/// above is incomplete.
+fn unread(unreadable: &[String]) -> Result<()> {
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} journal(s) could not be read, the listing is incomplete: {}",
+        unreadable.len(),
+        unreadable.join("; ")
+    )
 }
