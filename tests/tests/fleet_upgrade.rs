@@ -435,3 +435,43 @@ async fn human_output_of_parallel_groups_is_prefixed_and_never_interleaved() {
         assert_no_split_brain(&s.fleet, g, s.since).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_failing_while_the_canary_soaks_stops_the_fleet() {
+    let s = setup(2).await;
+    // The check passes once (right after the canary's upgrade), then fails:
+    // the first check of the soak must catch it.
+    let calls = s.fleet.root.join("check-calls");
+    let mut text_inv = std::fs::read_to_string(&s.inventory).unwrap();
+    text_inv.push_str(&format!(
+        "\n[checks]\ncommand = [\"/bin/sh\", \"-c\", \"echo x >> \\\"$CALLS\\\"; test $(wc -l < \\\"$CALLS\\\") -lt 2 || {{ echo stale data on $HUBSHIFT_ACTIVE_NODE; exit 1; }}\"]\ntimeout_secs = 10\ninterval_secs = 1\nenv = {{ CALLS = \"{}\" }}\n",
+        calls.display()
+    ));
+    std::fs::write(&s.inventory, text_inv).unwrap();
+    let out = run(
+        &s.inventory,
+        &fleet_args(
+            &s.archive,
+            &["--all", "--canary", "plant-1", "--soak", "30s"],
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ev = events(&out);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "check_passed" && e["group"] == "plant-1"),
+        "{ev:#?}"
+    );
+    assert!(find(&ev, "soak_started").is_some(), "{ev:#?}");
+    assert!(find(&ev, "soak_finished").is_none(), "{ev:#?}");
+    let finished = find(&ev, "fleet_finished").expect("fleet_finished");
+    let canary = row(finished, "plant-1");
+    assert_eq!(canary["result"], "failed", "{finished}");
+    let reason = canary["reason"].as_str().unwrap();
+    assert!(reason.contains("while the canary soaked"), "{reason}");
+    assert!(reason.contains("stale data on plant-1-a"), "{reason}");
+    assert!(reason.contains("hubshift rollback --run"), "{reason}");
+    assert_eq!(row(finished, "plant-2")["result"], "not_started");
+    assert_group_at(&s.fleet, "plant-2", FROM).await;
+    assert_group_at(&s.fleet, "plant-1", TO).await;
+}
