@@ -7,10 +7,9 @@ use crate::exit::{Parked, Refused, Taken, UsageError};
 use crate::facts::RunFacts;
 use crate::inventory::{Group, Inventory};
 use crate::journal::{self, RunRecord, RunState, StepRecord, StepState};
-use crate::journal_link::JournalLink;
 use crate::output::Output;
 use crate::plan::{self, Finding, Target};
-use crate::run_context::Run;
+use crate::run_context::{GroupDb, Run};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::io::{BufRead, IsTerminal, Write};
@@ -378,21 +377,15 @@ pub async fn record_upgrade(
     );
     let records = journal::load_steps(&client, &id).await?;
     journal::add_audit(&client, &id, &crate::audit::entry(action)).await?;
-    let jdbc = db.jdbc_uri();
-    let journal = JournalLink::new(db.clone(), &group.name, client);
+    let at = GroupDb {
+        inventory,
+        group,
+        db,
+        client,
+    };
+    let runtime_file = Some(req.archive.path.clone());
     Ok((
-        Run {
-            id,
-            inv: inventory,
-            group,
-            out: out.clone(),
-            db,
-            journal,
-            agents,
-            facts,
-            runtime_file: Some(req.archive.path.clone()),
-            jdbc,
-        },
+        Run::new(id, at, out.clone(), agents, facts, runtime_file),
         records,
     ))
 }
@@ -464,21 +457,14 @@ pub async fn prepare_resume(
             )
         },
     );
-    let jdbc = db.jdbc_uri();
-    let journal = JournalLink::new(db.clone(), &group.name, client);
+    let at = GroupDb {
+        inventory,
+        group,
+        db,
+        client,
+    };
     Ok((
-        Run {
-            id: run_id,
-            inv: inventory,
-            group,
-            out: out.clone(),
-            db,
-            journal,
-            agents,
-            facts,
-            runtime_file,
-            jdbc,
-        },
+        Run::new(run_id, at, out.clone(), agents, facts, runtime_file),
         records,
     ))
 }

@@ -37,7 +37,52 @@ pub struct Run {
     pub jdbc: Secret,
 }
 
+/// A group with its database and the journal connection that holds the
+/// group's lock: where a run is recorded and what it acts on.
+pub struct GroupDb {
+    /// The inventory.
+    pub inventory: Inventory,
+    /// The group.
+    pub group: Group,
+    /// Its database.
+    pub db: Database,
+    /// The journal connection holding the group's lock.
+    pub client: tokio_postgres::Client,
+}
+
 impl Run {
+    /// A journaled run `id` of `at`, ready to execute; the JDBC URI is
+    /// derived here and the lock-holding connection becomes the journal link.
+    pub fn new(
+        id: String,
+        at: GroupDb,
+        out: Output,
+        agents: HashMap<String, Agent>,
+        facts: RunFacts,
+        runtime_file: Option<PathBuf>,
+    ) -> Self {
+        let GroupDb {
+            inventory,
+            group,
+            db,
+            client,
+        } = at;
+        let jdbc = db.jdbc_uri();
+        let journal = JournalLink::new(db.clone(), &group.name, client);
+        Run {
+            id,
+            inv: inventory,
+            group,
+            out,
+            db,
+            journal,
+            agents,
+            facts,
+            runtime_file,
+            jdbc,
+        }
+    }
+
     /// The agent of a node.
     pub fn agent(&self, node: &str) -> Result<&Agent> {
         self.agents

@@ -4,11 +4,10 @@
 use crate::exit::{Refused, UsageError};
 use crate::facts::RunFacts;
 use crate::journal::{self, RunState};
-use crate::journal_link::JournalLink;
 use crate::launch::{OpenRun, confirm, finish, lock_group, open_run, print_findings};
 use crate::output::Output;
 use crate::plan::{self, Finding};
-use crate::run_context::Run;
+use crate::run_context::{GroupDb, Run};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
@@ -136,20 +135,13 @@ pub async fn rollback(out: Output, inventory: &Path, run_id: &str, yes: bool) ->
     );
     let records = journal::load_steps(&client, &id).await?;
     journal::add_audit(&client, &id, &crate::audit::entry("rollback")).await?;
-    let jdbc = db.jdbc_uri();
-    let journal = JournalLink::new(db.clone(), &group.name, client);
-    let mut run = Run {
-        id,
-        inv: inventory,
+    let at = GroupDb {
+        inventory,
         group,
-        out: out.clone(),
         db,
-        journal,
-        agents,
-        facts,
-        runtime_file: None,
-        jdbc,
+        client,
     };
+    let mut run = Run::new(id, at, out.clone(), agents, facts, None);
     crate::executor::watch_ctrl_c(out);
     finish(&mut run, &records).await
 }
