@@ -475,3 +475,57 @@ async fn a_check_failing_while_the_canary_soaks_stops_the_fleet() {
     assert_group_at(&s.fleet, "plant-2", FROM).await;
     assert_group_at(&s.fleet, "plant-1", TO).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unready_group_refuses_the_fleet_unless_skipped() {
+    let mut s = setup(2).await;
+    // plant-2's secondary agent is gone: plant-2 is not ready.
+    s.fleet.groups_mut()[1].kill_agent(1);
+    let out = run(&s.inventory, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ev = events(&out);
+    let ready = |g: &str| {
+        ev.iter()
+            .find(|e| e["event"] == "group_readiness" && e["group"] == g)
+            .unwrap_or_else(|| panic!("no readiness line for {g}: {ev:#?}"))
+            .clone()
+    };
+    assert_eq!(ready("plant-1")["ready"], true);
+    assert_eq!(ready("plant-2")["ready"], false);
+    assert!(
+        ready("plant-2")["problems"]
+            .to_string()
+            .contains("plant-2-b"),
+        "{}",
+        ready("plant-2")
+    );
+
+    let out = run(&s.inventory, &fleet_args(&s.archive, &["--all"]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 group(s) not ready: plant-2"),
+        "{}",
+        text(&out)
+    );
+    let ev = events(&out);
+    assert!(find(&ev, "fleet_started").is_none(), "{ev:#?}");
+    assert_group_at(&s.fleet, "plant-1", FROM).await;
+
+    let out = run(
+        &s.inventory,
+        &fleet_args(&s.archive, &["--all", "--skip-unready"]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ev = events(&out);
+    let finished = find(&ev, "fleet_finished").expect("fleet_finished");
+    assert_eq!(row(finished, "plant-1")["result"], "done", "{finished}");
+    let skipped = row(finished, "plant-2");
+    assert_eq!(skipped["result"], "skipped", "{finished}");
+    assert!(
+        skipped["reason"].as_str().unwrap().contains("plant-2-b"),
+        "{skipped}"
+    );
+    assert_group_at(&s.fleet, "plant-1", TO).await;
+    let p2 = s.fleet.group("plant-2").unwrap();
+    assert_eq!(p2.status(0).await.unwrap().active_runtime, FROM);
+}
