@@ -233,16 +233,59 @@ impl DockerHub {
 
     /// Waits until the container's output says HA create is done; fails
     /// with its (masked) last output when it ends first or takes too long.
+    /// The output is followed as the engine receives it, not polled: the
+    /// answer marks the moment the old nodes may stop serving (the new
+    /// schema is there), so it must come as soon as the line does.
     async fn await_created(&self, pattern: &Regex, jdbc: &Secret) -> Result<()> {
         let limit = Duration::from_secs(self.cfg.hub.create_timeout_secs);
-        let deadline = Instant::now() + limit;
+        let deadline = tokio::time::Instant::now() + limit;
+        let tail = |output: &[u8]| {
+            let text = String::from_utf8_lossy(output);
+            let start = text.len().saturating_sub(2048);
+            let start = (start..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            redact_with(text[start..].trim(), &[jdbc.expose()])
+        };
         loop {
-            let output = self.output().await;
-            if String::from_utf8_lossy(&output)
-                .lines()
-                .any(|l| pattern.is_match(l))
-            {
-                return Ok(());
+            // From the container's start each time: a stream the engine (or
+            // the client's request timeout) cut short is read again whole.
+            let options = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .follow(true)
+                .build();
+            let mut stream = self.engine.logs(&self.d.container, Some(options));
+            let followed = tokio::time::timeout_at(deadline, async {
+                // The line being written: complete lines are matched and dropped.
+                let mut line: Vec<u8> = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let Ok(chunk) = chunk else {
+                        return false;
+                    };
+                    line.extend_from_slice(&chunk.into_bytes());
+                    let text = String::from_utf8_lossy(&line);
+                    if text.lines().any(|l| pattern.is_match(l)) {
+                        return true;
+                    }
+                    if let Some(end) = line.iter().rposition(|b| *b == b'\n') {
+                        line.drain(..=end);
+                    }
+                }
+                false
+            })
+            .await;
+            match followed {
+                Ok(true) => return Ok(()),
+                Err(_) => {
+                    return Err(AgentError::FailedPrecondition(format!(
+                        "HA create did not finish within {}s (docker.created_pattern not seen); output: {}",
+                        limit.as_secs(),
+                        tail(&self.output().await)
+                    )));
+                }
+                // The stream ended: the container stopped, or the stream broke.
+                Ok(false) => {}
             }
             let running = self
                 .inspect()
@@ -250,28 +293,21 @@ impl DockerHub {
                 .and_then(|c| c.state)
                 .and_then(|s| s.running)
                 .unwrap_or(false);
-            let tail = || {
-                let text = String::from_utf8_lossy(&output);
-                let start = text.len().saturating_sub(2048);
-                let start = (start..text.len())
-                    .find(|i| text.is_char_boundary(*i))
-                    .unwrap_or(text.len());
-                redact_with(text[start..].trim(), &[jdbc.expose()])
-            };
             if !running {
+                // It may have printed the line just before it ended.
+                let output = self.output().await;
+                if String::from_utf8_lossy(&output)
+                    .lines()
+                    .any(|l| pattern.is_match(l))
+                {
+                    return Ok(());
+                }
                 return Err(AgentError::FailedPrecondition(format!(
                     "the hub container ended during HA create; output: {}",
-                    tail()
+                    tail(&output)
                 )));
             }
-            if Instant::now() >= deadline {
-                return Err(AgentError::FailedPrecondition(format!(
-                    "HA create did not finish within {}s (docker.created_pattern not seen); output: {}",
-                    limit.as_secs(),
-                    tail()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
