@@ -452,6 +452,24 @@ async fn docker_image_uploads_follow_the_upload_rules() {
     .unwrap();
     sandbox.restart_agent(1).await.unwrap();
 
+    // A loaded image takes room in the engine's data root: Status reports
+    // that directory's free space where the controller's preflight looks
+    // for room to install a runtime.
+    let out = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.DockerRootDir}}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let data_root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let s = sandbox.status(1).await.unwrap();
+    let room = s
+        .free_space
+        .iter()
+        .find(|d| d.name == "install_root")
+        .unwrap_or_else(|| panic!("no install_root space: {s:?}"));
+    assert_eq!(room.path, data_root, "{s:?}");
+    assert!(room.free_bytes > 0, "{s:?}");
+
     let image = std::fs::read(&archive).unwrap();
     let sha = sha256_hex(&image);
     let header =
