@@ -556,7 +556,7 @@ fn engine_proxy(path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
 /// An engine that stops answering is not a stopped hub: Status and Start
 /// fail with UNAVAILABLE (the controller then treats the node as
 /// unreachable, never as free to take over); a frozen (paused) hub is
-/// stopped by the engine's kill after the timeout.
+/// killed by Stop, not thawed to be stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() {
     if !engine_or_skip("docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop") {
@@ -611,10 +611,17 @@ async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() 
         .await
         .unwrap()
         .into_inner();
-    assert!(stopped.was_running, "{stopped:?}");
+    assert!(stopped.was_running && stopped.killed, "{stopped:?}");
     let s = sandbox.status(1).await.unwrap();
     assert_eq!(s.state(), HubState::Stopped, "{s:?}");
     assert!(!s.frozen);
+    // Killed while frozen: it never ran again, so it never saw the SIGTERM
+    // a stop sends (hubsim logs that it got one).
+    let log = sandbox.nodes[1].hub_log();
+    assert!(
+        !log.contains("received SIGTERM"),
+        "the paused hub ran again:\n{log}"
+    );
 }
 
 /// A CREATE_AND_START whose create fails (here: a wrong password) answers

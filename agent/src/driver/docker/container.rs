@@ -15,8 +15,8 @@ use bollard::models::{
     PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::{Secret, redact_with};
@@ -229,6 +229,57 @@ impl DockerHub {
             }),
             ..Default::default()
         })
+    }
+
+    /// Stop of a paused (frozen) container: SIGKILL, which ends it without
+    /// letting it run. The engine's stop would thaw it to deliver the stop
+    /// signal, and the hub would carry on for a while as the node it was
+    /// when it froze — the active one, say, while another node now serves.
+    /// A SIGSTOPped hub under the process driver ends the same way: killed
+    /// without running again.
+    async fn kill_paused(
+        &self,
+        c: &ContainerInspectResponse,
+        timeout: u64,
+    ) -> Result<(bool, bool)> {
+        tracing::warn!(
+            container = %self.d.container,
+            "the hub container is paused: killing it (a stop would let it run again first)"
+        );
+        self.engine
+            .kill_container(
+                &self.d.container,
+                Some(
+                    KillContainerOptionsBuilder::default()
+                        .signal("SIGKILL")
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(engine_error("cannot kill the paused hub container"))?;
+        let deadline = Instant::now() + Duration::from_secs(timeout.max(10));
+        loop {
+            let running = self
+                .inspect()
+                .await?
+                .and_then(|c| c.state)
+                .and_then(|s| s.running)
+                .unwrap_or(false);
+            if !running {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::Unavailable(format!(
+                    "the paused hub container {} still runs after SIGKILL",
+                    self.d.container
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let id = c.id.clone().unwrap_or_default();
+        fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
+        tracing::info!(container = %self.d.container, killed = true, "hub container stopped");
+        Ok((true, true))
     }
 
     /// Waits until the container's output says HA create is done; fails
@@ -452,6 +503,9 @@ impl HubDriver for DockerHub {
         } else {
             u64::from(timeout_secs)
         };
+        if c.state.as_ref().and_then(|s| s.paused).unwrap_or(false) {
+            return self.kill_paused(&c, timeout).await;
+        }
         tracing::info!(container = %self.d.container, "stopping the hub container");
         let began = Instant::now();
         let t = i32::try_from(timeout).unwrap_or(i32::MAX);
