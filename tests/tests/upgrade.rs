@@ -353,8 +353,6 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
         "{}",
         text(&out)
     );
-    // (The refused upgrade took the group lock: wait until its session is gone.)
-    wait_group_unlocked(&db, GROUP).await;
     let out = run(&inventory, &["abandon", "--run", &bad_run]);
     assert!(out.status.success(), "{}", text(&out));
     untouched.assert_same_processes(&sandbox, "refused");

@@ -231,41 +231,6 @@ pub async fn schema_version(client: &tokio_postgres::Client) -> Option<String> {
         .map(|r| r.get(0))
 }
 
-/// Waits until no session holds `group`'s advisory lock (the controller's
-/// key, `hubshift:group:<name>`). A `hubshift` that took it and exited
-/// keeps it until PostgreSQL has seen its connection close, which on a
-/// loaded machine can be after the next command asks for it: that command
-/// is then refused as if a run held the group.
-pub async fn wait_group_unlocked(client: &tokio_postgres::Client, group: &str) {
-    let key = format!("hubshift:group:{group}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let free: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                &[&key],
-            )
-            .await
-            .expect("try the group lock")
-            .get(0);
-        if free {
-            client
-                .query_one(
-                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
-                    &[&key],
-                )
-                .await
-                .expect("release the group lock");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group {group} still locked 10 s after its last controller exited"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Whether a Docker test runs: an engine answers; else, outside CI, it is
 /// skipped with one line on stderr, and under CI (`CI` set) it fails.
 pub fn engine_or_skip(test: &str) -> bool {
