@@ -82,13 +82,16 @@ impl Operations {
         let active = self.runtimes.active_version().await.unwrap_or_default();
         let staged = self.runtimes.staged_versions().await;
         let cfg = self.cfg.clone();
+        // Where staged runtimes take room: the install root, or the engine's
+        // data root for images.
+        let room = self.runtimes.room_dir();
         let (cert_sha, space, appdata_bytes, runtime_dir, hub_settings) =
             tokio::task::spawn_blocking(move || {
                 let p = &cfg.paths;
                 let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
                 let space = [
                     ("state", &p.state_dir),
-                    ("install_root", &p.install_root),
+                    ("install_root", &room),
                     ("appdata", &p.appdata),
                 ]
                 .into_iter()

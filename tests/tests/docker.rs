@@ -1,8 +1,11 @@
-//! End to end on the docker driver: the real `hubshift` upgrades, rolls back
-//! and resumes a two-node group of hubsim containers on the local Docker
-//! Engine, each started and stopped by a real agent over mTLS, against a
-//! real PostgreSQL. Without an engine these tests skip (one line on
-//! stderr), unless `CI` is set: there they fail.
+//! End to end, what only the docker driver has: a two-node group of hubsim
+//! containers on the local Docker Engine, each started and stopped by a real
+//! agent over mTLS, against a real PostgreSQL — appData in named volumes,
+//! command overrides for older images, re-adoption of the container, image
+//! archive refusals, an engine that stops answering. The upgrade cases both
+//! drivers share are in `upgrade.rs` (`CASE::docker`) and `faults.rs`.
+//! Without an engine these tests skip (one line on stderr), unless `CI` is
+//! set: there they fail.
 
 mod support;
 
@@ -53,15 +56,8 @@ async fn assert_group_at(sandbox: &Sandbox, version: &str, since: SystemTime) {
         assert!(s.pid > 0, "{s:?}");
     }
     // The containers run the image of that version (the engine says so).
-    for n in &sandbox.nodes {
-        let out = std::process::Command::new("docker")
-            .args(["inspect", "--format", "{{.Config.Image}}", &n.container])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            format!("{}:{version}", sandbox.image_repository)
-        );
+    for i in 0..2 {
+        assert_driver_runs(sandbox, i, version).await;
     }
     let db = sandbox.db.connect().await.unwrap();
     assert_eq!(schema_version(&db).await.as_deref(), Some(version));
@@ -78,62 +74,6 @@ async fn assert_group_at(sandbox: &Sandbox, version: &str, since: SystemTime) {
             .any(|t| t.version == version && t.node == "hub-a"),
         "the primary produces data at {version}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_group_upgrades_then_rolls_back() {
-    if !engine_or_skip("docker_group_upgrades_then_rolls_back") {
-        return;
-    }
-    let (sandbox, inventory, archive) = setup().await;
-    let planted = plant_hub_data(&sandbox);
-    let before: Vec<_> = planted.iter().map(|p| std::fs::read(p).unwrap()).collect();
-    let since = SystemTime::now();
-
-    let out = run(&inventory, &upgrade_args(&archive, TO));
-    assert!(out.status.success(), "{}", text(&out));
-    let ev = events(&out);
-    let finished = find(&ev, "run_finished").expect("run_finished");
-    let run_id = find(&ev, "run_started").unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(finished["windows"].as_array().map(Vec::len), Some(2));
-    assert_group_at(&sandbox, TO, since).await;
-    for (p, b) in planted.iter().zip(&before) {
-        assert_eq!(&std::fs::read(p).unwrap(), b, "{} kept", p.display());
-    }
-    // The JDBC URI's password is in no output of the run.
-    let password = sandbox
-        .db
-        .url()
-        .split_once("://")
-        .and_then(|(_, r)| r.split_once('@'))
-        .and_then(|(cred, _)| cred.split_once(':'))
-        .map(|(_, p)| p.to_string())
-        .unwrap();
-    assert!(!text(&out).contains(&password));
-    for n in &sandbox.nodes {
-        assert!(
-            !n.agent_log_text().contains(&password),
-            "agent log of {}",
-            n.name
-        );
-    }
-
-    let since = SystemTime::now();
-    let out = run(&inventory, &["rollback", "--run", &run_id, "--yes"]);
-    assert!(out.status.success(), "{}", text(&out));
-    sandbox
-        .wait_role(0, HubRole::Active, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let db = sandbox.db.connect().await.unwrap();
-    assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
-    for i in 0..2 {
-        assert_eq!(sandbox.status(i).await.unwrap().active_runtime, FROM);
-    }
-    assert_group_at(&sandbox, FROM, since).await;
 }
 
 /// appData in a named volume: the agents back up, restore and copy the
@@ -225,32 +165,6 @@ async fn docker_group_of_older_images_upgrades_through_command_overrides() {
         assert!(seen.contains(&format!("\"--mode\",\"{mode}\"")), "{seen}");
         assert!(!seen.contains("START_MODE"), "{seen}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_controller_killed_mid_run_then_resume_completes() {
-    if !engine_or_skip("docker_controller_killed_mid_run_then_resume_completes") {
-        return;
-    }
-    let (sandbox, inventory, archive) = setup().await;
-    let since = SystemTime::now();
-    let mut first = Running::spawn(&inventory, &upgrade_args(&archive, TO));
-    let started = first.wait_for(Duration::from_secs(60), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    let run_id = started["run"].as_str().unwrap().to_string();
-    first.wait_for(Duration::from_secs(180), "drop_schema finished", |e| {
-        e["event"] == "step_finished" && e["name"] == "drop_schema"
-    });
-    first.child.kill().unwrap();
-    let _ = first.child.wait();
-
-    let out = run(&inventory, &["resume", "--run", &run_id]);
-    assert!(out.status.success(), "{}", text(&out));
-    let ev = events(&out);
-    assert!(find(&ev, "run_resumed").is_some(), "{ev:#?}");
-    assert!(find(&ev, "run_finished").is_some(), "{ev:#?}");
-    assert_group_at(&sandbox, TO, since).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,6 +366,24 @@ async fn docker_image_uploads_follow_the_upload_rules() {
     .unwrap();
     sandbox.restart_agent(1).await.unwrap();
 
+    // A loaded image takes room in the engine's data root: Status reports
+    // that directory's free space where the controller's preflight looks
+    // for room to install a runtime.
+    let out = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.DockerRootDir}}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let data_root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let s = sandbox.status(1).await.unwrap();
+    let room = s
+        .free_space
+        .iter()
+        .find(|d| d.name == "install_root")
+        .unwrap_or_else(|| panic!("no install_root space: {s:?}"));
+    assert_eq!(room.path, data_root, "{s:?}");
+    assert!(room.free_bytes > 0, "{s:?}");
+
     let image = std::fs::read(&archive).unwrap();
     let sha = sha256_hex(&image);
     let header =
@@ -624,7 +556,7 @@ fn engine_proxy(path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
 /// An engine that stops answering is not a stopped hub: Status and Start
 /// fail with UNAVAILABLE (the controller then treats the node as
 /// unreachable, never as free to take over); a frozen (paused) hub is
-/// stopped by the engine's kill after the timeout.
+/// killed by Stop, not thawed to be stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() {
     if !engine_or_skip("docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop") {
@@ -679,10 +611,17 @@ async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() 
         .await
         .unwrap()
         .into_inner();
-    assert!(stopped.was_running, "{stopped:?}");
+    assert!(stopped.was_running && stopped.killed, "{stopped:?}");
     let s = sandbox.status(1).await.unwrap();
     assert_eq!(s.state(), HubState::Stopped, "{s:?}");
     assert!(!s.frozen);
+    // Killed while frozen: it never ran again, so it never saw the SIGTERM
+    // a stop sends (hubsim logs that it got one).
+    let log = sandbox.nodes[1].hub_log();
+    assert!(
+        !log.contains("received SIGTERM"),
+        "the paused hub ran again:\n{log}"
+    );
 }
 
 /// A CREATE_AND_START whose create fails (here: a wrong password) answers

@@ -9,13 +9,18 @@
 //!
 //! The cases are grouped into a few tests that run in parallel, each with
 //! its own sandbox; inside a test, cases run one after the other on the
-//! same group, each upgrading it to the next version.
+//! same group, each upgrading it to the next version. The controller
+//! killed at the start of each step runs on both of the agents' drivers
+//! (`CASE::process`, `CASE::docker`: hubsim containers of the local Docker
+//! Engine, skipped without one unless `CI` is set); the other cases on the
+//! process driver.
 
+#[macro_use]
 mod support;
 
 use hubshift_common::pb::HubRole;
 use hubshift_sim::measure;
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
+use hubshift_sim::sandbox::{HubDriver, Sandbox, SandboxOptions};
 use hubshift_sim::timing::SimTiming;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -37,9 +42,10 @@ struct Group {
 }
 
 impl Group {
-    async fn start() -> Group {
+    async fn start(driver: HubDriver) -> Group {
         let sandbox = Sandbox::start(SandboxOptions {
             version: "4.1.0".into(),
+            driver,
             ..Default::default()
         })
         .await
@@ -263,9 +269,13 @@ async fn kill_controller_then_resume(g: &mut Group, name: &str, delay: Duration)
     g.assert_healthy(&version, normal_bound(), &case).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_killed_at_the_start_of_each_early_step() {
-    let mut g = Group::start().await;
+on_both_drivers!(
+    controller_killed_at_the_start_of_each_early_step,
+    controller_killed_at_the_start_of_each_late_step,
+);
+
+async fn controller_killed_at_the_start_of_each_early_step(driver: HubDriver) {
+    let mut g = Group::start(driver).await;
     for name in [
         "stage_runtime",
         "stop_primary",
@@ -279,9 +289,8 @@ async fn controller_killed_at_the_start_of_each_early_step() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_killed_at_the_start_of_each_late_step() {
-    let mut g = Group::start().await;
+async fn controller_killed_at_the_start_of_each_late_step(driver: HubDriver) {
+    let mut g = Group::start(driver).await;
     for name in [
         "create_and_start",
         "await_handback",
@@ -296,7 +305,7 @@ async fn controller_killed_at_the_start_of_each_late_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_killed_inside_the_long_steps() {
-    let mut g = Group::start().await;
+    let mut g = Group::start(HubDriver::Process).await;
     for (name, ms) in [
         ("stage_runtime", 150),
         ("stop_primary", 100),
@@ -318,7 +327,7 @@ async fn controller_killed_inside_the_long_steps() {
 /// primary again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
-    let mut g = Group::start().await;
+    let mut g = Group::start(HubDriver::Process).await;
     let from = g.version.clone();
 
     // Frozen before the run: preflight refuses, nothing starts.
@@ -426,7 +435,7 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
 /// back; after the thaw `resume` takes a fresh backup and finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
-    let mut g = Group::start().await;
+    let mut g = Group::start(HubDriver::Process).await;
     let from = g.version.clone();
     let (version, archive) = g.next_target();
     let (mut up, run_id) = g.start_upgrade(&version, &archive);
@@ -480,7 +489,7 @@ async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
 /// waits for a node, and the final check of the group, start it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubs_killed_after_their_own_step_are_started_again() {
-    let mut g = Group::start().await;
+    let mut g = Group::start(HubDriver::Process).await;
     for (name, node) in [("activate_secondary_runtime", 0), ("await_standby", 1)] {
         let case = format!("hub of node {node} killed at {name}");
         let (version, archive) = g.next_target();
@@ -503,7 +512,7 @@ async fn hubs_killed_after_their_own_step_are_started_again() {
 /// (or, where a step's own database work failed, `resume` finishes it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_in_each_window() {
-    let mut g = Group::start().await;
+    let mut g = Group::start(HubDriver::Process).await;
     for name in ["await_takeover", "backup", "await_handback"] {
         let case = format!("PostgreSQL restarted during {name}");
         let (version, archive) = g.next_target();
@@ -532,7 +541,7 @@ async fn postgres_restarted_in_each_window() {
 /// running and is re-adopted; a backup cut short leaves no partial file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_killed_inside_steps() {
-    let mut g = Group::start().await;
+    let mut g = Group::start(HubDriver::Process).await;
     for (name, node) in [("backup", 0), ("await_takeover", 1), ("start_secondary", 1)] {
         let case = format!("agent of node {node} killed during {name}");
         let (version, archive) = g.next_target();
@@ -554,7 +563,7 @@ async fn agents_killed_inside_steps() {
 /// finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_that_dies_or_hangs_while_it_starts() {
-    let mut g = Group::start().await;
+    let mut g = Group::start(HubDriver::Process).await;
 
     let (version, archive) = g.next_target();
     let (mut up, run_id) = g.start_upgrade(&version, &archive);

@@ -1,11 +1,19 @@
 //! End to end: the real `hubshift` upgrades a two-node hubsim group running
-//! on real agents over mTLS against a real PostgreSQL.
+//! on real agents over mTLS against a real PostgreSQL, on both of the
+//! agents' drivers: hubsim host processes with tar.gz runtimes (`process`),
+//! and hubsim containers of the local Docker Engine with `docker save`
+//! image archives (`docker`). Each case is written once as a function of the
+//! driver; `on_both_drivers!` makes a `CASE::process` and a `CASE::docker`
+//! test of it, with the same assertions (plus, where the drivers differ,
+//! each one's own on top). Without an engine the docker tests skip (one
+//! line on stderr), unless `CI` is set: there they fail.
 
+#[macro_use]
 mod support;
 
 use hubshift_common::pb::HubRole;
 use hubshift_sim::measure;
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
+use hubshift_sim::sandbox::{HubDriver, Sandbox, SandboxOptions};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -22,14 +30,15 @@ struct Setup {
     archive: String,
 }
 
-async fn setup() -> Setup {
-    setup_with(SandboxOptions::default().timing).await
+async fn setup(driver: HubDriver) -> Setup {
+    setup_with(driver, SandboxOptions::default().timing).await
 }
 
-async fn setup_with(timing: hubshift_sim::timing::SimTiming) -> Setup {
+async fn setup_with(driver: HubDriver, timing: hubshift_sim::timing::SimTiming) -> Setup {
     let sandbox = Sandbox::start(SandboxOptions {
         version: FROM.into(),
         timing,
+        driver,
         ..Default::default()
     })
     .await
@@ -44,6 +53,9 @@ async fn setup_with(timing: hubshift_sim::timing::SimTiming) -> Setup {
     let inventory = sandbox.root.join("inventory.toml");
     sandbox.write_inventory(&inventory, GROUP).unwrap();
     let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
+    // The archive the driver takes (the controller picks the format by name).
+    let image = archive.ends_with(".tar");
+    assert_eq!(image, driver == HubDriver::Docker, "{archive}");
     Setup {
         sandbox,
         planted,
@@ -191,16 +203,29 @@ async fn assert_upgraded(
         ticks.iter().any(|t| t.version == TO && t.node == "hub-a"),
         "upgraded primary produces data"
     );
+    for i in 0..2 {
+        assert_driver_runs(sandbox, i, TO).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_rollback() {
+on_both_drivers!(
+    plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_rollback,
+    controller_killed_after_schema_drop_then_resume_completes,
+    failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_the_fix,
+    an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift,
+    an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produce,
+    pause_before_a_step_and_stop_from_another_process_then_resume,
+);
+
+async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_rollback(
+    driver: HubDriver,
+) {
     let Setup {
         sandbox,
         planted,
         inventory,
         archive,
-    } = setup().await;
+    } = setup(driver).await;
     let db = sandbox.db.connect().await.unwrap();
 
     // plan: preflight passes, steps listed, nothing changes.
@@ -298,8 +323,11 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
 
     // A runtime archive the agents refuse: the run fails at staging (exit 1),
     // blocks new upgrades until abandoned, and changed nothing.
-    let bad = sandbox.root.join("corrupt-runtime.tar.gz");
-    std::fs::write(&bad, b"this is not a gzip stream").unwrap();
+    let bad = sandbox.root.join(match driver {
+        HubDriver::Process => "corrupt-runtime.tar.gz",
+        HubDriver::Docker => "corrupt-image.tar",
+    });
+    std::fs::write(&bad, b"this is neither a gzip stream nor a tar").unwrap();
     let bad = bad.display().to_string();
     let out = upgrade(&inventory, &bad);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -381,7 +409,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
         .collect::<String>();
     // The check below means something only on the logs the agents wrote.
     assert!(
-        log.contains("hub started"),
+        log.contains(hub_start_record(driver)),
         "agent logs hold no start record: {log}"
     );
     assert!(
@@ -403,6 +431,10 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     let since = SystemTime::now();
     let out = run(&inventory, &["rollback", "--run", &run_id, "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains(sandbox.db.password()),
+        "database password in the output of a run"
+    );
     let ev = events(&out);
     assert!(
         ev.iter()
@@ -464,6 +496,9 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
         ticks.iter().any(|t| t.version == FROM && t.node == "hub-a"),
         "hub-a produces at {FROM} again"
     );
+    for i in 0..2 {
+        assert_driver_runs(&sandbox, i, FROM).await;
+    }
     let out = run(&inventory, &["runs"]);
     let ev = events(&out);
     let original = ev
@@ -480,14 +515,13 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_killed_after_schema_drop_then_resume_completes() {
+async fn controller_killed_after_schema_drop_then_resume_completes(driver: HubDriver) {
     let Setup {
         sandbox,
         planted,
         inventory,
         archive,
-    } = setup().await;
+    } = setup(driver).await;
     let since = SystemTime::now();
 
     let (mut first, run_id) = start_upgrade(&inventory, &archive);
@@ -532,14 +566,15 @@ async fn controller_killed_after_schema_drop_then_resume_completes() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_the_fix() {
+async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_the_fix(
+    driver: HubDriver,
+) {
     let Setup {
         mut sandbox,
         planted,
         inventory,
         archive,
-    } = setup().await;
+    } = setup(driver).await;
     // Short takeover wait, so the failure comes quickly.
     let text_inv = std::fs::read_to_string(&inventory).unwrap();
     std::fs::write(
@@ -598,14 +633,13 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift() {
+async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift(driver: HubDriver) {
     let Setup {
         sandbox,
         planted,
         inventory,
         archive,
-    } = setup().await;
+    } = setup(driver).await;
     let since = SystemTime::now();
     let (mut first, run_id) = start_upgrade(&inventory, &archive);
     first.wait_for(Duration::from_secs(120), "drop_schema finished", |e| {
@@ -613,11 +647,7 @@ async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift() {
     });
     // hub-b, now the active node, freezes: it will not notice the new schema
     // and shut itself down, and its agent still sees it running and active.
-    let frozen = sandbox.nodes[1].hub_pid().expect("hub-b pid");
-    // SAFETY: signalling the hub process group the sandbox started.
-    unsafe {
-        libc::kill(-frozen, libc::SIGSTOP);
-    }
+    freeze(&sandbox, 1);
     let (code, seen) = first.finish(Duration::from_secs(240));
     assert_eq!(code, Some(0), "{seen:#?}");
     let finished = find(&seen, "run_finished").expect("run_finished");
@@ -642,8 +672,9 @@ async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift() {
 /// database with other credentials, which the new schema does not grant —
 /// keeps its role and keeps producing data. hubshift must stop it: the
 /// split-brain check over the data ticks fails if both nodes produce at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produce() {
+async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produce(
+    driver: HubDriver,
+) {
     // A hub that takes 3 s to start, like a JVM: hubshift's grace for an old
     // secondary to shut itself down (1 s here) ends before the upgraded
     // primary can claim the active role.
@@ -652,10 +683,13 @@ async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produ
         planted,
         inventory,
         archive,
-    } = setup_with(hubshift_sim::timing::SimTiming {
-        start_delay: Duration::from_secs(3),
-        ..hubshift_sim::timing::SimTiming::fast()
-    })
+    } = setup_with(
+        driver,
+        hubshift_sim::timing::SimTiming {
+            start_delay: Duration::from_secs(3),
+            ..hubshift_sim::timing::SimTiming::fast()
+        },
+    )
     .await;
     // hub-b runs as its own role with rights on the current schemas only.
     let db = sandbox.db.connect().await.unwrap();
@@ -669,9 +703,14 @@ async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produ
     )
     .await
     .unwrap();
+    // The database as the hubs reach it (a container: on its network's gateway).
+    let host = if sandbox.hub_db_host.is_empty() {
+        sandbox.db.host()
+    } else {
+        &sandbox.hub_db_host
+    };
     let jdbc_b = format!(
-        "jdbc:postgresql://{}:{}/{}?user=hub_b&password=hub-b-secret",
-        sandbox.db.host(),
+        "jdbc:postgresql://{host}:{}/{}?user=hub_b&password=hub-b-secret",
         sandbox.db.port(),
         sandbox.db.dbname()
     );
@@ -702,7 +741,24 @@ async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produ
     let since = SystemTime::now();
 
     let (running, run_id) = start_upgrade(&inventory, &archive);
-    let (code, seen) = running.finish(Duration::from_secs(240));
+    // hub-b's output is read while the run goes on: a container's output
+    // goes with the container, which the secondary's start replaces.
+    const KEPT_ON: &str = "staying active and producing data";
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (code, seen, log) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            loop {
+                let log = sandbox.nodes[1].hub_log();
+                if log.contains(KEPT_ON) || done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return log;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        let (code, seen) = running.finish(Duration::from_secs(240));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (code, seen, watcher.join().expect("log watcher"))
+    });
     assert_eq!(code, Some(0), "{seen:#?}");
     let finished = find(&seen, "run_finished").expect("run_finished");
     assert!(
@@ -710,9 +766,8 @@ async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produ
         "{finished}"
     );
     // It really kept producing after the new schema appeared.
-    let log = sandbox.nodes[1].hub_log();
     assert!(
-        log.contains("staying active and producing data"),
+        log.contains(KEPT_ON),
         "hub-b did not run on without the schema:\n{log}"
     );
     let ticks = measure::fetch_ticks(&db, since).await.expect("read ticks");
@@ -731,14 +786,13 @@ async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produ
 /// `paused`, the secondary serving); `hubshift stop` from another process
 /// parks a resumed run at its next safe point (exit 4, `stopped`); `resume`
 /// finishes; the journal names who acted each time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pause_before_a_step_and_stop_from_another_process_then_resume() {
+async fn pause_before_a_step_and_stop_from_another_process_then_resume(driver: HubDriver) {
     let Setup {
         sandbox,
         planted,
         inventory,
         archive,
-    } = setup().await;
+    } = setup(driver).await;
     let since = SystemTime::now();
     let upgrade_args = |pause: &'static str| {
         vec![

@@ -12,6 +12,7 @@ use crate::error::{AgentError, Result};
 use crate::role::ProbeInput;
 use hubshift_common::pb::{HubRole, HubState, InstallRuntimeRequest, RuntimeHeader, StartMode};
 use hubshift_common::redact::Secret;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -91,6 +92,10 @@ pub trait RuntimeStore: Send + Sync + 'static {
     async fn active_version(&self) -> Option<String>;
     /// Every staged version, sorted.
     async fn staged_versions(&self) -> Vec<String>;
+    /// The directory on whose file system a staged runtime takes room:
+    /// Status reports its free space as `install_root`, which the
+    /// controller's preflight holds against the runtime's unpacked size.
+    fn room_dir(&self) -> PathBuf;
 }
 
 /// The configured driver's two halves.

@@ -116,4 +116,8 @@ impl RuntimeStore for RuntimeDirs {
             .await
             .unwrap_or_default()
     }
+
+    fn room_dir(&self) -> PathBuf {
+        self.install_root.clone()
+    }
 }

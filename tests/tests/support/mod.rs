@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use hubshift_sim::sandbox::Sandbox;
+use hubshift_sim::sandbox::{HubDriver, Sandbox};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -175,7 +175,8 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// Hub-like data the upgrade must keep byte for byte: a SQLite-like history
 /// file and a store-and-forward segment in appdata, and store-and-forward
 /// data inside the old runtime directory (where the hub keeps it when
-/// `directories.storeForwardData` is unset).
+/// `directories.storeForwardData` is unset; driver process only: a
+/// container's runtime is inside its image, not on the host).
 pub fn plant_hub_data(sandbox: &Sandbox) -> Vec<PathBuf> {
     let primary = &sandbox.nodes[0];
     let mut pages = Vec::with_capacity(256 * 1024);
@@ -190,7 +191,7 @@ pub fn plant_hub_data(sandbox: &Sandbox) -> Vec<PathBuf> {
             x as u8
         });
     }
-    let files = [
+    let mut files = vec![
         (
             primary.appdata.join("history/hub-history.sqlite"),
             pages.clone(),
@@ -199,15 +200,17 @@ pub fn plant_hub_data(sandbox: &Sandbox) -> Vec<PathBuf> {
             primary.appdata.join("storeforward/segment-000017.bin"),
             pages[..65536].to_vec(),
         ),
-        (
+    ];
+    if sandbox.driver == HubDriver::Process {
+        files.push((
             primary
                 .install_root
                 .join("runtimes")
                 .join(&sandbox.version)
                 .join("storeforward/pipeline-7.bin"),
             pages[..4096].to_vec(),
-        ),
-    ];
+        ));
+    }
     for (path, bytes) in &files {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, bytes).expect("write hub data");
@@ -239,6 +242,100 @@ pub fn engine_or_skip(test: &str) -> bool {
         Err(e) => {
             eprintln!("skipping {test}: no Docker Engine answers ({e})");
             false
+        }
+    }
+}
+
+/// Makes two tests of each `async fn CASE(driver: HubDriver)` named, in a
+/// module `CASE`: `process` runs it on the agents' process driver, `docker`
+/// on their docker driver (skipped without an engine, failing under CI; see
+/// [`engine_or_skip`]). The case's assertions are the same for both.
+#[allow(unused_macros)]
+macro_rules! on_both_drivers {
+    ($($case:ident),+ $(,)?) => {$(
+        mod $case {
+            use hubshift_sim::sandbox::HubDriver;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn process() {
+                super::$case(HubDriver::Process).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn docker() {
+                if crate::support::engine_or_skip(concat!(stringify!($case), "::docker")) {
+                    super::$case(HubDriver::Docker).await;
+                }
+            }
+        }
+    )+};
+}
+
+/// Freezes node `i`'s hub the way a hung one is: SIGSTOP to its process
+/// group (driver process) or `docker pause` of its container (driver
+/// docker). Its agent still sees it running, and reports it frozen.
+pub fn freeze(sandbox: &Sandbox, i: usize) {
+    let node = &sandbox.nodes[i];
+    match sandbox.driver {
+        HubDriver::Process => {
+            let pgid = node
+                .hub_pid()
+                .unwrap_or_else(|| panic!("{}: no hub pid", node.name));
+            // SAFETY: a plain signal to a hub process group the sandbox started.
+            let rc = unsafe { libc::kill(-pgid, libc::SIGSTOP) };
+            assert_eq!(rc, 0, "SIGSTOP to the hub of {}", node.name);
+        }
+        HubDriver::Docker => {
+            let out = Command::new("docker")
+                .args(["pause", &node.container])
+                .output()
+                .expect("docker runs");
+            assert!(out.status.success(), "docker pause: {}", text(&out));
+        }
+    }
+}
+
+/// The line an agent logs when it starts the hub.
+pub fn hub_start_record(driver: HubDriver) -> &'static str {
+    match driver {
+        HubDriver::Process => "hub started",
+        HubDriver::Docker => "hub container started",
+    }
+}
+
+/// What says node `i` runs `version` in the driver's own terms, beyond the
+/// agent's Status: the runtime directory the `current` link resolves to
+/// (driver process), the image the engine runs the container from (driver
+/// docker).
+pub async fn assert_driver_runs(sandbox: &Sandbox, i: usize, version: &str) {
+    let node = &sandbox.nodes[i];
+    match sandbox.driver {
+        HubDriver::Process => {
+            let s = sandbox
+                .status(i)
+                .await
+                .unwrap_or_else(|e| panic!("status of {}: {e}", node.name));
+            let dir = node.install_root.join("runtimes").join(version);
+            assert!(
+                Path::new(&s.runtime_dir).starts_with(&dir),
+                "{}: runtime dir {} is not under {}",
+                node.name,
+                s.runtime_dir,
+                dir.display()
+            );
+        }
+        HubDriver::Docker => {
+            let out = Command::new("docker")
+                .args(["inspect", "--format", "{{.Config.Image}}", &node.container])
+                .output()
+                .expect("docker runs");
+            assert!(out.status.success(), "docker inspect: {}", text(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("{}:{version}", sandbox.image_repository),
+                "{}: image of its container",
+                node.name
+            );
         }
     }
 }

@@ -15,8 +15,8 @@ use bollard::models::{
     PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::{Secret, redact_with};
@@ -231,18 +231,112 @@ impl DockerHub {
         })
     }
 
+    /// Stop of a paused (frozen) container: SIGKILL, which ends it without
+    /// letting it run. The engine's stop would thaw it to deliver the stop
+    /// signal, and the hub would carry on for a while as the node it was
+    /// when it froze — the active one, say, while another node now serves.
+    /// A SIGSTOPped hub under the process driver ends the same way: killed
+    /// without running again.
+    async fn kill_paused(
+        &self,
+        c: &ContainerInspectResponse,
+        timeout: u64,
+    ) -> Result<(bool, bool)> {
+        tracing::warn!(
+            container = %self.d.container,
+            "the hub container is paused: killing it (a stop would let it run again first)"
+        );
+        self.engine
+            .kill_container(
+                &self.d.container,
+                Some(
+                    KillContainerOptionsBuilder::default()
+                        .signal("SIGKILL")
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(engine_error("cannot kill the paused hub container"))?;
+        let deadline = Instant::now() + Duration::from_secs(timeout.max(10));
+        loop {
+            let running = self
+                .inspect()
+                .await?
+                .and_then(|c| c.state)
+                .and_then(|s| s.running)
+                .unwrap_or(false);
+            if !running {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::Unavailable(format!(
+                    "the paused hub container {} still runs after SIGKILL",
+                    self.d.container
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let id = c.id.clone().unwrap_or_default();
+        fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
+        tracing::info!(container = %self.d.container, killed = true, "hub container stopped");
+        Ok((true, true))
+    }
+
     /// Waits until the container's output says HA create is done; fails
     /// with its (masked) last output when it ends first or takes too long.
+    /// The output is followed as the engine receives it, not polled: the
+    /// answer marks the moment the old nodes may stop serving (the new
+    /// schema is there), so it must come as soon as the line does.
     async fn await_created(&self, pattern: &Regex, jdbc: &Secret) -> Result<()> {
         let limit = Duration::from_secs(self.cfg.hub.create_timeout_secs);
-        let deadline = Instant::now() + limit;
+        let deadline = tokio::time::Instant::now() + limit;
+        let tail = |output: &[u8]| {
+            let text = String::from_utf8_lossy(output);
+            let start = text.len().saturating_sub(2048);
+            let start = (start..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            redact_with(text[start..].trim(), &[jdbc.expose()])
+        };
         loop {
-            let output = self.output().await;
-            if String::from_utf8_lossy(&output)
-                .lines()
-                .any(|l| pattern.is_match(l))
-            {
-                return Ok(());
+            // From the container's start each time: a stream the engine (or
+            // the client's request timeout) cut short is read again whole.
+            let options = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .follow(true)
+                .build();
+            let mut stream = self.engine.logs(&self.d.container, Some(options));
+            let followed = tokio::time::timeout_at(deadline, async {
+                // The line being written: complete lines are matched and dropped.
+                let mut line: Vec<u8> = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let Ok(chunk) = chunk else {
+                        return false;
+                    };
+                    line.extend_from_slice(&chunk.into_bytes());
+                    let text = String::from_utf8_lossy(&line);
+                    if text.lines().any(|l| pattern.is_match(l)) {
+                        return true;
+                    }
+                    if let Some(end) = line.iter().rposition(|b| *b == b'\n') {
+                        line.drain(..=end);
+                    }
+                }
+                false
+            })
+            .await;
+            match followed {
+                Ok(true) => return Ok(()),
+                Err(_) => {
+                    return Err(AgentError::FailedPrecondition(format!(
+                        "HA create did not finish within {}s (docker.created_pattern not seen); output: {}",
+                        limit.as_secs(),
+                        tail(&self.output().await)
+                    )));
+                }
+                // The stream ended: the container stopped, or the stream broke.
+                Ok(false) => {}
             }
             let running = self
                 .inspect()
@@ -250,28 +344,21 @@ impl DockerHub {
                 .and_then(|c| c.state)
                 .and_then(|s| s.running)
                 .unwrap_or(false);
-            let tail = || {
-                let text = String::from_utf8_lossy(&output);
-                let start = text.len().saturating_sub(2048);
-                let start = (start..text.len())
-                    .find(|i| text.is_char_boundary(*i))
-                    .unwrap_or(text.len());
-                redact_with(text[start..].trim(), &[jdbc.expose()])
-            };
             if !running {
+                // It may have printed the line just before it ended.
+                let output = self.output().await;
+                if String::from_utf8_lossy(&output)
+                    .lines()
+                    .any(|l| pattern.is_match(l))
+                {
+                    return Ok(());
+                }
                 return Err(AgentError::FailedPrecondition(format!(
                     "the hub container ended during HA create; output: {}",
-                    tail()
+                    tail(&output)
                 )));
             }
-            if Instant::now() >= deadline {
-                return Err(AgentError::FailedPrecondition(format!(
-                    "HA create did not finish within {}s (docker.created_pattern not seen); output: {}",
-                    limit.as_secs(),
-                    tail()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -416,6 +503,9 @@ impl HubDriver for DockerHub {
         } else {
             u64::from(timeout_secs)
         };
+        if c.state.as_ref().and_then(|s| s.paused).unwrap_or(false) {
+            return self.kill_paused(&c, timeout).await;
+        }
         tracing::info!(container = %self.d.container, "stopping the hub container");
         let began = Instant::now();
         let t = i32::try_from(timeout).unwrap_or(i32::MAX);

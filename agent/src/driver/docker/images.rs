@@ -28,18 +28,27 @@ pub struct ImageStore {
     cfg: Arc<Config>,
     d: DockerSection,
     engine: Docker,
+    /// Where the engine keeps its images (see [`data_root`]).
+    data_root: PathBuf,
     /// One install at a time: the engine loads one archive at a time anyway,
     /// and the check for an existing tag must see the previous install.
     install: tokio::sync::Mutex<()>,
 }
 
 impl ImageStore {
-    /// The store of `d.image_repository`.
-    pub fn new(cfg: Arc<Config>, d: DockerSection, engine: Docker) -> ImageStore {
+    /// The store of `d.image_repository`; loaded images take room under
+    /// `data_root`.
+    pub fn new(
+        cfg: Arc<Config>,
+        d: DockerSection,
+        engine: Docker,
+        data_root: PathBuf,
+    ) -> ImageStore {
         ImageStore {
             cfg,
             d,
             engine,
+            data_root,
             install: tokio::sync::Mutex::new(()),
         }
     }
@@ -401,6 +410,36 @@ impl RuntimeStore for ImageStore {
         out.sort();
         out.dedup();
         out
+    }
+
+    fn room_dir(&self) -> PathBuf {
+        self.data_root.clone()
+    }
+}
+
+/// The directory where the engine keeps images (`DockerRootDir` of its
+/// info: `/var/lib/docker`, a rootless engine's or Podman's storage), where
+/// a loaded image takes room; `fallback` when the engine does not say, or
+/// names a directory this host does not show (an engine in a VM), since
+/// its free space could not be measured here.
+pub async fn data_root(engine: &Docker, fallback: &Path) -> PathBuf {
+    let reported = match engine.info().await {
+        Ok(info) => info.docker_root_dir.filter(|d| !d.is_empty()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the engine's info");
+            None
+        }
+    };
+    match reported.map(PathBuf::from) {
+        Some(dir) if dir.is_dir() => dir,
+        Some(dir) => {
+            tracing::warn!(
+                data_root = %dir.display(),
+                "the engine's data root is not a directory on this host: free space for images is not known here"
+            );
+            fallback.to_path_buf()
+        }
+        None => fallback.to_path_buf(),
     }
 }
 

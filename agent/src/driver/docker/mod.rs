@@ -42,7 +42,13 @@ pub async fn open(cfg: Arc<Config>) -> Result<Drivers> {
         resolved.paths.appdata = mountpoint;
         Arc::new(resolved)
     };
-    let images = Arc::new(ImageStore::new(cfg.clone(), d.clone(), engine.clone()));
+    let data_root = images::data_root(&engine, &cfg.paths.install_root).await;
+    let images = Arc::new(ImageStore::new(
+        cfg.clone(),
+        d.clone(),
+        engine.clone(),
+        data_root,
+    ));
     let hub = DockerHub::new(cfg.clone(), d, engine, images.clone())?;
     hub.readopt().await;
     Ok(Drivers {
