@@ -338,6 +338,12 @@ pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
         certificate_sha256: s.certificate_sha256.clone(),
         free_state: free("state"),
         free_install: free("install_root"),
+        install_path: s
+            .free_space
+            .iter()
+            .find(|d| d.name == "install_root")
+            .map(|d| d.path.clone())
+            .unwrap_or_default(),
         appdata_bytes: s.appdata_bytes,
         node: s.node.clone(),
         frozen: s.frozen,

@@ -353,8 +353,11 @@ pub struct NodeFacts {
     pub certificate_sha256: String,
     /// Free bytes of the agent's state dir (staging, backups).
     pub free_state: u64,
-    /// Free bytes where runtimes are unpacked.
+    /// Free bytes where runtimes are unpacked (on a Docker host: where the
+    /// engine keeps images).
     pub free_install: u64,
+    /// That place, as the agent reported it.
+    pub install_path: String,
     /// Size of appdata (what a backup holds at most).
     pub appdata_bytes: u64,
     /// HA node name the agent last started its hub as; empty if unknown.
@@ -548,7 +551,12 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
                 "disk",
                 &n.name,
                 format!(
-                    "install root has {} free, needs about {} to unpack the runtime",
+                    "{} has {} free, needs about {} for the new runtime",
+                    if facts.install_path.is_empty() {
+                        "the install root".to_string()
+                    } else {
+                        facts.install_path.clone()
+                    },
                     human_bytes(facts.free_install),
                     human_bytes(unpacked)
                 ),
@@ -692,6 +700,7 @@ mod tests {
             certificate_sha256: "ab".repeat(32),
             free_state: 10 << 30,
             free_install: 10 << 30,
+            install_path: "/opt/hb/runtimes".into(),
             appdata_bytes: 1 << 20,
             node: String::new(),
             frozen: false,
