@@ -884,6 +884,24 @@ mod tests {
     }
 
     #[test]
+    fn too_little_room_for_the_runtime_names_the_place() {
+        let mut o = healthy();
+        if let Ok(f) = &mut o.nodes[1].status {
+            f.free_install = 10;
+            f.install_path = "/var/lib/docker".into();
+        }
+        let findings = preflight(&o, &target());
+        let disk = findings
+            .iter()
+            .find(|f| f.blocking && f.check == "disk")
+            .unwrap_or_else(|| panic!("{findings:#?}"));
+        assert!(
+            disk.message.starts_with("/var/lib/docker has 10 B free"),
+            "{disk:?}"
+        );
+    }
+
+    #[test]
     fn store_forward_in_the_runtime_dir_is_a_warning_not_a_refusal() {
         let mut o = healthy();
         if let Ok(f) = &mut o.nodes[0].status {
