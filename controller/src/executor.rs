@@ -36,6 +36,70 @@ pub fn watch_ctrl_c(out: Output) {
     });
 }
 
+/// What the executor runs next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Every step is done.
+    Finished,
+    /// Staging steps not yet done, run together (no outage yet, and uploads
+    /// are the slow part); then go on from `then`.
+    Stage {
+        /// Their positions.
+        batch: Vec<usize>,
+        /// The position after the run of staging steps.
+        then: usize,
+    },
+    /// One step.
+    One(usize),
+}
+
+/// The next work from position `from` of a journaled plan: the first step
+/// not done, with the consecutive staging steps around it batched.
+pub fn next_work(steps: &[(Step, StepState)], from: usize) -> Work {
+    let Some(i) = (from..steps.len()).find(|&i| steps[i].1 != StepState::Done) else {
+        return Work::Finished;
+    };
+    if !matches!(steps[i].0, Step::StageRuntime { .. }) {
+        return Work::One(i);
+    }
+    let end = (i..steps.len())
+        .find(|&j| !matches!(steps[j].0, Step::StageRuntime { .. }))
+        .unwrap_or(steps.len());
+    Work::Stage {
+        batch: (i..end)
+            .filter(|&j| steps[j].1 != StepState::Done)
+            .collect(),
+        then: end,
+    }
+}
+
+/// Whether a `--pause-before` asks to park before step `idx` and the run
+/// has not paused there yet (a resume goes on past it).
+pub fn pause_due(
+    steps: &[Step],
+    idx: usize,
+    pause_before: &[String],
+    pauses_done: &[usize],
+) -> bool {
+    let name = steps[idx].name();
+    pause_before.iter().any(|p| p == name) && !pauses_done.contains(&idx)
+}
+
+/// Whether a stop may park the run before step `idx`: never inside a
+/// hand-over, where the group may have no active node or two.
+pub fn safe_boundary(steps: &[Step], idx: usize) -> bool {
+    idx == 0 || plan::safe_to_park_after(&steps[idx - 1])
+}
+
+/// Where a resume starts again after a fallback undid the hand-over that
+/// step `idx` was part of: at the primary's stop before it.
+pub fn redo_from(steps: &[Step], idx: usize) -> usize {
+    steps[..idx]
+        .iter()
+        .rposition(|s| matches!(s, Step::StopPrimary { .. }))
+        .unwrap_or(idx)
+}
+
 impl Run {
     /// Executes `steps` from the first one not done. Returns an error when a
     /// step fails (the journal then says which and why).
@@ -46,30 +110,23 @@ impl Run {
         }
         let started = Instant::now();
         let total = steps.len();
-        let mut i = 0;
-        while i < total {
-            if steps[i].state == StepState::Done {
-                i += 1;
-                continue;
-            }
-            self.park_if_asked(steps, i).await?;
-            // Consecutive staging steps run in parallel: no outage yet, and
-            // uploads are the slow part.
-            if matches!(steps[i].step, Step::StageRuntime { .. }) {
-                let mut j = i;
-                let mut batch = Vec::new();
-                while j < total && matches!(steps[j].step, Step::StageRuntime { .. }) {
-                    if steps[j].state != StepState::Done {
-                        batch.push(j);
-                    }
-                    j += 1;
+        let states: Vec<(Step, StepState)> =
+            steps.iter().map(|s| (s.step.clone(), s.state)).collect();
+        let mut from = 0;
+        loop {
+            match next_work(&states, from) {
+                Work::Finished => break,
+                Work::Stage { batch, then } => {
+                    self.park_if_asked(steps, batch[0]).await?;
+                    self.run_stage_batch(steps, &batch, total).await?;
+                    from = then;
                 }
-                self.run_stage_batch(steps, &batch, total).await?;
-                i = j;
-                continue;
+                Work::One(i) => {
+                    self.park_if_asked(steps, i).await?;
+                    self.run_one(steps, i, total).await?;
+                    from = i + 1;
+                }
             }
-            self.run_one(steps, i, total).await?;
-            i += 1;
         }
         crate::steps::verify_group(self).await?;
         self.journal.finish_run(&self.id, RunState::Done).await?;
@@ -80,17 +137,22 @@ impl Run {
     /// Parks the run before step `idx` when a pause was asked for there, or
     /// a stop was asked for and the boundary is safe.
     async fn park_if_asked(&mut self, steps: &[journal::StepRecord], idx: usize) -> Result<()> {
-        let safe = idx == 0 || plan::safe_to_park_after(&steps[idx - 1].step);
+        let plan: Vec<Step> = steps.iter().map(|s| s.step.clone()).collect();
         let name = steps[idx].step.name();
-        let (state, why) = if self.facts.pause_before.iter().any(|p| p == name)
-            && !self.facts.pauses_done.contains(&idx)
-        {
+        let (state, why) = if pause_due(
+            &plan,
+            idx,
+            &self.facts.pause_before,
+            &self.facts.pauses_done,
+        ) {
             self.facts.pauses_done.push(idx);
             (
                 RunState::Paused,
                 format!("paused before step {} ({name}) as asked", idx + 1),
             )
-        } else if safe && (stop_asked() || self.journal.take_stop_request(&self.id).await?) {
+        } else if safe_boundary(&plan, idx)
+            && (stop_asked() || self.journal.take_stop_request(&self.id).await?)
+        {
             (
                 RunState::Stopped,
                 format!("stopped before step {} ({name}) as asked", idx + 1),
@@ -198,10 +260,8 @@ impl Run {
                 if err.downcast_ref::<crate::steps::FellBack>().is_some() {
                     // The fallback undid the hand-over: a resume starts again
                     // at the primary's stop, with fresh checks.
-                    let redo = steps[..idx]
-                        .iter()
-                        .rposition(|s| matches!(s.step, Step::StopPrimary { .. }))
-                        .unwrap_or(idx);
+                    let plan: Vec<Step> = steps.iter().map(|s| s.step.clone()).collect();
+                    let redo = redo_from(&plan, idx);
                     let _ = self.journal.reset_steps(&self.id, redo).await;
                 }
                 self.failed(idx, total, &step, &err).await?;
@@ -352,5 +412,112 @@ impl Run {
                 s
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::build_plan;
+    use crate::testing::sample_group;
+
+    fn journaled(done: &[usize]) -> Vec<(Step, StepState)> {
+        build_plan(&sample_group(2))
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let st = if done.contains(&i) {
+                    StepState::Done
+                } else {
+                    StepState::Pending
+                };
+                (s, st)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn staging_steps_run_together_and_done_ones_are_skipped() {
+        let steps = journaled(&[]);
+        let stages = steps
+            .iter()
+            .take_while(|(s, _)| matches!(s, Step::StageRuntime { .. }))
+            .count();
+        assert_eq!(stages, 3, "one per node");
+        assert_eq!(
+            next_work(&steps, 0),
+            Work::Stage {
+                batch: vec![0, 1, 2],
+                then: 3
+            }
+        );
+        let steps = journaled(&[0, 2]);
+        assert_eq!(
+            next_work(&steps, 0),
+            Work::Stage {
+                batch: vec![1],
+                then: 3
+            }
+        );
+        assert_eq!(next_work(&steps, 3), Work::One(3));
+    }
+
+    #[test]
+    fn a_resume_starts_at_the_first_step_not_done_and_ends_when_all_are() {
+        let all: Vec<usize> = (0..journaled(&[]).len()).collect();
+        let steps = journaled(&all[..5]);
+        assert_eq!(next_work(&steps, 0), Work::One(5));
+        assert_eq!(next_work(&journaled(&all), 0), Work::Finished);
+    }
+
+    #[test]
+    fn a_pause_parks_once_and_a_stop_only_outside_a_hand_over() {
+        let plan = build_plan(&sample_group(2));
+        let drop = plan
+            .iter()
+            .position(|s| matches!(s, Step::DropSchema))
+            .unwrap();
+        let asked = vec!["drop_schema".to_string()];
+        assert!(pause_due(&plan, drop, &asked, &[]));
+        assert!(!pause_due(&plan, drop, &asked, &[drop]), "paused once");
+        assert!(!pause_due(&plan, drop - 1, &asked, &[]));
+        let stop = plan
+            .iter()
+            .position(|s| matches!(s, Step::StopPrimary { .. }))
+            .unwrap();
+        let create = plan
+            .iter()
+            .position(|s| matches!(s, Step::CreateAndStart { .. }))
+            .unwrap();
+        assert!(safe_boundary(&plan, 0));
+        assert!(
+            safe_boundary(&plan, stop),
+            "before the stop: the primary serves"
+        );
+        assert!(
+            !safe_boundary(&plan, stop + 1),
+            "no active node until the takeover"
+        );
+        assert!(
+            !safe_boundary(&plan, create + 1),
+            "maybe two actives until the old secondaries are down"
+        );
+        assert!(safe_boundary(&plan, drop));
+    }
+
+    #[test]
+    fn a_fallback_sends_a_resume_back_to_the_primarys_stop() {
+        let plan = build_plan(&sample_group(2));
+        let stop = plan
+            .iter()
+            .position(|s| matches!(s, Step::StopPrimary { .. }))
+            .unwrap();
+        let verify = plan
+            .iter()
+            .position(|s| matches!(s, Step::VerifyBackup { .. }))
+            .unwrap();
+        assert_eq!(redo_from(&plan, stop + 1), stop);
+        assert_eq!(redo_from(&plan, verify), stop);
+        assert_eq!(redo_from(&plan, 1), 1, "no stop before: the step itself");
     }
 }

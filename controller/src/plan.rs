@@ -658,37 +658,9 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Node;
 
     fn group(secondaries: usize) -> Group {
-        let mut nodes = vec![Node {
-            name: "a".into(),
-            agent: "a:1".into(),
-            role: Role::Primary,
-            tls_name: None,
-        }];
-        for i in 0..secondaries {
-            nodes.push(Node {
-                name: format!("s{i}"),
-                agent: format!("s{i}:1"),
-                role: Role::Secondary,
-                tls_name: None,
-            });
-        }
-        Group {
-            name: "g".into(),
-            nodes,
-            database: crate::inventory::DatabaseSection {
-                url_env: Some("DB".into()),
-                url_file: None,
-                schema: "orchestration".into(),
-                hub_host: None,
-                hub_port: None,
-                ca_file: None,
-            },
-            database_key: "database".into(),
-            checks: None,
-        }
+        crate::testing::sample_group(secondaries)
     }
 
     fn healthy() -> Observed {
