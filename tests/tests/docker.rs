@@ -728,8 +728,8 @@ async fn docker_upgrade_carries_store_forward_files_of_the_runtime_dir_into_the_
     }
 
     let since = SystemTime::now();
-    let out = run(&inventory, &upgrade_args(&archive, TO));
-    assert!(out.status.success(), "{}", text(&out));
+    let upgrade = run(&inventory, &upgrade_args(&archive, TO));
+    assert!(upgrade.status.success(), "{}", text(&upgrade));
     assert_group_at(&sandbox, TO, since).await;
     // The new container holds the opaque store, byte for byte.
     let back = sandbox.root.join("back");
@@ -743,13 +743,13 @@ async fn docker_upgrade_carries_store_forward_files_of_the_runtime_dir_into_the_
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(back.join(OPAQUE)).unwrap(), opaque);
     // The controller's start step says what the new container received.
-    let ev = events(&out);
+    let ev = events(&upgrade);
     let said = ev.iter().any(|e| {
         e["detail"]["carried_store_forward"]
             .as_array()
             .is_some_and(|a| a.iter().any(|n| n == OPAQUE) && a.iter().any(|n| n == TICKS))
     });
-    assert!(said, "{}", text(&out));
+    assert!(said, "{}", text(&upgrade));
 
     // No container is left aside.
     let out = std::process::Command::new("docker")
