@@ -168,6 +168,12 @@ pub struct DockerSection {
     /// appData inside the container.
     #[serde(default = "default_appdata_target")]
     pub appdata_target: String,
+    /// The hub's runtime directory inside the image: with
+    /// `directories.storeForwardData` unset (or relative) the hub keeps its
+    /// store-and-forward files there, in the container's writable layer,
+    /// and Start copies them from the previous container into the new one.
+    #[serde(default = "default_runtime_target")]
+    pub runtime_target: String,
     /// Named volume for appData; empty: `paths.appdata` is bind-mounted.
     #[serde(default)]
     pub appdata_volume: String,
@@ -377,6 +383,9 @@ fn default_docker_socket() -> String {
 }
 fn default_appdata_target() -> String {
     "/usr/local/highbyte/appData".into()
+}
+fn default_runtime_target() -> String {
+    "/usr/local/highbyte/runtime".into()
 }
 fn default_docker_args() -> Vec<String> {
     vec!["start".into()]
@@ -856,6 +865,12 @@ impl DockerSection {
                 format!("{:?} is not an absolute path", self.appdata_target),
             ));
         }
+        if !self.runtime_target.starts_with('/') || self.runtime_target.contains('\0') {
+            return Err(bad(
+                "docker.runtime_target",
+                format!("{:?} is not an absolute path", self.runtime_target),
+            ));
+        }
         for p in &self.ports {
             parse_port(p).map_err(|r| bad("docker.ports", r))?;
         }
@@ -1126,6 +1141,7 @@ mod tests {
         assert_eq!(c.hub.driver, DriverKind::Docker);
         let d = c.docker.unwrap();
         assert_eq!(d.appdata_target, "/usr/local/highbyte/appData");
+        assert_eq!(d.runtime_target, "/usr/local/highbyte/runtime");
         assert_eq!(d.args, ["start"]);
         assert_eq!(d.start_mode, DockerStartMode::Env);
 
@@ -1148,6 +1164,10 @@ mod tests {
             (
                 base.replace("\"highbyte\"", "\"HighByte:4.5\""),
                 "docker.image_repository",
+            ),
+            (
+                format!("{base}runtime_target = \"runtime\"\n"),
+                "docker.runtime_target",
             ),
             (format!("{base}ports = [\"99999:1\"]\n"), "docker.ports"),
             (format!("{base}ports = [\"1:2/sctp\"]\n"), "docker.ports"),

@@ -164,10 +164,12 @@ impl Operations {
         let mode = StartMode::try_from(req.mode).unwrap_or(StartMode::Unspecified);
         let jdbc = Secret::new(req.jdbc_uri);
         // Start-time checks common to every driver go here, as one call.
-        let (pid, already_running) = self.hub.start(mode, &req.node, jdbc).await?;
+        let (pid, already_running, carried_store_forward) =
+            self.hub.start(mode, &req.node, jdbc).await?;
         Ok(StartResponse {
             pid,
             already_running,
+            carried_store_forward,
         })
     }
 

@@ -622,6 +622,7 @@ async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
         run.facts.version
     );
     Ok(json!({ "pid": r.pid, "already_running": r.already_running,
+               "carried_store_forward": r.carried_store_forward,
                "mode": if schema_there { "START" } else { "CREATE_AND_START" } }))
 }
 
@@ -817,7 +818,7 @@ async fn start_secondary(run: &mut Run, node: &str) -> Result<Value> {
     let r = agent
         .start(StartMode::Start, node, run.jdbc.expose(), timeout)
         .await?;
-    Ok(json!({ "pid": r.pid }))
+    Ok(json!({ "pid": r.pid, "carried_store_forward": r.carried_store_forward }))
 }
 
 /// Starts `node` (HA `start`; the schema exists by now) when its hub is not

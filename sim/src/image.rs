@@ -16,6 +16,11 @@ use thiserror::Error;
 /// appData inside the image, as in the vendor image.
 pub const APPDATA: &str = "/usr/local/highbyte/appData";
 
+/// The runtime directory inside the image, as in the vendor image: the
+/// entrypoint runs there, and store-and-forward files go there when the
+/// settings leave `directories.storeForwardData` unset.
+pub const RUNTIME: &str = "/usr/local/highbyte/runtime";
+
 /// hubsim inside the image; its version is `/opt/hubsim/VERSION`, as in a
 /// hubsim runtime directory.
 pub const HUBSIM: &str = "/opt/hubsim/bin/hubsim";
@@ -109,6 +114,7 @@ fn rootfs(hubsim: &Path, version: &str) -> Result<Vec<u8>, ImageError> {
     };
     dir("tmp/", 0o1777)?;
     dir("usr/local/highbyte/appData/", 0o755)?;
+    dir("usr/local/highbyte/runtime/", 0o755)?;
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
     h.set_size(version.len() as u64 + 1);

@@ -662,3 +662,123 @@ async fn docker_failed_create_reports_the_output_without_the_password() {
         "agent log holds the password"
     );
 }
+
+/// Store-and-forward files in the hub's runtime directory inside the image
+/// (`directories.storeForwardData` unset): the container's writable layer,
+/// which a recreate from the next image would drop. The upgrade's start
+/// copies them from the previous container into the new one: an opaque
+/// store the hubsim does not read arrives byte for byte, and cached ticks
+/// are replayed into the database, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_upgrade_carries_store_forward_files_of_the_runtime_dir_into_the_new_container() {
+    if !engine_or_skip(
+        "docker_upgrade_carries_store_forward_files_of_the_runtime_dir_into_the_new_container",
+    ) {
+        return;
+    }
+    const RUNTIME: &str = hubshift_sim::image::RUNTIME;
+    const TICKS: &str = "intelligencehub-writestore-ticks.sf";
+    const OPAQUE: &str = "intelligencehub-writestore-opcua.db";
+    const CACHED_SEQ: i64 = 900_000;
+    const CACHED: i64 = 40;
+    let (sandbox, inventory, archive) = setup().await;
+    let primary = &sandbox.nodes[0];
+    // The settings in appData bind appData and leave storeForwardData unset.
+    std::fs::write(
+        primary.appdata.join("intelligencehub-settings.json"),
+        format!(
+            "{{\"directories\": {{\"appData\": \"{}\"}}}}\n",
+            hubshift_sim::image::APPDATA
+        ),
+    )
+    .unwrap();
+    // Ticks cached in the running container's runtime directory, which the
+    // running hubsim does not know about (only a later start replays
+    // them), and a store of another connection it never reads.
+    let base_us = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+        - 3_600_000_000;
+    let lines: String = (0..CACHED)
+        .map(|i| {
+            serde_json::to_string(&hubshift_sim::hubsim::schema::TickRow {
+                node: primary.name.clone(),
+                seq: CACHED_SEQ + i,
+                version: FROM.into(),
+                produced_at_us: base_us + i * 50_000,
+            })
+            .unwrap()
+                + "\n"
+        })
+        .collect();
+    let opaque: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let plant = sandbox.root.join("plant");
+    std::fs::create_dir_all(&plant).unwrap();
+    std::fs::write(plant.join(TICKS), &lines).unwrap();
+    std::fs::write(plant.join(OPAQUE), &opaque).unwrap();
+    for f in [TICKS, OPAQUE] {
+        let out = std::process::Command::new("docker")
+            .arg("cp")
+            .arg(plant.join(f))
+            .arg(format!("{}:{RUNTIME}/{f}", primary.container))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    let since = SystemTime::now();
+    let upgrade = run(&inventory, &upgrade_args(&archive, TO));
+    assert!(upgrade.status.success(), "{}", text(&upgrade));
+    assert_group_at(&sandbox, TO, since).await;
+    // The new container holds the opaque store, byte for byte.
+    let back = sandbox.root.join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    let out = std::process::Command::new("docker")
+        .arg("cp")
+        .arg(format!("{}:{RUNTIME}/{OPAQUE}", primary.container))
+        .arg(back.join(OPAQUE))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(back.join(OPAQUE)).unwrap(), opaque);
+    // The controller's start step says what the new container received.
+    let ev = events(&upgrade);
+    let said = ev.iter().any(|e| {
+        e["detail"]["carried_store_forward"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n == OPAQUE) && a.iter().any(|n| n == TICKS))
+    });
+    assert!(said, "{}", text(&upgrade));
+
+    // No container is left aside.
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !names.lines().any(|n| n.ends_with("-hubshift-previous")),
+        "{names}"
+    );
+
+    // Every cached tick reaches the database, once.
+    let db = sandbox.db.connect().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let count = loop {
+        let row = db
+            .query_one(
+                "SELECT count(*), count(DISTINCT seq) FROM hubdata.ticks WHERE node = $1 AND seq >= $2 AND seq < $3",
+                &[&primary.name, &CACHED_SEQ, &(CACHED_SEQ + CACHED)],
+            )
+            .await
+            .unwrap();
+        let (n, distinct): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(n, distinct, "a cached tick was stored twice");
+        if n == CACHED || std::time::Instant::now() >= deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(count, CACHED, "cached ticks replayed after the upgrade");
+}

@@ -43,12 +43,19 @@ pub struct HubView {
 #[tonic::async_trait]
 pub trait HubDriver: Send + Sync + 'static {
     /// Starts the hub with the active runtime; CREATE_AND_START runs HA
-    /// `create` to completion first. Returns (pid or 0, already_running).
+    /// `create` to completion first. Returns (pid or 0, already_running,
+    /// the store-and-forward files carried into the hub's new home at this
+    /// start: the docker driver's new container).
     /// A check that holds for every driver (say, that the settings in
     /// appData point where the configuration says) is one call in
     /// `service.rs` `do_start` before this one; a driver's own checks go
     /// here, before anything runs.
-    async fn start(&self, mode: StartMode, node: &str, jdbc: Secret) -> Result<(u32, bool)>;
+    async fn start(
+        &self,
+        mode: StartMode,
+        node: &str,
+        jdbc: Secret,
+    ) -> Result<(u32, bool, Vec<String>)>;
     /// Graceful stop, then kill after the timeout (0: the configured one).
     /// Idempotent. Returns (was_running, killed).
     async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)>;

@@ -34,8 +34,15 @@ pub struct ProcessHub {
 
 #[tonic::async_trait]
 impl HubDriver for ProcessHub {
-    async fn start(&self, mode: StartMode, node: &str, jdbc: Secret) -> Result<(u32, bool)> {
-        self.hub.start(mode, node, jdbc).await
+    async fn start(
+        &self,
+        mode: StartMode,
+        node: &str,
+        jdbc: Secret,
+    ) -> Result<(u32, bool, Vec<String>)> {
+        // ActivateRuntime carried the store-and-forward files already.
+        let (pid, already) = self.hub.start(mode, node, jdbc).await?;
+        Ok((pid, already, Vec::new()))
     }
 
     async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {

@@ -461,6 +461,7 @@ impl HubAgent for FakeAgent {
                 return Ok(pb::StartResponse {
                     pid: 4242,
                     already_running: true,
+                    carried_store_forward: Vec::new(),
                 });
             }
             h.state = HubState::Starting;
@@ -481,6 +482,7 @@ impl HubAgent for FakeAgent {
             Ok(pb::StartResponse {
                 pid: 4242,
                 already_running: false,
+                carried_store_forward: Vec::new(),
             })
         })
     }

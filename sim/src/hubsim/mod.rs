@@ -97,14 +97,18 @@ async fn run(cli: cli::Cli) -> i32 {
             let Some(version) = resolve_version(cli.version) else {
                 return EXIT_USAGE;
             };
-            container(args, version).await
+            container(args, version, cli.runtime_dir).await
         }
     }
 }
 
 /// The image's entrypoint: `START_MODE=HA_INIT` → create, then start;
 /// `START_MODE` set otherwise → start.
-async fn container(args: cli::ContainerArgs, version: String) -> i32 {
+async fn container(
+    args: cli::ContainerArgs,
+    version: String,
+    cli_runtime_dir: Option<PathBuf>,
+) -> i32 {
     if args.action != "start" {
         log::error(&format!(
             "unknown action {:?}: the image only knows `start`",
@@ -129,15 +133,32 @@ async fn container(args: cli::ContainerArgs, version: String) -> i32 {
         jdbc: "env:HUBSHIFT_JDBC_URI".into(),
         timing: args.timing,
     };
-    // The image's appData is its mount point, as in the vendor's image;
-    // store-and-forward lives there too (the image's runtime directory is
-    // gone with the container).
-    let places = || settings::Places {
-        settings_file: None,
-        app_data: args.appdata.clone(),
-        store_forward: args.appdata.join("storeforward"),
-        store_forward_in_runtime: false,
+    // As the hub in the vendor's image: its runtime directory in the image
+    // (the container's writable layer), appData the mount beside it; the
+    // settings file there decides, and with `directories.storeForwardData`
+    // unset store-and-forward files go to the runtime directory.
+    let runtime_dir = cli_runtime_dir.unwrap_or_else(|| PathBuf::from(crate::image::RUNTIME));
+    let env = std::env::var(settings::SETTINGS_ENV).ok();
+    let located = settings::locate(&runtime_dir, env.as_deref()).map(|mut p| {
+        if p.settings_file.is_none() {
+            p.app_data = args.appdata.clone();
+        }
+        p
+    });
+    let places = match located {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(&e);
+            return EXIT_REFUSED;
+        }
     };
+    log::info(&format!(
+        "container: runtime {}, appData {}, store-and-forward {}",
+        runtime_dir.display(),
+        places.app_data.display(),
+        places.store_forward.display()
+    ));
+    let places = || places.clone();
     if mode == "HA_INIT" {
         let code = create::run(node_args(), version.clone(), places()).await;
         if code != 0 {

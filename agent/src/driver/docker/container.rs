@@ -3,7 +3,7 @@
 //! stop and kept until the next start (its output stays readable), found
 //! again by name and label after an agent restart.
 
-use super::{ImageStore, LABEL_MANAGED, engine_error, is_not_found};
+use super::{ImageStore, LABEL_MANAGED, engine_error, is_not_found, store_forward};
 use crate::config::{Config, DockerSection, DockerStartMode, Vars, fill, fill_argv, parse_port};
 use crate::driver::{HubDriver, HubView, check_start};
 use crate::error::{AgentError, Result};
@@ -16,7 +16,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::{Secret, redact_with};
@@ -33,6 +33,8 @@ const LABEL_NODE: &str = "hubshift.node";
 const LABEL_VERSION: &str = "hubshift.version";
 const LABEL_STARTED_AT: &str = "hubshift.started_at_unix_ms";
 const LABEL_PROBE_OFFSET: &str = "hubshift.probe_offset";
+/// Suffix of the previous container's name while a start replaces it.
+const PREVIOUS_SUFFIX: &str = "-hubshift-previous";
 
 /// The hub as a container.
 pub struct DockerHub {
@@ -368,7 +370,7 @@ impl DockerHub {
         mode_name: &str,
         node: &str,
         jdbc: &Secret,
-    ) -> Result<(u32, bool)> {
+    ) -> Result<(u32, bool, Vec<String>)> {
         let name = &self.d.container;
         if let Some(c) = self.inspect().await? {
             if !managed(&c) {
@@ -377,7 +379,7 @@ impl DockerHub {
                 )));
             }
             if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-                return Ok((pid(&c), true));
+                return Ok((pid(&c), true, Vec::new()));
             }
         }
         let version = self.images.active_version_checked().await?;
@@ -394,19 +396,16 @@ impl DockerHub {
             jdbc,
             probe_offset,
         })?;
-        // The container of the previous start (kept for its output) goes now.
-        match self
-            .engine
-            .remove_container(
-                name,
-                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(engine_error("cannot remove the previous hub container")(e)),
-        }
+        // Where the hub keeps store-and-forward files that die with its
+        // container (none when they are on the appData mount).
+        let sf_dir = {
+            let (cfg, d) = (self.cfg.clone(), self.d.clone());
+            tokio::task::spawn_blocking(move || store_forward::container_dir(&cfg, &d)).await??
+        };
+        // The container of the previous start (kept for its output and its
+        // store-and-forward files) steps aside under another name until the
+        // new one holds those files.
+        let previous = self.set_previous_aside().await?;
         // Engine messages never carry the environment, but mask anyway.
         let masked = |e: AgentError| mask(e, jdbc);
         self.engine
@@ -417,13 +416,23 @@ impl DockerHub {
             .await
             .map_err(engine_error("cannot create the hub container"))
             .map_err(masked)?;
+        let carried = match (&previous, &sf_dir) {
+            (Some(from), Some(dir)) => {
+                store_forward::copy(&self.engine, from, name, dir, &self.cfg.paths.state_dir)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        if let Some(from) = &previous {
+            self.remove(from).await?;
+        }
         let _ = std::fs::remove_file(self.stopped_marker());
         self.engine
             .start_container(name, None)
             .await
             .map_err(engine_error("cannot start the hub container"))
             .map_err(masked)?;
-        tracing::info!(container = %name, image = %image, node = %node, mode = mode_name, "hub container started");
+        tracing::info!(container = %name, image = %image, node = %node, mode = mode_name, carried = carried.len(), "hub container started");
         if mode == StartMode::CreateAndStart {
             if let Some(pattern) = &self.created {
                 self.creating.store(true, Ordering::SeqCst);
@@ -434,7 +443,76 @@ impl DockerHub {
             }
         }
         let pid = self.inspect().await?.map_or(0, |c| pid(&c));
-        Ok((pid, false))
+        Ok((pid, false, carried))
+    }
+
+    /// Name of the previous container while a start replaces it.
+    fn previous_name(&self) -> String {
+        format!("{}{PREVIOUS_SUFFIX}", self.d.container)
+    }
+
+    /// Makes way for a new container: renames the stopped previous one to
+    /// [`Self::previous_name`] and returns that name. When an earlier start
+    /// was interrupted, the renamed container is still there, and any
+    /// container under the hub's name is one that start created and never
+    /// started: it goes, the renamed one stays the source. None when there
+    /// was no previous container.
+    async fn set_previous_aside(&self) -> Result<Option<String>> {
+        let name = &self.d.container;
+        let previous = self.previous_name();
+        match self.inspect_named(&previous).await? {
+            Some(c) if !managed(&c) => {
+                return Err(AgentError::FailedPrecondition(format!(
+                    "container {previous} exists and is not managed by hubshift (no label {LABEL_MANAGED}); remove or rename it"
+                )));
+            }
+            Some(_) => {
+                tracing::warn!(
+                    container = %previous,
+                    "an earlier start was interrupted: its previous hub container is still the source of the store-and-forward files"
+                );
+                self.remove(name).await?;
+                return Ok(Some(previous));
+            }
+            None => {}
+        }
+        if self.inspect().await?.is_none() {
+            return Ok(None);
+        }
+        self.engine
+            .rename_container(
+                name,
+                RenameContainerOptionsBuilder::default()
+                    .name(&previous)
+                    .build(),
+            )
+            .await
+            .map_err(engine_error("cannot rename the previous hub container"))?;
+        Ok(Some(previous))
+    }
+
+    /// Removes a container (gone already is fine).
+    async fn remove(&self, name: &str) -> Result<()> {
+        match self
+            .engine
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error("cannot remove the previous hub container")(e)),
+        }
+    }
+
+    async fn inspect_named(&self, name: &str) -> Result<Option<ContainerInspectResponse>> {
+        match self.engine.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(engine_error("cannot inspect the hub container")(e)),
+        }
     }
 }
 
@@ -483,7 +561,12 @@ fn pid(c: &ContainerInspectResponse) -> u32 {
 
 #[tonic::async_trait]
 impl HubDriver for DockerHub {
-    async fn start(&self, mode: StartMode, node: &str, jdbc: Secret) -> Result<(u32, bool)> {
+    async fn start(
+        &self,
+        mode: StartMode,
+        node: &str,
+        jdbc: Secret,
+    ) -> Result<(u32, bool, Vec<String>)> {
         let mode_name = check_start(mode, node, &jdbc)?;
         let _ops = self.ops.lock().await;
         self.start_locked(mode, mode_name, node, &jdbc).await

@@ -6,6 +6,7 @@
 
 mod container;
 mod images;
+mod store_forward;
 
 pub use container::DockerHub;
 pub use images::ImageStore;
