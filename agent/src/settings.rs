@@ -218,7 +218,8 @@ fn resolve(runtime_dir: &Path, value: &str) -> PathBuf {
     lexical(&runtime_dir.join(value))
 }
 
-fn lexical(p: &Path) -> PathBuf {
+/// `p` with `.` and `..` removed without looking at the disk.
+pub(crate) fn lexical(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

@@ -155,27 +155,8 @@ impl Fleet {
         opts.timing
             .validate()
             .map_err(|e| FleetError::Options(format!("timing: {e}")))?;
-        let (tmp, root) = match &opts.dir {
-            Some(d) => {
-                std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
-                (
-                    None,
-                    std::path::absolute(d).map_err(io("resolving the fleet dir"))?,
-                )
-            }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("hubshift-fleet-")
-                    .tempdir()
-                    .map_err(io("creating a temp dir"))?;
-                let p = t.path().to_path_buf();
-                (Some(t), p)
-            }
-        };
-        let watchdog = match &tmp {
-            Some(t) => Some(Watchdog::remove_dir(t.path()).map_err(io("starting a watchdog"))?),
-            None => None,
-        };
+        let (tmp, root, watchdog) =
+            crate::sandbox::root_dir(opts.dir.as_deref(), "hubshift-fleet-")?;
         let server = TestDatabase::create().await?;
         let pki = Arc::new(SandboxPki::create(&root.join("certs"))?);
         let archives = root.join("archives");

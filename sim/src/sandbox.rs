@@ -74,6 +74,37 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
     move |source| SandboxError::Io { what, source }
 }
 
+/// The directory everything of a sandbox or fleet lives in: `dir`, or a
+/// temp dir (prefixed `prefix`) removed on drop and, should this process be
+/// killed, by a watchdog.
+pub(crate) fn root_dir(
+    dir: Option<&Path>,
+    prefix: &str,
+) -> Result<(Option<tempfile::TempDir>, PathBuf, Option<Watchdog>), SandboxError> {
+    let (tmp, root) = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+            (
+                None,
+                std::path::absolute(d).map_err(io(format!("resolving {}", d.display())))?,
+            )
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .map_err(io("creating a temp dir"))?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let watchdog = match &tmp {
+        Some(t) => Some(Watchdog::remove_dir(t.path()).map_err(io("starting a watchdog"))?),
+        None => None,
+    };
+    Ok((tmp, root, watchdog))
+}
+
 /// How to build the sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -530,27 +561,7 @@ impl Sandbox {
                 "a sandbox group has at most 26 nodes (hub-a to hub-z)".into(),
             ));
         }
-        let (tmp, root) = match &opts.dir {
-            Some(d) => {
-                std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
-                (
-                    None,
-                    std::path::absolute(d).map_err(io("resolving the sandbox dir"))?,
-                )
-            }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("hubshift-sandbox-")
-                    .tempdir()
-                    .map_err(io("creating a temp dir"))?;
-                let p = t.path().to_path_buf();
-                (Some(t), p)
-            }
-        };
-        let watchdog = match &tmp {
-            Some(t) => Some(Watchdog::remove_dir(t.path()).map_err(io("starting a watchdog"))?),
-            None => None,
-        };
+        let (tmp, root, watchdog) = root_dir(opts.dir.as_deref(), "hubshift-sandbox-")?;
         // Unique per sandbox: several may share one engine.
         let tag = format!(
             "hubshift-sandbox-{}-{}",

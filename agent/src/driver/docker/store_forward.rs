@@ -9,7 +9,7 @@
 use super::{engine_error, is_not_found};
 use crate::config::{Config, DockerSection};
 use crate::error::{AgentError, Result};
-use crate::settings::{SETTINGS_FILE, WRITESTORE_PREFIX};
+use crate::settings::{SETTINGS_FILE, WRITESTORE_PREFIX, lexical};
 use bollard::Docker;
 use bollard::query_parameters::{
     DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 use prost::bytes::Bytes;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
@@ -65,20 +65,6 @@ fn resolve(d: &DockerSection, value: Option<&str>) -> Option<String> {
         return None;
     }
     Some(dir.display().to_string())
-}
-
-fn lexical(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Copies the store-and-forward files of `dir` in container `from` into
