@@ -922,10 +922,9 @@ pub async fn resume(
                     row.run = Some(r.id.clone());
                     rows.push(row);
                 }
-                RunState::Running => rows.push(Row::new(
-                    &g.name,
-                    Outcome::Taken(format!("run {} is running under another controller", r.id)),
-                )),
+                // Journaled running: a live controller still holds the
+                // lock (the resume then reports the group as taken), or one
+                // was just killed and the server has yet to notice.
                 _ => queue.push(Work::Resume(g, r.id.clone())),
             },
         }
