@@ -529,3 +529,54 @@ async fn an_unready_group_refuses_the_fleet_unless_skipped() {
     let p2 = s.fleet.group("plant-2").unwrap();
     assert_eq!(p2.status(0).await.unwrap().active_runtime, FROM);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_controller_killed_mid_run_is_resumed_to_the_end() {
+    let s = setup(3).await;
+    // Unknown fleets are refused naming them, and change nothing.
+    for cmd in ["resume", "stop"] {
+        let out = run(&s.inventory, &[cmd, "--fleet", "F19700101T000000-000000"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out));
+        assert!(
+            text(&out).contains("no fleet F19700101T000000-000000"),
+            "{cmd}: {}",
+            text(&out)
+        );
+    }
+    let mut fleet = Running::spawn(
+        &s.inventory,
+        &fleet_args(&s.archive, &["--all", "--parallel", "2"]),
+    );
+    let started = fleet.wait_for(Duration::from_secs(60), "fleet_started", |e| {
+        e["event"] == "fleet_started"
+    });
+    let fleet_id = started["fleet"].as_str().unwrap().to_string();
+    // Killed while both groups in flight are inside their hand-over.
+    fleet.wait_for(Duration::from_secs(120), "a schema drop", |e| {
+        e["event"] == "step_started" && e["name"] == "drop_schema"
+    });
+    let pid = fleet.child.id() as i32;
+    // SAFETY: kill(2) on the controller this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let (code, _) = fleet.finish(Duration::from_secs(30));
+    assert_eq!(code, None, "killed by a signal");
+
+    let out = run(&s.inventory, &["resume", "--fleet", &fleet_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    let finished = find(&ev, "fleet_finished").expect("fleet_finished");
+    for g in ["plant-1", "plant-2", "plant-3"] {
+        assert_eq!(row(finished, g)["result"], "done", "{finished}");
+        assert_group_at(&s.fleet, g, TO).await;
+        assert_no_split_brain(&s.fleet, g, s.since).await;
+    }
+    // The groups cut off were resumed, not begun again: one run each.
+    for g in ["plant-1", "plant-2", "plant-3"] {
+        let out = run(&s.inventory, &["runs", "-g", g]);
+        let runs: Vec<Value> = events(&out)
+            .into_iter()
+            .filter(|e| e["event"] == "run" && e["group"] == g)
+            .collect();
+        assert_eq!(runs.len(), 1, "{g}: {runs:#?}");
+    }
+}
