@@ -171,6 +171,23 @@ pub(crate) fn check_header_fields(h: &mut RuntimeHeader, limits: &LimitsSection)
     Ok(())
 }
 
+/// Refuses an upload whose size or SHA-256 is not what its header announced.
+pub(crate) fn check_received(header: &RuntimeHeader, size: u64, sha: &str) -> Result<()> {
+    if size != header.size_bytes {
+        return Err(AgentError::InvalidArgument(format!(
+            "size mismatch: announced {} bytes, received {size}",
+            header.size_bytes
+        )));
+    }
+    if sha != header.sha256 {
+        return Err(AgentError::InvalidArgument(format!(
+            "checksum mismatch: expected {}, received {sha}",
+            header.sha256
+        )));
+    }
+    Ok(())
+}
+
 /// The header an upload must begin with.
 pub async fn read_header<S>(stream: &mut S) -> Result<RuntimeHeader>
 where
@@ -351,18 +368,7 @@ where
     if let Some(f) = failure {
         return Err(f);
     }
-    if size != header.size_bytes {
-        return Err(AgentError::InvalidArgument(format!(
-            "size mismatch: announced {} bytes, received {size}",
-            header.size_bytes
-        )));
-    }
-    if sha != header.sha256 {
-        return Err(AgentError::InvalidArgument(format!(
-            "checksum mismatch: expected {}, received {sha}",
-            header.sha256
-        )));
-    }
+    check_received(&header, size, &sha)?;
 
     let state_dir = state_dir.to_path_buf();
     let sha_for_record = sha.clone();

@@ -296,18 +296,7 @@ impl RuntimeStore for ImageStore {
         }
         let started = std::time::Instant::now();
         let (tmp, sha, size) = self.receive(&mut upload, &header, limits).await?;
-        if size != header.size_bytes {
-            return Err(AgentError::InvalidArgument(format!(
-                "size mismatch: announced {} bytes, received {size}",
-                header.size_bytes
-            )));
-        }
-        if sha != header.sha256 {
-            return Err(AgentError::InvalidArgument(format!(
-                "checksum mismatch: expected {}, received {sha}",
-                header.sha256
-            )));
-        }
+        crate::runtime::check_received(&header, size, &sha)?;
         let path = tmp.path().to_path_buf();
         let max_entries = limits.max_archive_entries;
         let id = tokio::task::spawn_blocking(move || single_image_id(&path, max_entries)).await??;
