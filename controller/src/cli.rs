@@ -50,6 +50,13 @@ pub struct TargetArgs {
     /// every byte as they unpack.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    /// Allow a target older than the version the group runs (compared as
+    /// the vendor numbers them: 4.10 is newer than 4.9). An older hub may
+    /// not read a project saved by a newer one: to go back after an
+    /// upgrade, `hubshift rollback --run ID` (which restores the backup
+    /// taken before it) is the safer way.
+    #[arg(long)]
+    pub allow_downgrade: bool,
 }
 
 /// Which groups an upgrade takes, and the fleet's policy.

@@ -84,9 +84,29 @@ pub struct Database {
     hub_host: Option<String>,
     hub_port: Option<u16>,
     ca_file: Option<PathBuf>,
+    /// Since when every connection attempt failed (shared by the clones a
+    /// run hands its steps and its journal), so that the waits for a
+    /// database that is away add up to one bounded wait, not one each.
+    unreachable_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Database {
+    /// Since when the database has not answered a connection attempt
+    /// (none since the last that succeeded).
+    pub fn unreachable_since(&self) -> Option<std::time::Instant> {
+        self.unreachable_since.lock().map_or(None, |since| *since)
+    }
+
+    fn note_reachable(&self, reachable: bool) {
+        if let Ok(mut since) = self.unreachable_since.lock() {
+            match (reachable, *since) {
+                (true, _) => *since = None,
+                (false, None) => *since = Some(std::time::Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+    }
+
     /// Parses a `postgres://` URL (or key=value string).
     pub fn new(
         url: &str,
@@ -104,6 +124,7 @@ impl Database {
             hub_host,
             hub_port,
             ca_file: None,
+            unreachable_since: Default::default(),
         })
     }
 
@@ -203,12 +224,15 @@ impl Database {
         &self,
         patience: std::time::Duration,
     ) -> Result<Client, DbError> {
-        let deadline = std::time::Instant::now() + patience;
+        let start = std::time::Instant::now();
         let mut delay = std::time::Duration::from_millis(250);
         loop {
             match self.connect().await {
                 Ok(c) => return Ok(c),
-                Err(e @ DbError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                Err(e @ DbError::Connect { .. })
+                    if std::time::Instant::now()
+                        < self.unreachable_since().unwrap_or(start) + patience =>
+                {
                     tracing::warn!(error = %e, "database not reachable; trying again");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(std::time::Duration::from_secs(4));
@@ -220,14 +244,16 @@ impl Database {
 
     /// Opens a connection; the connection task runs in the background.
     pub async fn connect(&self) -> Result<Client, DbError> {
-        let (client, connection) =
-            self.config
-                .connect(self.tls()?)
-                .await
-                .map_err(|e| DbError::Connect {
-                    target: self.target(),
-                    reason: redact(&error_text(&e)),
-                })?;
+        let client = self
+            .config
+            .connect(self.tls()?)
+            .await
+            .map_err(|e| DbError::Connect {
+                target: self.target(),
+                reason: redact(&error_text(&e)),
+            });
+        self.note_reachable(client.is_ok());
+        let (client, connection) = client?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %redact(&e.to_string()), "database connection ended");

@@ -359,6 +359,7 @@ impl Run {
                 "backup_id": self.facts.backup_id, "backup_sha256": self.facts.backup_sha256,
                 "backup_path": self.facts.backup_path, "backup_copy": self.facts.backup_copy,
                 "warnings": self.facts.warnings,
+                "impossible_spans": self.facts.impossible_spans(),
             }),
             || {
                 let mut s = format!(
@@ -375,10 +376,10 @@ impl Run {
                     secs(total_ms)
                 );
                 for w in &windows {
-                    let what = if w.window == 1 {
-                        "stop of the primary requested -> secondary seen active"
-                    } else {
-                        "HA create done on the primary -> primary seen active"
+                    let what = match w.window {
+                        1 => "stop of the primary requested -> secondary seen active",
+                        2 => "HA create done on the primary -> primary seen active",
+                        _ => "fallback: serving node last seen -> old primary seen active again",
                     };
                     s.push_str(&format!(
                         "  outage window {}: {} ({what})\n",
@@ -408,6 +409,9 @@ impl Run {
                 }
                 for w in &self.facts.warnings {
                     s.push_str(&format!("  warning: {w}\n"));
+                }
+                for w in self.facts.impossible_spans() {
+                    s.push_str(&format!("  impossible span: {w}\n"));
                 }
                 s
             },

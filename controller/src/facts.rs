@@ -73,23 +73,71 @@ pub struct RunFacts {
     /// Things an operator should know (e.g. a secondary had to be stopped).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Unix ms: the node that took over was last positively seen serving
+    /// (a fallback's outage is counted from here).
+    #[serde(default)]
+    pub serving_seen_ms: Option<u64>,
+    /// Outages of fallbacks: from the moment the group may have lost its
+    /// serving node until the old primary was seen active again.
+    #[serde(default)]
+    pub fallback_windows: Vec<Span>,
+}
+
+/// A stretch of time, in Unix ms on the database server's clock.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Span {
+    /// Start.
+    pub start_ms: u64,
+    /// End.
+    pub end_ms: u64,
 }
 
 impl RunFacts {
     /// How long the group ran on one node: from the primary's stop until
     /// the last secondary was standby again.
+    /// None while unknown, and for an impossible span (see
+    /// [`RunFacts::impossible_spans`]), never a 0 that hides it.
     pub fn single_node_ms(&self) -> Option<u64> {
         match (self.primary_stopped_ms, self.standby_again_ms) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            (Some(a), Some(b)) => b.checked_sub(a),
             _ => None,
         }
+    }
+
+    /// Spans that end before they start: the times were recorded by clocks
+    /// that disagree (a journal written before times came from the
+    /// database server's clock, or a server whose clock jumped). Reported
+    /// as such instead of as 0.
+    pub fn impossible_spans(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |what: &str, start: Option<u64>, end: Option<u64>| {
+            if let (Some(s), Some(e)) = (start, end)
+                && e < s
+            {
+                out.push(format!(
+                    "{what} ends {} ms before it starts: its times come from clocks that disagree",
+                    s - e
+                ));
+            }
+        };
+        check("outage window 1", self.primary_stopped_ms, self.takeover_ms);
+        check(
+            "the single-node time",
+            self.primary_stopped_ms,
+            self.standby_again_ms,
+        );
+        for w in &self.fallback_windows {
+            check("a fallback's outage", Some(w.start_ms), Some(w.end_ms));
+        }
+        out
     }
 }
 
 /// An outage window the run caused, as observed through the agents.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Window {
-    /// 1: primary stop → takeover; 2: old secondary down → upgraded primary active.
+    /// 1: primary stop → takeover; 2: old secondary down → upgraded primary
+    /// active; 3: a fallback (serving node possibly lost → old primary active).
     pub window: u8,
     /// Unix ms start.
     pub start_ms: u64,
@@ -108,11 +156,25 @@ impl RunFacts {
             (2, self.secondaries_down_ms, self.primary_active_ms),
         ] {
             if let (Some(start_ms), Some(end_ms)) = (start, end) {
+                if window == 1 && end_ms < start_ms {
+                    // Impossible: reported by `impossible_spans`.
+                    continue;
+                }
                 out.push(Window {
                     window,
                     start_ms,
                     end_ms,
                     duration_ms: end_ms.saturating_sub(start_ms),
+                });
+            }
+        }
+        for w in &self.fallback_windows {
+            if let Some(duration_ms) = w.end_ms.checked_sub(w.start_ms) {
+                out.push(Window {
+                    window: 3,
+                    start_ms: w.start_ms,
+                    end_ms: w.end_ms,
+                    duration_ms,
                 });
             }
         }
@@ -148,7 +210,17 @@ pub enum StepOutcome {
     },
     /// The old primary was started again: the hand-over starts anew from
     /// the primary's stop.
-    FellBack,
+    FellBack {
+        /// Unix ms from which the group may have had no serving node.
+        lost_ms: Option<u64>,
+        /// Unix ms the old primary was seen active again, if it was.
+        active_ms: Option<u64>,
+    },
+    /// The node that took over was positively seen serving at `at_ms`.
+    SeenServing {
+        /// Unix ms.
+        at_ms: u64,
+    },
     /// The primary's appdata was backed up.
     BackedUp {
         /// Backup id.
@@ -209,15 +281,20 @@ pub fn fold(mut f: RunFacts, outcome: &StepOutcome) -> RunFacts {
             }
         }
         StepOutcome::TookOver { node, at_ms } => {
+            f.serving_seen_ms = Some(f.serving_seen_ms.map_or(*at_ms, |t| t.max(*at_ms)));
             f.takeover_ms.get_or_insert(*at_ms);
             f.takeover_node = Some(node.clone());
         }
         StepOutcome::NoTakeover { why } => f.warnings.push(format!(
             "{why}: the group had no active node until the restored primary started"
         )),
-        StepOutcome::FellBack => {
+        StepOutcome::FellBack { lost_ms, active_ms } => {
+            if let (Some(start_ms), Some(end_ms)) = (*lost_ms, *active_ms) {
+                f.fallback_windows.push(Span { start_ms, end_ms });
+            }
             // What this hand-over measured and backed up belongs to a
             // primary that has run since.
+            f.serving_seen_ms = None;
             f.takeover_ms = None;
             f.takeover_node = None;
             if f.rollback_of.is_none() {
@@ -286,6 +363,9 @@ pub fn fold(mut f: RunFacts, outcome: &StepOutcome) -> RunFacts {
                     "{n} did not shut itself down after the new schema appeared (within {shutdown_timeout_secs}s, or before {primary} was active) and was stopped by hubshift"
                 ));
             }
+        }
+        StepOutcome::SeenServing { at_ms } => {
+            f.serving_seen_ms = Some(f.serving_seen_ms.map_or(*at_ms, |t| t.max(*at_ms)));
         }
         StepOutcome::StandbyAgain { at_ms } => {
             f.standby_again_ms = Some(f.standby_again_ms.map_or(*at_ms, |t| t.max(*at_ms)));
@@ -389,7 +469,10 @@ mod tests {
             },
             backed_up.clone(),
             StepOutcome::BackupVerified { copy: None },
-            StepOutcome::FellBack,
+            StepOutcome::FellBack {
+                lost_ms: None,
+                active_ms: None,
+            },
         ]);
         assert_eq!((f.takeover_ms, f.takeover_node.as_deref()), (None, None));
         assert_eq!((f.backup_id.as_deref(), f.backup_verified), (None, false));
@@ -401,7 +484,10 @@ mod tests {
                 rollback_of: Some("r".into()),
                 ..f
             },
-            &StepOutcome::FellBack,
+            &StepOutcome::FellBack {
+                lost_ms: None,
+                active_ms: None,
+            },
         );
         assert!(f.backup_verified && f.backup_id.is_some());
         assert_eq!(f.handover_round, 0);
@@ -436,6 +522,49 @@ mod tests {
             StepOutcome::StandbyAgain { at_ms: 7_000 },
         ]);
         assert_eq!(f.standby_again_ms, Some(9_000));
+    }
+
+    #[test]
+    fn a_fallback_after_the_serving_node_was_lost_is_a_window_of_its_own() {
+        let f = folded(&[
+            StepOutcome::PrimaryStopped {
+                requested_ms: 1_000,
+                was_running: true,
+            },
+            StepOutcome::TookOver {
+                node: "s".into(),
+                at_ms: 3_000,
+            },
+            StepOutcome::SeenServing { at_ms: 5_000 },
+            StepOutcome::FellBack {
+                lost_ms: Some(5_000),
+                active_ms: Some(9_500),
+            },
+        ]);
+        let w: Vec<(u8, u64)> = f
+            .windows()
+            .iter()
+            .map(|w| (w.window, w.duration_ms))
+            .collect();
+        assert_eq!(w, vec![(3, 4_500)]);
+        assert_eq!(f.serving_seen_ms, None, "the next hand-over starts afresh");
+    }
+
+    #[test]
+    fn spans_that_end_before_they_start_are_reported_not_zeroed() {
+        let f = RunFacts {
+            // Stopped by a controller whose clock ran 3 minutes ahead.
+            primary_stopped_ms: Some(190_000),
+            takeover_ms: Some(12_000),
+            standby_again_ms: Some(18_400),
+            ..Default::default()
+        };
+        assert!(f.windows().is_empty(), "{:?}", f.windows());
+        assert_eq!(f.single_node_ms(), None);
+        let spans = f.impossible_spans();
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert!(spans[0].starts_with("outage window 1 ends 178000 ms before it starts"));
+        assert!(spans[1].contains("single-node time"));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct FleetSpec {
     pub runtime_file: String,
     /// `--pause-before` steps for every group.
     pub pause_before: Vec<String>,
+    /// `--allow-downgrade` for every group.
+    #[serde(default)]
+    pub allow_downgrade: bool,
     /// The policy.
     pub policy: FleetPolicy,
 }
@@ -213,6 +216,7 @@ async fn preflight_group(
         &Target {
             version: req.version.clone(),
             archive_bytes: req.archive.bytes,
+            allow_downgrade: req.allow_downgrade,
         },
     );
     let shown: Vec<_> = findings
@@ -344,6 +348,7 @@ pub async fn start(
         runtime_bytes: req.archive.bytes,
         runtime_file: req.archive.path.display().to_string(),
         pause_before: req.pause_before.clone(),
+        allow_downgrade: req.allow_downgrade,
         policy: policy.clone(),
     };
     record_fleet(&inventory, &members, &fleet, &spec, "upgrade").await?;
@@ -996,6 +1001,7 @@ pub async fn resume(
             archive: archive.clone(),
             pause_before: spec.pause_before.clone(),
             fleet: Some(fleet.to_string()),
+            allow_downgrade: spec.allow_downgrade,
         },
         runtime: Some(archive.path.clone()),
     };

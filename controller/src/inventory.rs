@@ -88,6 +88,12 @@ pub struct TimeoutsSection {
     pub stop: u64,
     /// A standby taking over after the primary stopped.
     pub takeover: u64,
+    /// The hubs' own takeover time (the heartbeat age after which a standby
+    /// takes over, as the hubs are configured). A secondary that is frozen
+    /// or not running this long after the primary's stop, plus a margin,
+    /// cannot take over: hubshift falls back then instead of waiting out
+    /// `takeover`.
+    pub hub_takeover: u64,
     /// A started hub becoming active.
     pub start: u64,
     /// The old secondary shutting itself down after the new schema appears.
@@ -105,6 +111,7 @@ impl Default for TimeoutsSection {
         Self {
             stop: 60,
             takeover: 120,
+            hub_takeover: 30,
             start: 300,
             secondary_shutdown: 30,
             standby_join: 300,

@@ -19,6 +19,11 @@ pub struct JournalLink {
     db: Database,
     group: String,
     client: Client,
+    /// Set when the database did not come back within [`RECONNECT_FOR`]:
+    /// every later statement fails at once with it, so that a run whose
+    /// database is gone waits once, not once per statement it still has
+    /// to journal.
+    gone: Option<String>,
 }
 
 /// Runs `$call` (an expression using the client `$c`), reconnecting once
@@ -26,6 +31,12 @@ pub struct JournalLink {
 macro_rules! retrying {
     ($self:ident, $what:expr, |$c:ident| $call:expr) => {{
         let mut reconnected = false;
+        if let Some(reason) = &$self.gone {
+            return Err(DbError::ConnectionLost {
+                doing: $what,
+                reason: reason.clone(),
+            });
+        }
         loop {
             let $c = &$self.client;
             match $call.await {
@@ -44,18 +55,24 @@ macro_rules! retrying {
 }
 
 impl JournalLink {
+    /// Why the journal's database is given up on, once it is.
+    pub fn gone(&self) -> Option<&str> {
+        self.gone.as_deref()
+    }
+
     /// Wraps a connection that already holds the group's lock.
     pub fn new(db: Database, group: &str, client: Client) -> Self {
         Self {
             db,
             group: group.to_string(),
             client,
+            gone: None,
         }
     }
 
     async fn reconnect(&mut self, what: &'static str, first: DbError) -> Result<(), DbError> {
         tracing::warn!(error = %first, "journal connection lost while {what}; reconnecting");
-        let deadline = Instant::now() + RECONNECT_FOR;
+        let start = Instant::now();
         let mut delay = Duration::from_millis(250);
         loop {
             match self.db.connect().await {
@@ -73,13 +90,21 @@ impl JournalLink {
                         ),
                     });
                 }
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(DbError::Query {
+                // Counted from the first failed attempt of anyone in this
+                // run (a step may have waited already): one bounded wait.
+                Err(e)
+                    if Instant::now()
+                        >= self.db.unreachable_since().unwrap_or(start) + RECONNECT_FOR =>
+                {
+                    let reason = format!(
+                        "the database {} did not come back within {}s ({e}); the run is left as journaled before the loss",
+                        self.db.target(),
+                        RECONNECT_FOR.as_secs()
+                    );
+                    self.gone = Some(reason.clone());
+                    return Err(DbError::ConnectionLost {
                         doing: what,
-                        reason: format!(
-                            "the database connection was lost and did not come back within {}s: {e}",
-                            RECONNECT_FOR.as_secs()
-                        ),
+                        reason,
                     });
                 }
                 Err(_) => {

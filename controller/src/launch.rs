@@ -260,6 +260,8 @@ pub struct UpgradeRequest {
     pub pause_before: Vec<String>,
     /// The fleet this run belongs to.
     pub fleet: Option<String>,
+    /// A target older than what runs is allowed.
+    pub allow_downgrade: bool,
 }
 
 /// A group locked and through preflight, ready for its run to be recorded.
@@ -293,6 +295,7 @@ pub async fn prepare_upgrade(
     let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
     journal::ensure_schema(&client).await?;
     lock_group(&client, &group.name).await?;
+    crate::clock::sync(&client).await?;
     if let Some(r) = journal::unfinished_run(&client, &group.name).await? {
         return Err(Refused(format!(
             "run {} of group {} did not finish ({}); continue it with `hubshift resume --run {}`",
@@ -306,6 +309,7 @@ pub async fn prepare_upgrade(
         &Target {
             version: req.version.clone(),
             archive_bytes: req.archive.bytes,
+            allow_downgrade: req.allow_downgrade,
         },
     );
     print_findings(out, &findings);
@@ -407,6 +411,14 @@ pub async fn prepare_resume(
     } = open;
     let run_id = record.id.clone();
     lock_group(&client, &group.name).await?;
+    crate::clock::sync(&client).await?;
+    let unfinished = journal::unfinished_run(&client, &group.name)
+        .await?
+        .map(|u| crate::refusals::RunView::new(&u, &[]));
+    let view = crate::refusals::RunView::new(&record, &[]);
+    if let Some(r) = crate::refusals::resume(&view, unfinished.as_ref()) {
+        return Err(Refused(r.message).into());
+    }
     journal::add_audit(&client, &run_id, &crate::audit::entry(action)).await?;
     let facts: RunFacts = serde_json::from_value(record.facts.clone())
         .context("the journal's run facts cannot be read by this version")?;

@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod backup_check;
 pub mod backup_copy;
 pub mod checks;
 pub mod cli;
@@ -25,7 +26,9 @@ pub mod launch;
 pub mod observe;
 pub mod output;
 pub mod plan;
+pub mod refusals;
 pub mod run_context;
 pub mod steps;
 #[cfg(test)]
 mod testing;
+pub mod version;

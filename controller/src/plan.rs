@@ -404,6 +404,9 @@ pub struct Target {
     pub version: String,
     /// Archive size in bytes.
     pub archive_bytes: u64,
+    /// An older target than what runs is planned (with a warning) instead
+    /// of refused.
+    pub allow_downgrade: bool,
 }
 
 /// Room a staging upload needs on a host: the archive, and its unpacked
@@ -523,6 +526,24 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
                 &n.name,
                 format!("already runs {}: nothing to upgrade", target.version),
             ));
+        } else if crate::version::is_downgrade(&facts.active_runtime, &target.version) {
+            let why = format!(
+                "{} is older than {}, which runs now: an older hub may not read a project saved by a newer one; to go back after an upgrade, `hubshift rollback --run ID` restores the backup taken before it",
+                target.version, facts.active_runtime
+            );
+            if target.allow_downgrade {
+                out.push(warn(
+                    "version",
+                    &n.name,
+                    format!("downgrade as asked (--allow-downgrade): {why}"),
+                ));
+            } else {
+                out.push(bad(
+                    "version",
+                    &n.name,
+                    format!("{why}; pass --allow-downgrade to install it anyway"),
+                ));
+            }
         }
         versions.insert(facts.active_runtime.clone());
         let (archive, unpacked) = staging_room(target.archive_bytes);
@@ -705,6 +726,7 @@ mod tests {
         Target {
             version: "2.0".into(),
             archive_bytes: 1 << 20,
+            allow_downgrade: false,
         }
     }
 
@@ -891,6 +913,35 @@ mod tests {
             findings.iter().any(|f| f.check == "layout"
                 && f.message.contains("HighByte-Intelligence-Hub-1.0/runtime"))
         );
+    }
+
+    #[test]
+    fn an_older_target_is_refused_unless_allowed_and_then_warned() {
+        let mut older = target();
+        older.version = "0.9".into();
+        let findings = preflight(&healthy(), &older);
+        let refused: Vec<_> = findings
+            .iter()
+            .filter(|f| f.blocking && f.check == "version")
+            .collect();
+        assert_eq!(refused.len(), 2, "one per node: {findings:#?}");
+        assert!(refused[0].message.contains("0.9 is older than 1.0"));
+        assert!(refused[0].message.contains("--allow-downgrade"));
+        assert!(refused[0].message.contains("hubshift rollback --run"));
+        older.allow_downgrade = true;
+        let findings = preflight(&healthy(), &older);
+        assert!(findings.iter().all(|f| !f.blocking), "{findings:#?}");
+        assert_eq!(
+            findings
+                .iter()
+                .filter(|f| f.warning && f.check == "version")
+                .count(),
+            2
+        );
+        // Numbered as the vendor numbers them: 1.10 is newer than 1.0 and 1.9.
+        let mut newer = target();
+        newer.version = "1.10".into();
+        assert!(preflight(&healthy(), &newer).iter().all(|f| !f.blocking));
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub async fn stage_runtime(
     let reader_bar = bar.clone();
     let producer = tokio::spawn(async move {
         if tx.send(header).await.is_err() {
-            return Ok(());
+            return Ok(Upload::CutOff { sent: 0 });
         }
         let mut sent = 0u64;
         loop {
@@ -134,28 +134,44 @@ pub async fn stage_runtime(
                 item: Some(pb::install_runtime_request::Item::Chunk(buf)),
             };
             if tx.send(msg).await.is_err() {
-                break;
+                // The stream ended on the agent's side (its answer says why):
+                // that says nothing about the file.
+                return Ok(Upload::CutOff { sent });
             }
         }
-        if sent != expected {
-            anyhow::bail!(
-                "runtime archive changed while uploading ({sent} bytes read, {expected} expected)"
-            );
-        }
-        Ok::<(), anyhow::Error>(())
+        Ok::<Upload, std::io::Error>(Upload::Read { sent })
     });
     let mut client = agent.client();
     let response = client
         .install_runtime(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await;
     bar.finish_and_clear();
-    producer
+    let upload = producer
         .await
         .context("upload task ended abnormally")?
-        .context("reading the runtime archive")?;
-    let response = response
-        .map_err(|s| agent.stream_err("InstallRuntime", &s))?
-        .into_inner();
+        .with_context(|| format!("reading the runtime archive {}", file.display()))?;
+    if let Upload::Read { sent } = upload {
+        archive_unchanged(file, sent, expected).await?;
+    }
+    let response = match response {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            let err = agent.stream_err("InstallRuntime", &status);
+            return Err(match upload {
+                Upload::CutOff { sent } if connection_lost(status.code()) => {
+                    anyhow::Error::new(err).context(format!(
+                        "the connection to the agent of {} broke after {sent} of {expected} bytes of the runtime archive were sent",
+                        agent.node
+                    ))
+                }
+                Upload::CutOff { sent } => anyhow::Error::new(err).context(format!(
+                    "the agent of {} refused the upload after {sent} of {expected} bytes",
+                    agent.node
+                )),
+                Upload::Read { .. } => err.into(),
+            });
+        }
+    };
     let after = agent.status().await?;
     ensure!(
         after.staged_runtimes.contains(&facts.version),
@@ -164,6 +180,46 @@ pub async fn stage_runtime(
         facts.version
     );
     Ok(json!({ "already_installed": response.already_installed, "sha256": response.sha256 }))
+}
+
+/// How far the producer of an upload got.
+enum Upload {
+    /// Read to the end: `sent` bytes.
+    Read {
+        /// Bytes read and sent.
+        sent: u64,
+    },
+    /// The agent's side of the stream went away after `sent` bytes.
+    CutOff {
+        /// Bytes sent before.
+        sent: u64,
+    },
+}
+
+/// The codes a stream ends with when the connection, not the agent, ended
+/// it (the agent process died, the host went away, the network broke).
+fn connection_lost(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// An archive read to its end must have the size it was planned with:
+/// otherwise the file changed under the upload (looked at again, so that
+/// the message is true).
+async fn archive_unchanged(file: &Path, sent: u64, expected: u64) -> Result<()> {
+    if sent == expected {
+        return Ok(());
+    }
+    let now = tokio::fs::metadata(file)
+        .await
+        .with_context(|| format!("looking at the runtime archive {} again", file.display()))?
+        .len();
+    bail!(
+        "runtime archive {} changed while uploading: {sent} bytes read, planned with {expected}, {now} now; upload the published archive (checked by --sha256)",
+        file.display()
+    )
 }
 
 /// The secondaries that may take over: every node of the group but `primary`.
@@ -272,7 +328,8 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
         .map(|c| run.agent(c).cloned())
         .collect::<Result<_>>()?;
     let timeout = Duration::from_secs(run.inv.timeouts.takeover);
-    let why = match wait_for_takeover(&agents, timeout).await {
+    let hub_takeover = Duration::from_secs(run.inv.timeouts.hub_takeover);
+    let why = match wait_for_takeover(&agents, timeout, hub_takeover).await {
         TakeoverWait::Active { node, seen_ms } => {
             run.apply(StepOutcome::TookOver {
                 node: node.clone(),
@@ -291,7 +348,12 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
         }
         TakeoverWait::NoneRunning(why) | TakeoverWait::TimedOut(why) => why,
     };
-    fall_back_to_primary(run, &why).await
+    let lost_ms = run.facts.primary_stopped_ms;
+    let fix = format!(
+        "Fix the secondary (see its hub log), then `hubshift resume --run {}` (starts again at the primary's stop) or `hubshift abandon --run {}`",
+        run.id, run.id
+    );
+    fall_back_to_primary(run, &why, lost_ms, &fix).await
 }
 
 /// How the wait for a secondary to take over ended.
@@ -304,27 +366,43 @@ pub enum TakeoverWait {
         /// When it was first seen active.
         seen_ms: u64,
     },
-    /// No candidate ran for several polls in a row: nobody can take over,
-    /// and waiting out the timeout would only lengthen the outage.
+    /// No candidate can take over: none ran for several polls in a row, or
+    /// the hubs' own takeover time (plus [`TAKEOVER_MARGIN`]) passed with
+    /// every candidate exited or frozen. Waiting out the timeout would only
+    /// lengthen the outage.
     NoneRunning(String),
     /// Nobody became active within the timeout.
     TimedOut(String),
 }
 
-/// Polls `candidates` until one is active, none runs, or `timeout` passed.
-/// A candidate whose agent does not answer counts as running: unknown is
-/// not "not running", so its node gets the whole timeout.
-pub async fn wait_for_takeover(candidates: &[Agent], timeout: Duration) -> TakeoverWait {
-    let deadline = Instant::now() + timeout;
+/// What the takeover wait allows beyond the hubs' own takeover time before
+/// it counts a frozen secondary out: a few heartbeats of slack.
+pub const TAKEOVER_MARGIN: Duration = Duration::from_secs(2);
+
+/// Polls `candidates` until one is active, none can take over, or
+/// `timeout` passed. A candidate that is frozen may thaw and take over,
+/// so it is counted out only once `hub_takeover` (the hubs' own takeover
+/// time) plus [`TAKEOVER_MARGIN`] has passed; a candidate whose agent does
+/// not answer counts as running: unknown is not "not running", so its
+/// node gets the whole timeout.
+pub async fn wait_for_takeover(
+    candidates: &[Agent],
+    timeout: Duration,
+    hub_takeover: Duration,
+) -> TakeoverWait {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let frozen_out = start + hub_takeover + TAKEOVER_MARGIN;
     // How many polls in a row saw no candidate running at all: then nobody
     // can take over and waiting out the timeout only lengthens the outage.
     let mut none_running = 0;
     loop {
         let mut running = 0;
+        let mut live = 0;
         let mut states = Vec::new();
         for a in candidates {
             match a.status().await {
-                Ok(s) if role_name(&s) == "active" => {
+                Ok(s) if role_name(&s) == "active" && !s.frozen => {
                     return TakeoverWait::Active {
                         node: a.node.clone(),
                         seen_ms: now_ms(),
@@ -333,6 +411,9 @@ pub async fn wait_for_takeover(candidates: &[Agent], timeout: Duration) -> Takeo
                 Ok(s) => {
                     if is_running(&s) {
                         running += 1;
+                        if !s.frozen {
+                            live += 1;
+                        }
                     }
                     let frozen = if s.frozen { ", frozen" } else { "" };
                     states.push(format!("{} {}{frozen}", a.node, role_name(&s)));
@@ -340,6 +421,7 @@ pub async fn wait_for_takeover(candidates: &[Agent], timeout: Duration) -> Takeo
                 Err(e) => {
                     // Unknown is not "not running": wait for the timeout.
                     running += 1;
+                    live += 1;
                     states.push(format!("{}: {e}", a.node));
                 }
             }
@@ -348,6 +430,14 @@ pub async fn wait_for_takeover(candidates: &[Agent], timeout: Duration) -> Takeo
         if none_running >= 3 {
             return TakeoverWait::NoneRunning(format!(
                 "no secondary is running to take over ({})",
+                states.join(", ")
+            ));
+        }
+        if live == 0 && Instant::now() >= frozen_out {
+            return TakeoverWait::NoneRunning(format!(
+                "no secondary can take over: each is frozen or not running {}s after the primary's stop, longer than the hubs' own takeover time ({}s, `timeouts.hub_takeover`) ({})",
+                (hub_takeover + TAKEOVER_MARGIN).as_secs(),
+                hub_takeover.as_secs(),
                 states.join(", ")
             ));
         }
@@ -402,23 +492,34 @@ pub async fn await_active_again(primary: &Agent, timeouts: &TimeoutsSection) -> 
 
 /// Nothing irreversible has happened yet (the backup comes after the
 /// takeover): start the old primary again on its untouched runtime, wait
-/// until it is active, and fail the step saying so.
-async fn fall_back_to_primary(run: &mut Run, why: &str) -> Result<Value> {
+/// until it is active, and fail the step saying so and what to do (`fix`).
+/// `lost_ms` is when the group may have lost its serving node: the outage
+/// from there until the primary is active is reported as a window.
+async fn fall_back_to_primary(
+    run: &mut Run,
+    why: &str,
+    lost_ms: Option<u64>,
+    fix: &str,
+) -> Result<Value> {
     let primary = run.group.primary().name.clone();
     let agent = run.agent(&primary)?.clone();
     run.out.human(&format!(
         "  {why}: starting {primary} again on its untouched runtime"
     ));
-    start_unless_running(&agent, run.jdbc.expose(), &run.inv.timeouts)
-        .await
-        .with_context(|| format!("{why}; starting {primary} again failed too"))?;
-    let active = await_active_again(&agent, &run.inv.timeouts).await;
+    let started = start_unless_running(&agent, run.jdbc.expose(), &run.inv.timeouts).await;
+    let active = match started {
+        Ok(()) => await_active_again(&agent, &run.inv.timeouts).await,
+        Err(e) => Err(e.context("starting it again failed")),
+    };
     // The hand-over starts again from the stop: what this one measured
     // and backed up belongs to a primary that has run since.
-    run.apply(StepOutcome::FellBack);
+    run.apply(StepOutcome::FellBack {
+        lost_ms,
+        active_ms: active.is_ok().then(now_ms),
+    });
     match active {
         Ok(()) => Err(FellBack(format!(
-            "{why}; {primary} was started again and is active: the group serves as before the run, nothing irreversible was done. Fix the secondary, then `hubshift resume` (starts again at the primary's stop) or `hubshift abandon`"
+            "{why}; {primary} was started again and is active: the group serves as before, nothing irreversible was done. {fix}"
         ))
         .into()),
         Err(e) => Err(e.context(format!(
@@ -436,26 +537,54 @@ fn backup_id(run: &Run, node: &str) -> String {
     }
 }
 
+/// How long an agent that does not answer is asked again before the node
+/// counts as not serving.
+const UNANSWERED_PATIENCE: Duration = Duration::from_secs(3);
+
 /// From the takeover until the schema is dropped the group serves on the
-/// secondary that took over. If it stopped serving (exited, no longer
-/// active, frozen), nothing irreversible has happened yet: fall back to the
-/// old primary instead of going on with a group that produces nothing.
+/// secondary that took over. Before each of those steps it must be seen
+/// serving — its agent answers now, its hub runs, is active and not
+/// frozen. Otherwise (exited, no longer active, frozen, or its host does
+/// not answer within [`UNANSWERED_PATIENCE`]) nothing irreversible has
+/// happened yet: fall back to the old primary instead of going on with a
+/// group that may produce nothing.
 async fn ensure_still_serving(run: &mut Run) -> Result<()> {
     let Some(node) = run.facts.takeover_node.clone() else {
         // A rollback whose secondaries were all down: nobody serves anyway.
         return Ok(());
     };
-    let why = match run.agent(&node)?.status().await {
-        Ok(s) if role_name(&s) == "active" && !s.frozen => return Ok(()),
-        Ok(s) => format!(
-            "{node}, which took over, is {}{} and serves no data",
-            role_name(&s),
-            if s.frozen { " and frozen" } else { "" }
-        ),
-        // Its agent cannot say; the hub itself may well be serving.
-        Err(_) => return Ok(()),
+    let agent = run.agent(&node)?.clone();
+    let asked = Instant::now();
+    let why = loop {
+        match agent.status().await {
+            Ok(s) if role_name(&s) == "active" && is_running(&s) && !s.frozen => {
+                run.apply(StepOutcome::SeenServing { at_ms: now_ms() });
+                return Ok(());
+            }
+            Ok(s) => {
+                break format!(
+                    "{node}, which took over, is {} ({}){} and serves no data",
+                    role_name(&s),
+                    state_name(&s),
+                    if s.frozen { ", frozen" } else { "" }
+                );
+            }
+            Err(e) if asked.elapsed() >= UNANSWERED_PATIENCE => {
+                break format!(
+                    "{node}, which took over, cannot be seen serving: its agent does not answer ({e})"
+                );
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
     };
-    fall_back_to_primary(run, &why).await.map(|_| ())
+    let lost_ms = run.facts.serving_seen_ms.or(run.facts.primary_stopped_ms);
+    let fix = format!(
+        "Once {node} serves again, `hubshift resume --run {}` starts again at the primary's stop with a new backup; or `hubshift abandon --run {}`",
+        run.id, run.id
+    );
+    fall_back_to_primary(run, &why, lost_ms, &fix)
+        .await
+        .map(|_| ())
 }
 
 async fn backup(run: &mut Run, node: &str) -> Result<Value> {
@@ -494,13 +623,23 @@ async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
         bail!("no backup recorded for this run: the backup step has not run");
     };
     let timeout = Duration::from_secs(run.inv.timeouts.backup);
-    let v = agent.verify_backup(&id, &sha, timeout).await?;
-    ensure!(
-        v.sha256 == sha,
-        "backup {id} on {node} has SHA-256 {} instead of {sha}",
-        v.sha256
-    );
-    ensure!(v.entries > 0, "backup {id} on {node} lists no entries");
+    let damaged = match agent.verify_backup(&id, &sha, timeout).await {
+        Ok(v) if v.sha256 != sha => Err(format!("its SHA-256 is {}, not {sha}", v.sha256)),
+        Ok(v) if v.entries == 0 => Err("it lists no entries".to_string()),
+        Ok(v) => Ok(v),
+        // The agent read the file and found it wanting (missing, changed,
+        // unreadable): the backup itself is the problem.
+        Err(crate::agents::AgentError::Call {
+            code: tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::DataLoss,
+            message,
+            ..
+        }) => Err(message),
+        Err(e) => return Err(e.into()),
+    };
+    let v = match damaged {
+        Ok(v) => v,
+        Err(why) => return backup_damaged(run, node, &id, &why).await,
+    };
     let mut copy = None;
     if let Some(dir) = run.inv.backups.copy_to.clone() {
         let dir = dir.join(&run.group.name);
@@ -513,6 +652,36 @@ async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
     Ok(
         json!({ "sha256": v.sha256, "entries": v.entries, "size_bytes": v.size_bytes, "copy": copy }),
     )
+}
+
+/// The run's backup on `node` failed its check. Nothing irreversible has
+/// happened yet (verification comes before the schema drop): the old
+/// primary serves again, and the failure names the backup, its file, the
+/// controller's copy and what is accepted next.
+async fn backup_damaged(run: &mut Run, node: &str, id: &str, why: &str) -> Result<Value> {
+    let file = run.facts.backup_path.clone().unwrap_or_else(|| "?".into());
+    let what = format!("backup {id} at {file} on {node} is damaged ({why})");
+    let fix = if run.facts.rollback_of.is_some() {
+        let copy = match &run.facts.backup_copy {
+            Some(copy) => format!(
+                "Put its copy {copy} back as {file} on {node} (check its SHA-256 {}), then `hubshift resume --run {}`; ",
+                run.facts.backup_sha256.as_deref().unwrap_or("?"),
+                run.id
+            ),
+            None => "No copy was made (`backups.copy_to`): the backup cannot be restored. ".into(),
+        };
+        format!(
+            "{copy}or give the rollback up with `hubshift abandon --run {}` (the group keeps running {})",
+            run.id, run.facts.from_version
+        )
+    } else {
+        format!(
+            "`hubshift resume --run {}` takes a new backup (look at the disk of {node} first), or `hubshift abandon --run {}`",
+            run.id, run.id
+        )
+    };
+    let lost_ms = run.facts.serving_seen_ms.or(run.facts.primary_stopped_ms);
+    fall_back_to_primary(run, &what, lost_ms, &fix).await
 }
 
 fn require_verified_backup(run: &Run) -> Result<()> {
@@ -1092,7 +1261,7 @@ mod tests {
                 .takeover(Takeover::After(Duration::from_secs(10)));
             stop_p(&g).await;
             let began = Instant::now();
-            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120), HUB_T).await;
             assert!(
                 matches!(&r, TakeoverWait::Active { node, .. } if node == "s"),
                 "{r:?}"
@@ -1112,7 +1281,7 @@ mod tests {
                 .takeover(Takeover::Never);
             stop_p(&g).await;
             let began = Instant::now();
-            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120), HUB_T).await;
             let TakeoverWait::TimedOut(why) = r else {
                 panic!("expected a timeout, got {r:?}");
             };
@@ -1176,7 +1345,7 @@ mod tests {
             // The secondary crashes right after the primary stopped.
             g.set("s", |h| h.state = HubState::Exited);
             let began = Instant::now();
-            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120), HUB_T).await;
             assert!(
                 matches!(&r, TakeoverWait::NoneRunning(why) if why.contains("no secondary is running")),
                 "{r:?}"
@@ -1188,6 +1357,55 @@ mod tests {
             );
         }
 
+        /// The hubs' own takeover time in these tests.
+        const HUB_T: Duration = Duration::from_secs(10);
+
+        #[tokio::test(start_paused = true)]
+        async fn a_secondary_frozen_after_the_stop_costs_the_hubs_takeover_time_not_the_timeout() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"))
+                .takeover(Takeover::After(Duration::from_secs(10)));
+            stop_p(&g).await;
+            // Frozen right after the stop's readiness check.
+            g.set("s", |h| h.frozen = true);
+            let began = Instant::now();
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120), HUB_T).await;
+            let TakeoverWait::NoneRunning(why) = &r else {
+                panic!("expected a fallback before the timeout, got {r:?}");
+            };
+            assert!(why.contains("s standby, frozen"), "{why}");
+            assert!(why.contains("timeouts.hub_takeover"), "{why}");
+            let waited = began.elapsed();
+            assert!(
+                waited >= HUB_T + TAKEOVER_MARGIN && waited <= HUB_T + TAKEOVER_MARGIN + 2 * POLL,
+                "waited {waited:?}"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_secondary_that_thaws_within_the_hubs_takeover_time_takes_over() {
+            let g = FakeGroup::new()
+                .with("p", Hub::active("1.0"))
+                .with("s", Hub::standby("1.0"))
+                .takeover(Takeover::After(Duration::from_secs(4)));
+            stop_p(&g).await;
+            g.set("s", |h| h.frozen = true);
+            let thaw = {
+                let g = g.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    g.set("s", |h| h.frozen = false);
+                })
+            };
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120), HUB_T).await;
+            thaw.await.expect("thaw");
+            assert!(
+                matches!(&r, TakeoverWait::Active { node, .. } if node == "s"),
+                "{r:?}"
+            );
+        }
+
         #[tokio::test(start_paused = true)]
         async fn an_unanswering_secondary_gets_the_whole_timeout() {
             let g = FakeGroup::new()
@@ -1195,7 +1413,7 @@ mod tests {
                 .with("s", Hub::standby("1.0"));
             stop_p(&g).await;
             g.hang("s", "Status", None);
-            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120)).await;
+            let r = wait_for_takeover(&[g.agent("s", RPC)], Duration::from_secs(120), HUB_T).await;
             assert!(matches!(r, TakeoverWait::TimedOut(_)), "{r:?}");
         }
 

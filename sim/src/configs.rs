@@ -206,6 +206,9 @@ pub struct InventoryTimeouts {
     pub stop: u64,
     /// A standby taking over.
     pub takeover: u64,
+    /// The hubs' own takeover time (hubsim's `--takeover-timeout`, whole
+    /// seconds rounded up).
+    pub hub_takeover: u64,
     /// A started hub becoming active.
     pub start: u64,
     /// The old secondary shutting itself down.
@@ -221,10 +224,11 @@ pub struct InventoryTimeouts {
 impl InventoryTimeouts {
     /// The sandbox's: generous for hubsim's timings, short enough that a
     /// stuck test ends.
-    pub fn sandbox() -> Self {
+    pub fn sandbox(timing: &crate::timing::SimTiming) -> Self {
         Self {
             stop: 10,
             takeover: 60,
+            hub_takeover: timing.takeover_timeout.as_millis().div_ceil(1000) as u64,
             start: 60,
             secondary_shutdown: 10,
             standby_join: 60,

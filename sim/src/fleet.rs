@@ -270,7 +270,7 @@ impl Fleet {
         let inventory = crate::configs::Inventory {
             database: None,
             tls: self.certs.inventory_tls(),
-            timeouts: crate::configs::InventoryTimeouts::sandbox(),
+            timeouts: crate::configs::InventoryTimeouts::sandbox(&self.timing),
             backups: crate::configs::InventoryBackups {
                 copy_to: self.root.join("backup-copies"),
             },

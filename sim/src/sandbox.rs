@@ -947,7 +947,7 @@ impl Sandbox {
         let inventory = Inventory {
             database: Some(self.inventory_database(&url_file)),
             tls: self.certs.inventory_tls(),
-            timeouts: InventoryTimeouts::sandbox(),
+            timeouts: InventoryTimeouts::sandbox(&self.timing),
             backups: InventoryBackups {
                 copy_to: self.root.join("backup-copies"),
             },

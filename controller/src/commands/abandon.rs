@@ -9,6 +9,7 @@ use crate::journal::{self, StepState};
 use crate::launch::{OpenRun, lock_group, open_run};
 use crate::output::Output;
 use crate::plan;
+use crate::refusals::{self, RunView};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
@@ -24,23 +25,14 @@ pub async fn abandon(out: Output, inventory: &Path, run_id: &str) -> Result<()> 
         record,
     } = open_run(inventory, run_id).await?;
     let out = out.for_group(&group.name);
-    if record.state.is_finished() {
-        return Err(Refused(format!("run {run_id} is already {}", record.state)).into());
-    }
     lock_group(&client, &record.group).await?;
+    crate::clock::sync(&client).await?;
     let steps = journal::load_steps(&client, run_id).await?;
-    let irreversible: Vec<String> = steps
-        .iter()
-        .filter(|s| s.step.destructive() && s.state != StepState::Pending)
-        .map(|s| format!("{} on {}", s.step.name(), s.step.node()))
-        .collect();
-    if !irreversible.is_empty() {
-        return Err(Refused(format!(
-            "run {run_id} already did {} ({}): finish it with `hubshift resume --run {run_id}` or reverse it with `hubshift rollback --run {run_id}`",
-            if irreversible.len() == 1 { "an irreversible step" } else { "irreversible steps" },
-            irreversible.join(", ")
-        ))
-        .into());
+    let unfinished = journal::unfinished_run(&client, &group.name)
+        .await?
+        .map(|u| RunView::new(&u, &[]));
+    if let Some(r) = refusals::abandon(&RunView::new(&record, &steps), unfinished.as_ref()) {
+        return Err(Refused(r.message).into());
     }
     let stopped: Vec<String> = steps
         .iter()

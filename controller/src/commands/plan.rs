@@ -45,6 +45,7 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
         &Target {
             version: target.version.clone(),
             archive_bytes: archive.bytes,
+            allow_downgrade: target.allow_downgrade,
         },
     );
     out.event(

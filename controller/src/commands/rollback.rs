@@ -1,12 +1,13 @@
 //! `hubshift rollback --run ID`: the same hand-over as the upgrade, back to
 //! the version the run started from, restoring its verified backup.
 
-use crate::exit::{Refused, UsageError};
+use crate::exit::Refused;
 use crate::facts::RunFacts;
-use crate::journal::{self, RunState};
+use crate::journal;
 use crate::launch::{OpenRun, confirm, finish, lock_group, open_run, print_findings};
 use crate::output::Output;
 use crate::plan::{self, Finding};
+use crate::refusals::{self, RunView};
 use crate::run_context::{GroupDb, Run};
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -23,25 +24,29 @@ pub async fn rollback(out: Output, inventory: &Path, run_id: &str, yes: bool) ->
         record,
     } = open_run(inventory, run_id).await?;
     let out = out.for_group(&group.name);
-    if record.kind != "upgrade" {
-        return Err(UsageError(format!(
-            "run {run_id} is a {}, only upgrade runs are rolled back",
-            record.kind
-        ))
-        .into());
-    }
-    if record.state == RunState::RolledBack {
-        return Err(Refused(format!("run {run_id} was already rolled back")).into());
+    // The lock first, as for an upgrade: what is refused or checked below
+    // cannot change under this controller.
+    journal::ensure_schema(&client).await?;
+    lock_group(&client, &group.name).await?;
+    crate::clock::sync(&client).await?;
+    let steps = journal::load_steps(&client, run_id).await?;
+    let view = RunView::new(&record, &steps);
+    let unfinished = match journal::unfinished_run(&client, &group.name).await? {
+        Some(u) => {
+            let steps = journal::load_steps(&client, &u.id).await?;
+            Some(RunView::new(&u, &steps))
+        }
+        None => None,
+    };
+    if let Some(r) = refusals::rollback(&view, unfinished.as_ref()) {
+        return Err(Refused(r.message).into());
     }
     let original: RunFacts = serde_json::from_value(record.facts.clone())
         .context("the journal's run facts cannot be read by this version")?;
     let (Some(backup_id), Some(backup_sha)) =
         (original.backup_id.clone(), original.backup_sha256.clone())
     else {
-        return Err(Refused(format!(
-            "run {run_id} took no backup (it stopped before step 5): the group never left its version, nothing to roll back to"
-        ))
-        .into());
+        return Err(Refused(format!("run {run_id} recorded no backup")).into());
     };
     let (agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
     let mut findings = Vec::new();
@@ -82,12 +87,25 @@ pub async fn rollback(out: Output, inventory: &Path, run_id: &str, yes: bool) ->
             }),
         }
     }
+    if findings.iter().all(|f| !f.blocking) {
+        let primary = group.primary().name.clone();
+        if let Some(agent) = agents.get(&primary) {
+            let timeout = std::time::Duration::from_secs(inventory.timeouts.backup);
+            let health = crate::backup_check::check(agent, &original, timeout).await;
+            findings.push(health.finding(&primary, run_id, &original));
+        }
+    }
     print_findings(&out, &findings);
-    let blocking = findings.iter().filter(|f| f.blocking).count();
-    if blocking > 0 {
-        return Err(Refused(format!(
-            "preflight found {blocking} problem(s); nothing was changed"
-        ))
+    let blocking: Vec<&Finding> = findings.iter().filter(|f| f.blocking).collect();
+    if !blocking.is_empty() {
+        let backup = blocking.iter().find(|f| f.check == "backup");
+        return Err(Refused(match backup {
+            Some(f) => format!("{}; nothing was changed", f.message),
+            None => format!(
+                "preflight found {} problem(s); nothing was changed",
+                blocking.len()
+            ),
+        })
         .into());
     }
     if !yes {
@@ -95,17 +113,6 @@ pub async fn rollback(out: Output, inventory: &Path, run_id: &str, yes: bool) ->
             "Roll group {} back to {}? This stops hubs, drops the orchestration schema and restores the backup.",
             group.name, original.from_version
         ))?;
-    }
-    journal::ensure_schema(&client).await?;
-    lock_group(&client, &group.name).await?;
-    if let Some(r) = journal::unfinished_run(&client, &group.name).await?
-        && r.id != run_id
-    {
-        return Err(Refused(format!(
-            "run {} of group {} did not finish ({}); resume or roll back that one first",
-            r.id, group.name, r.state
-        ))
-        .into());
     }
     let facts = RunFacts {
         version: original.from_version.clone(),

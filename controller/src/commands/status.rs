@@ -157,6 +157,7 @@ async fn ready_line(inventory: &Inventory, group: &Group) -> Vec<String> {
         &plan::Target {
             version: String::new(),
             archive_bytes: 0,
+            allow_downgrade: false,
         },
     );
     for f in findings.iter().filter(|f| f.blocking) {

@@ -29,6 +29,7 @@ pub async fn stop(out: Output, inventory: &Path, which: &RunOrFleet) -> Result<(
     if !journal::request_stop(&client, run_id).await? {
         return Err(Refused(format!("run {run_id} ended meanwhile: nothing to stop")).into());
     }
+    crate::clock::sync(&client).await?;
     journal::add_audit(&client, run_id, &crate::audit::entry("stop")).await?;
     out.event(
         "stop_requested",

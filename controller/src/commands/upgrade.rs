@@ -56,6 +56,7 @@ pub async fn upgrade(
         archive,
         pause_before: pause_before.to_vec(),
         fleet: None,
+        allow_downgrade: target.allow_downgrade,
     };
     if groups.len() > 1 || which.all {
         let policy = FleetPolicy {

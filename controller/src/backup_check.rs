@@ -1,0 +1,166 @@
+//! Before a rollback changes anything, its backup is read back where it
+//! lies — on the primary's host, and the controller's copy when
+//! `backups.copy_to` made one — so that a damaged backup refuses the
+//! rollback while the group still serves, naming the backup, its file and
+//! the copy that can replace it.
+
+use crate::agents::Agent;
+use crate::facts::RunFacts;
+use crate::plan::Finding;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What reading the backup back found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupHealth {
+    /// The host's file: `Ok` when its digest matches the journal's.
+    pub host: Result<(), String>,
+    /// The controller-side copy, when one was recorded: `Ok` when intact.
+    pub copy: Option<(PathBuf, Result<(), String>)>,
+}
+
+/// Reads the run's backup on `primary` and its copy, if any.
+pub async fn check(primary: &Agent, facts: &RunFacts, timeout: Duration) -> BackupHealth {
+    let (Some(id), Some(sha)) = (facts.backup_id.as_deref(), facts.backup_sha256.as_deref()) else {
+        return BackupHealth {
+            host: Err("the run recorded no backup".into()),
+            copy: None,
+        };
+    };
+    let host = match primary.verify_backup(id, sha, timeout).await {
+        Ok(v) if v.sha256 != sha => Err(format!("its SHA-256 is {}, not {sha}", v.sha256)),
+        Ok(v) if v.entries == 0 => Err("it lists no entries".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    let copy = match facts.backup_copy.as_deref() {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let owned = path.clone();
+            let sha = sha.to_string();
+            let state = tokio::task::spawn_blocking(move || {
+                match hubshift_common::digest::sha256_file(&owned) {
+                    Ok((have, _)) if have == sha => Ok(()),
+                    Ok((have, _)) => Err(format!("its SHA-256 is {have}, not {sha}")),
+                    Err(e) => Err(format!("cannot be read: {e}")),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("checking it ended abnormally: {e}")));
+            Some((path, state))
+        }
+        None => None,
+    };
+    BackupHealth { host, copy }
+}
+
+impl BackupHealth {
+    /// The preflight finding of a rollback of `run` (whose facts are
+    /// `facts`): blocking when the host's backup is damaged, with the way
+    /// that works named.
+    pub fn finding(&self, primary: &str, run: &str, facts: &RunFacts) -> Finding {
+        let id = facts.backup_id.as_deref().unwrap_or("?");
+        let file = facts.backup_path.as_deref().unwrap_or("?");
+        let mut finding = Finding {
+            blocking: false,
+            warning: false,
+            check: "backup",
+            node: primary.to_string(),
+            message: format!("backup {id} at {file} is intact"),
+        };
+        if let Some((path, Err(why))) = &self.copy {
+            finding.warning = true;
+            finding
+                .message
+                .push_str(&format!("; its copy {} is not ({why})", path.display()));
+        }
+        let Err(why) = &self.host else {
+            return finding;
+        };
+        finding.blocking = true;
+        finding.warning = false;
+        let way = match &self.copy {
+            Some((path, Ok(()))) => format!(
+                "its copy {} is intact (same SHA-256): put it back as {file} on {primary}, then run `hubshift rollback --run {run}` again",
+                path.display()
+            ),
+            Some((path, Err(copy_why))) => format!(
+                "its copy {} is damaged too ({copy_why}): this backup cannot be restored; the group keeps running {} and serves",
+                path.display(),
+                facts.version
+            ),
+            None => format!(
+                "no copy was made (inventory `backups.copy_to`): this backup cannot be restored; the group keeps running {} and serves",
+                facts.version
+            ),
+        };
+        finding.message = format!("backup {id} of run {run} at {file} is damaged ({why}); {way}");
+        finding
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(copy: bool) -> RunFacts {
+        RunFacts {
+            version: "4.2.0".into(),
+            backup_id: Some("R1-hub-a".into()),
+            backup_sha256: Some("ab".repeat(32)),
+            backup_path: Some("/var/lib/hubshift/backups/R1-hub-a.tar.gz".into()),
+            backup_copy: copy.then(|| "/srv/copies/g/R1-hub-a.tar.gz".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_damaged_backup_names_its_file_and_the_intact_copy() {
+        let h = BackupHealth {
+            host: Err("checksum mismatch".into()),
+            copy: Some(("/srv/copies/g/R1-hub-a.tar.gz".into(), Ok(()))),
+        };
+        let f = h.finding("hub-a", "R1", &facts(true));
+        assert!(f.blocking);
+        for part in [
+            "backup R1-hub-a",
+            "/var/lib/hubshift/backups/R1-hub-a.tar.gz",
+            "checksum mismatch",
+            "/srv/copies/g/R1-hub-a.tar.gz is intact",
+            "`hubshift rollback --run R1`",
+        ] {
+            assert!(f.message.contains(part), "{part:?} in {}", f.message);
+        }
+    }
+
+    #[test]
+    fn without_an_intact_copy_the_group_is_said_to_keep_its_version() {
+        let h = BackupHealth {
+            host: Err("not found".into()),
+            copy: None,
+        };
+        let f = h.finding("hub-a", "R1", &facts(false));
+        assert!(f.blocking);
+        assert!(f.message.contains("backups.copy_to"), "{}", f.message);
+        assert!(f.message.contains("keeps running 4.2.0"), "{}", f.message);
+        let h = BackupHealth {
+            host: Err("not found".into()),
+            copy: Some(("/c".into(), Err("cannot be read".into()))),
+        };
+        assert!(
+            h.finding("hub-a", "R1", &facts(true))
+                .message
+                .contains("damaged too")
+        );
+    }
+
+    #[test]
+    fn an_intact_backup_passes_and_a_bad_copy_is_a_warning() {
+        let h = BackupHealth {
+            host: Ok(()),
+            copy: Some(("/c".into(), Err("cannot be read".into()))),
+        };
+        let f = h.finding("hub-a", "R1", &facts(true));
+        assert!(!f.blocking && f.warning, "{f:?}");
+    }
+}
