@@ -77,19 +77,11 @@ pub struct RunFacts {
     /// (a fallback's outage is counted from here).
     #[serde(default)]
     pub serving_seen_ms: Option<u64>,
-    /// Outages of fallbacks: from the moment the group may have lost its
-    /// serving node until the old primary was seen active again.
+    /// Windows of hand-overs a fallback undid (their window 1), and the
+    /// fallbacks' own outages (window 3: from the moment the group may have
+    /// lost its serving node until the old primary was seen active again).
     #[serde(default)]
-    pub fallback_windows: Vec<Span>,
-}
-
-/// A stretch of time, in Unix ms on the database server's clock.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Span {
-    /// Start.
-    pub start_ms: u64,
-    /// End.
-    pub end_ms: u64,
+    pub earlier_windows: Vec<Window>,
 }
 
 impl RunFacts {
@@ -126,15 +118,16 @@ impl RunFacts {
             self.primary_stopped_ms,
             self.standby_again_ms,
         );
-        for w in &self.fallback_windows {
+        for w in self.earlier_windows.iter().filter(|w| w.window == 3) {
             check("a fallback's outage", Some(w.start_ms), Some(w.end_ms));
         }
         out
     }
 }
 
-/// An outage window the run caused, as observed through the agents.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// An outage window the run caused, as observed through the agents; times
+/// in Unix ms on the database server's clock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Window {
     /// 1: primary stop → takeover; 2: old secondary down → upgraded primary
     /// active; 3: a fallback (serving node possibly lost → old primary active).
@@ -168,17 +161,16 @@ impl RunFacts {
                 });
             }
         }
-        for w in &self.fallback_windows {
-            if let Some(duration_ms) = w.end_ms.checked_sub(w.start_ms) {
-                out.push(Window {
-                    window: 3,
-                    start_ms: w.start_ms,
-                    end_ms: w.end_ms,
-                    duration_ms,
-                });
-            }
-        }
-        out
+        // Earlier hand-overs and fallbacks first: in the order they happened.
+        let mut all: Vec<Window> = self
+            .earlier_windows
+            .iter()
+            .filter(|w| w.end_ms >= w.start_ms)
+            .cloned()
+            .collect();
+        all.extend(out);
+        all.sort_by_key(|w| w.start_ms);
+        all
     }
 }
 
@@ -289,8 +281,24 @@ pub fn fold(mut f: RunFacts, outcome: &StepOutcome) -> RunFacts {
             "{why}: the group had no active node until the restored primary started"
         )),
         StepOutcome::FellBack { lost_ms, active_ms } => {
+            // The undone hand-over's window 1 happened all the same.
+            if let (Some(start_ms), Some(end_ms)) = (f.primary_stopped_ms, f.takeover_ms)
+                && end_ms >= start_ms
+            {
+                f.earlier_windows.push(Window {
+                    window: 1,
+                    start_ms,
+                    end_ms,
+                    duration_ms: end_ms - start_ms,
+                });
+            }
             if let (Some(start_ms), Some(end_ms)) = (*lost_ms, *active_ms) {
-                f.fallback_windows.push(Span { start_ms, end_ms });
+                f.earlier_windows.push(Window {
+                    window: 3,
+                    start_ms,
+                    end_ms,
+                    duration_ms: end_ms.saturating_sub(start_ms),
+                });
             }
             // What this hand-over measured and backed up belongs to a
             // primary that has run since.
@@ -546,7 +554,8 @@ mod tests {
             .iter()
             .map(|w| (w.window, w.duration_ms))
             .collect();
-        assert_eq!(w, vec![(3, 4_500)]);
+        // The undone hand-over's window 1, then the fallback's outage.
+        assert_eq!(w, vec![(1, 2_000), (3, 4_500)]);
         assert_eq!(f.serving_seen_ms, None, "the next hand-over starts afresh");
     }
 

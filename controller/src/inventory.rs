@@ -104,6 +104,10 @@ pub struct TimeoutsSection {
     pub rpc: u64,
     /// Writing or verifying a backup.
     pub backup: u64,
+    /// The group's database away (restarting, cut off): a run waits this
+    /// long for it in all, then exits 1 naming it, the run left for
+    /// `hubshift resume`.
+    pub database: u64,
 }
 
 impl Default for TimeoutsSection {
@@ -117,6 +121,7 @@ impl Default for TimeoutsSection {
             standby_join: 300,
             rpc: 30,
             backup: 3600,
+            database: 120,
         }
     }
 }

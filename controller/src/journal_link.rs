@@ -11,15 +11,15 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
-/// How long a run waits for its database to come back.
-const RECONNECT_FOR: Duration = Duration::from_secs(120);
-
 /// A journal connection that holds the group lock and survives restarts.
 pub struct JournalLink {
     db: Database,
     group: String,
     client: Client,
-    /// Set when the database did not come back within [`RECONNECT_FOR`]:
+    /// How long the run waits for its database to come back
+    /// (`timeouts.database`).
+    patience: Duration,
+    /// Set when the database did not come back within `patience`:
     /// every later statement fails at once with it, so that a run whose
     /// database is gone waits once, not once per statement it still has
     /// to journal.
@@ -61,8 +61,9 @@ impl JournalLink {
     }
 
     /// Wraps a connection that already holds the group's lock.
-    pub fn new(db: Database, group: &str, client: Client) -> Self {
+    pub fn new(db: Database, group: &str, client: Client, patience: Duration) -> Self {
         Self {
+            patience,
             db,
             group: group.to_string(),
             client,
@@ -94,12 +95,12 @@ impl JournalLink {
                 // run (a step may have waited already): one bounded wait.
                 Err(e)
                     if Instant::now()
-                        >= self.db.unreachable_since().unwrap_or(start) + RECONNECT_FOR =>
+                        >= self.db.unreachable_since().unwrap_or(start) + self.patience =>
                 {
                     let reason = format!(
                         "the database {} did not come back within {}s ({e}); the run is left as journaled before the loss",
                         self.db.target(),
-                        RECONNECT_FOR.as_secs()
+                        self.patience.as_secs()
                     );
                     self.gone = Some(reason.clone());
                     return Err(DbError::ConnectionLost {

@@ -68,7 +68,8 @@ impl Run {
             client,
         } = at;
         let jdbc = db.jdbc_uri();
-        let journal = JournalLink::new(db.clone(), &group.name, client);
+        let patience = std::time::Duration::from_secs(inventory.timeouts.database);
+        let journal = JournalLink::new(db.clone(), &group.name, client, patience);
         Run {
             id,
             inv: inventory,

@@ -22,9 +22,6 @@ use tokio::time::Instant;
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(100);
 
-/// How long a step that must reach the database waits for it to come back.
-const DB_PATIENCE: Duration = Duration::from_secs(60);
-
 /// How often the hand-over starts an upgraded primary again that ended
 /// while starting, before it gives up.
 const PRIMARY_RESTARTS: u32 = 4;
@@ -335,7 +332,12 @@ async fn await_takeover(run: &mut Run, candidates: &[String]) -> Result<Value> {
                 node: node.clone(),
                 at_ms: seen_ms,
             });
-            let window = run.facts.windows().into_iter().find(|w| w.window == 1);
+            let window = run
+                .facts
+                .windows()
+                .into_iter()
+                .rev()
+                .find(|w| w.window == 1);
             return Ok(json!({ "active": node, "window_ms": window.map(|w| w.duration_ms) }));
         }
         TakeoverWait::NoneRunning(why) if run.facts.rollback_of.is_some() => {
@@ -695,7 +697,10 @@ fn require_verified_backup(run: &Run) -> Result<()> {
 async fn drop_schema(run: &mut Run) -> Result<Value> {
     require_verified_backup(run)?;
     ensure_still_serving(run).await?;
-    let client = run.db.connect_patiently(DB_PATIENCE).await?;
+    let client = run
+        .db
+        .connect_patiently(Duration::from_secs(run.inv.timeouts.database))
+        .await?;
     let existed = crate::db::schema_exists(&client, &run.facts.schema).await?;
     crate::db::drop_schema(&client, &run.facts.schema).await?;
     ensure!(
@@ -754,7 +759,10 @@ async fn create_and_start(run: &mut Run, node: &str) -> Result<Value> {
     // Re-observe instead of trusting the journal: after a crash the new
     // schema may exist without a running hub (`create` done, `start` not),
     // or the agent may still be running the compound.
-    let client = run.db.connect_patiently(DB_PATIENCE).await?;
+    let client = run
+        .db
+        .connect_patiently(Duration::from_secs(run.inv.timeouts.database))
+        .await?;
     let schema_there = crate::db::schema_exists(&client, &run.facts.schema).await?;
     let mode = if schema_there {
         StartMode::Start
@@ -818,7 +826,12 @@ async fn await_handback(run: &mut Run, primary: &str, secondaries: &[String]) ->
         shutdown_timeout_secs: run.inv.timeouts.secondary_shutdown,
         primary_active_ms: back.primary_active_ms,
     });
-    let window = run.facts.windows().into_iter().find(|w| w.window == 2);
+    let window = run
+        .facts
+        .windows()
+        .into_iter()
+        .rev()
+        .find(|w| w.window == 2);
     Ok(
         json!({ "stopped_by_controller": stopped_by_us, "window_ms": window.map(|w| w.duration_ms) }),
     )

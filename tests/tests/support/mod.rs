@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod archives;
+
 use hubshift_sim::sandbox::{HubDriver, Sandbox};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
