@@ -2,7 +2,7 @@
 //! and retries for the codes that can succeed on retry.
 
 use crate::inventory::{Inventory, Node};
-use crate::plan::NodeFacts;
+use crate::readiness::NodeFacts;
 use hubshift_common::pb::hub_agent_client::HubAgentClient;
 use hubshift_common::pb::{self, HubRole, HubState};
 use hubshift_common::redact::redact;

@@ -6,7 +6,7 @@
 
 use crate::agents::Agent;
 use crate::facts::RunFacts;
-use crate::plan::Finding;
+use crate::readiness::Finding;
 use std::path::PathBuf;
 use std::time::Duration;
 

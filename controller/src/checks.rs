@@ -3,7 +3,7 @@
 //! non-zero exit (or a timeout) fails the group and says how to roll back.
 
 use crate::inventory::{ChecksSection, Group};
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::Result;
 use hubshift_common::redact::redact;
 use serde_json::json;

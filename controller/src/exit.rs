@@ -42,8 +42,22 @@ impl std::error::Error for Refused {}
 /// A run parked on purpose (`--pause-before`, `hubshift stop`, Ctrl-C):
 /// the group has an active node, nothing is half done, `resume` continues.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Parked(pub String);
+#[error("{message}")]
+pub struct Parked {
+    /// Why it parked.
+    pub kind: ParkKind,
+    /// What to tell the operator.
+    pub message: String,
+}
+
+/// Why a run or a fleet parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkKind {
+    /// Before a step named by `--pause-before`.
+    Paused,
+    /// At a safe point, because `hubshift stop` or Ctrl-C asked.
+    Stopped,
+}
 
 /// Refused (exit 3) because another controller holds the group's lock: a
 /// fleet reports such a group as taken and goes on.

@@ -4,7 +4,7 @@
 use crate::agents::{self, Agent};
 use crate::db::{self, Database};
 use crate::inventory::{Group, Inventory};
-use crate::plan::{Observed, ObservedNode};
+use crate::readiness::{Observed, ObservedNode};
 use std::collections::HashMap;
 use tokio::task::JoinSet;
 

@@ -6,10 +6,9 @@ use crate::db::Database;
 use crate::exit::Refused;
 use crate::inventory::{Group, Inventory};
 use crate::journal::{self, StepState};
-use crate::launch::{OpenRun, lock_group, open_run};
 use crate::output::Output;
 use crate::plan;
-use crate::refusals::{self, RunView};
+use crate::run::{self, Locked, Site};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
@@ -17,23 +16,19 @@ use std::path::Path;
 /// `hubshift abandon --run ID`: lets a new upgrade start after a run that
 /// stopped before anything irreversible.
 pub async fn abandon(out: Output, inventory: &Path, run_id: &str) -> Result<()> {
-    let OpenRun {
+    let site = Site::load(inventory)?;
+    let (locked, record) = run::lock_run(&site, run_id).await?;
+    let out = out.for_group(&locked.group.name);
+    if let Some(why) = run::abandon_refusal(&locked, &record).await? {
+        return Err(Refused(why).into());
+    }
+    let Locked {
         inventory,
         group,
         db,
         client,
-        record,
-    } = open_run(inventory, run_id).await?;
-    let out = out.for_group(&group.name);
-    lock_group(&client, &record.group).await?;
-    crate::clock::sync(&client).await?;
+    } = locked;
     let steps = journal::load_steps(&client, run_id).await?;
-    let unfinished = journal::unfinished_run(&client, &group.name)
-        .await?
-        .map(|u| RunView::new(&u, &[]));
-    if let Some(r) = refusals::abandon(&RunView::new(&record, &steps), unfinished.as_ref()) {
-        return Err(Refused(r.message).into());
-    }
     let stopped: Vec<String> = steps
         .iter()
         .filter(|s| {

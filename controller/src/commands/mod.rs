@@ -2,6 +2,7 @@
 
 pub mod abandon;
 pub mod certs;
+pub mod confirm;
 pub mod plan;
 pub mod resume;
 pub mod rollback;

@@ -1,12 +1,11 @@
 //! `hubshift plan`: preflight and the numbered steps, no change anywhere.
 
 use crate::cli::TargetArgs;
-use crate::db::Database;
-use crate::exit::{Refused, UsageError};
-use crate::inventory::Inventory;
-use crate::launch::{check_published_digest, check_version, print_findings, read_archive};
+use crate::exit::Refused;
 use crate::output::Output;
-use crate::plan::{self, Target};
+use crate::plan;
+use crate::readiness::{self, Target, human_bytes};
+use crate::run::{Site, check_published_digest, check_version, print_findings, read_archive};
 use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
@@ -33,14 +32,14 @@ fn print_plan(out: &Output, steps: &[plan::Step], schema: &str, version: &str) {
 /// would refuse the upgrade.
 pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArgs) -> Result<()> {
     check_version(&target.version)?;
-    let inventory = Inventory::load(inventory).map_err(UsageError::from)?;
-    let group = inventory.group(group).map_err(UsageError::from)?.clone();
-    let db = Database::for_group(&inventory, &group)?;
+    let site = Site::load(inventory)?;
+    let group = site.group(group)?.clone();
+    let db = site.database(&group)?;
     let archive = read_archive(&target.runtime).await?;
     check_published_digest(&archive, target.sha256.as_deref())?;
     let out = out.for_group(&group.name);
-    let (_agents, observed) = crate::observe::observe(&inventory, &group, Some(&db)).await;
-    let findings = plan::preflight(
+    let (_agents, observed) = crate::observe::observe(&site.inventory, &group, Some(&db)).await;
+    let findings = readiness::preflight(
         &observed,
         &Target {
             version: target.version.clone(),
@@ -57,7 +56,7 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
                 "Plan for group {} -> {} ({}, sha256 {})\n\nPreflight:",
                 group.name,
                 target.version,
-                plan::human_bytes(archive.bytes),
+                human_bytes(archive.bytes),
                 archive.sha256
             )
         },

@@ -3,8 +3,8 @@
 
 use crate::cli::RunOrFleet;
 use crate::journal::RunState;
-use crate::launch::{finish, open_run, prepare_resume};
 use crate::output::Output;
+use crate::run::{self, Site};
 use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
@@ -20,7 +20,8 @@ pub async fn resume(
         return crate::fleet::resume(out, inventory, fleet, runtime).await;
     }
     let run_id = which.run.as_deref().unwrap_or_default();
-    let open = open_run(inventory, run_id).await?;
+    let site = Site::load(inventory)?;
+    let open = run::open_run(&site, run_id).await?;
     let out = out.for_group(&open.group.name);
     if open.record.state == RunState::Done {
         out.event(
@@ -30,9 +31,10 @@ pub async fn resume(
         );
         return Ok(());
     }
-    let (mut run, records) = prepare_resume(&out, open, runtime, "resume").await?;
-    crate::executor::watch_ctrl_c(out);
-    finish(&mut run, &records).await?;
+    drop(open);
+    let (mut run, records) = run::prepare_resume(&out, &site, run_id, runtime, "resume").await?;
+    run::watch_ctrl_c(out);
+    run::finish(&mut run, &records).await?;
     if run.facts.rollback_of.is_none() {
         crate::checks::after_upgrade(&run).await?;
     }

@@ -1,12 +1,10 @@
 //! `hubshift runs`: the journals of every group's database, for people
 //! and pipelines: fleets, runs, one run's steps, one fleet's groups.
 
-use crate::db::Database;
 use crate::exit::{Refused, UsageError};
-use crate::inventory::Inventory;
 use crate::journal::{self, FleetRecord, RunRecord, RunState};
-use crate::launch::{distinct_databases, open_run};
 use crate::output::Output;
+use crate::run::{Site, open_run};
 use anyhow::Result;
 use std::path::Path;
 
@@ -14,15 +12,15 @@ use std::path::Path;
 /// databases that could not be read are reported, not fatal.
 async fn read_journals(
     out: &Output,
-    inventory: &Inventory,
+    site: &Site,
     group: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<FleetRecord>, Vec<RunRecord>, Vec<String>)> {
     let mut fleets: Vec<FleetRecord> = Vec::new();
     let mut runs = Vec::new();
     let mut unreadable = Vec::new();
-    for g in distinct_databases(inventory) {
-        let db = Database::for_group(inventory, g)?;
+    for (g, db) in site.distinct_databases() {
+        let db = db?;
         let client = match db.connect().await {
             Ok(c) => c,
             Err(e) => {
@@ -60,7 +58,7 @@ async fn read_journals(
     runs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     runs.truncate(usize::try_from(limit).unwrap_or(0));
     fleets.truncate(usize::try_from(limit).unwrap_or(0));
-    if unreadable.len() == distinct_databases(inventory).len() {
+    if unreadable.len() == site.distinct_databases().len() {
         return Err(Refused(format!(
             "no journal could be read: {}",
             unreadable.join("; ")
@@ -80,7 +78,7 @@ pub async fn runs(
     limit: i64,
 ) -> Result<()> {
     if let Some(id) = run {
-        let open = open_run(inventory, id).await?;
+        let open = open_run(&Site::load(inventory)?, id).await?;
         let client = open.client;
         let record = open.record;
         out.record("run", &record, || {
@@ -113,16 +111,16 @@ pub async fn runs(
         }
         return Ok(());
     }
-    let inventory = Inventory::load(inventory).map_err(UsageError::from)?;
+    let site = Site::load(inventory)?;
     if let Some(g) = group {
-        inventory.group(g).map_err(UsageError::from)?;
+        site.group(g)?;
     }
     let wide = if fleet.is_some() {
         limit.max(1000)
     } else {
         limit
     };
-    let (fleets, list, unreadable) = read_journals(&out, &inventory, group, wide).await?;
+    let (fleets, list, unreadable) = read_journals(&out, &site, group, wide).await?;
     if let Some(id) = fleet {
         let f = fleets
             .iter()

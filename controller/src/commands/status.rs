@@ -2,12 +2,11 @@
 //! each group is ready to upgrade.
 
 use crate::agents::{self, role_name, state_name};
-use crate::db::Database;
-use crate::exit::UsageError;
-use crate::inventory::{Group, Inventory};
+use crate::inventory::Group;
 use crate::journal;
 use crate::output::Output;
-use crate::plan::{self, human_bytes};
+use crate::readiness::{self, human_bytes};
+use crate::run::Site;
 use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
@@ -16,13 +15,14 @@ use tokio::task::JoinSet;
 /// Prints one line (or JSON object) per node of each selected group, then
 /// one line per group saying whether it is ready to upgrade.
 pub async fn status(out: Output, inventory: &Path, names: &[String]) -> Result<()> {
-    let inventory = Inventory::load(inventory).map_err(UsageError::from)?;
+    let site = Site::load(inventory)?;
+    let inventory = &site.inventory;
     let groups = if names.is_empty() {
         inventory.groups.clone()
     } else {
         let mut v = Vec::new();
         for n in names {
-            v.push(inventory.group(n).map_err(UsageError::from)?.clone());
+            v.push(site.group(n)?.clone());
         }
         v
     };
@@ -30,7 +30,7 @@ pub async fn status(out: Output, inventory: &Path, names: &[String]) -> Result<(
     let mut readiness = Vec::new();
     for g in &groups {
         let out = out.for_group(&g.name);
-        readiness.push(ready_line(&inventory, g).await);
+        readiness.push(ready_line(&site, g).await);
         out.human(&format!("group {}", g.name));
         let mut set = JoinSet::new();
         for (i, node) in g.nodes.iter().enumerate() {
@@ -126,9 +126,9 @@ pub async fn status(out: Output, inventory: &Path, names: &[String]) -> Result<(
 /// What stands in the way of upgrading `group` now (empty: ready): its
 /// database and schema, a held lock or unfinished run, and the preflight
 /// checks that do not depend on the target.
-async fn ready_line(inventory: &Inventory, group: &Group) -> Vec<String> {
+async fn ready_line(site: &Site, group: &Group) -> Vec<String> {
     let mut problems = Vec::new();
-    let db = match Database::for_group(inventory, group) {
+    let db = match site.database(group) {
         Ok(db) => db,
         Err(e) => return vec![e.to_string()],
     };
@@ -150,11 +150,11 @@ async fn ready_line(inventory: &Inventory, group: &Group) -> Vec<String> {
         }
         Err(e) => return vec![e.to_string()],
     }
-    let (_agents, observed) = crate::observe::observe(inventory, group, Some(&db)).await;
+    let (_agents, observed) = crate::observe::observe(&site.inventory, group, Some(&db)).await;
     // No target: the checks that need one (version, disk room) pass.
-    let findings = plan::preflight(
+    let findings = readiness::preflight(
         &observed,
-        &plan::Target {
+        &readiness::Target {
             version: String::new(),
             archive_bytes: 0,
             allow_downgrade: false,

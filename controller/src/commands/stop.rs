@@ -5,8 +5,8 @@
 use crate::cli::RunOrFleet;
 use crate::exit::Refused;
 use crate::journal::{self, RunState};
-use crate::launch::{OpenRun, open_run};
 use crate::output::Output;
+use crate::run::{OpenRun, Site, open_run};
 use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
@@ -17,7 +17,7 @@ pub async fn stop(out: Output, inventory: &Path, which: &RunOrFleet) -> Result<(
         return crate::fleet::stop(out, inventory, fleet).await;
     }
     let run_id = which.run.as_deref().unwrap_or_default();
-    let OpenRun { client, record, .. } = open_run(inventory, run_id).await?;
+    let OpenRun { client, record, .. } = open_run(&Site::load(inventory)?, run_id).await?;
     let out = out.for_group(&record.group);
     if record.state != RunState::Running {
         return Err(Refused(format!(

@@ -1,14 +1,14 @@
 //! `hubshift upgrade`: one group, or several as a fleet.
 
+use super::confirm::confirm;
 use crate::cli::{FleetArgs, TargetArgs};
 use crate::exit::UsageError;
 use crate::fleet::{self, FleetPolicy};
-use crate::inventory::Inventory;
-use crate::launch::{
-    UpgradeRequest, check_pause_before, check_published_digest, check_version, confirm, finish,
-    prepare_upgrade, read_archive, record_upgrade,
-};
 use crate::output::Output;
+use crate::run::{
+    self, Site, UpgradeRequest, check_pause_before, check_published_digest, check_version,
+    read_archive,
+};
 use anyhow::Result;
 use std::path::Path;
 
@@ -22,15 +22,19 @@ pub async fn upgrade(
     pause_before: &[String],
 ) -> Result<()> {
     check_version(&target.version)?;
-    let inventory = Inventory::load(inventory).map_err(UsageError::from)?;
+    let site = Site::load(inventory)?;
     let names: Vec<String> = if which.all {
-        inventory.groups.iter().map(|g| g.name.clone()).collect()
+        site.inventory
+            .groups
+            .iter()
+            .map(|g| g.name.clone())
+            .collect()
     } else {
         which.groups.clone()
     };
     let mut groups = Vec::new();
     for name in &names {
-        let g = inventory.group(name).map_err(UsageError::from)?.clone();
+        let g = site.group(name)?.clone();
         if groups
             .iter()
             .any(|x: &crate::inventory::Group| x.name == g.name)
@@ -66,19 +70,19 @@ pub async fn upgrade(
             max_failed: which.max_failed,
             skip_unready: which.skip_unready,
         };
-        return fleet::start(out, inventory, groups, req, policy, yes).await;
+        return fleet::start(out, site, groups, req, policy, yes).await;
     }
     let group = &groups[0];
     let out = out.for_group(&group.name);
-    let prepared = prepare_upgrade(&out, &inventory, group, &req).await?;
+    let prepared = run::prepare_upgrade(&out, &site, group, &req).await?;
     if !yes {
         confirm(&format!(
             "Upgrade group {} to {}? This stops hubs and drops the orchestration schema.",
             group.name, req.version
         ))?;
     }
-    let (mut run, records) = record_upgrade(&out, prepared, &req, "upgrade").await?;
-    crate::executor::watch_ctrl_c(out);
-    finish(&mut run, &records).await?;
+    let (mut run, records) = run::record_upgrade(&out, prepared, &req, "upgrade").await?;
+    run::watch_ctrl_c(out);
+    run::finish(&mut run, &records).await?;
     crate::checks::after_upgrade(&run).await
 }

@@ -5,7 +5,7 @@
 use super::fallback::{ensure_still_serving, fall_back_to_primary};
 use crate::agents::{is_running, state_name};
 use crate::facts::StepOutcome;
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::{Result, bail, ensure};
 use serde_json::{Value, json};
 use std::time::Duration;

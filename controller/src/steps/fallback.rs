@@ -5,7 +5,7 @@ use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::clock::now_ms;
 use crate::facts::StepOutcome;
 use crate::inventory::TimeoutsSection;
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::{Result, bail};
 use hubshift_common::pb::StartMode;
 use serde_json::Value;

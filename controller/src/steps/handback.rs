@@ -6,7 +6,7 @@ use crate::clock::now_ms;
 use crate::facts::StepOutcome;
 use crate::inventory::TimeoutsSection;
 use crate::output::Output;
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::{Result, bail, ensure};
 use hubshift_common::pb::StartMode;
 use serde_json::{Value, json};

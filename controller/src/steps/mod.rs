@@ -20,7 +20,7 @@ pub use takeover::{
 pub use verify::verify_group;
 
 use crate::plan::Step;
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::Result;
 use backup::{backup, drop_schema, restore_backup, verify_backup};
 use handback::{activate, await_handback, create_and_start};

@@ -4,7 +4,7 @@ use super::wait::poll_until;
 use crate::agents::{is_running, role_name, state_name};
 use crate::clock::now_ms;
 use crate::facts::StepOutcome;
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::{Result, bail, ensure};
 use hubshift_common::pb::{self, StartMode};
 use serde_json::{Value, json};

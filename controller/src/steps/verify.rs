@@ -1,7 +1,7 @@
 //! The group as it must be at the end of a run.
 
 use crate::agents::{Agent, is_running, role_name, state_name};
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::{Result, bail};
 use std::time::Duration;
 // The tokio clock (the system's monotonic clock in production) so that

@@ -2,6 +2,7 @@
 //! agents and database, the journal that also holds the group's lock, the
 //! facts so far, the output.
 
+use super::open::Locked;
 use crate::agents::Agent;
 use crate::db::Database;
 use crate::facts::{RunFacts, StepOutcome, fold};
@@ -37,31 +38,18 @@ pub struct Run {
     pub jdbc: Secret,
 }
 
-/// A group with its database and the journal connection that holds the
-/// group's lock: where a run is recorded and what it acts on.
-pub struct GroupDb {
-    /// The inventory.
-    pub inventory: Inventory,
-    /// The group.
-    pub group: Group,
-    /// Its database.
-    pub db: Database,
-    /// The journal connection holding the group's lock.
-    pub client: tokio_postgres::Client,
-}
-
 impl Run {
     /// A journaled run `id` of `at`, ready to execute; the JDBC URI is
     /// derived here and the lock-holding connection becomes the journal link.
     pub fn new(
         id: String,
-        at: GroupDb,
+        at: Locked,
         out: Output,
         agents: HashMap<String, Agent>,
         facts: RunFacts,
         runtime_file: Option<PathBuf>,
     ) -> Self {
-        let GroupDb {
+        let Locked {
             inventory,
             group,
             db,

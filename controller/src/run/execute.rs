@@ -5,7 +5,7 @@
 use crate::journal::{self, RunState, StepState};
 use crate::output::{Output, secs};
 use crate::plan::{self, Step};
-use crate::run_context::Run;
+use crate::run::context::Run;
 use anyhow::{Result, bail};
 use hubshift_common::redact::redact;
 use serde_json::{Value, json};
@@ -177,7 +177,15 @@ impl Run {
                 )
             },
         );
-        Err(crate::exit::Parked(format!("run {id} {why}")).into())
+        Err(crate::exit::Parked {
+            kind: if state == RunState::Paused {
+                crate::exit::ParkKind::Paused
+            } else {
+                crate::exit::ParkKind::Stopped
+            },
+            message: format!("run {id} {why}"),
+        }
+        .into())
     }
 
     fn announce(&self, idx: usize, total: usize, step: &Step) {

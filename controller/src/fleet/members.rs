@@ -1,0 +1,240 @@
+//! One member group in a fleet: its preflight, its run (started or
+//! resumed), and how its end counts for the fleet.
+
+use super::scheduler::Outcome;
+use super::table::Row;
+use crate::exit::{ParkKind, Parked, Refused, Taken};
+use crate::inventory::Group;
+use crate::journal::{self};
+use crate::output::{Output, secs};
+use crate::readiness::Target;
+use crate::run::{self, Site, UpgradeRequest, print_findings};
+use anyhow::Result;
+use serde_json::json;
+use std::time::Instant;
+
+/// What a group task is to do.
+#[derive(Debug, Clone)]
+pub(super) enum Work {
+    Start(Group),
+    Resume(Group, String),
+}
+
+impl Work {
+    pub(super) fn group(&self) -> &Group {
+        match self {
+            Work::Start(g) | Work::Resume(g, _) => g,
+        }
+    }
+}
+
+/// Everything the group tasks share.
+#[derive(Clone)]
+pub(super) struct Ctx {
+    pub(super) out: Output,
+    pub(super) site: Site,
+    pub(super) fleet: String,
+    pub(super) req: UpgradeRequest,
+    /// An archive the resumed runs may stage from.
+    pub(super) runtime: Option<std::path::PathBuf>,
+}
+
+/// Whether a group can be upgraded now, as preflight sees it.
+pub(super) enum Readiness {
+    Ready,
+    Unready(String),
+    Taken(String),
+}
+
+/// Looks at one group without changing anything: database, lock, an
+/// unfinished run, agents and the preflight checks.
+pub(super) async fn preflight_group(
+    out: &Output,
+    site: &Site,
+    group: &Group,
+    req: &UpgradeRequest,
+) -> Readiness {
+    let db = match site.database(group) {
+        Ok(db) => db,
+        Err(e) => return Readiness::Unready(e.to_string()),
+    };
+    let client = match db.connect().await {
+        Ok(c) => c,
+        Err(e) => return Readiness::Unready(e.to_string()),
+    };
+    match journal::exists(&client).await {
+        Ok(true) => {
+            match crate::db::try_lock_group(&client, &group.name).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let holder = match journal::unfinished_run(&client, &group.name).await {
+                        Ok(Some(r)) => format!("run {} (started {})", r.id, r.created_at),
+                        _ => "another hubshift controller".into(),
+                    };
+                    return Readiness::Taken(format!("locked by {holder}"));
+                }
+                Err(e) => return Readiness::Unready(e.to_string()),
+            }
+            match journal::unfinished_run(&client, &group.name).await {
+                Ok(Some(r)) => {
+                    return Readiness::Unready(format!(
+                        "run {} did not finish ({}): `hubshift resume --run {}` or `hubshift abandon --run {}`",
+                        r.id, r.state, r.id, r.id
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return Readiness::Unready(e.to_string()),
+            }
+        }
+        Ok(false) => {}
+        Err(e) => return Readiness::Unready(e.to_string()),
+    }
+    // The lock (if taken above) goes with this connection.
+    drop(client);
+    let (_agents, observed) = crate::observe::observe(&site.inventory, group, Some(&db)).await;
+    let at_target = observed.nodes.iter().all(|n| {
+        n.status
+            .as_ref()
+            .is_ok_and(|f| f.active_runtime == req.version)
+    });
+    if at_target {
+        return Readiness::Taken(format!("already runs {}", req.version));
+    }
+    let findings = crate::readiness::preflight(
+        &observed,
+        &Target {
+            version: req.version.clone(),
+            archive_bytes: req.archive.bytes,
+            allow_downgrade: req.allow_downgrade,
+        },
+    );
+    let shown: Vec<_> = findings
+        .iter()
+        .filter(|f| f.blocking || f.warning || out.is_json())
+        .cloned()
+        .collect();
+    print_findings(out, &shown);
+    let problems: Vec<String> = findings
+        .iter()
+        .filter(|f| f.blocking)
+        .map(|f| {
+            if f.node.is_empty() {
+                format!("{}: {}", f.check, f.message)
+            } else {
+                format!("{} {}: {}", f.node, f.check, f.message)
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Readiness::Ready
+    } else {
+        Readiness::Unready(problems.join("; "))
+    }
+}
+
+/// Whether someone asked the fleet to stop: Ctrl-C here, or `hubshift stop
+/// --fleet` from anywhere (read from the first member database that answers).
+pub(super) async fn stop_asked(ctx: &Ctx, members: &[Group]) -> bool {
+    if run::stop_asked() {
+        return true;
+    }
+    for g in members {
+        let Ok(db) = ctx.site.database(g) else {
+            continue;
+        };
+        if let Ok(client) = db.connect().await
+            && let Ok(asked) = journal::fleet_stop_requested(&client, &ctx.fleet).await
+        {
+            return asked;
+        }
+    }
+    false
+}
+
+/// Upgrades (or resumes) one group to its end; never fails the task.
+pub(super) async fn run_group(ctx: Ctx, work: Work) -> Row {
+    let group = work.group().clone();
+    let out = ctx.out.for_group(&group.name);
+    let t = Instant::now();
+    let mut row = Row::new(&group.name, Outcome::Done);
+    let result = match &work {
+        Work::Start(g) => start_group(&ctx, &out, g, &mut row).await,
+        Work::Resume(_, run_id) => resume_group(&ctx, &out, run_id, &mut row).await,
+    };
+    row.duration_ms = t.elapsed().as_millis() as u64;
+    row.outcome = match result {
+        Ok(()) => Outcome::Done,
+        Err(e) => classify(&ctx, &group, &e).await,
+    };
+    out.event(
+        "group_finished",
+        json!({ "result": row.outcome.name(), "run": row.run, "reason": row.outcome.reason(),
+                "duration_ms": row.duration_ms }),
+        || match row.outcome.reason() {
+            Some(r) => format!("{}: {r}", row.outcome.name()),
+            None => format!("{} in {}", row.outcome.name(), secs(row.duration_ms)),
+        },
+    );
+    row
+}
+
+pub(super) async fn start_group(
+    ctx: &Ctx,
+    out: &Output,
+    group: &Group,
+    row: &mut Row,
+) -> Result<()> {
+    let prepared = run::prepare_upgrade(out, &ctx.site, group, &ctx.req).await?;
+    let (mut run, records) = run::record_upgrade(out, prepared, &ctx.req, "upgrade").await?;
+    row.run = Some(run.id.clone());
+    let result = run::finish(&mut run, &records).await;
+    row.facts = Some(run.facts.clone());
+    result?;
+    crate::checks::after_upgrade(&run).await
+}
+
+pub(super) async fn resume_group(
+    ctx: &Ctx,
+    out: &Output,
+    run_id: &str,
+    row: &mut Row,
+) -> Result<()> {
+    row.run = Some(run_id.to_string());
+    let (mut run, records) =
+        run::prepare_resume(out, &ctx.site, run_id, ctx.runtime.as_deref(), "resume").await?;
+    let result = run::finish(&mut run, &records).await;
+    row.facts = Some(run.facts.clone());
+    result?;
+    crate::checks::after_upgrade(&run).await
+}
+
+/// A group's error as the fleet counts it.
+pub(super) async fn classify(ctx: &Ctx, group: &Group, e: &anyhow::Error) -> Outcome {
+    let text = hubshift_common::redact::redact(&format!("{e:#}"));
+    if let Some(t) = e.downcast_ref::<Taken>() {
+        return Outcome::Taken(format!("locked by {}", t.holder));
+    }
+    if let Some(p) = e.downcast_ref::<Parked>() {
+        return match p.kind {
+            ParkKind::Paused => Outcome::Paused,
+            ParkKind::Stopped => Outcome::Stopped,
+        };
+    }
+    if e.downcast_ref::<Refused>().is_some() && already_at(ctx, group).await {
+        return Outcome::Taken(format!(
+            "already at {}: another controller upgraded it",
+            ctx.req.version
+        ));
+    }
+    Outcome::Failed(text)
+}
+
+/// Every node of `group` runs the fleet's version already.
+pub(super) async fn already_at(ctx: &Ctx, group: &Group) -> bool {
+    let (_agents, observed) = crate::observe::observe(&ctx.site.inventory, group, None).await;
+    observed.nodes.iter().all(|n| {
+        n.status
+            .as_ref()
+            .is_ok_and(|f| f.active_runtime == ctx.req.version)
+    })
+}
