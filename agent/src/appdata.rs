@@ -208,7 +208,9 @@ pub fn stream_file(
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read backup while streaming");
-                let _ = tx.blocking_send(Err(tonic::Status::internal("cannot read backup")));
+                let _ = tx.blocking_send(Err(tonic::Status::internal(format!(
+                    "cannot read the backup: {e}"
+                ))));
                 return;
             }
         };
@@ -249,7 +251,13 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
         staging.path(),
         limits,
     )
-    .map_err(|e| AgentError::FailedPrecondition(format!("backup {id} cannot be unpacked: {e}")))?;
+    .map_err(|e| match e {
+        // No room beside appdata is the host's fault, not the backup's.
+        ArchiveError::Io(e) if crate::error::is_host_fault(&e) => {
+            AgentError::io("cannot unpack the backup into", staging.path())(e)
+        }
+        e => AgentError::FailedPrecondition(format!("backup {id} cannot be unpacked: {e}")),
+    })?;
     if !staging.path().join("appdata").is_dir() {
         return Err(AgentError::FailedPrecondition(format!(
             "backup {id} holds no appdata/ tree"

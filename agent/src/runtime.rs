@@ -375,7 +375,7 @@ where
     let v = version.clone();
     tokio::task::spawn_blocking(move || match (unpacked, zip_file) {
         (Some((staging, result)), _) => {
-            let stats = result.map_err(AgentError::archive)?;
+            let stats = result.map_err(AgentError::archive(staging.path()))?;
             publish(staging, stats, &runtimes, &v, &state_dir, &sha_for_record)
         }
         (None, Some(tmp)) => {
@@ -692,8 +692,14 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
                 }
             })?;
         let room = limits.max_total_bytes.saturating_sub(stats.bytes);
-        let copied = io::copy(&mut (&mut entry).take(room + 1), &mut out)
-            .map_err(|e| AgentError::InvalidArgument(format!("bad zip entry {name:?}: {e}")))?;
+        // A full disk is the host's fault, a broken entry the archive's.
+        let copied = io::copy(&mut (&mut entry).take(room + 1), &mut out).map_err(|e| {
+            if crate::error::is_host_fault(&e) {
+                AgentError::io("cannot write", &target)(e)
+            } else {
+                AgentError::InvalidArgument(format!("bad zip entry {name:?}: {e}"))
+            }
+        })?;
         stats.bytes += copied;
         if stats.bytes > limits.max_total_bytes {
             return Err(AgentError::InvalidArgument(format!(
@@ -704,7 +710,7 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
     }
     // Each link was checked as text; together (`y -> .`, `x -> y/y/../..`)
     // they may still lead out.
-    check_links_on_disk(dest).map_err(AgentError::archive)?;
+    check_links_on_disk(dest).map_err(AgentError::archive(dest))?;
     Ok(stats)
 }
 
