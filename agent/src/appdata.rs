@@ -121,10 +121,7 @@ pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
     }
     let dir = backups_dir(cfg);
     fsutil::ensure_dir(&dir, 0o700)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(&dir)
-        .map_err(AgentError::io("cannot create a temp file in", &dir))?;
+    let tmp = crate::scratch::file_in(&dir, "backup")?;
     let file = tmp
         .reopen()
         .map_err(AgentError::io("cannot open", tmp.path()))?;
@@ -278,15 +275,10 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
 }
 
 /// A private directory beside `parent`'s contents (same filesystem, so its
-/// trees can be renamed into place), removed on drop.
+/// trees can be renamed into place), removed on drop; an agent killed
+/// meanwhile leaves it for the next start to remove ([`crate::scratch`]).
 fn restore_staging(parent: &Path) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(".hubshift-restore-")
-        .tempdir_in(parent)
-        .map_err(AgentError::io(
-            "cannot create a staging directory in",
-            parent,
-        ))
+    crate::scratch::dir_in(parent, "restore")
 }
 
 /// Moves `target` aside (if present) and renames `restored` into its place.

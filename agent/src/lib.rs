@@ -17,5 +17,6 @@ pub mod layout;
 pub mod listener;
 pub mod role;
 pub mod runtime;
+pub mod scratch;
 pub mod service;
 pub mod settings;

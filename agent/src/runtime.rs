@@ -81,11 +81,7 @@ pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> 
         }
     }
     let previous = active_version(install_root).unwrap_or_default();
-    let tmp = install_root.join(format!(
-        ".current.tmp-{}-{}",
-        std::process::id(),
-        fsutil::now_unix_ms()
-    ));
+    let tmp = crate::scratch::name_in(install_root, "current");
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(Path::new("runtimes").join(version), &tmp)
         .map_err(AgentError::io("cannot create link", &tmp))?;
@@ -301,10 +297,7 @@ where
         ArchiveFormat::Zip => {
             let staging = state_dir.join("staging");
             fsutil::ensure_dir(&staging, 0o700)?;
-            let tmp = tempfile::Builder::new()
-                .prefix("upload-")
-                .tempfile_in(&staging)
-                .map_err(AgentError::io("cannot create a temp file in", &staging))?;
+            let tmp = crate::scratch::file_in(&staging, "upload")?;
             (Sink::File(tmp), None)
         }
         _ => {
@@ -510,14 +503,7 @@ impl Drop for Staging {
 }
 
 fn staging_dir(runtimes: &Path) -> Result<Staging> {
-    tempfile::Builder::new()
-        .prefix(".staging-")
-        .tempdir_in(runtimes)
-        .map(|d| Staging(Some(d)))
-        .map_err(AgentError::io(
-            "cannot create a staging directory in",
-            runtimes,
-        ))
+    crate::scratch::dir_in(runtimes, "staging").map(|d| Staging(Some(d)))
 }
 
 /// Makes a verified, unpacked runtime visible: records the archive digest

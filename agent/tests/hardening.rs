@@ -260,7 +260,11 @@ fn stagings(agent: &Agent) -> usize {
     std::fs::read_dir(agent.install_root().join("runtimes"))
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".hubshift-tmp-staging-")
+                })
                 .count()
         })
         .unwrap_or(0)

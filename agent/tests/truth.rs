@@ -181,3 +181,198 @@ async fn install_on_a_full_disk_is_not_a_bad_archive() {
         names_in(&runtimes).is_empty().then_some(())
     });
 }
+
+async fn status(c: &mut Client) -> StatusResponse {
+    c.status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn install_active(c: &mut Client, version: &str) {
+    let bytes = runtime_archive(version);
+    let sha = sha256_hex(&bytes);
+    install(c, version, bytes, &sha, ArchiveFormat::TarGz, true)
+        .await
+        .unwrap();
+}
+
+/// Temporaries a killed agent leaves, of every kind and in every place the
+/// agent makes them, are gone after its next start; what must be kept
+/// (the appdata a Restore set aside, previous certificate stores, runtime
+/// directories) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_temporary_of_a_killed_agent_is_removed_at_start() {
+    let mut agent = Agent::start();
+    let mut c = agent.controller().await;
+    install_active(&mut c, "1.0.0").await;
+    std::fs::write(agent.appdata().join("project.json"), b"{}").unwrap();
+    let b = c
+        .backup(BackupRequest { id: "b1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let set_aside = c
+        .restore(RestoreRequest {
+            id: b.id,
+            sha256: b.sha256,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .set_aside_path;
+    let put = |content: &[u8]| Certificate {
+        content: content.to_vec(),
+        sha256: sha256_hex(content),
+    };
+    c.put_certificate(put(b"one")).await.unwrap();
+    c.put_certificate(put(b"two")).await.unwrap();
+    agent.kill();
+
+    let state = agent.state();
+    let opt = agent.install_root();
+    let root = agent.root.path().to_path_buf();
+    let planted_dirs = [
+        opt.join("runtimes/.hubshift-tmp-staging-a1"),
+        opt.join(".hubshift-tmp-restore-a1"),
+        root.join(".hubshift-tmp-restore-a2"),
+        // Names of older agents.
+        opt.join("runtimes/.staging-a2"),
+        opt.join(".hubshift-restore-a3"),
+    ];
+    for d in &planted_dirs {
+        std::fs::create_dir_all(d.join("deep/locked")).unwrap();
+        std::fs::write(d.join("deep/locked/f"), b"x").unwrap();
+        let locked = d.join("deep/locked");
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o500))
+            .unwrap();
+    }
+    let planted_files = [
+        state.join("backups/.hubshift-tmp-backup-a1"),
+        state.join("backups/.partial-a2"),
+        state.join("staging/.hubshift-tmp-upload-a1"),
+        state.join("staging/upload-a2"),
+        state.join(".hubshift-tmp-write-a1"),
+        state.join(".hubshift-tmp-store-forward-a1"),
+        state.join(".store-forward-a2"),
+        state.join(".tmp-a3"),
+        state.join("runtime-archives/.hubshift-tmp-write-a2"),
+        opt.join(".hubshift-tmp-current-a1"),
+        opt.join(".current.tmp-1-2"),
+        agent.appdata().join(".hubshift-tmp-write-a3"),
+    ];
+    for f in &planted_files {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, b"partial").unwrap();
+    }
+    let kept = [
+        std::path::PathBuf::from(&set_aside),
+        opt.join("runtimes/1.0.0"),
+        opt.join("current"),
+        state.join("backups/b1.tar.gz"),
+        agent.appdata().join("project.json"),
+        agent
+            .appdata()
+            .join("intelligencehub-certificatestore.pkcs12"),
+    ];
+    let appdata = agent.appdata();
+    let previous_stores = || {
+        names_in(&appdata)
+            .into_iter()
+            .filter(|n| n.contains(".pkcs12.previous-"))
+            .count()
+    };
+    assert_eq!(previous_stores(), 1);
+
+    agent.spawn();
+    for p in planted_dirs.iter().chain(planted_files.iter()) {
+        assert!(
+            std::fs::symlink_metadata(p).is_err(),
+            "left behind: {}",
+            p.display()
+        );
+    }
+    for p in &kept {
+        assert!(
+            std::fs::symlink_metadata(p).is_ok(),
+            "removed: {}",
+            p.display()
+        );
+    }
+    assert_eq!(previous_stores(), 1);
+    let mut c = agent.controller().await;
+    assert_eq!(status(&mut c).await.active_runtime, "1.0.0");
+}
+
+/// An agent killed (SIGKILL) in the middle of a Restore leaves its
+/// unpacked tree beside appdata; the next start removes it, and keeps the
+/// appdata an earlier Restore set aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_cut_by_a_kill_leaves_nothing_after_restart() {
+    let mut agent = Agent::start();
+    let mut c = agent.controller().await;
+    for i in 0..8u8 {
+        std::fs::write(
+            agent.appdata().join(format!("data-{i}.bin")),
+            noise(12 << 20, i),
+        )
+        .unwrap();
+    }
+    let b = c
+        .backup(BackupRequest { id: "big".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = c
+        .restore(RestoreRequest {
+            id: b.id.clone(),
+            sha256: b.sha256.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .set_aside_path;
+    let temporaries = |dir: &Path| -> Vec<String> {
+        names_in(dir)
+            .into_iter()
+            .filter(|n| n.starts_with(".hubshift-"))
+            .collect()
+    };
+    assert_eq!(temporaries(&agent.install_root()), Vec::<String>::new());
+
+    let mut c2 = c.clone();
+    let (id, sha) = (b.id.clone(), b.sha256.clone());
+    let restore = tokio::spawn(async move { c2.restore(RestoreRequest { id, sha256: sha }).await });
+    let opt = agent.install_root();
+    let seen = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let names: Vec<String> = names_in(&opt)
+                .into_iter()
+                .filter(|n| n.starts_with(".hubshift-"))
+                .collect();
+            if !names.is_empty() {
+                return names;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Vec::new()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !seen.is_empty(),
+        "the restore's temporary tree was never seen"
+    );
+    agent.kill();
+    let _ = restore.await;
+    let after_kill = temporaries(&agent.install_root());
+    assert!(
+        !after_kill.is_empty(),
+        "the kill came after the restore ended"
+    );
+
+    agent.spawn();
+    assert_eq!(temporaries(&agent.install_root()), Vec::<String>::new());
+    assert!(Path::new(&first).is_dir(), "the set-aside appdata is kept");
+}

@@ -124,10 +124,7 @@ impl ImageStore {
     ) -> Result<(tempfile::NamedTempFile, String, u64)> {
         let staging = self.cfg.paths.state_dir.join("staging");
         fsutil::ensure_dir(&staging, 0o700)?;
-        let tmp = tempfile::Builder::new()
-            .prefix("image-")
-            .tempfile_in(&staging)
-            .map_err(AgentError::io("cannot create a temp file in", &staging))?;
+        let tmp = crate::scratch::file_in(&staging, "image")?;
         let mut file = tmp
             .reopen()
             .map_err(AgentError::io("cannot open", tmp.path()))?;
