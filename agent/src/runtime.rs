@@ -94,23 +94,40 @@ pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> 
     Ok((previous, version.to_string()))
 }
 
-/// The lock of one runtime directory, shared by every upload of that
-/// version in this process; dropped from the map when nobody holds it.
-fn version_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex, Weak};
-    static LOCKS: Mutex<BTreeMap<PathBuf, Weak<tokio::sync::Mutex<()>>>> =
-        Mutex::new(BTreeMap::new());
-    let mut locks = LOCKS
+/// Installs running now, by what they install (a runtime directory, an
+/// image tag): one install per version at a time.
+static INSTALLING: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The claim of one install on its target; released on drop.
+#[derive(Debug)]
+pub struct InstallClaim(String);
+
+impl Drop for InstallClaim {
+    fn drop(&mut self) {
+        INSTALLING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.0);
+    }
+}
+
+/// Claims `target` for one install of `version`. A second upload of a
+/// version being installed is answered at once (ABORTED) rather than left
+/// unread behind the first until its sender times out: the first may take
+/// as long as its sender does, and the answer "installed" is only known
+/// when it ends.
+pub fn claim_install(target: &str, version: &str) -> Result<InstallClaim> {
+    let mut installing = INSTALLING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    locks.retain(|_, l| l.strong_count() > 0);
-    if let Some(lock) = locks.get(dir).and_then(Weak::upgrade) {
-        return lock;
+    if !installing.insert(target.to_string()) {
+        return Err(AgentError::Aborted(format!(
+            "runtime {version} is being installed by another request now; retry when it has \
+             ended (the same archive is then already installed)"
+        )));
     }
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    locks.insert(dir.to_path_buf(), Arc::downgrade(&lock));
-    lock
+    Ok(InstallClaim(target.to_string()))
 }
 
 /// Where the agent remembers which archive a staged runtime came from.
@@ -273,10 +290,9 @@ where
     let version = header.version.clone();
     let runtimes = runtimes_dir(install_root);
     fsutil::ensure_dir(&runtimes, 0o755)?;
-    // One install per version at a time: a second upload of the same
-    // version waits, then finds it installed (or installs it if the first
-    // failed), so the record always describes the published directory.
-    let _version_lock = version_lock(&runtimes.join(&version)).lock_owned().await;
+    // One install per version at a time, so the record always describes
+    // the published directory; a second one is told so at once.
+    let _claim = claim_install(&runtimes.join(&version).display().to_string(), &version)?;
     if let Some(already) = existing(state_dir, &runtimes, &header)? {
         return Ok(Installed {
             header,
@@ -521,7 +537,7 @@ fn publish(
     let target = runtimes.join(version);
     let appeared =
         || AgentError::AlreadyExists(format!("runtime {version} appeared while unpacking"));
-    // The caller holds the version lock, so only something outside the
+    // The caller holds the version's claim, so only something outside the
     // agent can make the target appear; then the record is left alone.
     if fs::symlink_metadata(&target).is_ok() {
         return Err(appeared());
@@ -703,6 +719,18 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_install_per_version_the_second_is_told_at_once() {
+        let first = claim_install("/opt/runtimes/9.9.1", "9.9.1").unwrap();
+        let err = claim_install("/opt/runtimes/9.9.1", "9.9.1").unwrap_err();
+        assert!(matches!(err, AgentError::Aborted(_)), "{err}");
+        assert!(err.to_string().contains("9.9.1"), "{err}");
+        let other = claim_install("/opt/runtimes/9.9.2", "9.9.2").unwrap();
+        drop(first);
+        let again = claim_install("/opt/runtimes/9.9.1", "9.9.1").unwrap();
+        drop((other, again));
+    }
 
     #[test]
     fn a_process_agent_refuses_image_archives_by_their_format() {

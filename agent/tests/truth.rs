@@ -197,6 +197,86 @@ async fn install_active(c: &mut Client, version: &str) {
         .unwrap();
 }
 
+/// Generous bound for an answer that must not wait on another request.
+const ANSWER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A second upload of a version that is being installed is answered at
+/// once (ABORTED, naming the version), not left unread until it times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_upload_of_a_version_in_progress_is_answered_at_once() {
+    let agent = Agent::start_with("upload_idle_timeout_secs = 600\n", None);
+    let mut c = agent.controller().await;
+    let bytes = runtime_archive("2.0.0");
+    let sha = sha256_hex(&bytes);
+    // The first upload sends its header and half of its bytes, then waits.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(InstallRuntimeRequest {
+        item: Some(install_runtime_request::Item::Header(RuntimeHeader {
+            version: "2.0.0".into(),
+            sha256: sha.clone(),
+            size_bytes: bytes.len() as u64,
+            format: ArchiveFormat::TarGz as i32,
+            activate: false,
+        })),
+    })
+    .await
+    .unwrap();
+    tx.send(InstallRuntimeRequest {
+        item: Some(install_runtime_request::Item::Chunk(
+            bytes[..bytes.len() / 2].to_vec(),
+        )),
+    })
+    .await
+    .unwrap();
+    let mut c1 = c.clone();
+    let first = tokio::spawn(async move {
+        c1.install_runtime(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map(|r| r.into_inner())
+    });
+    wait_for("the first upload staging", || {
+        names_in(&agent.install_root().join("runtimes"))
+            .iter()
+            .any(|n| n.starts_with('.'))
+            .then_some(())
+    });
+    let e = tokio::time::timeout(
+        ANSWER,
+        install(
+            &mut c,
+            "2.0.0",
+            bytes.clone(),
+            &sha,
+            ArchiveFormat::TarGz,
+            false,
+        ),
+    )
+    .await
+    .expect("the second upload is answered while the first one runs")
+    .unwrap_err();
+    assert!(!first.is_finished());
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(
+        e.message().contains("2.0.0") && e.message().contains("another request"),
+        "{}",
+        e.message()
+    );
+    // The first one finishes; the same archive again is then already installed.
+    tx.send(InstallRuntimeRequest {
+        item: Some(install_runtime_request::Item::Chunk(
+            bytes[bytes.len() / 2..].to_vec(),
+        )),
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    first.await.unwrap().unwrap();
+    let again = install(&mut c, "2.0.0", bytes, &sha, ArchiveFormat::TarGz, false)
+        .await
+        .unwrap();
+    assert!(again.already_installed);
+}
+
 /// Temporaries a killed agent leaves, of every kind and in every place the
 /// agent makes them, are gone after its next start; what must be kept
 /// (the appdata a Restore set aside, previous certificate stores, runtime

@@ -30,9 +30,6 @@ pub struct ImageStore {
     engine: Docker,
     /// Where the engine keeps its images (see [`data_root`]).
     data_root: PathBuf,
-    /// One install at a time: the engine loads one archive at a time anyway,
-    /// and the check for an existing tag must see the previous install.
-    install: tokio::sync::Mutex<()>,
 }
 
 impl ImageStore {
@@ -49,7 +46,6 @@ impl ImageStore {
             d,
             engine,
             data_root,
-            install: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -279,7 +275,9 @@ impl RuntimeStore for ImageStore {
         let mut header = crate::runtime::read_header(&mut upload).await?;
         check_header(&mut header, &limits)?;
         let version = header.version.clone();
-        let _one = self.install.lock().await;
+        // One install per tag, so the check for an existing tag sees the
+        // previous install; a second one is told so at once.
+        let _claim = crate::runtime::claim_install(&self.image_ref(&version), &version)?;
         let existing = self.image_id(&version).await?;
         if existing.is_some() {
             let recorded =
