@@ -153,7 +153,9 @@ impl Operations {
     }
 
     async fn do_stop(&self, req: StopRequest) -> Result<StopResponse> {
-        let (was_running, killed) = self.hub.stop(req.timeout_seconds).await?;
+        let timeout =
+            crate::driver::ops::stop_timeout(req.timeout_seconds, self.cfg.hub.stop_timeout_secs)?;
+        let (was_running, killed) = self.hub.stop(timeout).await?;
         Ok(StopResponse {
             was_running,
             killed,
@@ -209,7 +211,7 @@ impl Operations {
     }
 
     async fn do_restore(&self, req: RestoreRequest) -> Result<RestoreResponse> {
-        let _ops = self.hub.lock_ops().await;
+        let _ops = self.hub.lock_ops("Restore").await?;
         self.hub_must_be_stopped("restoring appdata").await?;
         let cfg = self.cfg.clone();
         let set_aside_path =
@@ -262,7 +264,7 @@ impl Operations {
         &self,
         req: ActivateRuntimeRequest,
     ) -> Result<ActivateRuntimeResponse> {
-        let _ops = self.hub.lock_ops().await;
+        let _ops = self.hub.lock_ops("ActivateRuntime").await?;
         self.hub_must_be_stopped("switching the runtime").await?;
         let (previous, active, carried_store_forward) =
             self.runtimes.activate(&req.version).await?;

@@ -197,8 +197,125 @@ async fn install_active(c: &mut Client, version: &str) {
         .unwrap();
 }
 
+async fn start_node(
+    c: &mut Client,
+    mode: StartMode,
+    node: &str,
+) -> Result<StartResponse, tonic::Status> {
+    c.start(StartRequest {
+        mode: mode as i32,
+        node: node.into(),
+        jdbc_uri: "jdbc:postgresql://db:5432/hub?user=hub&password=pw-truth".into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn wait_active(c: &mut Client) {
+    wait_async("hub RUNNING and ACTIVE", || {
+        let mut c = c.clone();
+        async move {
+            let s = status(&mut c).await;
+            (s.state == HubState::Running as i32 && s.role == HubRole::Active as i32).then_some(())
+        }
+    })
+    .await;
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Generous bound for an answer that must not wait on another request.
 const ANSWER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A Stop timeout above the documented maximum is refused; an abandoned
+/// Stop with a long timeout on a hub that ignores SIGTERM does not block a
+/// later, more urgent Stop, which kills at its own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_long_stop_does_not_block_an_urgent_one() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    install_active(&mut c, "1.0.0").await;
+    let r = start_node(&mut c, StartMode::Start, "stubborn")
+        .await
+        .unwrap();
+    wait_active(&mut c).await;
+
+    let e = tokio::time::timeout(
+        ANSWER,
+        c.stop(StopRequest {
+            timeout_seconds: u32::MAX,
+        }),
+    )
+    .await
+    .expect("an absurd timeout is answered at once")
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("3600"), "{}", e.message());
+    assert!(pid_alive(r.pid), "a refused stop stops nothing");
+
+    // The first caller asks for a long graceful stop, then goes away.
+    let mut c1 = c.clone();
+    let long = tokio::spawn(async move {
+        c1.stop(StopRequest {
+            timeout_seconds: 3000,
+        })
+        .await
+    });
+    wait_for("the long stop under way", || {
+        agent.stderr_all().contains("stopping hub").then_some(())
+    });
+    long.abort();
+
+    let st = tokio::time::timeout(ANSWER, c.stop(StopRequest { timeout_seconds: 1 }))
+        .await
+        .expect("the urgent stop takes over instead of waiting for the long one")
+        .unwrap()
+        .into_inner();
+    assert!(st.was_running && st.killed, "{st:?}");
+    assert!(!pid_alive(r.pid));
+    assert_eq!(status(&mut c).await.state, HubState::Stopped as i32);
+}
+
+/// A Stop that finds the hub held by another operation (a long HA create)
+/// gives up at its own deadline with a clear answer instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_behind_a_long_create_answers_at_its_deadline() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    install_active(&mut c, "1.0.0").await;
+    let mut c1 = c.clone();
+    let create = tokio::spawn(async move {
+        start_node(&mut c1, StartMode::CreateAndStart, "very-slow-create").await
+    });
+    wait_async("create running (STARTING)", || {
+        let mut c = c.clone();
+        async move { (status(&mut c).await.state == HubState::Starting as i32).then_some(()) }
+    })
+    .await;
+    let e = tokio::time::timeout(ANSWER, c.stop(StopRequest { timeout_seconds: 1 }))
+        .await
+        .expect("the stop is answered at its deadline")
+        .unwrap_err();
+    assert!(!create.is_finished(), "answered while create still runs");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(e.message().contains("Start"), "{}", e.message());
+    assert!(e.message().contains("retry"), "{}", e.message());
+    create.await.unwrap().unwrap();
+    let st = c
+        .stop(StopRequest { timeout_seconds: 5 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.was_running, "{st:?}");
+}
 
 /// A second upload of a version that is being installed is answered at
 /// once (ABORTED, naming the version), not left unread until it times out.

@@ -45,8 +45,8 @@ impl HubDriver for ProcessHub {
         Ok((pid, already, Vec::new()))
     }
 
-    async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {
-        self.hub.stop(timeout_secs).await
+    async fn stop(&self, timeout: std::time::Duration) -> Result<(bool, bool)> {
+        self.hub.stop(timeout).await
     }
 
     async fn view(&self) -> Result<HubView> {
@@ -75,8 +75,8 @@ impl HubDriver for ProcessHub {
         self.hub.is_running()
     }
 
-    async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.hub.lock_ops().await
+    async fn lock_ops(&self, what: &'static str) -> Result<super::ops::OpsGuard<'_>> {
+        self.hub.lock_ops(what).await
     }
 
     fn spawn_housekeeping(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
