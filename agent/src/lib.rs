@@ -8,6 +8,7 @@ pub mod carry;
 pub mod certificate;
 pub mod cli;
 pub mod config;
+pub mod declared;
 pub mod disk;
 pub mod driver;
 pub mod error;

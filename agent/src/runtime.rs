@@ -7,6 +7,7 @@
 //! live there).
 
 use crate::config::LimitsSection;
+use crate::declared;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use hubshift_common::archive::{ArchiveStats, UnpackLimits, check_links_on_disk, unpack_tar_gz};
@@ -532,6 +533,16 @@ fn publish(
     state_dir: &Path,
     sha: &str,
 ) -> Result<()> {
+    // A runtime is installed only as the version it says it is; on a
+    // refusal the staging tree goes with `staging`.
+    let declared = declared::check(version, &declared::read_tree(staging.path()))?;
+    if declared.is_none() {
+        tracing::warn!(
+            version,
+            "the runtime declares no version: its label is not checked"
+        );
+    }
+    declared::write_record(state_dir, version, declared.as_ref())?;
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
         .map_err(AgentError::io("cannot set mode of", staging.path()))?;
     let target = runtimes.join(version);

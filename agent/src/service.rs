@@ -81,6 +81,15 @@ impl Operations {
         let view = self.hub.view().await?;
         let active = self.runtimes.active_version().await.unwrap_or_default();
         let staged = self.runtimes.staged_versions().await;
+        let mut staged_declared = Vec::with_capacity(staged.len());
+        for version in &staged {
+            let d = self.runtimes.declared(version).await.unwrap_or_default();
+            staged_declared.push(StagedRuntime {
+                version: version.clone(),
+                declared_version: d.version,
+                declared_by: d.by,
+            });
+        }
         let cfg = self.cfg.clone();
         // Where staged runtimes take room: the install root, or the engine's
         // data root for images.
@@ -149,6 +158,7 @@ impl Operations {
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
             layout: self.cfg.hub.layout.name().into(),
+            staged: staged_declared,
         })
     }
 

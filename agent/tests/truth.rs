@@ -394,6 +394,159 @@ async fn a_second_upload_of_a_version_in_progress_is_answered_at_once() {
     assert!(again.already_installed);
 }
 
+/// A tar.gz of (path, bytes) entries.
+fn tar_gz(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// intelligencehub-runtime.jar with an Implementation-Version.
+fn runtime_jar(version: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(
+        "META-INF/MANIFEST.MF",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    write!(
+        w,
+        "Manifest-Version: 1.0\r\nImplementation-Title: Intelligence Hub\r\nImplementation-Version: {version}\r\n\r\n"
+    )
+    .unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+/// A runtime is installed only as the version it declares (VERSION file,
+/// release folder, the runtime jar's manifest): a mislabelled one is
+/// refused naming both versions and leaves nothing; one that declares
+/// nothing is accepted and said to be unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mislabelled_runtime_is_refused_at_staging() {
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    let runtimes = agent.install_root().join("runtimes");
+    let hub = b"#!/bin/sh\nexit 0\n".to_vec();
+    let refused = [
+        ("plain VERSION", runtime_archive("4.1.0")),
+        (
+            "release folder",
+            tar_gz(&[("HighByte-Intelligence-Hub-4.1/runtime/bin/hub", hub.clone())]),
+        ),
+        (
+            "hubsim VERSION in a release",
+            tar_gz(&[
+                (
+                    "HighByte-Intelligence-Hub-4.2.0/runtime/VERSION",
+                    b"4.1.0\n".to_vec(),
+                ),
+                (
+                    "HighByte-Intelligence-Hub-4.2.0/runtime/bin/hub",
+                    hub.clone(),
+                ),
+            ]),
+        ),
+        (
+            "jar manifest",
+            tar_gz(&[
+                (
+                    "HighByte-Intelligence-Hub-4.2/runtime/intelligencehub-runtime.jar",
+                    runtime_jar("4.1.0"),
+                ),
+                (
+                    "HighByte-Intelligence-Hub-4.2/runtime/lib/x.jar",
+                    hub.clone(),
+                ),
+            ]),
+        ),
+    ];
+    for (what, bytes) in refused {
+        let sha = sha256_hex(&bytes);
+        let e = install(&mut c, "4.2.0", bytes, &sha, ArchiveFormat::TarGz, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        assert!(
+            e.message().contains("4.1") && e.message().contains("4.2.0"),
+            "{what}: {}",
+            e.message()
+        );
+        assert_eq!(names_in(&runtimes), Vec::<String>::new(), "{what}");
+    }
+
+    // The vendor folder names major.minor: 4.2 declares 4.2.0 too.
+    let good = tar_gz(&[
+        (
+            "HighByte-Intelligence-Hub-4.2/runtime/intelligencehub-runtime.jar",
+            runtime_jar("4.2.0"),
+        ),
+        ("HighByte-Intelligence-Hub-4.2/runtime/bin/hub", hub.clone()),
+    ]);
+    install(
+        &mut c,
+        "4.2.0",
+        good.clone(),
+        &sha256_hex(&good),
+        ArchiveFormat::TarGz,
+        false,
+    )
+    .await
+    .unwrap();
+
+    // Nothing declared: accepted, and Status says it is unchecked.
+    let bare = tar_gz(&[("bin/hub", hub)]);
+    install(
+        &mut c,
+        "4.3.0",
+        bare.clone(),
+        &sha256_hex(&bare),
+        ArchiveFormat::TarGz,
+        false,
+    )
+    .await
+    .unwrap();
+    let s = status(&mut c).await;
+    let staged = |v: &str| {
+        s.staged
+            .iter()
+            .find(|r| r.version == v)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(staged("4.3.0").version, "4.3.0", "{:?}", s.staged);
+    assert_eq!(staged("4.3.0").declared_version, "", "{:?}", s.staged);
+    assert_eq!(staged("4.2.0").declared_version, "4.2.0", "{:?}", s.staged);
+    assert!(
+        staged("4.2.0").declared_by.contains("MANIFEST"),
+        "{:?}",
+        s.staged
+    );
+    // The same bare archive again is already installed, still unchecked.
+    let r = install(
+        &mut c,
+        "4.3.0",
+        bare.clone(),
+        &sha256_hex(&bare),
+        ArchiveFormat::TarGz,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(r.already_installed, "{r:?}");
+}
+
 /// Temporaries a killed agent leaves, of every kind and in every place the
 /// agent makes them, are gone after its next start; what must be kept
 /// (the appdata a Restore set aside, previous certificate stores, runtime

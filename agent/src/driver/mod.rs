@@ -103,6 +103,9 @@ pub trait RuntimeStore: Send + Sync + 'static {
     async fn active_version(&self) -> Option<String>;
     /// Every staged version, sorted.
     async fn staged_versions(&self) -> Vec<String>;
+    /// What a staged version declares itself (recorded at install); None
+    /// when it declares nothing or nobody knows.
+    async fn declared(&self, version: &str) -> Option<crate::declared::Declared>;
     /// The directory on whose file system a staged runtime takes room:
     /// Status reports its free space as `install_root`, which the
     /// controller's preflight holds against the runtime's unpacked size.

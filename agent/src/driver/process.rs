@@ -124,6 +124,31 @@ impl RuntimeStore for RuntimeDirs {
             .unwrap_or_default()
     }
 
+    async fn declared(&self, version: &str) -> Option<crate::declared::Declared> {
+        let (state, root, version) = (
+            self.state_dir.clone(),
+            self.install_root.clone(),
+            version.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            use crate::declared::{matches, read_record, read_tree};
+            if let Some(recorded) = read_record(&state, &version) {
+                return recorded;
+            }
+            // Staged by an older agent: read it now; a contradiction is
+            // what the controller most needs to see.
+            let found = read_tree(&runtime::runtimes_dir(&root).join(&version));
+            found
+                .iter()
+                .find(|d| !matches(&d.version, &version))
+                .or_else(|| found.iter().max_by_key(|d| d.version.len()))
+                .cloned()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     fn room_dir(&self) -> PathBuf {
         self.install_root.clone()
     }
