@@ -726,3 +726,220 @@ async fn a_restore_cut_by_a_kill_leaves_nothing_after_restart() {
     assert_eq!(temporaries(&agent.install_root()), Vec::<String>::new());
     assert!(Path::new(&first).is_dir(), "the set-aside appdata is kept");
 }
+
+/// Set to `1` to skip, explicitly, the tests that need a Docker Engine.
+const SKIP_DOCKER_ENV: &str = "HUBSHIFT_SKIP_DOCKER_TESTS";
+
+/// True when the engine answers; panics when it does not and nobody opted out.
+fn require_docker(test: &str) -> bool {
+    let up = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if up {
+        return true;
+    }
+    if std::env::var(SKIP_DOCKER_ENV).as_deref() == Ok("1") {
+        eprintln!("{test}: SKIPPED ({SKIP_DOCKER_ENV}=1): no Docker Engine");
+        return false;
+    }
+    panic!("{test} needs a Docker Engine; set {SKIP_DOCKER_ENV}=1 to skip it explicitly");
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes the test's containers and images, however the test ends.
+struct DockerLeftovers {
+    container: String,
+    repository: String,
+}
+
+impl Drop for DockerLeftovers {
+    fn drop(&mut self) {
+        let previous = format!("{}-hubshift-previous", self.container);
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.container, &previous])
+            .output();
+        let images = std::process::Command::new("docker")
+            .args(["images", "-q", &self.repository])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in images.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", id])
+                .output();
+        }
+    }
+}
+
+/// A `docker save` archive of a tiny image (this host's dash, sleep and
+/// libc) labelled `hubsim.version=<declared>`.
+fn tiny_image_archive(dir: &Path, declared: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(true);
+    for (host, inside) in [
+        ("/bin/sh", "bin/sh"),
+        ("/bin/sleep", "bin/sleep"),
+        (
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+    ] {
+        b.append_path_with_name(std::fs::canonicalize(host).unwrap(), inside)
+            .unwrap();
+    }
+    let rootfs = dir.join("rootfs.tar");
+    std::fs::write(&rootfs, b.into_inner().unwrap()).unwrap();
+    let id = docker(&[
+        "import",
+        "--change",
+        &format!("LABEL hubsim.version={declared}"),
+        rootfs.to_str().unwrap(),
+    ]);
+    let saved = dir.join("image.tar");
+    docker(&["save", "-o", saved.to_str().unwrap(), &id]);
+    docker(&["rmi", "-f", &id]);
+    std::fs::read(saved).unwrap()
+}
+
+/// The docker driver under the same faults: a mislabelled image is refused
+/// before the engine loads it, and an abandoned long Stop of a container
+/// that ignores SIGTERM does not block a later, urgent Stop, which kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_an_abandoned_long_stop_does_not_block_an_urgent_one() {
+    if !require_docker("docker_an_abandoned_long_stop_does_not_block_an_urgent_one") {
+        return;
+    }
+    let mut agent = Agent::start();
+    agent.kill();
+    let tag = format!("hubshift-truth-{}", std::process::id());
+    let _leftovers = DockerLeftovers {
+        container: tag.clone(),
+        repository: tag.clone(),
+    };
+    let process_config = agent.config_text();
+    let head = &process_config[..process_config.find("[paths]").unwrap()];
+    let r = agent.root.path().display().to_string();
+    let stubborn =
+        r#"["/bin/sh", "-c", "trap '' TERM; echo 'HA role: active'; while :; do sleep 1; done"]"#;
+    std::fs::write(
+        agent.config_path(),
+        format!(
+            r#"{head}[paths]
+state_dir = "{r}/state"
+install_root = "{r}/opt"
+appdata = "{r}/opt/appData"
+
+[hub]
+driver = "docker"
+stop_timeout_secs = 10
+create_timeout_secs = 20
+
+[docker]
+container = "{tag}"
+image_repository = "{tag}"
+appdata_target = "/appData"
+runtime_target = "/runtime"
+start_mode = "command"
+start_command = {stubborn}
+create_and_start_command = {stubborn}
+
+[role_probe]
+kind = "log"
+active_pattern = "HA role: active"
+standby_pattern = "HA role: standby"
+
+[limits]
+max_archive_bytes = 33554432
+max_archive_entries = 1000
+"#
+        ),
+    )
+    .unwrap();
+    agent.spawn();
+    let mut c = agent.controller().await;
+    let archive = tiny_image_archive(agent.root.path(), "4.1.0");
+    let sha = sha256_hex(&archive);
+    let e = install(
+        &mut c,
+        "4.2.0",
+        archive.clone(),
+        &sha,
+        ArchiveFormat::DockerImage,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("4.1.0") && e.message().contains("4.2.0"),
+        "{}",
+        e.message()
+    );
+    assert!(docker(&["images", "-q", &tag]).is_empty(), "nothing loaded");
+    install(
+        &mut c,
+        "4.1.0",
+        archive,
+        &sha,
+        ArchiveFormat::DockerImage,
+        true,
+    )
+    .await
+    .unwrap();
+    let s = status(&mut c).await;
+    assert_eq!(
+        s.staged.first().map(|r| r.declared_version.as_str()),
+        Some("4.1.0"),
+        "{:?}",
+        s.staged
+    );
+    start_node(&mut c, StartMode::Start, "hub-a").await.unwrap();
+    wait_active(&mut c).await;
+
+    let e = c
+        .stop(StopRequest {
+            timeout_seconds: u32::MAX,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut c1 = c.clone();
+    let long = tokio::spawn(async move {
+        c1.stop(StopRequest {
+            timeout_seconds: 3000,
+        })
+        .await
+    });
+    wait_for("the long stop under way", || {
+        agent
+            .stderr_all()
+            .contains("stopping the hub container")
+            .then_some(())
+    });
+    long.abort();
+    let st = tokio::time::timeout(ANSWER, c.stop(StopRequest { timeout_seconds: 1 }))
+        .await
+        .expect("the urgent stop takes over instead of waiting for the long one")
+        .unwrap()
+        .into_inner();
+    assert!(st.was_running && st.killed, "{st:?}");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &tag]),
+        "false"
+    );
+    assert_eq!(status(&mut c).await.state, HubState::Stopped as i32);
+}
