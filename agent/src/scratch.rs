@@ -12,17 +12,15 @@ use std::path::{Path, PathBuf};
 /// The one prefix of every temporary name: `.hubshift-tmp-<kind>-…`.
 pub const PREFIX: &str = ".hubshift-tmp-";
 
-/// Names older agents gave their temporaries (removed at start too), by
-/// place: only in the agent's own directories, never in appdata, where a
-/// file of the hub's could look alike.
-const LEGACY: &[&str] = &[
-    ".staging-",
-    ".partial-",
-    ".hubshift-restore-",
-    ".tmp-",
-    ".current.tmp-",
-    ".store-forward-",
-];
+/// Names older agents gave their temporaries, each only where they made
+/// it (so a file of someone else's that looks alike elsewhere, in appdata
+/// or beside it, is never touched).
+const LEGACY_STATE: &[&str] = &[".tmp-", ".store-forward-"];
+const LEGACY_BACKUPS: &[&str] = &[".partial-"];
+const LEGACY_RECORDS: &[&str] = &[".tmp-"];
+const LEGACY_INSTALL_ROOT: &[&str] = &[".current.tmp-"];
+const LEGACY_RUNTIMES: &[&str] = &[".staging-"];
+const LEGACY_BESIDE_TREES: &[&str] = &[".hubshift-restore-"];
 
 /// A temporary file in `dir`, named `.hubshift-tmp-<kind>-…`, removed on drop.
 pub fn file_in(dir: &Path, kind: &str) -> Result<tempfile::NamedTempFile> {
@@ -53,32 +51,38 @@ pub fn name_in(dir: &Path, kind: &str) -> PathBuf {
     ))
 }
 
-/// Where the agent makes temporaries, each with whether names of older
-/// agents count there too: the state directory and its `backups/`,
+/// Where the agent makes temporaries, each with the names older agents
+/// used there: the state directory and its `backups/`,
 /// `runtime-archives/`; the install root (the `current` switch) and its
 /// `runtimes/` (unpacks); appdata (the certificate store's atomic write);
 /// beside appdata and beside each extra backup directory (Restore's
 /// unpacked trees). `state_dir/staging/` is private: all of it goes.
-pub fn places(cfg: &Config) -> Vec<(PathBuf, bool)> {
+pub fn places(cfg: &Config) -> Vec<(PathBuf, Vec<&'static str>)> {
     let p = &cfg.paths;
-    let mut out = vec![
-        (p.state_dir.clone(), true),
-        (crate::appdata::backups_dir(cfg), true),
-        (p.state_dir.join("runtime-archives"), true),
-        (p.install_root.clone(), true),
-        (crate::runtime::runtimes_dir(&p.install_root), true),
-        (p.appdata.clone(), false),
+    let mut out: Vec<(PathBuf, Vec<&'static str>)> = vec![
+        (p.state_dir.clone(), LEGACY_STATE.to_vec()),
+        (crate::appdata::backups_dir(cfg), LEGACY_BACKUPS.to_vec()),
+        (
+            p.state_dir.join("runtime-archives"),
+            LEGACY_RECORDS.to_vec(),
+        ),
+        (p.install_root.clone(), LEGACY_INSTALL_ROOT.to_vec()),
+        (
+            crate::runtime::runtimes_dir(&p.install_root),
+            LEGACY_RUNTIMES.to_vec(),
+        ),
+        (p.appdata.clone(), Vec::new()),
     ];
     for dir in std::iter::once(&p.appdata).chain(p.extra_backup_dirs.iter()) {
         if let Some(parent) = dir.parent() {
-            out.push((parent.to_path_buf(), !parent.starts_with(&p.appdata)));
+            out.push((parent.to_path_buf(), LEGACY_BESIDE_TREES.to_vec()));
         }
     }
     out.sort();
+    // One entry per directory, with the old names of every role it has.
     out.dedup_by(|a, b| {
-        // Same directory twice: keep one, legacy names only if both allow.
         if a.0 == b.0 {
-            b.1 &= a.1;
+            b.1.append(&mut a.1);
             true
         } else {
             false
@@ -87,10 +91,10 @@ pub fn places(cfg: &Config) -> Vec<(PathBuf, bool)> {
     out
 }
 
-/// Whether `name` is a temporary of this agent (or of an older one, when
-/// `legacy`).
-fn is_temporary(name: &str, legacy: bool) -> bool {
-    name.starts_with(PREFIX) || (legacy && LEGACY.iter().any(|l| name.starts_with(l)))
+/// Whether `name` is a temporary of this agent, or of an older one by one
+/// of the `legacy` names used in its place.
+fn is_temporary(name: &str, legacy: &[&str]) -> bool {
+    name.starts_with(PREFIX) || legacy.iter().any(|l| name.starts_with(l))
 }
 
 /// Removes every temporary a killed agent left (and all of
@@ -104,7 +108,7 @@ pub fn clean(cfg: &Config) -> usize {
         found.extend(
             entries(&dir)
                 .into_iter()
-                .filter(|(_, name)| is_temporary(name, legacy))
+                .filter(|(_, name)| is_temporary(name, &legacy))
                 .map(|(p, _)| p),
         );
     }
@@ -143,12 +147,23 @@ mod tests {
     #[test]
     fn temporaries_are_told_from_what_must_stay() {
         for name in [".hubshift-tmp-backup-x", ".hubshift-tmp-restore-1"] {
-            assert!(is_temporary(name, false), "{name}");
+            assert!(is_temporary(name, &[]), "{name}");
         }
-        for name in [".partial-x", ".staging-y", ".hubshift-restore-z", ".tmp-q"] {
-            assert!(is_temporary(name, true), "{name}");
-            assert!(!is_temporary(name, false), "{name}: not in appdata");
-        }
+        assert!(is_temporary(".partial-x", LEGACY_BACKUPS));
+        assert!(
+            !is_temporary(".partial-x", LEGACY_RUNTIMES),
+            "only in backups/"
+        );
+        assert!(!is_temporary(".tmp-q", &[]), "not in appdata");
+        let all: Vec<&str> = [
+            LEGACY_STATE,
+            LEGACY_BACKUPS,
+            LEGACY_RECORDS,
+            LEGACY_INSTALL_ROOT,
+            LEGACY_RUNTIMES,
+            LEGACY_BESIDE_TREES,
+        ]
+        .concat();
         for name in [
             "appData.replaced-20260101T000000Z",
             "intelligencehub-certificatestore.pkcs12.previous-20260101T000000Z",
@@ -158,7 +173,7 @@ mod tests {
             "b1.tar.gz",
             "hub.json",
         ] {
-            assert!(!is_temporary(name, true), "{name}");
+            assert!(!is_temporary(name, &all), "{name}");
         }
     }
 

@@ -615,7 +615,17 @@ async fn every_temporary_of_a_killed_agent_is_removed_at_start() {
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
         std::fs::write(f, b"partial").unwrap();
     }
+    // Look-alikes of old names where no agent made them: someone else's.
+    let look_alikes = [
+        agent.appdata().join(".tmp-the-hubs-own"),
+        root.join(".partial-someone-elses"),
+    ];
+    for f in &look_alikes {
+        std::fs::write(f, b"keep").unwrap();
+    }
     let kept = [
+        look_alikes[0].clone(),
+        look_alikes[1].clone(),
         std::path::PathBuf::from(&set_aside),
         opt.join("runtimes/1.0.0"),
         opt.join("current"),
