@@ -29,13 +29,16 @@ pub struct Declared {
     pub by: String,
 }
 
-/// Whether `declared` names `requested`: the same, or a prefix of it up to
-/// a separator (a release folder says `4.3` for `4.3.0`).
+/// Whether `declared` and `requested` name one version: the same, or one a
+/// prefix of the other up to a separator (a release folder says `4.3` for
+/// `4.3.0`; a build may say `4.3.1-b17` for `4.3.1`). Only a contradiction
+/// (`4.1.0` for `4.2.0`) is refused.
 pub fn matches(declared: &str, requested: &str) -> bool {
-    declared == requested
-        || requested
-            .strip_prefix(declared)
+    let extends = |long: &str, short: &str| {
+        long.strip_prefix(short)
             .is_some_and(|rest| rest.starts_with(['.', '-', '+', '_']))
+    };
+    declared == requested || extends(requested, declared) || extends(declared, requested)
 }
 
 /// Refuses declarations that contradict `requested` (INVALID_ARGUMENT
@@ -190,9 +193,10 @@ mod tests {
         assert!(matches("4.3", "4.3.0"));
         assert!(matches("4.3.0", "4.3.0"));
         assert!(matches("4.3.0", "4.3.0-hotfix1"));
+        assert!(matches("4.3.1-b17", "4.3.1"));
         assert!(!matches("4.3", "4.31.0"));
         assert!(!matches("4.1.0", "4.2.0"));
-        assert!(!matches("4.3.0", "4.3"));
+        assert!(!matches("4.2", "4.20"));
     }
 
     #[test]
