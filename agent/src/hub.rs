@@ -373,8 +373,9 @@ impl Hub {
             "stopping hub"
         );
         // The stop command runs beside the wait, so that a kill brought
-        // forward by a later Stop is not held up by it (dropped: killed).
-        let _stop_command = if self.cfg.hub.stop_command.is_empty() {
+        // forward by a later Stop is not held up by it; it is killed with
+        // the hub, or left to end (within its timeout) when the hub stopped.
+        let stop_command = if self.cfg.hub.stop_command.is_empty() {
             signal_group(pgid, libc::SIGTERM);
             None
         } else {
@@ -400,6 +401,8 @@ impl Hub {
                     "hub process group {pgid} survived SIGKILL"
                 )));
             }
+        } else if let Some(command) = stop_command {
+            command.detach();
         }
         self.finish_stop(generation);
         tracing::info!(pid = record.pid, killed, "hub stopped");
@@ -440,14 +443,14 @@ impl Hub {
                 cmd.stdout(log).stderr(log2);
             }
         }
-        AbortOnDrop(tokio::spawn(async move {
+        AbortOnDrop(Some(tokio::spawn(async move {
             match tokio::time::timeout(timeout, cmd.status()).await {
                 Ok(Ok(status)) if status.success() => {}
                 Ok(Ok(status)) => tracing::warn!(%status, "stop command failed"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "stop command could not run"),
                 Err(_) => tracing::warn!("stop command timed out"),
             }
-        }))
+        })))
     }
 
     /// Start: validate, optionally run `create` to completion, spawn the hub.
@@ -728,12 +731,21 @@ impl Hub {
 /// How long a killed process group is given to disappear.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
-/// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task aborted when this is dropped, unless detached.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Lets the task run to its own end.
+    fn detach(mut self) {
+        self.0.take();
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 

@@ -953,3 +953,67 @@ max_archive_entries = 1000
     );
     assert_eq!(status(&mut c).await.state, HubState::Stopped as i32);
 }
+
+/// Pids whose command line contains `needle`.
+fn pids_running(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+                && pid_alive(*pid)
+        })
+        .collect()
+}
+
+/// With a configured stop command that hangs, an urgent Stop still kills
+/// the hub at its own deadline, and the hung command goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_stop_command_does_not_hold_up_an_urgent_stop() {
+    let mut agent = Agent::start();
+    agent.kill();
+    let marker = format!("617.{}", std::process::id());
+    let config = agent.config_text().replace(
+        "stop_timeout_secs = 10\n",
+        &format!("stop_timeout_secs = 10\nstop_command = [\"/bin/sleep\", \"{marker}\"]\n"),
+    );
+    std::fs::write(agent.config_path(), config).unwrap();
+    agent.spawn();
+    let mut c = agent.controller().await;
+    install_active(&mut c, "1.0.0").await;
+    let r = start_node(&mut c, StartMode::Start, "stubborn")
+        .await
+        .unwrap();
+    wait_active(&mut c).await;
+
+    let mut c1 = c.clone();
+    let long = tokio::spawn(async move {
+        c1.stop(StopRequest {
+            timeout_seconds: 3000,
+        })
+        .await
+    });
+    wait_for("the stop command running", || {
+        (!pids_running(&format!("sleep {marker}")).is_empty()).then_some(())
+    });
+    long.abort();
+    let st = tokio::time::timeout(ANSWER, c.stop(StopRequest { timeout_seconds: 1 }))
+        .await
+        .expect("the urgent stop is not held up by the stop command")
+        .unwrap()
+        .into_inner();
+    assert!(st.was_running && st.killed, "{st:?}");
+    assert!(!pid_alive(r.pid));
+    wait_for("the hung stop command killed", || {
+        pids_running(&format!("sleep {marker}"))
+            .is_empty()
+            .then_some(())
+    });
+}
