@@ -296,13 +296,14 @@ impl DockerHub {
                 return Err(engine_error("cannot stop the hub container")(e));
             }
             if graceful.as_ref().is_some_and(|g| g.is_finished()) {
-                if let Some(Ok(Err(e))) = match graceful.take() {
-                    Some(g) => Some(g.await),
-                    None => None,
-                } {
-                    // The client's own request timeout is not the engine's answer.
-                    if !matches!(e, bollard::errors::Error::RequestTimeoutError) {
-                        refused = Some(e);
+                if let Some(g) = graceful.take() {
+                    match g.await {
+                        // The client's own request timeout is not the engine's answer.
+                        Ok(Ok(())) | Ok(Err(bollard::errors::Error::RequestTimeoutError)) => {}
+                        Ok(Err(e)) => refused = Some(e),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the engine's stop request task failed")
+                        }
                     }
                 }
             }
