@@ -121,10 +121,7 @@ pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
     }
     let dir = backups_dir(cfg);
     fsutil::ensure_dir(&dir, 0o700)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(&dir)
-        .map_err(AgentError::io("cannot create a temp file in", &dir))?;
+    let tmp = crate::scratch::file_in(&dir, "backup")?;
     let file = tmp
         .reopen()
         .map_err(AgentError::io("cannot open", tmp.path()))?;
@@ -208,7 +205,9 @@ pub fn stream_file(
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read backup while streaming");
-                let _ = tx.blocking_send(Err(tonic::Status::internal("cannot read backup")));
+                let _ = tx.blocking_send(Err(tonic::Status::internal(format!(
+                    "cannot read the backup: {e}"
+                ))));
                 return;
             }
         };
@@ -249,7 +248,13 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
         staging.path(),
         limits,
     )
-    .map_err(|e| AgentError::FailedPrecondition(format!("backup {id} cannot be unpacked: {e}")))?;
+    .map_err(|e| match e {
+        // No room beside appdata is the host's fault, not the backup's.
+        ArchiveError::Io(e) if crate::error::is_host_fault(&e) => {
+            AgentError::io("cannot unpack the backup into", staging.path())(e)
+        }
+        e => AgentError::FailedPrecondition(format!("backup {id} cannot be unpacked: {e}")),
+    })?;
     if !staging.path().join("appdata").is_dir() {
         return Err(AgentError::FailedPrecondition(format!(
             "backup {id} holds no appdata/ tree"
@@ -270,15 +275,10 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
 }
 
 /// A private directory beside `parent`'s contents (same filesystem, so its
-/// trees can be renamed into place), removed on drop.
+/// trees can be renamed into place), removed on drop; an agent killed
+/// meanwhile leaves it for the next start to remove ([`crate::scratch`]).
 fn restore_staging(parent: &Path) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(".hubshift-restore-")
-        .tempdir_in(parent)
-        .map_err(AgentError::io(
-            "cannot create a staging directory in",
-            parent,
-        ))
+    crate::scratch::dir_in(parent, "restore")
 }
 
 /// Moves `target` aside (if present) and renames `restored` into its place.

@@ -265,41 +265,6 @@ async fn probe_now(cfg: Arc<Config>) -> anyhow::Result<bool> {
     Ok(report.role != Role::Unknown)
 }
 
-/// Removes upload, unpack and backup leftovers of an interrupted run.
-fn clean_leftovers(cfg: &Config) {
-    let dirs = [
-        (cfg.paths.state_dir.join("staging"), ""),
-        (
-            crate::runtime::runtimes_dir(&cfg.paths.install_root),
-            ".staging-",
-        ),
-        // A backup cut short by an agent crash; a retry writes it anew.
-        (crate::appdata::backups_dir(cfg), ".partial-"),
-    ];
-    for (dir, prefix) in dirs {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            if !name.to_string_lossy().starts_with(prefix) {
-                continue;
-            }
-            let path = entry.path();
-            let res = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                hubshift_common::archive::remove_tree(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match res {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed leftover from an interrupted upload")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover")
-                }
-            }
-        }
-    }
-}
-
 async fn shutdown_signal(tx: tokio::sync::watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -320,11 +285,12 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     let state = &cfg.paths.state_dir;
     fsutil::ensure_dir(state, 0o700).context("while preparing the state directory")?;
     fsutil::ensure_dir(&state.join("staging"), 0o700).context("while preparing staging")?;
-    clean_leftovers(&cfg);
     let drivers = crate::driver::open(cfg.clone())
         .await
         .context("while opening the hub driver")?;
     let cfg = drivers.cfg.clone();
+    // After the driver resolved appdata (a named volume's mount point).
+    crate::scratch::clean(&cfg);
 
     let addr: std::net::SocketAddr = cfg.listen.parse().context("listen address")?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -751,6 +751,14 @@ impl Config {
         if h.stop_timeout_secs == 0 {
             return Err(bad("hub.stop_timeout_secs", "must be at least 1".into()));
         }
+        // The same bound as a Stop request's own timeout.
+        let max_stop = u64::from(crate::driver::ops::MAX_STOP_TIMEOUT_SECS);
+        if h.stop_timeout_secs > max_stop {
+            return Err(bad(
+                "hub.stop_timeout_secs",
+                format!("must be at most {max_stop}"),
+            ));
+        }
         if h.create_timeout_secs == 0 {
             return Err(bad("hub.create_timeout_secs", "must be at least 1".into()));
         }
@@ -1032,6 +1040,15 @@ mod tests {
         let c = Config::load(&f, false).unwrap();
         assert_eq!(c.hub.stop_timeout_secs, 60);
         assert_eq!(c.role_probe.kind, ProbeKind::Log);
+        let long = write(
+            dir.path(),
+            &minimal(dir.path()).replace("[hub]\n", "[hub]\nstop_timeout_secs = 3601\n"),
+        );
+        let err = Config::load(&long, false).unwrap_err().to_string();
+        assert!(
+            err.contains("hub.stop_timeout_secs") && err.contains("3600"),
+            "{err}"
+        );
         let err = Config::load(&f, true).unwrap_err().to_string();
         assert!(err.contains("`tls`") && err.contains("agent.toml"), "{err}");
     }

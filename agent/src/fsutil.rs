@@ -13,10 +13,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| AgentError::Internal(format!("{} has no parent", path.display())))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(AgentError::io("cannot create a temp file in", dir))?;
+    let mut tmp = crate::scratch::file_in(dir, "write")?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .and_then(|_| {

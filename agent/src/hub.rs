@@ -4,6 +4,7 @@
 //! it survives the agent.
 
 use crate::config::{Config, Vars, fill, fill_argv};
+use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::layout;
@@ -87,11 +88,10 @@ pub struct Hub {
     probe: Probe,
     inner: Arc<Mutex<Inner>>,
     /// Serialises Start, Stop, ActivateRuntime and Restore.
-    ops: tokio::sync::Mutex<()>,
+    ops: OpsLock,
+    /// The stop in progress, which later Stops join.
+    stops: Stops,
 }
-
-/// Guard held by operations that need the hub to stay as it is.
-pub type OpsGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
 impl Hub {
     /// Loads hub.json and re-adopts a hub that still runs.
@@ -107,7 +107,8 @@ impl Hub {
                 creating: false,
                 generation: 0,
             })),
-            ops: tokio::sync::Mutex::new(()),
+            ops: OpsLock::default(),
+            stops: Stops::default(),
         });
         hub.readopt();
         Ok(hub)
@@ -237,9 +238,10 @@ impl Hub {
         fsutil::write_atomic(&self.record_path(), &json, 0o600)
     }
 
-    /// Takes the operations lock.
-    pub async fn lock_ops(&self) -> OpsGuard<'_> {
-        self.ops.lock().await
+    /// Takes the operations lock for `what`, waiting at most as long as a
+    /// Start or a Stop with the configured timeouts may hold it.
+    pub async fn lock_ops(&self, what: &'static str) -> Result<OpsGuard<'_>> {
+        self.ops.acquire(what, lock_wait(&self.cfg)).await
     }
 
     /// Whether a hub process runs now (or `create` is running).
@@ -328,9 +330,24 @@ impl Hub {
     }
 
     /// Stop: stop command or SIGTERM to the group, wait, then SIGKILL.
-    /// Returns (was_running, killed).
-    pub async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {
-        let _ops = self.ops.lock().await;
+    /// `timeout` is the caller's (checked against the maximum); a Stop that
+    /// arrives while another runs joins it and kills at its own deadline if
+    /// that comes first. Returns (was_running, killed).
+    pub async fn stop(&self, timeout: Duration) -> Result<(bool, bool)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.stops
+            .run(deadline, KILL_GRACE + Duration::from_secs(5), |kill_at| {
+                self.stop_leading(timeout, kill_at)
+            })
+            .await
+    }
+
+    async fn stop_leading(
+        &self,
+        timeout: Duration,
+        mut kill_at: tokio::sync::watch::Receiver<tokio::time::Instant>,
+    ) -> Result<(bool, bool)> {
+        let _ops = self.ops.acquire_until("Stop", &mut kill_at).await?;
         let (record, generation) = {
             let inner = self
                 .inner
@@ -341,11 +358,6 @@ impl Hub {
                 _ => return Ok((false, false)),
             }
         };
-        let timeout = Duration::from_secs(if timeout_secs == 0 {
-            self.cfg.hub.stop_timeout_secs
-        } else {
-            u64::from(timeout_secs)
-        });
         let pgid = record.pid as i32;
         let alive = || {
             process_alive(record.pid, record.start_time_ticks)
@@ -355,14 +367,21 @@ impl Hub {
             self.finish_stop(generation);
             return Ok((false, false));
         }
-        tracing::info!(pid = record.pid, "stopping hub");
-        let deadline = Instant::now() + timeout;
-        if self.cfg.hub.stop_command.is_empty() {
+        tracing::info!(
+            pid = record.pid,
+            timeout_secs = timeout.as_secs(),
+            "stopping hub"
+        );
+        // The stop command runs beside the wait, so that a kill brought
+        // forward by a later Stop is not held up by it; it is killed with
+        // the hub, or left to end (within its timeout) when the hub stopped.
+        let stop_command = if self.cfg.hub.stop_command.is_empty() {
             signal_group(pgid, libc::SIGTERM);
+            None
         } else {
-            self.run_stop_command(timeout).await;
-        }
-        while alive() && Instant::now() < deadline {
+            Some(self.spawn_stop_command(timeout))
+        };
+        while alive() && tokio::time::Instant::now() < *kill_at.borrow() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut killed = false;
@@ -373,7 +392,7 @@ impl Hub {
             );
             signal_group(pgid, libc::SIGKILL);
             killed = true;
-            let kill_deadline = Instant::now() + Duration::from_secs(10);
+            let kill_deadline = Instant::now() + KILL_GRACE;
             while alive() && Instant::now() < kill_deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -382,6 +401,8 @@ impl Hub {
                     "hub process group {pgid} survived SIGKILL"
                 )));
             }
+        } else if let Some(command) = stop_command {
+            command.detach();
         }
         self.finish_stop(generation);
         tracing::info!(pid = record.pid, killed, "hub stopped");
@@ -399,7 +420,9 @@ impl Hub {
         let _ = std::fs::remove_file(self.record_path());
     }
 
-    async fn run_stop_command(&self, timeout: Duration) {
+    /// Runs the configured stop command in a task of its own, bounded by
+    /// `timeout`; the task kills the command when aborted or dropped.
+    fn spawn_stop_command(&self, timeout: Duration) -> AbortOnDrop {
         let runtime = layout::active_runtime_dir(&self.cfg)
             .map(|d| d.display().to_string())
             .unwrap_or_default();
@@ -420,12 +443,14 @@ impl Hub {
                 cmd.stdout(log).stderr(log2);
             }
         }
-        match tokio::time::timeout(timeout, cmd.status()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => tracing::warn!(%status, "stop command failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "stop command could not run"),
-            Err(_) => tracing::warn!("stop command timed out"),
-        }
+        AbortOnDrop(Some(tokio::spawn(async move {
+            match tokio::time::timeout(timeout, cmd.status()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => tracing::warn!(%status, "stop command failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "stop command could not run"),
+                Err(_) => tracing::warn!("stop command timed out"),
+            }
+        })))
     }
 
     /// Start: validate, optionally run `create` to completion, spawn the hub.
@@ -458,7 +483,7 @@ impl Hub {
                 ));
             }
         };
-        let _ops = self.ops.lock().await;
+        let _ops = self.lock_ops("Start").await?;
         {
             let inner = self
                 .inner
@@ -700,6 +725,27 @@ impl Hub {
         }
         tracing::info!(node = %node, "HA create finished");
         Ok(())
+    }
+}
+
+/// How long a killed process group is given to disappear.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// A task aborted when this is dropped, unless detached.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Lets the task run to its own end.
+    fn detach(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 

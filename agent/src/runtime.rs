@@ -7,6 +7,7 @@
 //! live there).
 
 use crate::config::LimitsSection;
+use crate::declared;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use hubshift_common::archive::{ArchiveStats, UnpackLimits, check_links_on_disk, unpack_tar_gz};
@@ -81,11 +82,7 @@ pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> 
         }
     }
     let previous = active_version(install_root).unwrap_or_default();
-    let tmp = install_root.join(format!(
-        ".current.tmp-{}-{}",
-        std::process::id(),
-        fsutil::now_unix_ms()
-    ));
+    let tmp = crate::scratch::name_in(install_root, "current");
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(Path::new("runtimes").join(version), &tmp)
         .map_err(AgentError::io("cannot create link", &tmp))?;
@@ -98,23 +95,40 @@ pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> 
     Ok((previous, version.to_string()))
 }
 
-/// The lock of one runtime directory, shared by every upload of that
-/// version in this process; dropped from the map when nobody holds it.
-fn version_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex, Weak};
-    static LOCKS: Mutex<BTreeMap<PathBuf, Weak<tokio::sync::Mutex<()>>>> =
-        Mutex::new(BTreeMap::new());
-    let mut locks = LOCKS
+/// Installs running now, by what they install (a runtime directory, an
+/// image tag): one install per version at a time.
+static INSTALLING: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The claim of one install on its target; released on drop.
+#[derive(Debug)]
+pub struct InstallClaim(String);
+
+impl Drop for InstallClaim {
+    fn drop(&mut self) {
+        INSTALLING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.0);
+    }
+}
+
+/// Claims `target` for one install of `version`. A second upload of a
+/// version being installed is answered at once (ABORTED) rather than left
+/// unread behind the first until its sender times out: the first may take
+/// as long as its sender does, and the answer "installed" is only known
+/// when it ends.
+pub fn claim_install(target: &str, version: &str) -> Result<InstallClaim> {
+    let mut installing = INSTALLING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    locks.retain(|_, l| l.strong_count() > 0);
-    if let Some(lock) = locks.get(dir).and_then(Weak::upgrade) {
-        return lock;
+    if !installing.insert(target.to_string()) {
+        return Err(AgentError::Aborted(format!(
+            "runtime {version} is being installed by another request now; retry when it has \
+             ended (the same archive is then already installed)"
+        )));
     }
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    locks.insert(dir.to_path_buf(), Arc::downgrade(&lock));
-    lock
+    Ok(InstallClaim(target.to_string()))
 }
 
 /// Where the agent remembers which archive a staged runtime came from.
@@ -277,10 +291,9 @@ where
     let version = header.version.clone();
     let runtimes = runtimes_dir(install_root);
     fsutil::ensure_dir(&runtimes, 0o755)?;
-    // One install per version at a time: a second upload of the same
-    // version waits, then finds it installed (or installs it if the first
-    // failed), so the record always describes the published directory.
-    let _version_lock = version_lock(&runtimes.join(&version)).lock_owned().await;
+    // One install per version at a time, so the record always describes
+    // the published directory; a second one is told so at once.
+    let _claim = claim_install(&runtimes.join(&version).display().to_string(), &version)?;
     if let Some(already) = existing(state_dir, &runtimes, &header)? {
         return Ok(Installed {
             header,
@@ -301,10 +314,7 @@ where
         ArchiveFormat::Zip => {
             let staging = state_dir.join("staging");
             fsutil::ensure_dir(&staging, 0o700)?;
-            let tmp = tempfile::Builder::new()
-                .prefix("upload-")
-                .tempfile_in(&staging)
-                .map_err(AgentError::io("cannot create a temp file in", &staging))?;
+            let tmp = crate::scratch::file_in(&staging, "upload")?;
             (Sink::File(tmp), None)
         }
         _ => {
@@ -375,7 +385,7 @@ where
     let v = version.clone();
     tokio::task::spawn_blocking(move || match (unpacked, zip_file) {
         (Some((staging, result)), _) => {
-            let stats = result.map_err(AgentError::archive)?;
+            let stats = result.map_err(AgentError::archive(staging.path()))?;
             publish(staging, stats, &runtimes, &v, &state_dir, &sha_for_record)
         }
         (None, Some(tmp)) => {
@@ -510,14 +520,7 @@ impl Drop for Staging {
 }
 
 fn staging_dir(runtimes: &Path) -> Result<Staging> {
-    tempfile::Builder::new()
-        .prefix(".staging-")
-        .tempdir_in(runtimes)
-        .map(|d| Staging(Some(d)))
-        .map_err(AgentError::io(
-            "cannot create a staging directory in",
-            runtimes,
-        ))
+    crate::scratch::dir_in(runtimes, "staging").map(|d| Staging(Some(d)))
 }
 
 /// Makes a verified, unpacked runtime visible: records the archive digest
@@ -530,12 +533,22 @@ fn publish(
     state_dir: &Path,
     sha: &str,
 ) -> Result<()> {
+    // A runtime is installed only as the version it says it is; on a
+    // refusal the staging tree goes with `staging`.
+    let declared = declared::check(version, &declared::read_tree(staging.path()))?;
+    if declared.is_none() {
+        tracing::warn!(
+            version,
+            "the runtime declares no version: its label is not checked"
+        );
+    }
+    declared::write_record(state_dir, version, declared.as_ref())?;
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
         .map_err(AgentError::io("cannot set mode of", staging.path()))?;
     let target = runtimes.join(version);
     let appeared =
         || AgentError::AlreadyExists(format!("runtime {version} appeared while unpacking"));
-    // The caller holds the version lock, so only something outside the
+    // The caller holds the version's claim, so only something outside the
     // agent can make the target appear; then the record is left alone.
     if fs::symlink_metadata(&target).is_ok() {
         return Err(appeared());
@@ -692,8 +705,14 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
                 }
             })?;
         let room = limits.max_total_bytes.saturating_sub(stats.bytes);
-        let copied = io::copy(&mut (&mut entry).take(room + 1), &mut out)
-            .map_err(|e| AgentError::InvalidArgument(format!("bad zip entry {name:?}: {e}")))?;
+        // A full disk is the host's fault, a broken entry the archive's.
+        let copied = io::copy(&mut (&mut entry).take(room + 1), &mut out).map_err(|e| {
+            if crate::error::is_host_fault(&e) {
+                AgentError::io("cannot write", &target)(e)
+            } else {
+                AgentError::InvalidArgument(format!("bad zip entry {name:?}: {e}"))
+            }
+        })?;
         stats.bytes += copied;
         if stats.bytes > limits.max_total_bytes {
             return Err(AgentError::InvalidArgument(format!(
@@ -704,13 +723,25 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
     }
     // Each link was checked as text; together (`y -> .`, `x -> y/y/../..`)
     // they may still lead out.
-    check_links_on_disk(dest).map_err(AgentError::archive)?;
+    check_links_on_disk(dest).map_err(AgentError::archive(dest))?;
     Ok(stats)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_install_per_version_the_second_is_told_at_once() {
+        let first = claim_install("/opt/runtimes/9.9.1", "9.9.1").unwrap();
+        let err = claim_install("/opt/runtimes/9.9.1", "9.9.1").unwrap_err();
+        assert!(matches!(err, AgentError::Aborted(_)), "{err}");
+        assert!(err.to_string().contains("9.9.1"), "{err}");
+        let other = claim_install("/opt/runtimes/9.9.2", "9.9.2").unwrap();
+        drop(first);
+        let again = claim_install("/opt/runtimes/9.9.1", "9.9.1").unwrap();
+        drop((other, again));
+    }
 
     #[test]
     fn a_process_agent_refuses_image_archives_by_their_format() {

@@ -81,6 +81,15 @@ impl Operations {
         let view = self.hub.view().await?;
         let active = self.runtimes.active_version().await.unwrap_or_default();
         let staged = self.runtimes.staged_versions().await;
+        let mut staged_declared = Vec::with_capacity(staged.len());
+        for version in &staged {
+            let d = self.runtimes.declared(version).await.unwrap_or_default();
+            staged_declared.push(StagedRuntime {
+                version: version.clone(),
+                declared_version: d.version,
+                declared_by: d.by,
+            });
+        }
         let cfg = self.cfg.clone();
         // Where staged runtimes take room: the install root, or the engine's
         // data root for images.
@@ -149,11 +158,14 @@ impl Operations {
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
             layout: self.cfg.hub.layout.name().into(),
+            staged: staged_declared,
         })
     }
 
     async fn do_stop(&self, req: StopRequest) -> Result<StopResponse> {
-        let (was_running, killed) = self.hub.stop(req.timeout_seconds).await?;
+        let timeout =
+            crate::driver::ops::stop_timeout(req.timeout_seconds, self.cfg.hub.stop_timeout_secs)?;
+        let (was_running, killed) = self.hub.stop(timeout).await?;
         Ok(StopResponse {
             was_running,
             killed,
@@ -209,7 +221,7 @@ impl Operations {
     }
 
     async fn do_restore(&self, req: RestoreRequest) -> Result<RestoreResponse> {
-        let _ops = self.hub.lock_ops().await;
+        let _ops = self.hub.lock_ops("Restore").await?;
         self.hub_must_be_stopped("restoring appdata").await?;
         let cfg = self.cfg.clone();
         let set_aside_path =
@@ -262,7 +274,7 @@ impl Operations {
         &self,
         req: ActivateRuntimeRequest,
     ) -> Result<ActivateRuntimeResponse> {
-        let _ops = self.hub.lock_ops().await;
+        let _ops = self.hub.lock_ops("ActivateRuntime").await?;
         self.hub_must_be_stopped("switching the runtime").await?;
         let (previous, active, carried_store_forward) =
             self.runtimes.activate(&req.version).await?;

@@ -547,7 +547,7 @@ async fn backup_restore_round_trip_and_certificate() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".hubshift-restore"))
+        .filter(|n| n.starts_with(".hubshift-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -1039,7 +1039,7 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".partial-"))
+        .filter(|n| n.starts_with(".hubshift-tmp-") || n.starts_with(".partial-"))
         .collect();
     assert!(partials.is_empty(), "partial files left: {partials:?}");
 }

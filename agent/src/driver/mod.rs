@@ -5,6 +5,7 @@
 //! upgraded by the same controller steps.
 
 pub mod docker;
+pub mod ops;
 pub mod process;
 
 use crate::config::{Config, DriverKind, LimitsSection};
@@ -56,9 +57,11 @@ pub trait HubDriver: Send + Sync + 'static {
         node: &str,
         jdbc: Secret,
     ) -> Result<(u32, bool, Vec<String>)>;
-    /// Graceful stop, then kill after the timeout (0: the configured one).
+    /// Graceful stop, then kill after `timeout` (the caller's, checked by
+    /// [`ops::stop_timeout`]); a Stop arriving meanwhile joins this one and
+    /// kills at its own deadline if that is earlier ([`ops::Stops`]).
     /// Idempotent. Returns (was_running, killed).
-    async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)>;
+    async fn stop(&self, timeout: std::time::Duration) -> Result<(bool, bool)>;
     /// State, exit code and role now; an error when they cannot be known
     /// (an engine that does not answer must not look like a stopped hub).
     async fn view(&self) -> Result<HubView>;
@@ -66,8 +69,9 @@ pub trait HubDriver: Send + Sync + 'static {
     async fn probe_input(&self) -> ProbeInput;
     /// Whether the hub (or its `create`) runs now.
     async fn is_running(&self) -> bool;
-    /// The operations lock.
-    async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()>;
+    /// The operations lock for `what`, waited for at most
+    /// [`ops::lock_wait`]; ABORTED naming the holder after that.
+    async fn lock_ops(&self, what: &'static str) -> Result<ops::OpsGuard<'_>>;
     /// Background upkeep (log caps, watchers) until `shutdown` flips.
     fn spawn_housekeeping(&self, shutdown: tokio::sync::watch::Receiver<bool>);
 }
@@ -99,6 +103,9 @@ pub trait RuntimeStore: Send + Sync + 'static {
     async fn active_version(&self) -> Option<String>;
     /// Every staged version, sorted.
     async fn staged_versions(&self) -> Vec<String>;
+    /// What a staged version declares itself (recorded at install); None
+    /// when it declares nothing or nobody knows.
+    async fn declared(&self, version: &str) -> Option<crate::declared::Declared>;
     /// The directory on whose file system a staged runtime takes room:
     /// Status reports its free space as `install_root`, which the
     /// controller's preflight holds against the runtime's unpacked size.

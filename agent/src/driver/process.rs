@@ -45,8 +45,8 @@ impl HubDriver for ProcessHub {
         Ok((pid, already, Vec::new()))
     }
 
-    async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {
-        self.hub.stop(timeout_secs).await
+    async fn stop(&self, timeout: std::time::Duration) -> Result<(bool, bool)> {
+        self.hub.stop(timeout).await
     }
 
     async fn view(&self) -> Result<HubView> {
@@ -75,8 +75,8 @@ impl HubDriver for ProcessHub {
         self.hub.is_running()
     }
 
-    async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.hub.lock_ops().await
+    async fn lock_ops(&self, what: &'static str) -> Result<super::ops::OpsGuard<'_>> {
+        self.hub.lock_ops(what).await
     }
 
     fn spawn_housekeeping(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -122,6 +122,31 @@ impl RuntimeStore for RuntimeDirs {
         tokio::task::spawn_blocking(move || runtime::staged_versions(&root))
             .await
             .unwrap_or_default()
+    }
+
+    async fn declared(&self, version: &str) -> Option<crate::declared::Declared> {
+        let (state, root, version) = (
+            self.state_dir.clone(),
+            self.install_root.clone(),
+            version.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            use crate::declared::{matches, read_record, read_tree};
+            if let Some(recorded) = read_record(&state, &version) {
+                return recorded;
+            }
+            // Staged by an older agent: read it now; a contradiction is
+            // what the controller most needs to see.
+            let found = read_tree(&runtime::runtimes_dir(&root).join(&version));
+            found
+                .iter()
+                .find(|d| !matches(&d.version, &version))
+                .or_else(|| found.iter().max_by_key(|d| d.version.len()))
+                .cloned()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     fn room_dir(&self) -> PathBuf {

@@ -363,10 +363,11 @@ while true; do sleep 0.1; done
 
 /// HA create: writes a marker into appdata; fails (printing the URI it got
 /// from the environment, which the agent must mask) for node "bad-node";
-/// takes two seconds for node "slow-create".
+/// takes two seconds for node "slow-create", fifteen for "very-slow-create".
 pub const CREATE_SCRIPT: &str = r#"#!/bin/sh
 if [ "$HUBSHIFT_NODE" = "bad-node" ]; then echo "cannot connect to $HUBSHIFT_JDBC_URI" >&2; exit 3; fi
 if [ "$HUBSHIFT_NODE" = "slow-create" ]; then sleep 2; fi
+if [ "$HUBSHIFT_NODE" = "very-slow-create" ]; then sleep 15; fi
 echo "created by $HUBSHIFT_NODE" > "$4/created-marker"
 echo "create done"
 "#;

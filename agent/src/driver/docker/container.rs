@@ -5,6 +5,7 @@
 
 use super::{ImageStore, LABEL_MANAGED, engine_error, is_not_found, store_forward};
 use crate::config::{Config, DockerSection, DockerStartMode, Vars, fill, fill_argv, parse_port};
+use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
 use crate::driver::{HubDriver, HubView, check_start};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
@@ -45,7 +46,9 @@ pub struct DockerHub {
     probe: Probe,
     created: Option<Regex>,
     /// Serialises Start, Stop, ActivateRuntime and Restore.
-    ops: tokio::sync::Mutex<()>,
+    ops: OpsLock,
+    /// The stop in progress, which later Stops join.
+    stops: Stops,
     /// CREATE_AND_START waits for `created_pattern`.
     creating: AtomicBool,
 }
@@ -75,7 +78,8 @@ impl DockerHub {
             images,
             probe,
             created,
-            ops: tokio::sync::Mutex::new(()),
+            ops: OpsLock::default(),
+            stops: Stops::default(),
             creating: AtomicBool::new(false),
         })
     }
@@ -233,21 +237,102 @@ impl DockerHub {
         })
     }
 
-    /// Stop of a paused (frozen) container: SIGKILL, which ends it without
-    /// letting it run. The engine's stop would thaw it to deliver the stop
-    /// signal, and the hub would carry on for a while as the node it was
-    /// when it froze — the active one, say, while another node now serves.
-    /// A SIGSTOPped hub under the process driver ends the same way: killed
-    /// without running again.
-    async fn kill_paused(
+    /// Whether the container runs now.
+    async fn running(&self) -> Result<bool> {
+        Ok(self
+            .inspect()
+            .await?
+            .and_then(|c| c.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false))
+    }
+
+    /// The engine's stop (SIGTERM, SIGKILL after `timeout`) as a request of
+    /// its own, while the wait is the agent's: when the kill instant (moved
+    /// earlier by a more urgent Stop) comes first, the agent kills. The
+    /// engine's own client also gives up on a request after 120 s, which
+    /// must not end a longer graceful stop.
+    async fn stop_leading(
         &self,
-        c: &ContainerInspectResponse,
-        timeout: u64,
+        timeout: Duration,
+        mut kill_at: tokio::sync::watch::Receiver<tokio::time::Instant>,
     ) -> Result<(bool, bool)> {
-        tracing::warn!(
-            container = %self.d.container,
-            "the hub container is paused: killing it (a stop would let it run again first)"
-        );
+        let _ops = self.ops.acquire_until("Stop", &mut kill_at).await?;
+        let Some(c) = self.inspect().await? else {
+            return Ok((false, false));
+        };
+        let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if !managed(&c) || !running {
+            return Ok((false, false));
+        }
+        if c.state.as_ref().and_then(|s| s.paused).unwrap_or(false) {
+            return self.kill_paused(&c).await;
+        }
+        tracing::info!(container = %self.d.container, timeout_secs = timeout.as_secs(), "stopping the hub container");
+        let began = Instant::now();
+        let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let mut graceful = {
+            let (engine, name) = (self.engine.clone(), self.d.container.clone());
+            Some(tokio::spawn(async move {
+                engine
+                    .stop_container(
+                        &name,
+                        Some(StopContainerOptionsBuilder::default().t(t).build()),
+                    )
+                    .await
+            }))
+        };
+        let mut killed = false;
+        let mut refused = None;
+        loop {
+            if !self.running().await? {
+                break;
+            }
+            if let Some(e) = refused.take() {
+                // The engine refused the stop and the container still runs.
+                if let Some(g) = graceful.take() {
+                    g.abort();
+                }
+                return Err(engine_error("cannot stop the hub container")(e));
+            }
+            if graceful.as_ref().is_some_and(|g| g.is_finished()) {
+                if let Some(g) = graceful.take() {
+                    match g.await {
+                        // The client's own request timeout is not the engine's answer.
+                        Ok(Ok(())) | Ok(Err(bollard::errors::Error::RequestTimeoutError)) => {}
+                        Ok(Err(e)) => refused = Some(e),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the engine's stop request task failed")
+                        }
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= *kill_at.borrow() {
+                self.kill("the stop timeout passed").await?;
+                killed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(g) = graceful.take() {
+            g.abort();
+        }
+        let id = c.id.clone().unwrap_or_default();
+        fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
+        // The engine kills after its timeout too; the exit code then says SIGKILL.
+        let code = self
+            .inspect()
+            .await?
+            .and_then(|c| c.state)
+            .and_then(|s| s.exit_code);
+        let killed = killed || (code == Some(137) && began.elapsed() >= timeout);
+        tracing::info!(container = %self.d.container, killed, "hub container stopped");
+        Ok((true, killed))
+    }
+
+    /// SIGKILL, then waits until the container no longer runs.
+    async fn kill(&self, why: &str) -> Result<()> {
+        tracing::warn!(container = %self.d.container, why, "killing the hub container");
         self.engine
             .kill_container(
                 &self.d.container,
@@ -258,26 +343,36 @@ impl DockerHub {
                 ),
             )
             .await
-            .map_err(engine_error("cannot kill the paused hub container"))?;
-        let deadline = Instant::now() + Duration::from_secs(timeout.max(10));
-        loop {
-            let running = self
-                .inspect()
-                .await?
-                .and_then(|c| c.state)
-                .and_then(|s| s.running)
-                .unwrap_or(false);
-            if !running {
-                break;
-            }
+            .or_else(|e| match &e {
+                // Ended by itself meanwhile.
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                } => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(engine_error("cannot kill the hub container"))?;
+        let deadline = Instant::now() + KILL_GRACE;
+        while self.running().await? {
             if Instant::now() >= deadline {
                 return Err(AgentError::Unavailable(format!(
-                    "the paused hub container {} still runs after SIGKILL",
+                    "the hub container {} still runs after SIGKILL",
                     self.d.container
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
+    }
+
+    /// Stop of a paused (frozen) container: SIGKILL, which ends it without
+    /// letting it run. The engine's stop would thaw it to deliver the stop
+    /// signal, and the hub would carry on for a while as the node it was
+    /// when it froze — the active one, say, while another node now serves.
+    /// A SIGSTOPped hub under the process driver ends the same way: killed
+    /// without running again.
+    async fn kill_paused(&self, c: &ContainerInspectResponse) -> Result<(bool, bool)> {
+        self.kill("it is paused: a stop would let it run again first")
+            .await?;
         let id = c.id.clone().unwrap_or_default();
         fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
         tracing::info!(container = %self.d.container, killed = true, "hub container stopped");
@@ -516,6 +611,9 @@ impl DockerHub {
     }
 }
 
+/// How long a killed container is given to end.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
 /// What one start puts into the container.
 struct Launch<'a> {
     image: &'a str,
@@ -568,48 +666,17 @@ impl HubDriver for DockerHub {
         jdbc: Secret,
     ) -> Result<(u32, bool, Vec<String>)> {
         let mode_name = check_start(mode, node, &jdbc)?;
-        let _ops = self.ops.lock().await;
+        let _ops = self.ops.acquire("Start", lock_wait(&self.cfg)).await?;
         self.start_locked(mode, mode_name, node, &jdbc).await
     }
 
-    async fn stop(&self, timeout_secs: u32) -> Result<(bool, bool)> {
-        let _ops = self.ops.lock().await;
-        let Some(c) = self.inspect().await? else {
-            return Ok((false, false));
-        };
-        let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-        if !managed(&c) || !running {
-            return Ok((false, false));
-        }
-        let timeout = if timeout_secs == 0 {
-            self.cfg.hub.stop_timeout_secs
-        } else {
-            u64::from(timeout_secs)
-        };
-        if c.state.as_ref().and_then(|s| s.paused).unwrap_or(false) {
-            return self.kill_paused(&c, timeout).await;
-        }
-        tracing::info!(container = %self.d.container, "stopping the hub container");
-        let began = Instant::now();
-        let t = i32::try_from(timeout).unwrap_or(i32::MAX);
-        self.engine
-            .stop_container(
-                &self.d.container,
-                Some(StopContainerOptionsBuilder::default().t(t).build()),
-            )
+    async fn stop(&self, timeout: Duration) -> Result<(bool, bool)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.stops
+            .run(deadline, KILL_GRACE + Duration::from_secs(5), |kill_at| {
+                self.stop_leading(timeout, kill_at)
+            })
             .await
-            .map_err(engine_error("cannot stop the hub container"))?;
-        let id = c.id.clone().unwrap_or_default();
-        fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
-        // The engine kills after the timeout; the exit code then says SIGKILL.
-        let code = self
-            .inspect()
-            .await?
-            .and_then(|c| c.state)
-            .and_then(|s| s.exit_code);
-        let killed = code == Some(137) && began.elapsed() >= Duration::from_secs(timeout);
-        tracing::info!(container = %self.d.container, killed, "hub container stopped");
-        Ok((true, killed))
     }
 
     async fn view(&self) -> Result<HubView> {
@@ -674,8 +741,8 @@ impl HubDriver for DockerHub {
         }
     }
 
-    async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.ops.lock().await
+    async fn lock_ops(&self, what: &'static str) -> Result<OpsGuard<'_>> {
+        self.ops.acquire(what, lock_wait(&self.cfg)).await
     }
 
     fn spawn_housekeeping(&self, _shutdown: tokio::sync::watch::Receiver<bool>) {

@@ -6,6 +6,7 @@
 
 use super::{engine_error, is_not_found};
 use crate::config::{Config, DockerSection, LimitsSection};
+use crate::declared::Declared;
 use crate::driver::{Installed, RuntimeStore, Upload};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
@@ -30,9 +31,6 @@ pub struct ImageStore {
     engine: Docker,
     /// Where the engine keeps its images (see [`data_root`]).
     data_root: PathBuf,
-    /// One install at a time: the engine loads one archive at a time anyway,
-    /// and the check for an existing tag must see the previous install.
-    install: tokio::sync::Mutex<()>,
 }
 
 impl ImageStore {
@@ -49,7 +47,6 @@ impl ImageStore {
             d,
             engine,
             data_root,
-            install: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -124,10 +121,7 @@ impl ImageStore {
     ) -> Result<(tempfile::NamedTempFile, String, u64)> {
         let staging = self.cfg.paths.state_dir.join("staging");
         fsutil::ensure_dir(&staging, 0o700)?;
-        let tmp = tempfile::Builder::new()
-            .prefix("image-")
-            .tempfile_in(&staging)
-            .map_err(AgentError::io("cannot create a temp file in", &staging))?;
+        let tmp = crate::scratch::file_in(&staging, "image")?;
         let mut file = tmp
             .reopen()
             .map_err(AgentError::io("cannot open", tmp.path()))?;
@@ -203,15 +197,19 @@ impl ImageStore {
 }
 
 /// The one image of a `docker save` archive: its id (`sha256:…`), read
-/// from manifest.json. Refuses archives with more or fewer images, or more
-/// entries than allowed.
-pub fn single_image_id(archive: &Path, max_entries: u64) -> Result<String> {
+/// from manifest.json, and the version its labels declare (see
+/// [`crate::declared::IMAGE_LABELS`]). Refuses archives with more or fewer
+/// images, or more entries than allowed.
+pub fn single_image(archive: &Path, max_entries: u64) -> Result<(String, Option<Declared>)> {
     let file = std::fs::File::open(archive).map_err(AgentError::io("cannot open", archive))?;
     let mut tar = tar::Archive::new(std::io::BufReader::new(file));
     let entries = tar.entries().map_err(|e| {
         AgentError::InvalidArgument(format!("not a docker save archive (tar): {e}"))
     })?;
     let mut manifest = None;
+    // Small entries that may be the image's config (read once, in one pass).
+    let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut small_bytes = 0u64;
     let mut count = 0u64;
     for entry in entries {
         let mut entry = entry.map_err(|e| {
@@ -238,6 +236,18 @@ pub fn single_image_id(archive: &Path, max_entries: u64) -> Result<String> {
                 .read_to_string(&mut text)
                 .map_err(|e| AgentError::InvalidArgument(format!("manifest.json: {e}")))?;
             manifest = Some(text);
+        } else if entry.size() <= 1024 * 1024 && small_bytes + entry.size() <= 16 * 1024 * 1024 {
+            let name = entry
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".json") || name.starts_with("blobs/") {
+                let mut bytes = Vec::new();
+                if entry.read_to_end(&mut bytes).is_ok() {
+                    small_bytes += bytes.len() as u64;
+                    small.insert(name, bytes);
+                }
+            }
         }
     }
     let text = manifest.ok_or_else(|| {
@@ -263,7 +273,14 @@ pub fn single_image_id(archive: &Path, max_entries: u64) -> Result<String> {
             "manifest.json: unexpected Config {config:?}"
         )));
     }
-    Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
+    let declared = small
+        .get(config)
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(bytes).ok())
+        .and_then(|c| {
+            let labels = c.get("config")?.get("Labels")?.clone();
+            crate::declared::from_labels(|k| labels.get(k).and_then(|v| v.as_str()))
+        });
+    Ok((format!("sha256:{}", hex.to_ascii_lowercase()), declared))
 }
 
 fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
@@ -282,7 +299,9 @@ impl RuntimeStore for ImageStore {
         let mut header = crate::runtime::read_header(&mut upload).await?;
         check_header(&mut header, &limits)?;
         let version = header.version.clone();
-        let _one = self.install.lock().await;
+        // One install per tag, so the check for an existing tag sees the
+        // previous install; a second one is told so at once.
+        let _claim = crate::runtime::claim_install(&self.image_ref(&version), &version)?;
         let existing = self.image_id(&version).await?;
         if existing.is_some() {
             let recorded =
@@ -299,7 +318,10 @@ impl RuntimeStore for ImageStore {
         crate::runtime::check_received(&header, size, &sha)?;
         let path = tmp.path().to_path_buf();
         let max_entries = limits.max_archive_entries;
-        let id = tokio::task::spawn_blocking(move || single_image_id(&path, max_entries)).await??;
+        let (id, declared) =
+            tokio::task::spawn_blocking(move || single_image(&path, max_entries)).await??;
+        // Loaded only as the version it says it is.
+        let declared = crate::declared::check(&version, declared.as_slice())?;
         let reference = self.image_ref(&version);
         // The tag exists: the same image (loaded by hand, or by another
         // agent on this engine) is this archive; another one is a conflict.
@@ -310,6 +332,7 @@ impl RuntimeStore for ImageStore {
                 )));
             }
             self.write_record(&version, &sha)?;
+            crate::declared::write_record(&self.cfg.paths.state_dir, &version, declared.as_ref())?;
             return Ok(Installed {
                 header,
                 already_installed: true,
@@ -330,6 +353,7 @@ impl RuntimeStore for ImageStore {
             .await
             .map_err(engine_error("cannot tag the loaded image"))?;
         self.write_record(&version, &sha)?;
+        crate::declared::write_record(&self.cfg.paths.state_dir, &version, declared.as_ref())?;
         tracing::info!(
             version = %version,
             image = %reference,
@@ -401,6 +425,10 @@ impl RuntimeStore for ImageStore {
         out
     }
 
+    async fn declared(&self, version: &str) -> Option<crate::declared::Declared> {
+        crate::declared::read_record(&self.cfg.paths.state_dir, version).flatten()
+    }
+
     fn room_dir(&self) -> PathBuf {
         self.data_root.clone()
     }
@@ -452,18 +480,35 @@ mod tests {
     const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
+    fn an_image_declares_its_version_by_a_label() {
+        let manifest = format!(r#"[{{"Config":"{HEX}.json"}}]"#);
+        let config = r#"{"config":{"Labels":{"hubsim.version":"4.1.0"}}}"#;
+        let f = archive(&[
+            ("manifest.json", &manifest),
+            (&format!("{HEX}.json"), config),
+        ]);
+        let (_, declared) = single_image(f.path(), 10).unwrap();
+        let declared = declared.unwrap();
+        assert_eq!(declared.version, "4.1.0");
+        let err = crate::declared::check("4.2.0", &[declared]).unwrap_err();
+        assert!(err.to_string().contains("4.1.0"), "{err}");
+        let bare = archive(&[("manifest.json", &manifest), (&format!("{HEX}.json"), "{}")]);
+        assert_eq!(single_image(bare.path(), 10).unwrap().1, None);
+    }
+
+    #[test]
     fn an_image_archive_must_hold_exactly_one_image() {
         let one =
             format!(r#"[{{"Config":"{HEX}.json","RepoTags":null,"Layers":["l/layer.tar"]}}]"#);
         let f = archive(&[("manifest.json", &one), ("l/layer.tar", "x")]);
         assert_eq!(
-            single_image_id(f.path(), 10).unwrap(),
+            single_image(f.path(), 10).unwrap().0,
             format!("sha256:{HEX}")
         );
         let oci = format!(r#"[{{"Config":"blobs/sha256/{HEX}"}}]"#);
         let f = archive(&[("manifest.json", &oci)]);
         assert_eq!(
-            single_image_id(f.path(), 10).unwrap(),
+            single_image(f.path(), 10).unwrap().0,
             format!("sha256:{HEX}")
         );
 
@@ -482,7 +527,7 @@ mod tests {
             ),
         ];
         for (f, why) in cases {
-            let err = single_image_id(f.path(), 2).unwrap_err();
+            let err = single_image(f.path(), 2).unwrap_err();
             assert!(
                 matches!(err, AgentError::InvalidArgument(_)),
                 "{why}: {err}"
@@ -491,6 +536,6 @@ mod tests {
         }
         let mut garbage = tempfile::NamedTempFile::new().unwrap();
         garbage.write_all(&[7u8; 1000]).unwrap();
-        assert!(single_image_id(garbage.path(), 10).is_err());
+        assert!(single_image(garbage.path(), 10).is_err());
     }
 }

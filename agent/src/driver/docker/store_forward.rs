@@ -78,10 +78,7 @@ pub async fn copy(
     dir: &str,
     scratch: &Path,
 ) -> Result<Vec<String>> {
-    let whole = tempfile::Builder::new()
-        .prefix(".store-forward-")
-        .tempfile_in(scratch)
-        .map_err(AgentError::io("cannot create a temp file in", scratch))?;
+    let whole = crate::scratch::file_in(scratch, "store-forward")?;
     // The directory as a tar (its entries under its base name).
     {
         let options = DownloadFromContainerOptionsBuilder::default()
@@ -137,10 +134,7 @@ fn pick(
     target: &str,
     scratch: &Path,
 ) -> Result<(Vec<String>, tempfile::NamedTempFile)> {
-    let picked = tempfile::Builder::new()
-        .prefix(".store-forward-")
-        .tempfile_in(scratch)
-        .map_err(AgentError::io("cannot create a temp file in", scratch))?;
+    let picked = crate::scratch::file_in(scratch, "store-forward")?;
     let bad = |e: std::io::Error| {
         AgentError::Unavailable(format!(
             "the engine's archive of the previous hub container is unreadable: {e}"
