@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod clock;
+pub mod declared;
 pub mod digest;
 pub mod names;
 pub mod pgzip;

@@ -252,6 +252,8 @@ pub enum StepOutcome {
         /// Unix ms: the primary was seen active.
         primary_active_ms: u64,
     },
+    /// Something the operator should know, said once in the summary.
+    Warned(String),
     /// A secondary was seen standby at `at_ms`.
     StandbyAgain {
         /// Unix ms.
@@ -370,6 +372,11 @@ pub fn fold(mut f: RunFacts, outcome: &StepOutcome) -> RunFacts {
                 f.warnings.push(format!(
                     "{n} did not shut itself down after the new schema appeared (within {shutdown_timeout_secs}s, or before {primary} was active) and was stopped by hubshift"
                 ));
+            }
+        }
+        StepOutcome::Warned(w) => {
+            if !f.warnings.contains(w) {
+                f.warnings.push(w.clone());
             }
         }
         StepOutcome::SeenServing { at_ms } => {

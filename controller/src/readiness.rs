@@ -94,6 +94,9 @@ pub struct Target {
     /// An older target than what runs is planned (with a warning) instead
     /// of refused.
     pub allow_downgrade: bool,
+    /// What the runtime archive says of its own version (a tar.gz read on
+    /// this machine; None when not read, e.g. a zip or an image).
+    pub declared: Option<hubshift_common::declared::InArchive>,
 }
 
 /// Room a staging upload needs on a host: the archive, and its unpacked
@@ -138,6 +141,9 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
             "the orchestration schema is missing: the group is not running in HA".into(),
         )),
         Err(e) => out.push(bad("database", "", format!("unreachable: {e}"))),
+    }
+    if let Some(f) = declared_finding(target) {
+        out.push(f);
     }
     let mut versions = std::collections::BTreeSet::new();
     for n in &observed.nodes {
@@ -290,6 +296,47 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// What the archive declares against the target version: a contradiction
+/// refuses (the runtime would be installed as a version it is not), no
+/// declaration at all warns (nothing can check it).
+fn declared_finding(target: &Target) -> Option<Finding> {
+    let d = target.declared.as_ref()?;
+    let finding = |blocking: bool, warning: bool, message: String| Finding {
+        blocking,
+        warning,
+        check: "runtime",
+        node: String::new(),
+        message,
+    };
+    use hubshift_common::declared::matches;
+    if let Some((v, by)) = d.found.iter().find(|(v, _)| !matches(v, &target.version)) {
+        return Some(finding(
+            true,
+            false,
+            format!(
+                "the runtime archive declares version {v} ({by}), not {}: use the archive of {}, or --version {v}",
+                target.version, target.version
+            ),
+        ));
+    }
+    Some(match d.found.first() {
+        Some((v, by)) => finding(false, false, format!("the archive declares {v} ({by})")),
+        None if d.jar => finding(
+            false,
+            false,
+            "the runtime jar's manifest is checked against the version when it is staged".into(),
+        ),
+        None => finding(
+            false,
+            true,
+            format!(
+                "the runtime archive declares no version (no VERSION file, release folder or runtime jar): nothing can check that it is {}",
+                target.version
+            ),
+        ),
+    })
 }
 
 /// The rollback's preflight. The group may be half way through the upgrade
@@ -494,6 +541,7 @@ mod tests {
             version: "2.0".into(),
             archive_bytes: 1 << 20,
             allow_downgrade: false,
+            declared: None,
         }
     }
 

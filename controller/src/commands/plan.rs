@@ -5,7 +5,9 @@ use crate::exit::Refused;
 use crate::output::Output;
 use crate::plan;
 use crate::readiness::{self, Target, human_bytes};
-use crate::run::{Site, check_published_digest, check_version, print_findings, read_archive};
+use crate::run::{
+    Site, check_published_digest, check_version, print_findings, read_archive, read_declared,
+};
 use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
@@ -35,8 +37,9 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
     let site = Site::load(inventory)?;
     let group = site.group(group)?.clone();
     let db = site.database(&group)?;
-    let archive = read_archive(&target.runtime).await?;
+    let mut archive = read_archive(&target.runtime).await?;
     check_published_digest(&archive, target.sha256.as_deref())?;
+    read_declared(&mut archive).await;
     let out = out.for_group(&group.name);
     let (_agents, observed) = crate::observe::observe(&site.inventory, &group, Some(&db)).await;
     let findings = readiness::preflight(
@@ -45,6 +48,7 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
             version: target.version.clone(),
             archive_bytes: archive.bytes,
             allow_downgrade: target.allow_downgrade,
+            declared: archive.declared.clone(),
         },
     );
     out.event(

@@ -158,6 +158,7 @@ async fn ready_line(site: &Site, group: &Group) -> Vec<String> {
             version: String::new(),
             archive_bytes: 0,
             allow_downgrade: false,
+            declared: None,
         },
     );
     for f in findings.iter().filter(|f| f.blocking) {

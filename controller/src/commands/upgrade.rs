@@ -7,7 +7,7 @@ use crate::fleet::{self, FleetPolicy};
 use crate::output::Output;
 use crate::run::{
     self, Site, UpgradeRequest, check_pause_before, check_published_digest, check_version,
-    read_archive,
+    read_archive, read_declared,
 };
 use anyhow::Result;
 use std::path::Path;
@@ -53,8 +53,9 @@ pub async fn upgrade(
         ))
         .into());
     }
-    let archive = read_archive(&target.runtime).await?;
+    let mut archive = read_archive(&target.runtime).await?;
     check_published_digest(&archive, target.sha256.as_deref())?;
+    read_declared(&mut archive).await;
     let req = UpgradeRequest {
         version: target.version.clone(),
         archive,

@@ -106,6 +106,7 @@ pub(super) async fn preflight_group(
             version: req.version.clone(),
             archive_bytes: req.archive.bytes,
             allow_downgrade: req.allow_downgrade,
+            declared: req.archive.declared.clone(),
         },
     );
     let shown: Vec<_> = findings

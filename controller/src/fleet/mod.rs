@@ -230,6 +230,7 @@ pub async fn resume(
             path: archive_path.clone(),
             sha256: spec.runtime_sha256.clone(),
             bytes: spec.runtime_bytes,
+            declared: None,
         },
         (None, true) => {
             return Err(UsageError(format!(

@@ -325,6 +325,15 @@ impl Run {
             };
             match result {
                 Ok(detail) => {
+                    if detail["declared_version"] == "" {
+                        self.apply(crate::facts::StepOutcome::Warned(format!(
+                            "runtime {} staged on {} declares no version of its own (no VERSION file, release folder, runtime jar manifest or image label): nothing checked that it is {}",
+                            self.facts.version,
+                            step.node(),
+                            self.facts.version
+                        )));
+                        self.save_facts().await?;
+                    }
                     self.journal.step_done(&self.id, idx, &detail).await?;
                     self.finished(idx, total, step, ms, &detail);
                 }

@@ -54,6 +54,7 @@ pub async fn prepare_upgrade(
         version: req.version.clone(),
         archive_bytes: req.archive.bytes,
         allow_downgrade: req.allow_downgrade,
+        declared: req.archive.declared.clone(),
     };
     let checked = preflight::upgrade(&locked, &target).await;
     preflight::print_findings(out, &checked.findings);

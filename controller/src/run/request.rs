@@ -17,6 +17,9 @@ pub struct ArchiveInfo {
     pub sha256: String,
     /// Its size.
     pub bytes: u64,
+    /// What it declares of its own version (a tar.gz, read by
+    /// [`read_declared`]).
+    pub declared: Option<hubshift_common::declared::InArchive>,
 }
 
 /// Hashes the archive at `path`; a usage error when it cannot be read.
@@ -37,7 +40,35 @@ pub async fn read_archive(path: &Path) -> Result<ArchiveInfo> {
         path,
         sha256,
         bytes,
+        declared: None,
     })
+}
+
+/// Reads what a tar.gz runtime archive declares of its own version, so
+/// that plan and preflight can refuse a mislabelled archive before
+/// anything changes. Other formats are read by the agent when it stages
+/// them (their declaration stays None here).
+pub async fn read_declared(archive: &mut ArchiveInfo) {
+    if crate::steps::archive_format(&archive.path) != hubshift_common::pb::ArchiveFormat::TarGz {
+        return;
+    }
+    let path = archive.path.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        hubshift_common::declared::in_tar_gz(std::io::BufReader::with_capacity(1 << 20, file))
+    })
+    .await;
+    archive.declared = match read {
+        Ok(Ok(d)) => Some(d),
+        Ok(Err(e)) => {
+            tracing::warn!(archive = %archive.path.display(), error = %e, "cannot list the runtime archive; the agents check it when they stage it");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the runtime archive ended abnormally");
+            None
+        }
+    };
 }
 
 /// Refuses an archive whose digest is not the published one.

@@ -105,7 +105,12 @@ pub async fn stage_runtime(
         agent.node,
         facts.version
     );
-    Ok(json!({ "already_installed": response.already_installed, "sha256": response.sha256 }))
+    let declared = after.staged.iter().find(|d| d.version == facts.version);
+    Ok(json!({
+        "already_installed": response.already_installed, "sha256": response.sha256,
+        "declared_version": declared.map(|d| d.declared_version.clone()),
+        "declared_by": declared.map(|d| d.declared_by.clone()),
+    }))
 }
 
 /// How far the producer of an upload got.

@@ -3,15 +3,16 @@
 use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::run::context::Run;
 use anyhow::{Result, bail};
+use super::secondary::start_if_down;
+use super::wait::POLL;
 use std::time::Duration;
 // The tokio clock (the system's monotonic clock in production) so that
 // unit tests under paused time wait out timeouts in no time.
-use super::secondary::start_if_down;
-use super::wait::POLL;
 use tokio::time::Instant;
 
 /// What keeps the group from being as it should be: every node running
-/// `version`, exactly one active, the others standby.
+/// `version` (a runtime that declares itself another version does not
+/// count), exactly one active, the others standby.
 pub(super) async fn group_problems(agents: &[Agent], version: &str) -> Result<Vec<String>> {
     let mut active = 0;
     let mut problems = Vec::new();
@@ -23,6 +24,16 @@ pub(super) async fn group_problems(agents: &[Agent], version: &str) -> Result<Ve
         }
         if s.active_runtime != version {
             problems.push(format!("{} runs {}", a.node, s.active_runtime));
+        } else if let Some(d) = s.staged.iter().find(|d| {
+            d.version == version
+                && !d.declared_version.is_empty()
+                && !hubshift_common::declared::matches(&d.declared_version, version)
+        }) {
+            // The runtime switched to says it is another version.
+            problems.push(format!(
+                "{} runs runtime {version}, which declares itself {} ({})",
+                a.node, d.declared_version, d.declared_by
+            ));
         }
         match role_name(&s) {
             "active" => active += 1,
