@@ -617,7 +617,7 @@ async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() 
     assert!(!s.frozen);
     // Killed while frozen: it never ran again, so it never saw the SIGTERM
     // a stop sends (hubsim logs that it got one).
-    let log = sandbox.nodes[1].hub_log();
+    let log = sandbox.nodes[1].read_hub_log().expect("the hub log");
     assert!(
         !log.contains("received SIGTERM"),
         "the paused hub ran again:\n{log}"
@@ -658,7 +658,10 @@ async fn docker_failed_create_reports_the_output_without_the_password() {
     let s = sandbox.status(1).await.unwrap();
     assert_eq!(s.state(), HubState::Exited, "{s:?}");
     assert!(
-        !sandbox.nodes[1].agent_log_text().contains(secret),
+        !sandbox.nodes[1]
+            .read_agent_log()
+            .expect("the agent log")
+            .contains(secret),
         "agent log holds the password"
     );
 }

@@ -480,7 +480,9 @@ async fn a_check_failing_while_the_canary_soaks_stops_the_fleet() {
 async fn an_unready_group_refuses_the_fleet_unless_skipped() {
     let mut s = setup(2).await;
     // plant-2's secondary agent is gone: plant-2 is not ready.
-    s.fleet.groups_mut()[1].kill_agent(1);
+    s.fleet.groups_mut()[1]
+        .kill_agent(1)
+        .expect("a live agent killed");
     let out = run(&s.inventory, &["status"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let ev = events(&out);

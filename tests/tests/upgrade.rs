@@ -592,7 +592,7 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
     // keeps running (and takes over), but the controller cannot see it. After
     // the takeover timeout hubshift starts the primary again (nothing
     // irreversible happened) and fails the run, saying so.
-    sandbox.kill_agent(1);
+    sandbox.kill_agent(1).expect("a live agent killed");
     let (code, seen) = first.finish(Duration::from_secs(120));
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = find(&seen, "step_failed").expect("step_failed");
