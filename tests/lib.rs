@@ -36,6 +36,20 @@ pub fn read_proc_file(path: &std::path::Path) -> Option<Vec<u8>> {
     }
 }
 
+/// A process's environment (`/proc/PID/environ`), as [`read_proc_file`];
+/// empty when the kernel does not show it to this process (it shows the
+/// environment only to the process's owner or a tracer — always to the
+/// test that started it), so such a process is judged by its command line.
+pub fn read_proc_environ(pid: i32) -> Option<Vec<u8>> {
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/environ"));
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
 /// The numeric entries of `/proc`: every process's pid. Panics when
 /// `/proc` cannot be read.
 pub fn proc_pids() -> Vec<i32> {

@@ -47,16 +47,20 @@ async fn wait_running_active(c: &mut Client) -> StatusResponse {
     .await
 }
 
+/// Whether `pid` runs: its stat is there and not a zombie's. A stat that
+/// cannot be read for another reason than the process being gone panics,
+/// so that "it is gone" is never a failed read.
 fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .expect("stat format")
+            .trim_start()
+            .starts_with('Z'),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => false,
+        Err(e) => panic!("/proc/{pid}/stat: {e}"),
+    }
 }
 
 /// Install, CREATE_AND_START, observe RUNNING/ACTIVE, refuse runtime switch
@@ -788,8 +792,9 @@ async fn hostile_runtime_archives_are_refused_and_leave_nothing() {
 
 fn assert_no_leftovers(agent: &Agent, what: &str) {
     let runtimes: Vec<_> = std::fs::read_dir(agent.install_root().join("runtimes"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+        .expect("runtimes/ readable")
+        .map(|e| e.expect("runtimes/ entry").file_name())
+        .collect();
     let allowed = ["3.0.0", "3.0.1-zip"];
     assert!(
         runtimes

@@ -459,8 +459,9 @@ async fn backup_names_a_fifo_in_appdata() {
         e.message()
     );
     let left: Vec<_> = std::fs::read_dir(agent.state().join("backups"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+        .expect("backups/ readable")
+        .map(|e| e.expect("backups/ entry").file_name())
+        .collect();
     assert!(left.is_empty(), "{left:?}");
     std::fs::remove_file(&fifo).unwrap();
     c.backup(BackupRequest { id: "b2".into() }).await.unwrap();

@@ -14,22 +14,26 @@ fn tick_interval() -> Duration {
     SimTiming::fast().tick_interval
 }
 
+/// Lines cached in the node's store-and-forward files. A file or directory
+/// that is not there holds none (a flushed cache is removed); any other
+/// read error panics, so that "none cached" is never a failed read.
 fn sf_lines(node: &NodeDir) -> usize {
     let dir = node.appdata.join("storeforward");
-    std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "sf"))
-                .map(|e| {
-                    std::fs::read_to_string(e.path())
-                        .unwrap_or_default()
-                        .lines()
-                        .count()
-                })
-                .sum()
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return 0,
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    entries
+        .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sf"))
+        .map(|e| match std::fs::read_to_string(e.path()) {
+            Ok(text) => text.lines().count(),
+            Err(err) if gone(&err) => 0,
+            Err(err) => panic!("{}: {err}", e.path().display()),
         })
-        .unwrap_or(0)
+        .sum()
 }
 
 /// 5 + 10: one active node at a time; the standby copies the project, takes

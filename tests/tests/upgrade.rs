@@ -873,7 +873,7 @@ async fn pause_before_a_step_and_stop_from_another_process_then_resume(driver: H
         .as_array()
         .expect("audit")
         .iter()
-        .map(|a| a["action"].as_str().unwrap_or(""))
+        .map(|a| a["action"].as_str().expect("an audit action"))
         .collect();
     assert_eq!(actions, ["upgrade", "resume", "stop", "resume"], "{rec}");
     assert!(
