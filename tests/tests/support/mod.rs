@@ -136,7 +136,7 @@ impl Running {
                         .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                     self.seen.push(v);
                 }
-                return (status.code(), self.seen);
+                return (status.code(), std::mem::take(&mut self.seen));
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
@@ -151,6 +151,17 @@ impl Running {
                 self.seen.push(v);
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A controller still running when its test ends (a failed assertion, say)
+/// is killed: one held with SIGSTOP would otherwise never end.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
