@@ -47,16 +47,20 @@ async fn wait_running_active(c: &mut Client) -> StatusResponse {
     .await
 }
 
+/// Whether `pid` runs: its stat is there and not a zombie's. A stat that
+/// cannot be read for another reason than the process being gone panics,
+/// so that "it is gone" is never a failed read.
 fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .expect("stat format")
+            .trim_start()
+            .starts_with('Z'),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => false,
+        Err(e) => panic!("/proc/{pid}/stat: {e}"),
+    }
 }
 
 /// Install, CREATE_AND_START, observe RUNNING/ACTIVE, refuse runtime switch
@@ -788,8 +792,9 @@ async fn hostile_runtime_archives_are_refused_and_leave_nothing() {
 
 fn assert_no_leftovers(agent: &Agent, what: &str) {
     let runtimes: Vec<_> = std::fs::read_dir(agent.install_root().join("runtimes"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+        .expect("runtimes/ readable")
+        .map(|e| e.expect("runtimes/ entry").file_name())
+        .collect();
     let allowed = ["3.0.0", "3.0.1-zip"];
     assert!(
         runtimes
@@ -976,13 +981,20 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
         .await
         .unwrap();
 
-    // The caller gives up 300 ms into a two-second create.
+    // The caller gives up while the two-second create runs: once Status
+    // reports the hub STARTING, its call is dropped unanswered.
     let mut caller = c.clone();
-    let abandoned = tokio::time::timeout(std::time::Duration::from_millis(300), async move {
-        start(&mut caller, StartMode::CreateAndStart, "slow-create").await
+    let call =
+        tokio::spawn(
+            async move { start(&mut caller, StartMode::CreateAndStart, "slow-create").await },
+        );
+    wait_async("Status to report the create running", || {
+        let mut c = c.clone();
+        async move { (status(&mut c).await.state == HubState::Starting as i32).then_some(()) }
     })
     .await;
-    assert!(abandoned.is_err(), "the start should still be running");
+    assert!(!call.is_finished(), "the start should still be running");
+    call.abort();
     let during = status(&mut c).await;
     assert_eq!(during.state, HubState::Starting as i32, "{during:?}");
     let s = wait_running_active(&mut c).await;
@@ -1004,19 +1016,33 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
         })
         .collect();
     std::fs::write(agent.appdata().join("store.db"), &noise).unwrap();
+    // Its caller is dropped once the agent is seen writing it (a partial
+    // file in backups/).
     let mut caller = c.clone();
-    let abandoned = tokio::time::timeout(std::time::Duration::from_millis(100), async move {
+    let call = tokio::spawn(async move {
         caller
             .backup(BackupRequest {
                 id: "run-1-hub".into(),
             })
             .await
-    })
-    .await;
-    assert!(
-        abandoned.is_err(),
-        "the backup should still be running: {abandoned:?}"
-    );
+    });
+    let backups = agent.state().join("backups");
+    let writing = || match std::fs::read_dir(&backups) {
+        Ok(d) => d
+            .map(|e| e.expect("backups/ entry").file_name())
+            .any(|n| n.to_string_lossy().starts_with(".partial-")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => panic!("{}: {e}", backups.display()),
+    };
+    while !writing() {
+        assert!(
+            !call.is_finished(),
+            "the backup ended before it was seen being written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(!call.is_finished(), "the backup should still be running");
+    call.abort();
     let retried = c
         .backup(BackupRequest {
             id: "run-1-hub".into(),

@@ -152,7 +152,10 @@ mod tests {
         let bytes = tar_gz(&[
             ("HighByte-Intelligence-Hub-4.2/runtime/VERSION", b"4.2.0\n"),
             ("HighByte-Intelligence-Hub-4.2/runtime/lib/x.jar", b"x"),
-            ("HighByte-Intelligence-Hub-4.2/appData/deep/VERSION", b"9.9\n"),
+            (
+                "HighByte-Intelligence-Hub-4.2/appData/deep/VERSION",
+                b"9.9\n",
+            ),
         ]);
         let found = in_tar_gz(bytes.as_slice()).expect("read");
         assert_eq!(

@@ -1,5 +1,5 @@
-//! The newcomer's path: `hubshift-sandbox demo` builds a two-node hubsim
-//! group on a throwaway PostgreSQL, runs the real `hubshift upgrade` on it
+//! The newcomer's path: `hubshift-sandbox demo` builds a hubsim HA group
+//! (two nodes, or `--nodes N`) on a throwaway PostgreSQL, runs the real `hubshift upgrade` on it
 //! and prints the outage windows measured from the data ticks;
 //! `hubshift-sandbox up` leaves such a group running with a ready inventory.
 //! With `--groups N`, `demo` and `bench` work on a fleet of groups instead
@@ -14,8 +14,9 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// A throwaway Intelligence Hub HA group (hubsim) on this machine: two
-/// agents over mTLS, a private PostgreSQL, data flowing.
+/// A throwaway Intelligence Hub HA group (hubsim) on this machine: a
+/// primary and one or more secondaries (--nodes), each with its agent over
+/// mTLS, a private PostgreSQL, data flowing.
 #[derive(Debug, Parser)]
 #[command(name = "hubshift-sandbox", version)]
 struct Cli {
@@ -31,6 +32,12 @@ pub(crate) struct GroupArgs {
     /// Version to upgrade to.
     #[arg(long, default_value = "4.2.0")]
     pub(crate) to: String,
+    /// Nodes in the group: hub-a, the primary, and N-1 secondaries (hub-b,
+    /// hub-c, …), each with its own agent; the upgrade runs steps 11–14
+    /// (switch, certificate, start, standby) once per secondary. Not with
+    /// --groups, whose groups have two nodes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=26))]
+    pub(crate) nodes: u8,
     /// hubsim takeover timeout (how long a standby waits for a silent primary).
     #[arg(long, default_value = "3s", value_parser = crate::timing::parse_duration)]
     pub(crate) takeover_timeout: Duration,
@@ -65,6 +72,10 @@ impl From<Driver> for HubDriver {
 enum Cmd {
     /// Build the group, upgrade it with `hubshift upgrade`, print the plan,
     /// each step, and the measured outage windows; tear everything down.
+    ///
+    /// With --nodes N: a group of a primary and N-1 secondaries; every
+    /// secondary is switched, given the certificate store, started and
+    /// seen standby in turn.
     ///
     /// With --groups N (at least 2): build N two-node groups, plant-1 …
     /// plant-N, each on a database of its own of one PostgreSQL server,
@@ -117,7 +128,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         large_appdata_mib: u64,
     },
-    /// Build the group, write an inventory and certificates into DIR, print
+    /// Build the group (--nodes N for more than one secondary), write an
+    /// inventory and certificates into DIR, print
     /// the `hubshift` commands to try, and keep running until Ctrl-C (or
     /// SIGTERM, SIGHUP); then stop everything, keeping DIR's files.
     Up {
@@ -248,8 +260,9 @@ pub(crate) fn timing(g: &GroupArgs) -> SimTiming {
 async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
     let t = timing(g);
     t.validate().map_err(|e| anyhow::anyhow!("timing: {e}"))?;
+    let n = g.nodes;
     println!(
-        "Starting a throwaway PostgreSQL, a CA, two agents and two hubsim nodes at {} ({}) ...",
+        "Starting a throwaway PostgreSQL, a CA, {n} agents and {n} hubsim nodes at {} ({}) ...",
         g.from,
         match g.driver {
             Driver::Process => "host processes",
@@ -257,7 +270,7 @@ async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
         }
     );
     let sandbox = Sandbox::start(SandboxOptions {
-        nodes: 2,
+        nodes: n.into(),
         version: g.from.clone(),
         timing: t,
         dir,
@@ -265,7 +278,12 @@ async fn build(g: &GroupArgs, dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
         ..Default::default()
     })
     .await?;
-    println!("HA group up: hub-a active, hub-b standby, data flowing.\n");
+    let standbys: Vec<&str> = sandbox.nodes[1..].iter().map(|n| n.name.as_str()).collect();
+    println!(
+        "HA group up: {} active, {} standby, data flowing.\n",
+        sandbox.nodes[0].name,
+        standbys.join(", ")
+    );
     println!("Where everything lives:");
     println!("  sandbox root:   {}", sandbox.root.display());
     println!(
@@ -444,7 +462,7 @@ async fn upgrade_once(
     mib: u64,
 ) -> anyhow::Result<(Vec<measure::Tick>, SimTiming, Option<u64>)> {
     let sandbox = Sandbox::start(SandboxOptions {
-        nodes: 2,
+        nodes: g.nodes.into(),
         version: g.from.clone(),
         timing: timing(g),
         dir: None,

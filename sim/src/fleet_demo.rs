@@ -187,6 +187,10 @@ fn not_done(e: &Value) -> Vec<String> {
 
 async fn build_fleet(g: &GroupArgs, groups: usize) -> anyhow::Result<Fleet> {
     anyhow::ensure!(
+        g.nodes == 2,
+        "--groups builds two-node groups; --nodes is for one group"
+    );
+    anyhow::ensure!(
         matches!(g.driver, crate::demo::Driver::Process),
         "--groups runs the hubs as host processes (--driver process)"
     );

@@ -199,24 +199,46 @@ pub struct SandboxNode {
 }
 
 impl SandboxNode {
-    /// The hub's output as the agent (or the engine) keeps it.
+    /// The hub's output as the agent (or the engine) keeps it, for
+    /// messages: what could not be read is said in its place.
     pub fn hub_log(&self) -> String {
-        if !self.container.is_empty() {
-            return Command::new("docker")
-                .args(["logs", &self.container])
-                .output()
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout).into_owned()
-                        + &String::from_utf8_lossy(&o.stderr)
-                })
-                .unwrap_or_default();
-        }
-        std::fs::read_to_string(self.state_dir.join("hub.log")).unwrap_or_default()
+        self.read_hub_log()
+            .unwrap_or_else(|e| format!("(the hub log cannot be read: {e})"))
     }
 
-    /// The agent's own log.
+    /// The hub's output as the agent (or the engine) keeps it; an error
+    /// when it cannot be read, so that a check that something is absent
+    /// from it cannot pass on a failed read.
+    pub fn read_hub_log(&self) -> Result<String, SandboxError> {
+        if !self.container.is_empty() {
+            let o = Command::new("docker")
+                .args(["logs", &self.container])
+                .output()
+                .map_err(io("running docker logs"))?;
+            if !o.status.success() {
+                return Err(SandboxError::Agent(format!(
+                    "docker logs {}: {}",
+                    self.container,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )));
+            }
+            return Ok(String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr));
+        }
+        let path = self.state_dir.join("hub.log");
+        std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))
+    }
+
+    /// The agent's own log, for messages (see [`SandboxNode::read_agent_log`]).
     pub fn agent_log_text(&self) -> String {
-        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
+        self.read_agent_log()
+            .unwrap_or_else(|e| format!("(the agent log cannot be read: {e})"))
+    }
+
+    /// The agent's own log; an error when it cannot be read.
+    pub fn read_agent_log(&self) -> Result<String, SandboxError> {
+        std::fs::read_to_string(&self.agent_log)
+            .map_err(io(format!("reading {}", self.agent_log.display())))
     }
 
     /// pid of the hub the agent supervises, from its state file (or the
@@ -940,6 +962,17 @@ impl Sandbox {
     /// Writes an inventory for the controller at `path`, with the database
     /// URL in a 0600 file beside it.
     pub fn write_inventory(&self, path: &Path, group: &str) -> Result<(), SandboxError> {
+        self.write_inventory_with(path, group, InventoryTimeouts::sandbox(&self.timing))
+    }
+
+    /// [`Sandbox::write_inventory`] with the given `[timeouts]`: tests that
+    /// derive outage bounds from them pass the same values they bound by.
+    pub fn write_inventory_with(
+        &self,
+        path: &Path,
+        group: &str,
+        timeouts: InventoryTimeouts,
+    ) -> Result<(), SandboxError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io("creating inventory dir"))?;
         let url_file = dir.join("database-url");
@@ -947,7 +980,7 @@ impl Sandbox {
         let inventory = Inventory {
             database: Some(self.inventory_database(&url_file)),
             tls: self.certs.inventory_tls(),
-            timeouts: InventoryTimeouts::sandbox(&self.timing),
+            timeouts,
             backups: InventoryBackups {
                 copy_to: self.root.join("backup-copies"),
             },
@@ -960,9 +993,25 @@ impl Sandbox {
         )
     }
 
-    /// SIGKILLs node `i`'s agent (the hub keeps running).
-    pub fn kill_agent(&mut self, i: usize) {
-        self.nodes[i].kill_agent();
+    /// SIGKILLs node `i`'s agent (the hub keeps running). Fails when no
+    /// live agent process was there to kill, so that a test's fault is
+    /// known to have landed.
+    pub fn kill_agent(&mut self, i: usize) -> Result<(), SandboxError> {
+        let node = &mut self.nodes[i];
+        let mut child = node.agent.take().ok_or_else(|| {
+            SandboxError::Agent(format!("{}: no agent process to kill", node.name))
+        })?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(SandboxError::Agent(format!(
+                "{}: the agent had already ended ({status})",
+                node.name
+            )));
+        }
+        child
+            .kill()
+            .map_err(|e| SandboxError::Agent(format!("{}: killing the agent: {e}", node.name)))?;
+        let _ = child.wait();
+        Ok(())
     }
 
     /// Starts node `i`'s agent again.

@@ -1,6 +1,6 @@
 //! The README's first command: `hubshift-sandbox demo` completes an upgrade
 //! and prints the outage windows measured from the data ticks (also for a
-//! fleet of groups, `--groups`).
+//! group of three nodes, `--nodes 3`, and a fleet of groups, `--groups`).
 
 mod support;
 
@@ -36,6 +36,78 @@ fn demo_upgrades_the_sandbox_group_and_prints_measured_outages() {
             "demo output lacks {needle:?}:\n{stdout}"
         );
     }
+}
+
+/// `hubshift-sandbox demo --nodes 3`: a primary and two secondaries; each
+/// secondary is switched, gets the certificate store, starts and is seen
+/// standby, and the group ends with one node producing at the new version.
+#[test]
+fn demo_with_three_nodes_upgrades_every_secondary() {
+    let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(bin)
+        .args([
+            "demo",
+            "--nodes",
+            "3",
+            "--takeover-timeout",
+            "1500ms",
+            "--start-delay",
+            "700ms",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for needle in [
+        "3 agents and 3 hubsim nodes",
+        "HA group up: hub-a active, hub-b, hub-c standby",
+        "Preflight passed",
+        "await_standby on hub-b: done",
+        "[19/19] await_standby on hub-c: done",
+        "measured outage 1:",
+        "measured outage 2:",
+        "split brain: none",
+        "now producing: hub-a@4.2.0",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "demo output lacks {needle:?}:\n{stdout}"
+        );
+    }
+}
+
+/// `--help` of `demo` and `up` explains `--nodes`; a group of one node, or
+/// `--nodes` with a fleet, is refused before anything starts.
+#[test]
+fn nodes_is_explained_and_checked() {
+    let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    for cmd in ["demo", "up"] {
+        let out = Command::new(&bin).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("--nodes <NODES>") && help.contains("N-1 secondaries"),
+            "{cmd} --help:\n{help}"
+        );
+    }
+    let out = Command::new(&bin)
+        .args(["demo", "--nodes", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--nodes"), "{err}");
+    let out = Command::new(&bin)
+        .args(["demo", "--groups", "2", "--nodes", "3"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--nodes is for one group"), "{err}");
 }
 
 /// `hubshift-sandbox demo --groups 2`: a fleet upgraded by
@@ -134,6 +206,8 @@ fn docker_demo_upgrades_containers_and_leaves_nothing_behind() {
     }
     let docker = |args: &[&str]| {
         let out = Command::new("docker").args(args).output().unwrap();
+        // An engine that did not answer says nothing, which is not "nothing left".
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let filter = format!("name={prefix}");

@@ -4,8 +4,8 @@
 //! command overrides for older images, re-adoption of the container, image
 //! archive refusals, an engine that stops answering. The upgrade cases both
 //! drivers share are in `upgrade.rs` (`CASE::docker`) and `faults.rs`.
-//! Without an engine these tests skip (one line on stderr), unless `CI` is
-//! set: there they fail.
+//! Without an engine these tests fail, unless `HUBSHIFT_SKIP_DOCKER=1`
+//! skips them explicitly (one line on stderr).
 
 mod support;
 
@@ -110,6 +110,7 @@ async fn docker_group_on_named_volumes_upgrades_keeping_appdata() {
         ])
         .output()
         .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("volume {}-appdata", primary.container)
@@ -161,6 +162,7 @@ async fn docker_group_of_older_images_upgrades_through_command_overrides() {
             ])
             .output()
             .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
         let seen = String::from_utf8_lossy(&out.stdout);
         assert!(seen.contains(&format!("\"--mode\",\"{mode}\"")), "{seen}");
         assert!(!seen.contains("START_MODE"), "{seen}");
@@ -303,6 +305,7 @@ async fn docker_agent_refuses_archives_that_are_not_one_image_and_teardown_leave
             .args(args)
             .output()
             .unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let container = sandbox.nodes[0].container.clone();
@@ -617,7 +620,7 @@ async fn docker_engine_gone_is_unavailable_and_a_paused_hub_is_killed_by_stop() 
     assert!(!s.frozen);
     // Killed while frozen: it never ran again, so it never saw the SIGTERM
     // a stop sends (hubsim logs that it got one).
-    let log = sandbox.nodes[1].hub_log();
+    let log = sandbox.nodes[1].read_hub_log().expect("the hub log");
     assert!(
         !log.contains("received SIGTERM"),
         "the paused hub ran again:\n{log}"
@@ -658,7 +661,10 @@ async fn docker_failed_create_reports_the_output_without_the_password() {
     let s = sandbox.status(1).await.unwrap();
     assert_eq!(s.state(), HubState::Exited, "{s:?}");
     assert!(
-        !sandbox.nodes[1].agent_log_text().contains(secret),
+        !sandbox.nodes[1]
+            .read_agent_log()
+            .expect("the agent log")
+            .contains(secret),
         "agent log holds the password"
     );
 }
@@ -756,6 +762,7 @@ async fn docker_upgrade_carries_store_forward_files_of_the_runtime_dir_into_the_
         .args(["ps", "-a", "--format", "{{.Names}}"])
         .output()
         .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     let names = String::from_utf8_lossy(&out.stdout);
     assert!(
         !names.lines().any(|n| n.ends_with("-hubshift-previous")),

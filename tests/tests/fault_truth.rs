@@ -265,7 +265,9 @@ async fn an_agent_killed_during_the_upload_is_named_not_the_archive() {
         written() < start + (200 << 20),
         "the upload was nearly done before the kill"
     );
-    g.sandbox.kill_agent(1);
+    g.sandbox
+        .kill_agent(1)
+        .expect("the agent of hub-b was running");
     let (code, seen) = up.finish(Duration::from_secs(240));
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = seen
@@ -469,7 +471,9 @@ async fn a_lost_serving_host_falls_back_before_the_drop_inside_a_reported_window
     // SAFETY: a plain signal to a hub process group the sandbox started.
     let rc = unsafe { libc::kill(-hub_b, libc::SIGKILL) };
     assert_eq!(rc, 0, "hub-b was alive");
-    g.sandbox.kill_agent(1);
+    g.sandbox
+        .kill_agent(1)
+        .expect("the agent of hub-b was running");
     let (code, seen) = up.finish(Duration::from_secs(240));
     assert_eq!(code, Some(1), "{seen:#?}\n{}", g.hub_logs());
     assert!(

@@ -3,37 +3,141 @@
 //! (the controller killed at the start of or inside a step, an agent
 //! killed, PostgreSQL restarted inside an outage window, a hub frozen or
 //! dying) and then takes at most the operator action `docs/faults.md`
-//! documents for it. Every case must end with one active and one standby
-//! node on one version, no split brain, the planted hub data intact, and
-//! no data gap beyond the documented bound — measured from hubsim's ticks.
+//! documents for it. Every case must end with one active node and the
+//! others standby on one version, no split brain, the planted hub data
+//! intact, and no data gap beyond the documented bound ([`Bounds`]) —
+//! measured from hubsim's ticks.
+//!
+//! Every injection proves it landed: the controller is held (SIGSTOP)
+//! while the journal in the group's database is read, so the step it names
+//! as running is the step the fault hits; the fault must reach a live
+//! process (a signal's result, the process state it leaves); and a
+//! controller killed inside a step must leave that step running in the
+//! journal, with no `step_finished` written. A fault that came too late
+//! fails the case.
 //!
 //! The cases are grouped into a few tests that run in parallel, each with
 //! its own sandbox; inside a test, cases run one after the other on the
 //! same group, each upgrading it to the next version. The controller
 //! killed at the start of each step runs on both of the agents' drivers
 //! (`CASE::process`, `CASE::docker`: hubsim containers of the local Docker
-//! Engine, skipped without one unless `CI` is set); the other cases on the
-//! process driver.
+//! Engine; see `support::engine_or_skip`); the other cases on the process
+//! driver.
 
 #[macro_use]
 mod support;
 
 use hubshift_common::pb::HubRole;
+use hubshift_sim::configs::InventoryTimeouts;
 use hubshift_sim::measure;
 use hubshift_sim::sandbox::{HubDriver, Sandbox, SandboxOptions};
 use hubshift_sim::timing::SimTiming;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use support::*;
 
-/// Takeover timeout the fault inventories give hubshift (seconds).
-const TAKEOVER: u64 = 8;
+/// The `[timeouts]` the fault inventories give hubshift: shorter waits than
+/// the sandbox's, so that a fallback or a failed wait comes within seconds.
+fn fault_timeouts() -> InventoryTimeouts {
+    InventoryTimeouts {
+        takeover: 8,
+        secondary_shutdown: 5,
+        start: 20,
+        ..InventoryTimeouts::sandbox(&SimTiming::fast())
+    }
+}
+
+/// Slack on every outage bound: process start-up, gRPC round trips and
+/// the test's own polls on a loaded two-core machine.
+const SLACK: Duration = Duration::from_secs(3);
+
+/// What the controller's takeover wait adds to the hubs' own takeover time
+/// before it counts a frozen secondary out (docs/faults.md, step 4).
+const TAKEOVER_MARGIN: Duration = Duration::from_secs(2);
+
+/// hubshift's poll of the hubs (docs/faults.md: *p*).
+const POLL: Duration = Duration::from_millis(100);
+
+/// The first pause before `await_handback` starts again a primary that
+/// ended while starting (docs/faults.md, step 10: "2–8 s apart").
+const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(2);
+
+/// The test's own time to take an operator action while nobody serves:
+/// running `hubshift abandon`, which may wait up to 3 s for the lock the
+/// killed controller's session held.
+const OPERATOR: Duration = Duration::from_secs(5);
+
+/// Largest data gaps docs/faults.md allows ("Step by step"), from the
+/// hub's own timings — *T* takeover timeout, *S* start, *D* stop, the
+/// heartbeat — hubshift's poll *p*, the inventory's timeouts, and [`SLACK`].
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// A hand-over without fallback: window 1 (stop_primary: D + T +
+    /// heartbeat) or window 2 (create_and_start, await_handback: S +
+    /// heartbeat + p), whichever is longer.
+    hand_over: Duration,
+    /// await_takeover when no candidate can take over (every one exited,
+    /// frozen, or not running): the primary's stop, then T as the
+    /// inventory tells it (`timeouts.hub_takeover`, whole seconds) and the
+    /// controller's margin until the fallback starts the old primary, then
+    /// S. A controller that waited out `timeouts.takeover` instead would
+    /// need `timeouts.takeover` + S and fail this bound.
+    no_candidate_fallback: Duration,
+    /// Steps 5–7: the serving secondary fails; the old primary is started
+    /// again and active after T + S.
+    serving_fallback: Duration,
+    /// The end check: the upgraded primary down while the secondary is not
+    /// yet serving — S + T.
+    nobody_serving: Duration,
+    /// await_handback: the upgraded primary died while it started and is
+    /// started again after the first pause — window 2 + pause + S.
+    restarted_while_starting: Duration,
+    /// await_handback: the upgraded primary frozen while it starts serves
+    /// no sooner than the run gives up on it (`timeouts.start` +
+    /// `timeouts.secondary_shutdown`) and it thaws — then window 2.
+    frozen_while_starting: Duration,
+    /// The controller killed while nobody serves, then `abandon`: the stop,
+    /// the operator's action, then the primary's start and takeover.
+    abandoned: Duration,
+}
+
+impl Bounds {
+    fn new(t: &SimTiming, inv: &InventoryTimeouts) -> Bounds {
+        let (tt, s, d, hb, p) = (
+            t.takeover_timeout,
+            t.start_delay,
+            t.stop_delay,
+            t.heartbeat_interval,
+            POLL,
+        );
+        let window1 = d + tt + hb;
+        let window2 = s + hb + p;
+        Bounds {
+            hand_over: window1.max(window2) + SLACK,
+            no_candidate_fallback: d
+                + Duration::from_secs(inv.hub_takeover)
+                + TAKEOVER_MARGIN
+                + s
+                + hb
+                + p
+                + SLACK,
+            serving_fallback: tt + s + hb + p + SLACK,
+            nobody_serving: s + tt + hb + p + SLACK,
+            restarted_while_starting: window2 + FIRST_RESTART_PAUSE + s + SLACK,
+            frozen_while_starting: Duration::from_secs(inv.start + inv.secondary_shutdown)
+                + window2
+                + SLACK,
+            abandoned: d + OPERATOR + s + tt + hb + p + SLACK,
+        }
+    }
+}
 
 /// A sandbox group, its inventory, the version it runs and its hub data.
 struct Group {
     sandbox: Sandbox,
     inventory: PathBuf,
+    bounds: Bounds,
     version: String,
     planted: Vec<(PathBuf, Vec<u8>)>,
     /// Ticks are checked from here on.
@@ -43,7 +147,13 @@ struct Group {
 
 impl Group {
     async fn start(driver: HubDriver) -> Group {
+        Group::start_with(driver, 2).await
+    }
+
+    /// A group of `nodes` nodes (a primary and `nodes - 1` secondaries).
+    async fn start_with(driver: HubDriver, nodes: usize) -> Group {
         let sandbox = Sandbox::start(SandboxOptions {
+            nodes,
             version: "4.1.0".into(),
             driver,
             ..Default::default()
@@ -58,16 +168,12 @@ impl Group {
             })
             .collect();
         let inventory = sandbox.root.join("inventory.toml");
-        sandbox.write_inventory(&inventory, GROUP).unwrap();
-        // Shorter waits than production defaults, so a fallback is seen
-        // within seconds.
-        let text = std::fs::read_to_string(&inventory)
-            .unwrap()
-            .replace("takeover = 60", &format!("takeover = {TAKEOVER}"))
-            .replace("secondary_shutdown = 10", "secondary_shutdown = 5")
-            .replace("start = 60", "start = 20");
-        std::fs::write(&inventory, text).unwrap();
+        let timeouts = fault_timeouts();
+        sandbox
+            .write_inventory_with(&inventory, GROUP, timeouts.clone())
+            .unwrap();
         Group {
+            bounds: Bounds::new(&sandbox.timing, &timeouts),
             sandbox,
             inventory,
             version: "4.1.0".into(),
@@ -117,7 +223,7 @@ impl Group {
         )
     }
 
-    /// The end of both hubs' logs, for failure messages.
+    /// The end of every hub's log, for failure messages.
     fn hub_logs(&self) -> String {
         self.sandbox
             .nodes
@@ -136,18 +242,81 @@ impl Group {
         self.sandbox.nodes[i].hub_pid().expect("hub pid")
     }
 
-    /// One active (hub-a, the preferred primary, once settled) and one
-    /// standby, both running `version`; data flows; no split brain; no gap
-    /// beyond `bound`; the planted hub data intact on the primary.
+    /// Step `index` of `run` in the group's journal.
+    async fn journal(&self, run_id: &str, index: u64) -> JournalStep {
+        let db = self.sandbox.db.connect().await.expect("journal database");
+        journal_step(&db, run_id, index).await
+    }
+
+    /// The journal's view of step `index` while the controller is held:
+    /// read twice, a little apart, so that a statement the controller sent
+    /// just before it stopped has landed too.
+    async fn journal_held(&self, run_id: &str, index: u64) -> JournalStep {
+        let first = self.journal(run_id, index).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = self.journal(run_id, index).await;
+        assert_eq!(
+            first, second,
+            "the journal moved while the controller was held"
+        );
+        second
+    }
+
+    /// Holds the controller inside the step its `step_started` event
+    /// announced (the journal marks it running just after the event):
+    /// returns with the controller stopped and the step running. Panics
+    /// when the step was over before the fault could land in it.
+    async fn hold_inside(&self, up: &mut Running, run_id: &str, started: &Value) -> JournalStep {
+        let index = started["index"].as_u64().expect("step index");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            hold(up);
+            let s = self.journal_held(run_id, index).await;
+            assert_eq!(s.name, started["name"].as_str().unwrap(), "{started}");
+            match s.state.as_str() {
+                "running" => return s,
+                "pending" if Instant::now() < deadline => {
+                    release(up);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                _ => panic!(
+                    "{} was {} before the fault: it did not land inside it; seen: {:#?}",
+                    s.name,
+                    s.state,
+                    up.drain()
+                ),
+            }
+        }
+    }
+
+    /// Holds the controller and asserts that step `index` is not done yet
+    /// (pending or running): a fault injected now lands before its end.
+    async fn hold_before_end(&self, up: &mut Running, run_id: &str, index: u64, name: &str) {
+        hold(up);
+        let s = self.journal_held(run_id, index).await;
+        assert_eq!(s.name, name);
+        assert!(
+            matches!(s.state.as_str(), "pending" | "running"),
+            "{name} was {} before the fault: it did not land before its end; seen: {:#?}",
+            s.state,
+            up.drain()
+        );
+    }
+
+    /// Node 0 active (the preferred primary, once settled) and every other
+    /// node standby, all running `version`; data flows; no split brain; no
+    /// gap beyond `bound`; the planted hub data intact on the primary.
     async fn assert_healthy(&mut self, version: &str, bound: Duration, case: &str) {
         let s = &self.sandbox;
-        s.wait_role(0, HubRole::Active, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("{case}: hub-a not active: {e}"));
-        s.wait_role(1, HubRole::Standby, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("{case}: hub-b not standby: {e}"));
-        for i in 0..2 {
+        for i in 0..s.nodes.len() {
+            let role = if i == 0 {
+                HubRole::Active
+            } else {
+                HubRole::Standby
+            };
+            s.wait_role(i, role, Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {} not {role:?}: {e}", s.nodes[i].name));
             let st = s.status(i).await.unwrap();
             assert_eq!(st.active_runtime, version, "{case}: node {i} runtime");
         }
@@ -173,100 +342,228 @@ impl Group {
             .await
             .expect("read ticks");
         assert!(ticks.len() >= 5, "{case}: too few ticks to judge");
-        let tick = SimTiming::fast().tick_interval;
         assert_eq!(
-            measure::split_brain(&ticks, tick),
+            measure::split_brain(&ticks, s.timing.tick_interval),
             None,
             "{case}: split brain"
         );
         let (gap, a, b) = measure::largest_gap(&ticks).expect("a gap");
         assert!(
             gap <= bound,
-            "{case}: data gap {gap:?} ({} -> {}) beyond the bound {bound:?}",
+            "{case}: data gap {gap:?} ({} -> {}) beyond the bound {bound:?} ({:?})",
             a.node,
-            b.node
+            b.node,
+            self.bounds
         );
-        let appdata = &s.nodes[0].appdata;
         for (p, bytes) in &self.planted {
             let now = std::fs::read(p).unwrap_or_else(|e| panic!("{case}: {}: {e}", p.display()));
             assert_eq!(&now, bytes, "{case}: {} changed", p.display());
         }
-        assert!(appdata.is_dir());
-        let leftovers: Vec<_> = std::fs::read_dir(s.nodes[0].state_dir.join("backups"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".partial-"))
-            .collect();
-        assert!(leftovers.is_empty(), "{case}: partial backups left");
+        let leftovers = partial_backups(&self.sandbox, 0);
+        assert!(
+            leftovers.is_empty(),
+            "{case}: partial backups left: {leftovers:?}"
+        );
         self.version = version.to_string();
         self.since = SystemTime::now();
     }
 }
 
-/// Outage bound of an upgrade whose faults need no fallback: a window is
-/// the takeover timeout of the hubs plus a hub's stop and start, and the
-/// polls around them; a loaded test machine gets generous slack.
-fn normal_bound() -> Duration {
-    let t = SimTiming::fast();
-    t.takeover_timeout + t.start_delay + t.stop_delay + Duration::from_secs(4)
-}
-
-/// Outage bound of the takeover fallback: hubshift's takeover timeout plus
-/// the primary's start.
-fn fallback_bound() -> Duration {
-    Duration::from_secs(TAKEOVER) + normal_bound()
-}
-
-fn sigkill(pid: u32) {
-    // SAFETY: a plain signal to a process this test started.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
+/// Names of the partial backup files in node `i`'s backups directory
+/// (which the agent makes at its first backup: none before).
+fn partial_backups(s: &Sandbox, i: usize) -> Vec<String> {
+    let dir = s.nodes[i].state_dir.join("backups");
+    match std::fs::read_dir(&dir) {
+        Ok(d) => d
+            .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".partial-"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
     }
 }
 
-fn signal_group(pgid: i32, sig: i32) {
-    // SAFETY: a plain signal to a hub process group the sandbox started.
-    unsafe {
-        libc::kill(-pgid, sig);
+/// Where inside a step the controller is killed: a moment seen on the
+/// hubs and agents, not a guess of how long the step takes.
+#[derive(Debug, Clone, Copy)]
+enum Inside {
+    /// As soon as the journal marks the step running.
+    Start,
+    /// A runtime archive is being unpacked in node 0's staging directory
+    /// (`runtimes/.staging-*`).
+    Uploading,
+    /// Node 0's hub got its SIGTERM and has not ended.
+    Stopping,
+    /// Node 0's hub has ended (the takeover is awaited).
+    PrimaryDown,
+    /// Node 0's agent is writing a partial backup file.
+    BackingUp,
+    /// Node `.0`'s hub is starting or running, not yet in role `.1`.
+    Joining(usize, HubRole),
+}
+
+/// What [`Inside`] compares against, taken before the run.
+struct Baseline {
+    sigterms: usize,
+    hub_a: i32,
+}
+
+impl Inside {
+    fn baseline(self, g: &Group) -> Baseline {
+        Baseline {
+            sigterms: sigterms(g),
+            hub_a: g.sandbox.nodes[0].hub_pid().unwrap_or(0),
+        }
     }
+
+    /// Whether the moment has come.
+    async fn now(self, g: &Group, base: &Baseline) -> bool {
+        let s = &g.sandbox;
+        match self {
+            Inside::Start => true,
+            Inside::Uploading => {
+                let dir = s.nodes[0].install_root.join("runtimes");
+                std::fs::read_dir(&dir)
+                    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                    .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+            }
+            Inside::Stopping => {
+                sigterms(g) > base.sigterms && matches!(proc_state(base.hub_a), Some(c) if c != 'Z')
+            }
+            Inside::PrimaryDown => matches!(proc_state(base.hub_a), None | Some('Z' | 'X')),
+            Inside::BackingUp => !partial_backups(s, 0).is_empty(),
+            Inside::Joining(i, role) => match s.status(i).await {
+                Ok(st) => {
+                    matches!(
+                        st.state(),
+                        hubshift_common::pb::HubState::Starting
+                            | hubshift_common::pb::HubState::Running
+                    ) && st.role() != role
+                }
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+/// SIGTERMs node 0's hubs have logged so far.
+fn sigterms(g: &Group) -> usize {
+    g.sandbox.nodes[0]
+        .read_hub_log()
+        .expect("the hub log")
+        .matches("received SIGTERM")
+        .count()
+}
+
+/// Freezes (SIGSTOP) or kills (SIGKILL) node `i`'s hub process group and
+/// proves it hit a live hub: the signal reached it, and its leader is then
+/// stopped, or gone. Returns the hub's pid.
+fn hit_hub(g: &Group, i: usize, sig: i32) -> i32 {
+    let pid = g.hub_pid(i);
+    let what = format!("the hub of {}", g.sandbox.nodes[i].name);
+    let state = proc_state(pid);
+    assert!(
+        matches!(state, Some(c) if c != 'Z' && c != 'X'),
+        "{what} ({pid}) is not a live process: {state:?}"
+    );
+    signal(-pid, sig, &what);
+    match sig {
+        libc::SIGSTOP => wait_proc(pid, &what, |s| s == Some('T')),
+        libc::SIGKILL => wait_proc(pid, &what, |s| matches!(s, None | Some('Z' | 'X'))),
+        _ => {}
+    }
+    pid
+}
+
+/// Thaws a hub frozen by [`hit_hub`].
+fn thaw_hub(pid: i32) {
+    signal(-pid, libc::SIGCONT, "a frozen hub");
 }
 
 fn is_step(e: &Value, event: &str, name: &str) -> bool {
     e["event"] == event && e["name"] == name
 }
 
-/// Kills the controller when step `name` starts (after `delay`), then
-/// resumes: every step is safe to interrupt and to do again.
-async fn kill_controller_then_resume(g: &mut Group, name: &str, delay: Duration) {
-    let case = format!("controller killed {delay:?} into {name}");
+/// The step `name` of node `node` (`None`: any node); a copy of the
+/// certificate is the step of the node it goes to.
+fn is_step_of(e: &Value, event: &str, name: &str, node: Option<&str>) -> bool {
+    is_step(e, event, name)
+        && node.is_none_or(|n| {
+            let on = e["node"].as_str().unwrap_or_default();
+            on == n || on.ends_with(&format!("->{n}"))
+        })
+}
+
+/// Kills the controller inside step `name` (of `node`, when a step is run
+/// per secondary): held at its start, let run until the moment `at`, held
+/// again and killed only while the journal still has it running. Proves
+/// the kill landed — no `step_finished` written, the step still running in
+/// the journal at the same attempt — then resumes: every step is safe to
+/// interrupt and to do again.
+async fn kill_controller_then_resume(g: &mut Group, name: &str, node: Option<&str>, at: Inside) {
+    let case = format!("controller killed in {name} ({node:?}) at {at:?}");
     let (version, archive) = g.next_target();
+    let base = at.baseline(g);
     let (mut up, run_id) = g.start_upgrade(&version, &archive);
-    up.wait_for(Duration::from_secs(180), name, |e| {
-        is_step(e, "step_started", name)
+    let started = up.wait_for(Duration::from_secs(180), name, |e| {
+        is_step_of(e, "step_started", name, node)
     });
-    std::thread::sleep(delay);
-    sigkill(up.child.id());
-    let _ = up.child.wait();
+    let index = started["index"].as_u64().unwrap();
+    let mut inside = g.hold_inside(&mut up, &run_id, &started).await;
+    if !matches!(at, Inside::Start) {
+        // Looked for with the controller held, so that the step cannot
+        // end between the look and the kill; let go a moment between looks.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !at.now(g, &base).await {
+            let ended = up.drain().iter().any(|e| {
+                (e["event"] == "step_finished" || e["event"] == "step_failed")
+                    && e["index"].as_u64() == Some(index)
+            });
+            assert!(!ended, "{case}: the step ended before the moment came");
+            assert!(Instant::now() < deadline, "{case}: the moment never came");
+            release(&up);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            hold(&up);
+        }
+        let now = g.journal_held(&run_id, index).await;
+        assert_eq!(
+            now, inside,
+            "{case}: the step moved on; the kill would not land"
+        );
+        inside = now;
+    }
+    signal(up.child.id() as i32, libc::SIGKILL, "the controller");
+    let (code, seen) = up.finish(Duration::from_secs(60));
+    assert_eq!(code, None, "{case}: killed by a signal");
+    assert!(
+        !seen.iter().any(
+            |e| (e["event"] == "step_finished" || e["event"] == "step_failed")
+                && e["index"].as_u64() == Some(index)
+        ),
+        "{case}: the step ended before the kill: {seen:#?}"
+    );
+    let after = g.journal(&run_id, index).await;
+    assert_eq!(after, inside, "{case}: the journal after the kill");
     // The journal says nobody holds the run any more (once the database
     // has seen the controller's connection close).
     let mut state = None;
-    for _ in 0..50 {
+    for _ in 0..100 {
         let out = run(&g.inventory, &["runs", "--run", &run_id]);
+        assert!(out.status.success(), "{case}: {}", text(&out));
         let ev = events(&out);
         state = find(&ev, "run").and_then(|r| r["state"].as_str().map(str::to_string));
-        if matches!(state.as_deref(), Some("interrupted" | "done")) {
+        if state.as_deref() == Some("interrupted") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        matches!(state.as_deref(), Some("interrupted" | "done")),
-        "{case}: run state {state:?}"
-    );
+    assert_eq!(state.as_deref(), Some("interrupted"), "{case}: run state");
     let out = g.resume(&run_id, &archive);
     assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
-    g.assert_healthy(&version, normal_bound(), &case).await;
+    let bound = g.bounds.hand_over;
+    g.assert_healthy(&version, bound, &case).await;
 }
 
 on_both_drivers!(
@@ -285,7 +582,7 @@ async fn controller_killed_at_the_start_of_each_early_step(driver: HubDriver) {
         "drop_schema",
         "activate_runtime",
     ] {
-        kill_controller_then_resume(&mut g, name, Duration::ZERO).await;
+        kill_controller_then_resume(&mut g, name, None, Inside::Start).await;
     }
 }
 
@@ -299,40 +596,70 @@ async fn controller_killed_at_the_start_of_each_late_step(driver: HubDriver) {
         "start_secondary",
         "await_standby",
     ] {
-        kill_controller_then_resume(&mut g, name, Duration::ZERO).await;
+        kill_controller_then_resume(&mut g, name, None, Inside::Start).await;
     }
 }
 
+/// Three-node groups: the controller killed at the start of each step of
+/// the second and of the third node (steps 11–14 run per secondary); each
+/// time `resume` ends with one active and two standby nodes on one
+/// version, no split brain, the planted data intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_killed_at_the_second_nodes_steps_of_a_three_node_group() {
+    controller_killed_at_a_secondarys_steps("hub-b").await;
+}
+
+/// As above, for the third node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_killed_at_the_third_nodes_steps_of_a_three_node_group() {
+    controller_killed_at_a_secondarys_steps("hub-c").await;
+}
+
+async fn controller_killed_at_a_secondarys_steps(node: &str) {
+    let mut g = Group::start_with(HubDriver::Process, 3).await;
+    assert_eq!(g.sandbox.nodes[2].name, "hub-c");
+    for name in [
+        "activate_secondary_runtime",
+        "copy_certificate",
+        "start_secondary",
+        "await_standby",
+    ] {
+        kill_controller_then_resume(&mut g, name, Some(node), Inside::Start).await;
+    }
+}
+
+/// The controller killed inside the steps that last: during the upload,
+/// while the primary stops, while the takeover is awaited, while the
+/// backup is written, while the upgraded primary starts, while the new
+/// secondary joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_killed_inside_the_long_steps() {
     let mut g = Group::start(HubDriver::Process).await;
-    for (name, ms) in [
-        ("stage_runtime", 150),
-        ("stop_primary", 100),
-        ("await_takeover", 500),
-        ("backup", 100),
-        ("create_and_start", 200),
-        ("await_handback", 300),
-        ("await_standby", 300),
+    for (name, at) in [
+        ("stage_runtime", Inside::Uploading),
+        ("stop_primary", Inside::Stopping),
+        ("await_takeover", Inside::PrimaryDown),
+        ("backup", Inside::BackingUp),
+        ("create_and_start", Inside::Joining(0, HubRole::Active)),
+        ("await_handback", Inside::Joining(0, HubRole::Active)),
+        ("await_standby", Inside::Joining(1, HubRole::Standby)),
     ] {
-        kill_controller_then_resume(&mut g, name, Duration::from_millis(ms)).await;
+        kill_controller_then_resume(&mut g, name, None, at).await;
     }
 }
 
 /// A secondary frozen before the primary stops: the stop is refused and
 /// nothing changes. Frozen right after the stop: no takeover comes, and
-/// hubshift starts the old primary again within its takeover timeout, then
-/// fails saying so; `abandon` ends that run, `resume` of another finishes
-/// it. A controller killed while nobody serves: `abandon` starts the
-/// primary again.
+/// hubshift starts the old primary again, then fails saying so; `resume`
+/// finishes the run. A controller killed while nobody serves: `abandon`
+/// starts the primary again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
     let mut g = Group::start(HubDriver::Process).await;
     let from = g.version.clone();
 
     // Frozen before the run: preflight refuses, nothing starts.
-    let hub_b = g.hub_pid(1);
-    signal_group(hub_b, libc::SIGSTOP);
+    let hub_b = hit_hub(&g, 1, libc::SIGSTOP);
     let (version, archive) = g.next_target();
     let (code, seen) = g
         .spawn_upgrade(&version, &archive)
@@ -341,21 +668,26 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
     assert!(
         seen.iter().any(|e| e["event"] == "preflight"
             && e["blocking"] == true
-            && e["message"].as_str().unwrap_or("").contains("frozen")),
+            && e["message"].as_str().expect("a message").contains("frozen")),
         "{seen:#?}"
     );
     assert!(find(&seen, "run_started").is_none(), "{seen:#?}");
 
-    // Frozen after preflight, before the stop: refused at stop_primary,
+    // Frozen after preflight, before stop_primary began: refused there,
     // nothing stopped.
-    signal_group(hub_b, libc::SIGCONT);
-    let mut up = g.spawn_upgrade(&version, &archive);
-    up.wait_for(Duration::from_secs(120), "run_started", |e| {
-        e["event"] == "run_started"
-    });
-    signal_group(hub_b, libc::SIGSTOP);
+    thaw_hub(hub_b);
+    let (up, run_id) = g.start_upgrade(&version, &archive);
+    let stop = {
+        let db = g.sandbox.db.connect().await.unwrap();
+        journal_index(&db, &run_id, "stop_primary").await
+    };
+    hold(&up);
+    let s = g.journal_held(&run_id, stop).await;
+    assert_eq!(s.state, "pending", "stop_primary began before the freeze");
+    let hub_b = hit_hub(&g, 1, libc::SIGSTOP);
+    release(&up);
     let (code, seen) = up.finish(Duration::from_secs(180));
-    signal_group(hub_b, libc::SIGCONT);
+    thaw_hub(hub_b);
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = seen
         .iter()
@@ -365,24 +697,24 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
         failed["error"].as_str().unwrap().contains("frozen"),
         "{failed}"
     );
-    let run_id = find(&seen, "run_started").unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let out = run(&g.inventory, &["abandon", "--run", &run_id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    g.assert_healthy(&from, normal_bound(), "frozen before the stop")
+    let bound = g.bounds.hand_over;
+    g.assert_healthy(&from, bound, "frozen before the stop")
         .await;
 
-    // Frozen just after the primary stopped: the fallback.
-    let mut up = g.spawn_upgrade(&version, &archive);
-    up.wait_for(Duration::from_secs(180), "stop_primary done", |e| {
+    // Frozen after the primary stopped, before any takeover: the fallback.
+    let (mut up, run_id) = g.start_upgrade(&version, &archive);
+    let stopped = up.wait_for(Duration::from_secs(180), "stop_primary done", |e| {
         is_step(e, "step_finished", "stop_primary")
     });
-    let hub_b = g.hub_pid(1);
-    signal_group(hub_b, libc::SIGSTOP);
+    let takeover = stopped["index"].as_u64().unwrap() + 1;
+    g.hold_before_end(&mut up, &run_id, takeover, "await_takeover")
+        .await;
+    let hub_b = hit_hub(&g, 1, libc::SIGSTOP);
+    release(&up);
     let (code, seen) = up.finish(Duration::from_secs(180));
-    signal_group(hub_b, libc::SIGCONT);
+    thaw_hub(hub_b);
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = seen
         .iter()
@@ -395,16 +727,16 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
             .contains("was started again and is active"),
         "{failed}"
     );
-    let run_id = find(&seen, "run_started").unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    g.assert_healthy(&from, fallback_bound(), "no takeover after the stop")
+    // Bound of the controller that falls back as soon as no candidate can
+    // take over (see Bounds::no_candidate_fallback).
+    let bound = g.bounds.no_candidate_fallback;
+    g.assert_healthy(&from, bound, "no takeover after the stop")
         .await;
     // Resume starts again at the primary's stop, with the secondary live.
     let out = g.resume(&run_id, &archive);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    g.assert_healthy(&version, normal_bound(), "resume after the fallback")
+    let bound = g.bounds.hand_over;
+    g.assert_healthy(&version, bound, "resume after the fallback")
         .await;
 
     // The controller dies while nobody serves (primary stopped, secondary
@@ -412,21 +744,27 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
     let from = g.version.clone();
     let (version, archive) = g.next_target();
     let (mut up, run_id) = g.start_upgrade(&version, &archive);
-    up.wait_for(Duration::from_secs(180), "stop_primary done", |e| {
+    let stopped = up.wait_for(Duration::from_secs(180), "stop_primary done", |e| {
         is_step(e, "step_finished", "stop_primary")
     });
-    let hub_b = g.hub_pid(1);
-    signal_group(hub_b, libc::SIGSTOP);
-    sigkill(up.child.id());
-    let _ = up.child.wait();
+    let takeover = stopped["index"].as_u64().unwrap() + 1;
+    g.hold_before_end(&mut up, &run_id, takeover, "await_takeover")
+        .await;
+    let hub_b = hit_hub(&g, 1, libc::SIGSTOP);
+    signal(up.child.id() as i32, libc::SIGKILL, "the controller");
+    let (code, _) = up.finish(Duration::from_secs(60));
+    assert_eq!(code, None, "killed by a signal");
+    let s = g.journal(&run_id, takeover).await;
+    assert_ne!(s.state, "done", "await_takeover ended before the kill");
     let out = run(&g.inventory, &["abandon", "--run", &run_id]);
-    signal_group(hub_b, libc::SIGCONT);
+    thaw_hub(hub_b);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let ev = events(&out);
     let abandoned = find(&ev, "run_abandoned").expect("run_abandoned");
     assert_eq!(abandoned["restarted"][0], "hub-a", "{abandoned}");
-    // The gap here includes the time the test took to run `abandon`.
-    g.assert_healthy(&from, fallback_bound(), "abandon restarts the primary")
+    // The gap includes the time the test took to run `abandon`.
+    let bound = g.bounds.abandoned;
+    g.assert_healthy(&from, bound, "abandon restarts the primary")
         .await;
 }
 
@@ -439,13 +777,16 @@ async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
     let from = g.version.clone();
     let (version, archive) = g.next_target();
     let (mut up, run_id) = g.start_upgrade(&version, &archive);
-    up.wait_for(Duration::from_secs(180), "backup started", |e| {
+    let started = up.wait_for(Duration::from_secs(180), "backup started", |e| {
         is_step(e, "step_started", "backup")
     });
-    let hub_b = g.hub_pid(1);
-    signal_group(hub_b, libc::SIGSTOP);
+    let index = started["index"].as_u64().unwrap();
+    let inside = g.hold_inside(&mut up, &run_id, &started).await;
+    let hub_b = hit_hub(&g, 1, libc::SIGSTOP);
+    assert_eq!(g.journal(&run_id, index).await, inside, "backup moved on");
+    release(&up);
     let (code, seen) = up.finish(Duration::from_secs(240));
-    signal_group(hub_b, libc::SIGCONT);
+    thaw_hub(hub_b);
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = find(&seen, "step_failed").expect("a step failed");
     assert!(
@@ -466,7 +807,8 @@ async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
             || failed["name"] == "drop_schema",
         "nothing irreversible ran: {seen:#?}"
     );
-    g.assert_healthy(&from, fallback_bound(), "secondary frozen while serving")
+    let bound = g.bounds.serving_fallback;
+    g.assert_healthy(&from, bound, "secondary frozen while serving")
         .await;
     let out = g.resume(&run_id, &archive);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -479,37 +821,50 @@ async fn a_secondary_frozen_while_it_serves_gets_the_primary_back() {
         backup["detail"]["id"].as_str().unwrap().ends_with("-r1"),
         "{backup}"
     );
-    g.assert_healthy(&version, normal_bound(), "resume after the fallback")
+    let bound = g.bounds.hand_over;
+    g.assert_healthy(&version, bound, "resume after the fallback")
         .await;
 }
 
 /// A hub killed after its own step: the upgraded primary while the
 /// secondary is being switched (nobody serves until the secondary starts
-/// and takes over), and the new secondary while it joins. The step that
-/// waits for a node, and the final check of the group, start it again.
+/// and takes over), and the new secondary — the process start_secondary
+/// made — while it joins. The step that waits for a node, and the final
+/// check of the group, start it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubs_killed_after_their_own_step_are_started_again() {
     let mut g = Group::start(HubDriver::Process).await;
     for (name, node) in [("activate_secondary_runtime", 0), ("await_standby", 1)] {
         let case = format!("hub of node {node} killed at {name}");
+        let before = g.hub_pid(node);
         let (version, archive) = g.next_target();
         let (mut up, run_id) = g.start_upgrade(&version, &archive);
-        up.wait_for(Duration::from_secs(180), name, |e| {
+        let started = up.wait_for(Duration::from_secs(180), name, |e| {
             is_step(e, "step_started", name)
         });
+        let index = started["index"].as_u64().unwrap();
+        let inside = g.hold_inside(&mut up, &run_id, &started).await;
+        let pid = hit_hub(&g, node, libc::SIGKILL);
         if node == 1 {
-            // Wait for the hub the step is about: the one start_secondary made.
-            std::thread::sleep(Duration::from_millis(300));
+            assert_ne!(pid, before, "{case}: not the hub start_secondary made");
         }
-        signal_group(g.hub_pid(node), libc::SIGKILL);
+        assert_eq!(g.journal(&run_id, index).await, inside, "{case}: moved on");
+        release(&up);
         g.finish_or_resume(up, &run_id, &archive, &case);
-        g.assert_healthy(&version, fallback_bound(), &case).await;
+        let bound = if node == 0 {
+            g.bounds.nobody_serving
+        } else {
+            g.bounds.hand_over
+        };
+        g.assert_healthy(&version, bound, &case).await;
     }
 }
 
 /// PostgreSQL restarted inside each outage window and during the backup:
-/// the journal reconnects and takes the group lock again; the run finishes
-/// (or, where a step's own database work failed, `resume` finishes it).
+/// the journal reconnects and takes the group lock again; the run
+/// finishes by itself. The step was running across the restart: it began
+/// before it (the controller held while the journal said so) and finished
+/// after it (the journal's own clock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_in_each_window() {
     let mut g = Group::start(HubDriver::Process).await;
@@ -517,23 +872,35 @@ async fn postgres_restarted_in_each_window() {
         let case = format!("PostgreSQL restarted during {name}");
         let (version, archive) = g.next_target();
         let (mut up, run_id) = g.start_upgrade(&version, &archive);
-        up.wait_for(Duration::from_secs(180), name, |e| {
+        let started = up.wait_for(Duration::from_secs(180), name, |e| {
             is_step(e, "step_started", name)
         });
+        let index = started["index"].as_u64().unwrap();
+        g.hold_inside(&mut up, &run_id, &started).await;
+        let down_at = SystemTime::now();
+        release(&up);
+        let began = Instant::now();
         g.sandbox
             .db
             .restart(Duration::from_millis(1500))
             .await
             .unwrap();
+        // The database's whole absence, stop to ready, adds to the window.
+        let away = began.elapsed();
         let (code, seen) = up.finish(Duration::from_secs(240));
         // The journal reconnected and took the lock again: the run went on
         // by itself (these steps do no database work of their own).
         assert_eq!(code, Some(0), "{case}: {seen:#?}\n{}", g.hub_logs());
         let finished = find(&seen, "run_finished").expect("run_finished");
         assert_eq!(finished["run"], run_id.as_str());
-        // The database was away for a while on top of the usual window.
-        g.assert_healthy(&version, normal_bound() + Duration::from_secs(4), &case)
-            .await;
+        let s = g.journal(&run_id, index).await;
+        assert_eq!(s.state, "done", "{case}");
+        assert!(
+            s.finished_at.expect("finished_at") > down_at,
+            "{case}: the step had finished before PostgreSQL went away: {s:?}"
+        );
+        let bound = g.bounds.hand_over + away;
+        g.assert_healthy(&version, bound, &case).await;
     }
 }
 
@@ -546,58 +913,72 @@ async fn agents_killed_inside_steps() {
         let case = format!("agent of node {node} killed during {name}");
         let (version, archive) = g.next_target();
         let (mut up, run_id) = g.start_upgrade(&version, &archive);
-        up.wait_for(Duration::from_secs(180), name, |e| {
+        let started = up.wait_for(Duration::from_secs(180), name, |e| {
             is_step(e, "step_started", name)
         });
-        g.sandbox.kill_agent(node);
+        let index = started["index"].as_u64().unwrap();
+        let inside = g.hold_inside(&mut up, &run_id, &started).await;
+        g.sandbox
+            .kill_agent(node)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(g.journal(&run_id, index).await, inside, "{case}: moved on");
+        release(&up);
+        // The agent stays away for a while, as a crashed service does
+        // before systemd starts it again.
         tokio::time::sleep(Duration::from_millis(500)).await;
         g.sandbox.restart_agent(node).await.unwrap();
         g.finish_or_resume(up, &run_id, &archive, &case);
-        g.assert_healthy(&version, normal_bound(), &case).await;
+        let bound = g.bounds.hand_over;
+        g.assert_healthy(&version, bound, &case).await;
     }
 }
 
-/// The upgraded primary dies while it starts: the run fails naming it, and
-/// `resume` starts it again and finishes. A primary frozen while it starts
-/// never becomes active: the run fails, and after it thaws `resume`
-/// finishes.
+/// The upgraded primary dies while it starts: hubshift starts it again
+/// (or, when the run failed, `resume` does) and finishes. A primary
+/// frozen while it starts never becomes active: the run fails, and after
+/// it thaws `resume` finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_that_dies_or_hangs_while_it_starts() {
     let mut g = Group::start(HubDriver::Process).await;
 
     let (version, archive) = g.next_target();
     let (mut up, run_id) = g.start_upgrade(&version, &archive);
-    up.wait_for(Duration::from_secs(180), "create_and_start done", |e| {
+    let created = up.wait_for(Duration::from_secs(180), "create_and_start done", |e| {
         is_step(e, "step_finished", "create_and_start")
     });
-    signal_group(g.hub_pid(0), libc::SIGKILL);
-    g.finish_or_resume(up, &run_id, &archive, "");
-    // The gap includes the test's own reaction time before `resume`.
-    g.assert_healthy(&version, fallback_bound(), "primary killed while starting")
+    let handback = created["index"].as_u64().unwrap() + 1;
+    g.hold_before_end(&mut up, &run_id, handback, "await_handback")
         .await;
+    hit_hub(&g, 0, libc::SIGKILL);
+    release(&up);
+    let case = "primary killed while starting";
+    g.finish_or_resume(up, &run_id, &archive, case);
+    let bound = g.bounds.restarted_while_starting;
+    g.assert_healthy(&version, bound, case).await;
 
     let (version, archive) = g.next_target();
     let (mut up, run_id) = g.start_upgrade(&version, &archive);
-    up.wait_for(Duration::from_secs(180), "create_and_start done", |e| {
+    let created = up.wait_for(Duration::from_secs(180), "create_and_start done", |e| {
         is_step(e, "step_finished", "create_and_start")
     });
-    let hub_a = g.hub_pid(0);
-    signal_group(hub_a, libc::SIGSTOP);
+    let handback = created["index"].as_u64().unwrap() + 1;
+    g.hold_before_end(&mut up, &run_id, handback, "await_handback")
+        .await;
+    let hub_a = hit_hub(&g, 0, libc::SIGSTOP);
+    release(&up);
     let (code, seen) = up.finish(Duration::from_secs(240));
-    signal_group(hub_a, libc::SIGCONT);
+    thaw_hub(hub_a);
     assert_eq!(
         code,
         Some(1),
         "a frozen primary cannot finish the run: {seen:#?}"
     );
+    let failed = find(&seen, "step_failed").expect("a step failed");
+    assert_eq!(failed["name"], "await_handback", "{failed}");
     let out = g.resume(&run_id, &archive);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    // The outage lasted as long as the primary was frozen (the start and
-    // secondary_shutdown timeouts): the bound is the one documented for it.
-    g.assert_healthy(
-        &version,
-        Duration::from_secs(180),
-        "primary frozen while starting",
-    )
-    .await;
+    // The outage lasted as long as the run waited for the frozen primary.
+    let bound = g.bounds.frozen_while_starting;
+    g.assert_healthy(&version, bound, "primary frozen while starting")
+        .await;
 }

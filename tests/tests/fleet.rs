@@ -15,17 +15,14 @@ use std::time::{Duration, Instant, SystemTime};
 /// `marker`.
 fn processes_mentioning(marker: &Path) -> Vec<String> {
     let marker = marker.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    hubshift_tests::proc_pids()
+        .into_iter()
         .filter(|pid| alive(*pid))
         .filter_map(|pid| {
             let dir = PathBuf::from(format!("/proc/{pid}"));
-            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-            let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+            // A process that ended meanwhile is no longer there to count.
+            let cmdline = hubshift_tests::read_proc_file(&dir.join("cmdline"))?;
+            let environ = hubshift_tests::read_proc_environ(pid)?;
             let hit = [cmdline.as_slice(), environ.as_slice()]
                 .iter()
                 .any(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()));
@@ -41,9 +38,10 @@ fn processes_mentioning(marker: &Path) -> Vec<String> {
 
 /// Whether `pid` runs (a zombie has ended).
 fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = hubshift_tests::read_proc_file(Path::new(&format!("/proc/{pid}/stat"))) else {
         return false;
     };
+    let stat = String::from_utf8_lossy(&stat);
     let state = stat
         .rfind(')')
         .and_then(|i| stat[i + 1..].split_whitespace().next());

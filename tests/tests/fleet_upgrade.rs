@@ -340,17 +340,63 @@ async fn a_paused_then_stopped_fleet_resumes_to_the_end() {
     assert!(members.iter().all(|m| m["state"] == "done"), "{members:#?}");
 }
 
+/// Two controllers whose lists overlap on plant-2, provably at once: the
+/// second starts while the first one's run of plant-2 is running (that
+/// controller held with SIGSTOP inside a step the journal marks running)
+/// and leaves plant-2 as taken because the group lock is held by that run
+/// — not because plant-2 already runs the target. Each group is upgraded
+/// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_with_overlapping_lists_upgrade_each_group_once() {
     let s = setup(3).await;
-    let x = Running::spawn(
+    let mut x = Running::spawn(
         &s.inventory,
-        &fleet_args(&s.archive, &["-g", "plant-1", "-g", "plant-2"]),
+        &fleet_args(&s.archive, &["-g", "plant-2", "-g", "plant-1"]),
     );
-    let y = Running::spawn(
+    let started = x.wait_for(Duration::from_secs(120), "plant-2's run", |e| {
+        e["event"] == "run_started" && e["group"] == "plant-2"
+    });
+    let x_run = started["run"].as_str().unwrap().to_string();
+    // The wait for the takeover lasts the hub's own takeover time; holding
+    // its controller there delays no data (the secondary takes over alone).
+    let step = x.wait_for(Duration::from_secs(120), "plant-2's await_takeover", |e| {
+        e["event"] == "step_started" && e["group"] == "plant-2" && e["name"] == "await_takeover"
+    });
+    let index = step["index"].as_u64().unwrap();
+    let plant2 = s.fleet.group("plant-2").unwrap();
+    let db = plant2.db.connect().await.unwrap();
+    // Held where the journal has the step running (it is marked just after
+    // its event is written).
+    let held = loop {
+        hold(&x);
+        let j = journal_step(&db, &x_run, index).await;
+        match j.state.as_str() {
+            "running" => break j,
+            "pending" => {
+                release(&x);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            other => panic!("plant-2's step {index} was {other} before the second controller"),
+        }
+    };
+    let mut y = Running::spawn(
         &s.inventory,
         &fleet_args(&s.archive, &["-g", "plant-3", "-g", "plant-2"]),
     );
+    let taken = y.wait_for(Duration::from_secs(120), "plant-2 taken", |e| {
+        e["event"] == "group_taken" && e["group"] == "plant-2"
+    });
+    assert_eq!(
+        journal_step(&db, &x_run, index).await,
+        held,
+        "plant-2's run moved while its controller was held"
+    );
+    let reason = taken["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with(&format!("locked by run {x_run} ")),
+        "taken because of the lock of the first controller's run: {taken}"
+    );
+    release(&x);
     let (xc, xe) = x.finish(Duration::from_secs(400));
     let (yc, ye) = y.finish(Duration::from_secs(400));
     assert_eq!(xc, Some(0), "{xe:#?}");
@@ -360,18 +406,19 @@ async fn two_controllers_with_overlapping_lists_upgrade_each_group_once() {
         row(f, g)["result"].as_str().unwrap().to_string()
     };
     assert_eq!(result(&xe, "plant-1"), "done");
+    assert_eq!(result(&xe, "plant-2"), "done");
     assert_eq!(result(&ye, "plant-3"), "done");
-    let mut shared = [result(&xe, "plant-2"), result(&ye, "plant-2")];
-    shared.sort();
-    assert_eq!(
-        shared,
-        ["done", "taken"],
-        "exactly one controller did plant-2"
+    assert_eq!(result(&ye, "plant-2"), "taken");
+    assert!(
+        !ye.iter()
+            .any(|e| e["event"] == "run_started" && e["group"] == "plant-2"),
+        "the second controller began no run of plant-2: {ye:#?}"
     );
     for g in ["plant-1", "plant-2", "plant-3"] {
         assert_group_at(&s.fleet, g, TO).await;
         assert_no_split_brain(&s.fleet, g, s.since).await;
         let out = run(&s.inventory, &["runs", "-g", g]);
+        assert!(out.status.success(), "{}", text(&out));
         let runs: Vec<Value> = events(&out)
             .into_iter()
             .filter(|e| e["event"] == "run" && e["group"] == g)
@@ -480,7 +527,9 @@ async fn a_check_failing_while_the_canary_soaks_stops_the_fleet() {
 async fn an_unready_group_refuses_the_fleet_unless_skipped() {
     let mut s = setup(2).await;
     // plant-2's secondary agent is gone: plant-2 is not ready.
-    s.fleet.groups_mut()[1].kill_agent(1);
+    s.fleet.groups_mut()[1]
+        .kill_agent(1)
+        .expect("a live agent killed");
     let out = run(&s.inventory, &["status"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let ev = events(&out);

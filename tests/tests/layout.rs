@@ -145,6 +145,7 @@ async fn upgrade_to_a_release_with_its_own_template_appdata_keeps_the_project_an
         .arg(backup)
         .output()
         .unwrap();
+    assert!(listing.status.success(), "tar -tzf {backup}");
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(
         listing

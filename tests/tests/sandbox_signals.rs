@@ -29,23 +29,20 @@ struct Proc {
 }
 
 fn processes() -> Vec<Proc> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    hubshift_tests::proc_pids()
+        .into_iter()
         .filter_map(|pid| {
             let dir = PathBuf::from(format!("/proc/{pid}"));
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // A process that ended meanwhile is no longer there to count.
+            let stat = hubshift_tests::read_proc_file(&dir.join("stat"))?;
+            let stat = String::from_utf8_lossy(&stat);
             // "pid (comm) state ppid …": comm may hold spaces and parentheses.
             let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
             let state = rest.next()?;
             let ppid = rest.next()?.parse().ok()?;
-            let cmdline = std::fs::read(dir.join("cmdline"))
-                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                .unwrap_or_default();
-            let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+            let cmdline = hubshift_tests::read_proc_file(&dir.join("cmdline"))?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let environ = hubshift_tests::read_proc_environ(pid)?;
             Some(Proc {
                 pid,
                 ppid,
@@ -195,25 +192,24 @@ impl Run {
     fn stderr(&mut self) -> String {
         let mut text = String::new();
         if let Some(mut e) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+            std::io::Read::read_to_string(&mut e, &mut text).expect("stderr of `up`");
         }
         text
     }
 
     /// Sandbox, fleet and cluster directories still in the run's TMPDIR.
     fn leftovers(&self) -> Vec<String> {
+        // The run's TMPDIR outlives the run: a failed read is no "nothing left".
         std::fs::read_dir(self.marker())
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| {
-                        ["hubshift-pg-", "hubshift-sandbox-", "hubshift-fleet-"]
-                            .iter()
-                            .any(|p| n.starts_with(p))
-                    })
-                    .collect()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.marker().display()))
+            .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", self.marker().display())))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                ["hubshift-pg-", "hubshift-sandbox-", "hubshift-fleet-"]
+                    .iter()
+                    .any(|p| n.starts_with(p))
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// Everything of the run is gone (the generous timeout is a bound on

@@ -5,8 +5,8 @@
 //! image archives (`docker`). Each case is written once as a function of the
 //! driver; `on_both_drivers!` makes a `CASE::process` and a `CASE::docker`
 //! test of it, with the same assertions (plus, where the drivers differ,
-//! each one's own on top). Without an engine the docker tests skip (one
-//! line on stderr), unless `CI` is set: there they fail.
+//! each one's own on top). Without an engine the docker tests fail, unless
+//! `HUBSHIFT_SKIP_DOCKER=1` skips them explicitly (one line on stderr).
 
 #[macro_use]
 mod support;
@@ -592,7 +592,7 @@ async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_th
     // keeps running (and takes over), but the controller cannot see it. After
     // the takeover timeout hubshift starts the primary again (nothing
     // irreversible happened) and fails the run, saying so.
-    sandbox.kill_agent(1);
+    sandbox.kill_agent(1).expect("a live agent killed");
     let (code, seen) = first.finish(Duration::from_secs(120));
     assert_eq!(code, Some(1), "{seen:#?}");
     let failed = find(&seen, "step_failed").expect("step_failed");
@@ -640,6 +640,16 @@ async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift(driver:
         inventory,
         archive,
     } = setup(driver).await;
+    // hubshift would stop an old secondary that is still running after
+    // secondary_shutdown; longer than this test waits for the run, so only
+    // the upgraded primary becoming active can be why hub-b is stopped.
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    assert!(text.contains("secondary_shutdown = 10\n"), "{text}");
+    std::fs::write(
+        &inventory,
+        text.replace("secondary_shutdown = 10\n", "secondary_shutdown = 600\n"),
+    )
+    .unwrap();
     let since = SystemTime::now();
     let (mut first, run_id) = start_upgrade(&inventory, &archive);
     first.wait_for(Duration::from_secs(120), "drop_schema finished", |e| {
@@ -656,15 +666,23 @@ async fn an_old_secondary_that_does_not_shut_down_is_stopped_by_hubshift(driver:
         warnings.contains("hub-b") && warnings.contains("stopped by hubshift"),
         "{finished}"
     );
-    // It was stopped as soon as hub-a was active (a few seconds, plus the 10 s
-    // graceful stop a frozen process sits out), not only after the 10 s
-    // secondary_shutdown timeout (which would make it 20 s or more).
-    let handback = seen
-        .iter()
-        .find(|e| e["event"] == "step_finished" && e["name"] == "await_handback")
-        .expect("await_handback finished");
-    let ms = handback["duration_ms"].as_u64().unwrap();
-    assert!(ms < 17_000, "await_handback took {ms} ms");
+    // It was stopped once hub-a was active (the run ended well before
+    // secondary_shutdown): its stop was asked no sooner than that. How fast
+    // the hand-back is belongs to `cargo bench -p hubshift-tests`.
+    let db = sandbox.db.connect().await.unwrap();
+    let facts: serde_json::Value = db
+        .query_one("SELECT facts FROM hubshift.runs WHERE id = $1", &[&run_id])
+        .await
+        .unwrap()
+        .get(0);
+    let active = facts["primary_active_ms"].as_u64().expect("primary active");
+    let down = facts["secondaries_down_ms"]
+        .as_u64()
+        .expect("secondary down");
+    assert!(
+        down >= active,
+        "hub-b stopped before hub-a was active: {facts}"
+    );
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
 }
 
@@ -873,7 +891,7 @@ async fn pause_before_a_step_and_stop_from_another_process_then_resume(driver: H
         .as_array()
         .expect("audit")
         .iter()
-        .map(|a| a["action"].as_str().unwrap_or(""))
+        .map(|a| a["action"].as_str().expect("an audit action"))
         .collect();
     assert_eq!(actions, ["upgrade", "resume", "stop", "resume"], "{rec}");
     assert!(

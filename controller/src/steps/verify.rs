@@ -1,10 +1,10 @@
 //! The group as it must be at the end of a run.
 
+use super::secondary::start_if_down;
+use super::wait::POLL;
 use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::run::context::Run;
 use anyhow::{Result, bail};
-use super::secondary::start_if_down;
-use super::wait::POLL;
 use std::time::Duration;
 // The tokio clock (the system's monotonic clock in production) so that
 // unit tests under paused time wait out timeouts in no time.

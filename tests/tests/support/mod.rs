@@ -116,6 +116,16 @@ impl Running {
         }
     }
 
+    /// Collects the events already written, without waiting.
+    pub fn drain(&mut self) -> &[Value] {
+        while let Ok(line) = self.lines.try_recv() {
+            let v =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            self.seen.push(v);
+        }
+        &self.seen
+    }
+
     /// Waits for the process to end and collects the remaining events.
     pub fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<Value>) {
         let deadline = Instant::now() + timeout;
@@ -128,7 +138,7 @@ impl Running {
                         .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                     self.seen.push(v);
                 }
-                return (status.code(), self.seen);
+                return (status.code(), std::mem::take(&mut self.seen));
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
@@ -143,6 +153,17 @@ impl Running {
                 self.seen.push(v);
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A controller still running when its test ends (a failed assertion, say)
+/// is killed: one held with SIGSTOP would otherwise never end.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -220,6 +241,57 @@ pub fn plant_hub_data(sandbox: &Sandbox) -> Vec<PathBuf> {
     files.into_iter().map(|(p, _)| p).collect()
 }
 
+/// One step of a run as its group's journal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalStep {
+    /// The step's name (`stop_primary`, …).
+    pub name: String,
+    /// `pending`, `running`, `done` or `failed`.
+    pub state: String,
+    /// How many times the step was started.
+    pub attempts: i32,
+    /// When the step last started (database clock).
+    pub started_at: Option<std::time::SystemTime>,
+    /// When it last finished.
+    pub finished_at: Option<std::time::SystemTime>,
+}
+
+/// Step `index` (as the events count it, from 1) of `run` in the journal.
+/// Panics when the journal cannot be read: a check on it must not pass on
+/// a read that failed.
+pub async fn journal_step(client: &tokio_postgres::Client, run: &str, index: u64) -> JournalStep {
+    let idx = i32::try_from(index).expect("step index") - 1;
+    let row = client
+        .query_one(
+            "SELECT spec->>'kind', state, attempts, started_at, finished_at
+             FROM hubshift.steps WHERE run_id = $1 AND idx = $2",
+            &[&run, &idx],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("journal of run {run}, step {index}: {e}"));
+    JournalStep {
+        name: row.get(0),
+        state: row.get(1),
+        attempts: row.get(2),
+        started_at: row.get(3),
+        finished_at: row.get(4),
+    }
+}
+
+/// The index (from 1, as the events count) of the first step of `run`
+/// named `name` in the journal.
+pub async fn journal_index(client: &tokio_postgres::Client, run: &str, name: &str) -> u64 {
+    let row = client
+        .query_one(
+            "SELECT idx FROM hubshift.steps WHERE run_id = $1 AND spec->>'kind' = $2
+             ORDER BY idx LIMIT 1",
+            &[&run, &name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("journal of run {run}, step {name}: {e}"));
+    u64::try_from(row.get::<_, i32>(0)).expect("index") + 1
+}
+
 /// The orchestration schema's version, if the schema exists.
 pub async fn schema_version(client: &tokio_postgres::Client) -> Option<String> {
     client
@@ -233,24 +305,19 @@ pub async fn schema_version(client: &tokio_postgres::Client) -> Option<String> {
         .map(|r| r.get(0))
 }
 
-/// Whether a Docker test runs: an engine answers; else, outside CI, it is
-/// skipped with one line on stderr, and under CI (`CI` set) it fails.
+/// Whether a Docker test runs: an engine answers. Without one it fails —
+/// a skipped test must never count as passed by accident — unless the
+/// person opted out with `HUBSHIFT_SKIP_DOCKER=1` (see
+/// [`hubshift_tests::docker_decision`]).
 pub fn engine_or_skip(test: &str) -> bool {
-    match hubshift_sim::image::engine_available() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: CI is set but no Docker Engine answers: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: no Docker Engine answers ({e})");
-            false
-        }
-    }
+    let engine = hubshift_sim::image::engine_available();
+    let skip = std::env::var(hubshift_tests::SKIP_DOCKER).ok();
+    hubshift_tests::docker_decision(test, engine, skip.as_deref())
 }
 
 /// Makes two tests of each `async fn CASE(driver: HubDriver)` named, in a
 /// module `CASE`: `process` runs it on the agents' process driver, `docker`
-/// on their docker driver (skipped without an engine, failing under CI; see
+/// on their docker driver (failing without an engine unless opted out; see
 /// [`engine_or_skip`]). The case's assertions are the same for both.
 #[allow(unused_macros)]
 macro_rules! on_both_drivers {
@@ -392,4 +459,56 @@ impl Untouched {
         let pids: Vec<_> = sandbox.nodes.iter().map(|n| n.hub_pid()).collect();
         assert_eq!(pids, self.pids, "{what}: same hub processes");
     }
+}
+
+/// Sends `sig` to `pid` (negative: a process group); panics unless it
+/// reached a process.
+pub fn signal(pid: i32, sig: i32, what: &str) {
+    // SAFETY: a plain signal to a process (group) this test started.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "signal {sig} to {what} ({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `T`, `Z` …), `None` once
+/// the process is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = &stat[stat.rfind(')').expect("stat format") + 1..];
+            after.trim_start().chars().next()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("/proc/{pid}/stat: {e}"),
+    }
+}
+
+/// Waits (generously) until `pid`'s state satisfies `ok`.
+pub fn wait_proc(pid: i32, what: &str, ok: impl Fn(Option<char>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok(proc_state(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} ({pid}): state {:?}",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Stops the controller (SIGSTOP) and waits until it is stopped: what its
+/// journal says stays true until it is continued or killed.
+pub fn hold(up: &Running) {
+    let pid = up.child.id() as i32;
+    signal(pid, libc::SIGSTOP, "the controller");
+    wait_proc(pid, "the controller stopped", |s| s == Some('T'));
+}
+
+/// Continues a held controller.
+pub fn release(up: &Running) {
+    signal(up.child.id() as i32, libc::SIGCONT, "the controller");
 }
