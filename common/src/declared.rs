@@ -80,9 +80,8 @@ pub fn in_tar_gz(reader: impl Read) -> std::io::Result<InArchive> {
         }
         let Some(name) = parts.last() else { continue };
         let depth = parts.len();
-        let near_top = depth <= 2
-            || (depth == 3 && (parts[1] == "runtime" || parts[0] == "runtime"))
-            || (depth == 3 && parts[0].starts_with(RELEASE_PREFIX) && parts[1] == "runtime");
+        // The top, `runtime/`, each top-level folder, and its `runtime/`.
+        let near_top = depth <= 2 || (depth == 3 && parts[1] == "runtime");
         if name == RUNTIME_JAR && near_top {
             out.jar = true;
         }
