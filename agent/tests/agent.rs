@@ -1016,8 +1016,8 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
         })
         .collect();
     std::fs::write(agent.appdata().join("store.db"), &noise).unwrap();
-    // Its caller is dropped once the agent is seen writing it (a partial
-    // file in backups/).
+    // Its caller is dropped once the agent is seen writing it (its
+    // temporary file in backups/).
     let mut caller = c.clone();
     let call = tokio::spawn(async move {
         caller
@@ -1030,7 +1030,7 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
     let writing = || match std::fs::read_dir(&backups) {
         Ok(d) => d
             .map(|e| e.expect("backups/ entry").file_name())
-            .any(|n| n.to_string_lossy().starts_with(".partial-")),
+            .any(|n| n.to_string_lossy().starts_with(".hubshift-tmp-backup-")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => panic!("{}: {e}", backups.display()),
     };

@@ -6,7 +6,7 @@ use crate::inventory::Group;
 use serde::{Deserialize, Serialize};
 
 /// One idempotent, journaled step. `procedure` is the step of the manual
-/// procedure (DESIGN.md) it belongs to; 0 is preparation before any outage.
+/// procedure (README.md, "What it automates, and why") it belongs to; 0 is preparation before any outage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {

@@ -84,6 +84,48 @@ pub struct Finding {
     pub message: String,
 }
 
+/// A finding that only says what was checked.
+fn ok(check: &'static str, node: &str, message: String) -> Finding {
+    Finding {
+        blocking: false,
+        warning: false,
+        check,
+        node: node.to_string(),
+        message,
+    }
+}
+
+/// A finding that refuses the run.
+fn bad(check: &'static str, node: &str, message: String) -> Finding {
+    Finding {
+        blocking: true,
+        ..ok(check, node, message)
+    }
+}
+
+/// A finding an operator must read, that does not refuse.
+fn warn(check: &'static str, node: &str, message: String) -> Finding {
+    Finding {
+        warning: true,
+        ..ok(check, node, message)
+    }
+}
+
+/// The agent at a node's address answers for another HA node: a wrong
+/// inventory, refused by every kind of run.
+fn other_node(facts: &NodeFacts, name: &str) -> Option<Finding> {
+    (!facts.node.is_empty() && facts.node != name).then(|| {
+        bad(
+            "node",
+            name,
+            format!(
+                "the agent at this address runs HA node {:?}, not {:?}: check the inventory's agent addresses",
+                facts.node, name
+            ),
+        )
+    })
+}
+
 /// Runtime archive being rolled out.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -108,27 +150,6 @@ pub fn staging_room(archive_bytes: u64) -> (u64, u64) {
 /// All preflight checks over the observed state.
 pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
     let mut out = Vec::new();
-    let ok = |check: &'static str, node: &str, message: String| Finding {
-        blocking: false,
-        warning: false,
-        check,
-        node: node.to_string(),
-        message,
-    };
-    let bad = |check: &'static str, node: &str, message: String| Finding {
-        blocking: true,
-        warning: false,
-        check,
-        node: node.to_string(),
-        message,
-    };
-    let warn = |check: &'static str, node: &str, message: String| Finding {
-        blocking: false,
-        warning: true,
-        check,
-        node: node.to_string(),
-        message,
-    };
     match &observed.database {
         Ok(true) => out.push(ok(
             "database",
@@ -155,16 +176,7 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
             }
         };
         out.push(ok("agent", &n.name, "reachable".into()));
-        if !facts.node.is_empty() && facts.node != n.name {
-            out.push(bad(
-                "node",
-                &n.name,
-                format!(
-                    "the agent at this address runs HA node {:?}, not {:?}: check the inventory's agent addresses",
-                    facts.node, n.name
-                ),
-            ));
-        }
+        out.extend(other_node(facts, &n.name));
         let expected = match n.role {
             Role::Primary => "active",
             Role::Secondary => "standby",
@@ -206,7 +218,7 @@ pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
                 ));
             }
         }
-        settings_findings(facts, &n.name, &mut out, ok, bad, warn);
+        settings_findings(facts, &n.name, &mut out);
         if facts.active_runtime.is_empty() {
             out.push(bad(
                 "version",
@@ -306,9 +318,7 @@ fn declared_finding(target: &Target) -> Option<Finding> {
     let finding = |blocking: bool, warning: bool, message: String| Finding {
         blocking,
         warning,
-        check: "runtime",
-        node: String::new(),
-        message,
+        ..ok("runtime", "", message)
     };
     use hubshift_common::declared::matches;
     if let Some((v, by)) = d.found.iter().find(|(v, _)| !matches(v, &target.version)) {
@@ -345,17 +355,6 @@ fn declared_finding(target: &Target) -> Option<Finding> {
 /// answer, no hub may be frozen, the settings must bind each hub to its
 /// appData, and `back_to` must still be staged on every node.
 pub fn rollback_preflight(observed: &Observed, back_to: &str) -> Vec<Finding> {
-    let finding =
-        |blocking: bool, warning: bool, check: &'static str, node: &str, message: String| Finding {
-            blocking,
-            warning,
-            check,
-            node: node.to_string(),
-            message,
-        };
-    let ok = |c: &'static str, n: &str, m: String| finding(false, false, c, n, m);
-    let bad = |c: &'static str, n: &str, m: String| finding(true, false, c, n, m);
-    let warn = |c: &'static str, n: &str, m: String| finding(false, true, c, n, m);
     let mut out = Vec::new();
     match &observed.database {
         Ok(true) => out.push(ok(
@@ -378,16 +377,7 @@ pub fn rollback_preflight(observed: &Observed, back_to: &str) -> Vec<Finding> {
                 continue;
             }
         };
-        if !facts.node.is_empty() && facts.node != n.name {
-            out.push(bad(
-                "node",
-                &n.name,
-                format!(
-                    "the agent at this address runs HA node {:?}, not {:?}: check the inventory's agent addresses",
-                    facts.node, n.name
-                ),
-            ));
-        }
+        out.extend(other_node(facts, &n.name));
         if facts.running && facts.frozen {
             out.push(bad(
                 "role",
@@ -405,7 +395,7 @@ pub fn rollback_preflight(observed: &Observed, back_to: &str) -> Vec<Finding> {
         } else {
             out.push(ok("role", &n.name, format!("{} and serving", facts.role)));
         }
-        settings_findings(facts, &n.name, &mut out, ok, bad, warn);
+        settings_findings(facts, &n.name, &mut out);
         if facts.staged.iter().any(|v| v == back_to) {
             out.push(ok(
                 "version",
@@ -428,14 +418,7 @@ pub fn rollback_preflight(observed: &Observed, back_to: &str) -> Vec<Finding> {
 /// empty project) refuse the upgrade; store-and-forward files in the
 /// runtime directory are allowed (the agent backs them up and carries them
 /// across the switch) but said loudly.
-fn settings_findings(
-    facts: &NodeFacts,
-    node: &str,
-    out: &mut Vec<Finding>,
-    ok: impl Fn(&'static str, &str, String) -> Finding,
-    bad: impl Fn(&'static str, &str, String) -> Finding,
-    warn: impl Fn(&'static str, &str, String) -> Finding,
-) {
+fn settings_findings(facts: &NodeFacts, node: &str, out: &mut Vec<Finding>) {
     let runtime = if facts.runtime_dir.is_empty() {
         "unresolved".to_string()
     } else {

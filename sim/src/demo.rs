@@ -5,10 +5,11 @@
 //! With `--groups N`, `demo` and `bench` work on a fleet of groups instead
 //! (see [`crate::fleet_demo`]).
 
+use crate::demo_args::{Driver, GroupArgs, hubshift_command, timing};
 use crate::measure;
-use crate::sandbox::{HubDriver, Sandbox, SandboxOptions};
+use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::timing::SimTiming;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, SystemTime};
@@ -22,50 +23,6 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct GroupArgs {
-    /// Version the group runs first.
-    #[arg(long, default_value = "4.1.0")]
-    pub(crate) from: String,
-    /// Version to upgrade to.
-    #[arg(long, default_value = "4.2.0")]
-    pub(crate) to: String,
-    /// Nodes in the group: hub-a, the primary, and N-1 secondaries (hub-b,
-    /// hub-c, …), each with its own agent; the upgrade runs steps 11–14
-    /// (switch, certificate, start, standby) once per secondary. Not with
-    /// --groups, whose groups have two nodes.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=26))]
-    pub(crate) nodes: u8,
-    /// hubsim takeover timeout (how long a standby waits for a silent primary).
-    #[arg(long, default_value = "3s", value_parser = crate::timing::parse_duration)]
-    pub(crate) takeover_timeout: Duration,
-    /// hubsim start-up delay (stands in for the JVM start).
-    #[arg(long, default_value = "1500ms", value_parser = crate::timing::parse_duration)]
-    pub(crate) start_delay: Duration,
-    /// hubsim heartbeat interval (also how often standbys look at it).
-    #[arg(long, default_value = "200ms", value_parser = crate::timing::parse_duration)]
-    pub(crate) heartbeat_interval: Duration,
-    /// How the agents run the hubs: host processes, or containers of the
-    /// local Docker Engine (hubsim images built here, no registry needed).
-    #[arg(long, value_enum, default_value_t = Driver::Process)]
-    pub(crate) driver: Driver,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum Driver {
-    Process,
-    Docker,
-}
-
-impl From<Driver> for HubDriver {
-    fn from(d: Driver) -> HubDriver {
-        match d {
-            Driver::Process => HubDriver::Process,
-            Driver::Docker => HubDriver::Docker,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,25 +192,6 @@ impl Termination {
             _ = self.term.recv() => "SIGTERM",
             _ = self.hup.recv() => "SIGHUP",
         }
-    }
-}
-
-/// `hubshift`, ended with the sandbox should the sandbox be killed outright.
-pub(crate) fn hubshift_command() -> anyhow::Result<tokio::process::Command> {
-    let mut command = std::process::Command::new(crate::bins::binary("hubshift")?);
-    crate::lifetime::set_die_with_parent(&mut command, libc::SIGKILL);
-    let mut command = tokio::process::Command::from(command);
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    Ok(command)
-}
-
-pub(crate) fn timing(g: &GroupArgs) -> SimTiming {
-    SimTiming {
-        heartbeat_interval: g.heartbeat_interval,
-        takeover_timeout: g.takeover_timeout,
-        start_delay: g.start_delay,
-        tick_interval: Duration::from_millis(50),
-        stop_delay: SimTiming::fast().stop_delay,
     }
 }
 

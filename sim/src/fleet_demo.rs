@@ -3,7 +3,7 @@
 //! the real `hubshift upgrade --all`; outages and split brain measured per
 //! group from that group's own data ticks.
 
-use crate::demo::{GroupArgs, hubshift_command, timing};
+use crate::demo_args::{GroupArgs, hubshift_command, timing};
 use crate::fleet::{Fleet, FleetOptions, group_name};
 use crate::measure;
 use anyhow::Context;
@@ -191,7 +191,7 @@ async fn build_fleet(g: &GroupArgs, groups: usize) -> anyhow::Result<Fleet> {
         "--groups builds two-node groups; --nodes is for one group"
     );
     anyhow::ensure!(
-        matches!(g.driver, crate::demo::Driver::Process),
+        matches!(g.driver, crate::demo_args::Driver::Process),
         "--groups runs the hubs as host processes (--driver process)"
     );
     let t = timing(g);

@@ -10,6 +10,7 @@
 pub mod bins;
 pub mod configs;
 pub mod demo;
+mod demo_args;
 pub mod fleet;
 mod fleet_demo;
 pub mod hubsim;

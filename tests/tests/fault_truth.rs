@@ -706,3 +706,100 @@ async fn a_database_that_never_comes_back_costs_one_bounded_wait() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// The sandbox's archive of `version` rewritten to `out` with nothing that
+/// declares a version: the release folder renamed, `VERSION` left out.
+fn undeclared_archive(sandbox: &Sandbox, version: &str, out: &std::path::Path) {
+    use std::io::Read;
+    let plain = sandbox.runtime_archive(version).expect("runtime archive");
+    let file = std::fs::File::open(&plain).expect("open runtime archive");
+    let mut entries = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(out).expect("create archive"),
+        flate2::Compression::fast(),
+    ));
+    let folder = hubshift_sim::runtime::release_folder(version);
+    for entry in entries.entries().expect("archive entries") {
+        let mut entry = entry.expect("archive entry");
+        let path = entry.path().expect("entry path").display().to_string();
+        if path.ends_with("/VERSION") {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("entry data");
+        let renamed = path.replacen(&folder, &format!("release-{version}"), 1);
+        builder
+            .append_data(&mut header, renamed, data.as_slice())
+            .expect("copy entry");
+    }
+    builder
+        .into_inner()
+        .expect("finish tar")
+        .finish()
+        .expect("finish gzip");
+}
+
+/// An archive that declares another version than `--version` is refused
+/// before anything changes, naming both; one that declares nothing is
+/// planned with a warning that nothing can check it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mislabelled_archive_is_refused_in_plan_and_an_undeclared_one_warned() {
+    let g = Group::start(HubDriver::Process).await;
+    let old = g.archive("4.1.0");
+    let plan = |archive: &str| {
+        run(
+            &g.inventory,
+            &[
+                "plan",
+                "-g",
+                GROUP,
+                "--runtime",
+                archive,
+                "--version",
+                "4.2.0",
+            ],
+        )
+    };
+    let out = plan(&old);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let ev = events(&out);
+    let refused = ev
+        .iter()
+        .find(|e| e["event"] == "preflight" && e["check"] == "runtime" && e["blocking"] == true)
+        .unwrap_or_else(|| panic!("no runtime refusal: {}", text(&out)));
+    let message = refused["message"].as_str().expect("message");
+    assert!(
+        message.contains("declares version 4.1.0") && message.contains("not 4.2.0"),
+        "{message}"
+    );
+    let untouched = Untouched::capture(&g.sandbox);
+    let out = run(&g.inventory, &upgrade_args(&old, "4.2.0"));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    untouched.assert_same(&g.sandbox, "a mislabelled archive refused");
+
+    let bare = g.sandbox.root.join("undeclared-4.2.0.tar.gz");
+    undeclared_archive(&g.sandbox, "4.2.0", &bare);
+    let out = plan(&bare.display().to_string());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        events(&out).iter().any(|e| e["event"] == "preflight"
+            && e["check"] == "runtime"
+            && e["warning"] == true
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("declares no version"))),
+        "{}",
+        text(&out)
+    );
+    // The published archive declares 4.2.0 and plans without a warning.
+    let out = plan(&g.archive("4.2.0"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        events(&out)
+            .iter()
+            .any(|e| e["check"] == "runtime" && e["blocking"] == false && e["warning"] == false),
+        "{}",
+        text(&out)
+    );
+}

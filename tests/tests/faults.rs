@@ -377,7 +377,8 @@ fn partial_backups(s: &Sandbox, i: usize) -> Vec<String> {
         Ok(d) => d
             .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".partial-"))
+            // Every temporary of the agent is `.hubshift-tmp-<kind>-…`.
+            .filter(|n| n.starts_with(".hubshift-tmp-"))
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => panic!("{}: {e}", dir.display()),
@@ -427,7 +428,11 @@ impl Inside {
                 std::fs::read_dir(&dir)
                     .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
                     .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
-                    .any(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+                    .any(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(".hubshift-tmp-staging-")
+                    })
             }
             Inside::Stopping => {
                 sigterms(g) > base.sigterms && matches!(proc_state(base.hub_a), Some(c) if c != 'Z')

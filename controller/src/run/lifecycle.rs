@@ -167,14 +167,7 @@ impl PreparedRollback {
 /// checks, the old runtime staged, and the backup read back where it lies
 /// (and its copy) before anything stops.
 pub async fn prepare_rollback(out: &Output, site: &Site, run_id: &str) -> Result<PreparedRollback> {
-    let OpenRun {
-        inventory,
-        group,
-        db,
-        client,
-        record,
-    } = super::open::open_run(site, run_id).await?;
-    let locked = lock_on(inventory, group, db, client).await?;
+    let (locked, record) = lock_run(site, run_id).await?;
     let steps = journal::load_steps(&locked.client, run_id).await?;
     let unfinished = unfinished_view(&locked).await?;
     if let Some(r) = refusals::rollback(&RunView::new(&record, &steps), unfinished.as_ref()) {
@@ -246,8 +239,7 @@ async fn unfinished_view(locked: &Locked) -> Result<Option<RunView>> {
     )
 }
 
-/// Locks the group of an unfinished run and takes its record: for
-/// `abandon`, which gives the run up instead of continuing it.
+/// Finds run `run_id`, locks its group and takes its record.
 pub async fn lock_run(site: &Site, run_id: &str) -> Result<(Locked, RunRecord)> {
     let OpenRun {
         inventory,
@@ -276,14 +268,7 @@ pub async fn prepare_resume(
     runtime: Option<&Path>,
     action: &str,
 ) -> Result<(Run, Vec<StepRecord>)> {
-    let OpenRun {
-        inventory,
-        group,
-        db,
-        client,
-        record,
-    } = super::open::open_run(site, run_id).await?;
-    let locked = lock_on(inventory, group, db, client).await?;
+    let (locked, record) = lock_run(site, run_id).await?;
     let unfinished = unfinished_view(&locked).await?;
     if let Some(r) = refusals::resume(&RunView::new(&record, &[]), unfinished.as_ref()) {
         return Err(Refused(r.message).into());

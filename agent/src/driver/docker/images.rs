@@ -320,17 +320,20 @@ impl RuntimeStore for ImageStore {
         let max_entries = limits.max_archive_entries;
         let (id, declared) =
             tokio::task::spawn_blocking(move || single_image(&path, max_entries)).await??;
-        // Loaded only as the version it says it is.
-        let declared = crate::declared::check(&version, declared.as_slice())?;
         let reference = self.image_ref(&version);
         // The tag exists: the same image (loaded by hand, or by another
-        // agent on this engine) is this archive; another one is a conflict.
-        if let Some(existing) = existing {
-            if existing != id {
-                return Err(AgentError::AlreadyExists(format!(
-                    "image {reference} is already loaded from a different archive (image {existing})"
-                )));
-            }
+        // agent on this engine) is this archive; another one is a conflict,
+        // whatever it declares.
+        if let Some(existing) = &existing
+            && *existing != id
+        {
+            return Err(AgentError::AlreadyExists(format!(
+                "image {reference} is already loaded from a different archive (image {existing})"
+            )));
+        }
+        // Loaded only as the version it says it is.
+        let declared = crate::declared::check(&version, declared.as_slice())?;
+        if existing.is_some() {
             self.write_record(&version, &sha)?;
             crate::declared::write_record(&self.cfg.paths.state_dir, &version, declared.as_ref())?;
             return Ok(Installed {
