@@ -310,11 +310,32 @@ pub async fn drop_schema(client: &Client, schema: &str) -> Result<(), DbError> {
         "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
         schema.replace('"', "\"\"")
     );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(query_err("dropping the orchestration schema"))
+    // The hubs still running write to the schema's tables while it is
+    // dropped: the drop can be chosen as a deadlock's victim (40P01) or
+    // time out on a lock (55P03). Both leave the schema as it was; the
+    // drop is tried again.
+    let mut attempt = 1;
+    loop {
+        match client.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if attempt < DROP_ATTEMPTS
+                    && e.code().is_some_and(|c| {
+                        *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                            || *c == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
+                    }) =>
+            {
+                tracing::warn!(attempt, error = %redact(&error_text(&e)), "the schema drop met the hubs' locks; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(query_err("dropping the orchestration schema")(e)),
+        }
+    }
 }
+
+/// How often the schema drop is tried when it meets the hubs' locks.
+const DROP_ATTEMPTS: u32 = 8;
 
 /// Key of the advisory lock for a group.
 fn lock_key(group: &str) -> String {

@@ -494,7 +494,7 @@ async fn docker_image_uploads_follow_the_upload_rules() {
 
     // A sender that goes quiet after half the archive.
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tx.send(header("5.0.0", &sha, n, ArchiveFormat::DockerImage))
+    tx.send(header(TO, &sha, n, ArchiveFormat::DockerImage))
         .await
         .unwrap();
     // A few chunks only: the channel must not fill before the call reads it.
@@ -509,7 +509,7 @@ async fn docker_image_uploads_follow_the_upload_rules() {
     drop(tx);
 
     let s = sandbox.status(1).await.unwrap();
-    assert!(!s.staged_runtimes.contains(&"5.0.0".to_string()), "{s:?}");
+    assert!(!s.staged_runtimes.contains(&TO.to_string()), "{s:?}");
     let staging = sandbox.nodes[1].state_dir.join("staging");
     assert_eq!(
         std::fs::read_dir(&staging).unwrap().count(),
@@ -520,7 +520,7 @@ async fn docker_image_uploads_follow_the_upload_rules() {
     // The real thing, twice: loaded, then already installed.
     for already in [false, true] {
         let msgs = [
-            vec![header("5.0.0", &sha, n, ArchiveFormat::DockerImage)],
+            vec![header(TO, &sha, n, ArchiveFormat::DockerImage)],
             chunks(&image),
         ]
         .concat();
@@ -532,7 +532,7 @@ async fn docker_image_uploads_follow_the_upload_rules() {
         assert_eq!(r.already_installed, already, "{r:?}");
     }
     let s = sandbox.status(1).await.unwrap();
-    assert!(s.staged_runtimes.contains(&"5.0.0".to_string()), "{s:?}");
+    assert!(s.staged_runtimes.contains(&TO.to_string()), "{s:?}");
     assert_eq!(s.active_runtime, FROM, "installing does not activate");
 }
 
