@@ -1,9 +1,11 @@
 //! appdata backups: write, verify, stream back, restore. A backup holds
 //! `appdata/` and each extra directory under its own top-level name.
 
+use crate::clock;
 use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
+use crate::places::backups_dir;
 use hubshift_common::archive::{
     ArchiveError, BACKUP_LEVEL, PackSource, UnpackLimits, list_tar_gz, pack_tar_gz_parallel,
     unpack_tar_gz,
@@ -28,11 +30,6 @@ pub struct BackupInfo {
     pub path: PathBuf,
     /// True when it existed already.
     pub existed: bool,
-}
-
-/// `<state>/backups`
-pub fn backups_dir(cfg: &Config) -> PathBuf {
-    cfg.paths.state_dir.join("backups")
 }
 
 fn backup_path(cfg: &Config, id: &str) -> Result<PathBuf> {
@@ -74,13 +71,13 @@ pub const RUNTIME_STORE_FORWARD: &str = "runtime-store-forward";
 /// old ones again would duplicate data): they are there for an operator.
 pub fn backup_sources(cfg: &Config) -> Vec<PackSource> {
     let mut out = sources(cfg);
-    if let Some(dir) = crate::layout::active_runtime_dir(cfg)
-        && crate::settings::writestore_files(&dir).is_ok_and(|f| !f.is_empty())
+    if let Some(dir) = crate::hubfiles::layout::active_runtime_dir(cfg)
+        && crate::hubfiles::settings::writestore_files(&dir).is_ok_and(|f| !f.is_empty())
     {
         out.push(PackSource {
             name: RUNTIME_STORE_FORWARD.into(),
             path: dir,
-            only_prefix: Some(crate::settings::WRITESTORE_PREFIX.into()),
+            only_prefix: Some(crate::hubfiles::settings::WRITESTORE_PREFIX.into()),
         });
     }
     out
@@ -98,7 +95,7 @@ fn random_suffix() -> String {
 /// returns the existing one.
 pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
     let id = if id.is_empty() {
-        format!("{}-{}", fsutil::timestamp(), random_suffix())
+        format!("{}-{}", clock::timestamp(), random_suffix())
     } else {
         id.to_string()
     };
@@ -230,7 +227,7 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
     let (sha, _) = sha256_file(&path).map_err(AgentError::io("cannot read", &path))?;
     check_sha(&sha, expected)?;
     let appdata = &cfg.paths.appdata;
-    let stamp = fsutil::timestamp();
+    let stamp = clock::timestamp();
     let mut set_aside = String::new();
     let sources = sources(cfg);
     // Unpack once next to appdata (same filesystem), then move each tree.

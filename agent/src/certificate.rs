@@ -1,6 +1,7 @@
 //! The hub's certificate store (`<appdata>/<certificate_store>`): without
 //! the primary's copy a secondary cannot decrypt shared secrets.
 
+use crate::clock;
 use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
@@ -67,7 +68,7 @@ fn keep_previous(store: &Path, content: &[u8]) -> Result<Option<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(AgentError::io("cannot read", store)(e)),
     }
-    let stamp = fsutil::timestamp();
+    let stamp = clock::timestamp();
     let name = store
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -82,12 +82,12 @@ fn init_tracing(format: LogFormat) {
 fn resolved_paths(cfg: &Config) -> Vec<String> {
     let p = &cfg.paths;
     let mut out = vec![format!("layout: {}", cfg.hub.layout.name())];
-    match crate::runtime::active_version(&p.install_root) {
+    match crate::places::active_version(&p.install_root) {
         None => out.push(format!(
             "runtime: no active runtime ({}/current is not a link into runtimes/)",
             p.install_root.display()
         )),
-        Some(v) => match crate::layout::version_runtime_dir(cfg, &v) {
+        Some(v) => match crate::hubfiles::layout::version_runtime_dir(cfg, &v) {
             Ok(dir) => out.push(format!("runtime: {v} -> {{runtime}} = {}", dir.display())),
             Err(e) => out.push(format!("runtime: {v}: {e}")),
         },
@@ -95,10 +95,10 @@ fn resolved_paths(cfg: &Config) -> Vec<String> {
     out.push(format!("appdata: {}", p.appdata.display()));
     out.push(format!(
         "settings: {} (the hub gets it as {})",
-        crate::settings::settings_file(cfg).display(),
-        crate::settings::SETTINGS_ENV
+        crate::hubfiles::settings::settings_file(cfg).display(),
+        crate::hubfiles::settings::SETTINGS_ENV
     ));
-    match crate::settings::check_active(cfg) {
+    match crate::hubfiles::settings::check_active(cfg) {
         Ok(b) if b.store_forward_in_runtime => out.push(format!(
             "store-and-forward: {} (directories.storeForwardData is unset: kept in the runtime directory, \
              backed up and carried across runtime switches; set it inside appdata to keep them there)",

@@ -4,20 +4,18 @@
 
 pub mod appdata;
 pub mod auth;
-pub mod carry;
 pub mod certificate;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod declared;
 pub mod disk;
 pub mod driver;
 pub mod error;
 pub mod fsutil;
-pub mod hub;
-pub mod layout;
+pub mod hubfiles;
 pub mod listener;
+pub mod places;
 pub mod role;
-pub mod runtime;
 pub mod scratch;
 pub mod service;
-pub mod settings;

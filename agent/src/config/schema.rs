@@ -180,6 +180,11 @@ pub struct DockerSection {
     pub log_tail_lines: u32,
 }
 
+/// The longest Stop timeout accepted, in seconds (one hour). A larger one
+/// is refused with INVALID_ARGUMENT: a Stop whose caller went away would
+/// otherwise hold the hub for as long as it says.
+pub const MAX_STOP_TIMEOUT_SECS: u32 = 3600;
+
 /// `[hub]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

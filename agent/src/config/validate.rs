@@ -190,7 +190,7 @@ impl Config {
             }
             if k == "HUBSHIFT_JDBC_URI"
                 || k == "HUBSHIFT_NODE"
-                || k == crate::settings::SETTINGS_ENV
+                || k == crate::hubfiles::names::SETTINGS_ENV
             {
                 return Err(bad("hub.env", format!("{k} is set by the agent")));
             }
@@ -202,7 +202,7 @@ impl Config {
             return Err(bad("hub.stop_timeout_secs", "must be at least 1".into()));
         }
         // The same bound as a Stop request's own timeout.
-        let max_stop = u64::from(crate::driver::ops::MAX_STOP_TIMEOUT_SECS);
+        let max_stop = u64::from(super::schema::MAX_STOP_TIMEOUT_SECS);
         if h.stop_timeout_secs > max_stop {
             return Err(bad(
                 "hub.stop_timeout_secs",

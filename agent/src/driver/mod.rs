@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod ops;
 pub mod process;
+pub mod upload;
 
 use crate::config::{Config, DriverKind, LimitsSection};
 use crate::error::{AgentError, Result};

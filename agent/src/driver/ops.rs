@@ -11,10 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// The longest Stop timeout accepted, in seconds (one hour). A larger one
-/// is refused with INVALID_ARGUMENT: a Stop whose caller went away would
-/// otherwise hold the hub for as long as it says.
-pub const MAX_STOP_TIMEOUT_SECS: u32 = 3600;
+pub use crate::config::MAX_STOP_TIMEOUT_SECS;
 
 /// The timeout a Stop asks for: `requested` seconds (0: the configured
 /// `hub.stop_timeout_secs`), at most [`MAX_STOP_TIMEOUT_SECS`].

@@ -4,6 +4,7 @@
 //! again by name and label after an agent restart.
 
 use super::{ImageStore, LABEL_MANAGED, engine_error, is_not_found, store_forward};
+use crate::clock;
 use crate::config::{Config, DockerSection, DockerStartMode, Vars, fill, fill_argv, parse_port};
 use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
 use crate::driver::{HubDriver, HubView, check_start};
@@ -216,7 +217,7 @@ impl DockerHub {
             (LABEL_VERSION.to_string(), version.to_string()),
             (
                 LABEL_STARTED_AT.to_string(),
-                fsutil::now_unix_ms().to_string(),
+                clock::now_unix_ms().to_string(),
             ),
             (LABEL_PROBE_OFFSET.to_string(), probe_offset.to_string()),
         ]);

@@ -137,7 +137,7 @@ impl ImageStore {
             let size = digest.size();
             Ok((digest.finish(), size))
         });
-        let failure = crate::runtime::receive_chunks(upload, &tx, header, &limits).await;
+        let failure = crate::driver::upload::receive_chunks(upload, &tx, header, &limits).await;
         drop(tx);
         let (sha, size) = writer.await??;
         if let Some(f) = failure {
@@ -284,7 +284,7 @@ pub fn single_image(archive: &Path, max_entries: u64) -> Result<(String, Option<
 }
 
 fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
-    crate::runtime::check_header_fields(h, limits)?;
+    crate::driver::upload::check_header_fields(h, limits)?;
     if ArchiveFormat::try_from(h.format) != Ok(ArchiveFormat::DockerImage) {
         return Err(AgentError::InvalidArgument(
             "this agent runs the hub in a container: the runtime must be a `docker save` archive (format DOCKER_IMAGE)".into(),
@@ -296,12 +296,12 @@ fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
 #[tonic::async_trait]
 impl RuntimeStore for ImageStore {
     async fn install(&self, mut upload: Upload, limits: LimitsSection) -> Result<Installed> {
-        let mut header = crate::runtime::read_header(&mut upload).await?;
+        let mut header = crate::driver::upload::read_header(&mut upload).await?;
         check_header(&mut header, &limits)?;
         let version = header.version.clone();
         // One install per tag, so the check for an existing tag sees the
         // previous install; a second one is told so at once.
-        let _claim = crate::runtime::claim_install(&self.image_ref(&version), &version)?;
+        let _claim = crate::driver::upload::claim_install(&self.image_ref(&version), &version)?;
         let existing = self.image_id(&version).await?;
         if existing.is_some() {
             let recorded =
@@ -315,7 +315,7 @@ impl RuntimeStore for ImageStore {
         }
         let started = std::time::Instant::now();
         let (tmp, sha, size) = self.receive(&mut upload, &header, limits).await?;
-        crate::runtime::check_received(&header, size, &sha)?;
+        crate::driver::upload::check_received(&header, size, &sha)?;
         let path = tmp.path().to_path_buf();
         let max_entries = limits.max_archive_entries;
         let (id, declared) =

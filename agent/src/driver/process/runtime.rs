@@ -8,44 +8,22 @@
 
 use crate::config::LimitsSection;
 use crate::declared;
+use crate::driver::upload::{
+    check_header_fields, check_received, claim_install, read_header, receive_chunks,
+};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
+use crate::places::runtimes_dir;
 use hubshift_common::archive::{ArchiveStats, UnpackLimits, check_links_on_disk, unpack_tar_gz};
 use hubshift_common::digest::StreamDigest;
-use hubshift_common::names::validate_name;
-use hubshift_common::pb::{
-    ArchiveFormat, InstallRuntimeRequest, RuntimeHeader, install_runtime_request::Item,
-};
+use hubshift_common::pb::{ArchiveFormat, InstallRuntimeRequest, RuntimeHeader};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use tokio_stream::{Stream, StreamExt};
-
-/// Name of the link that selects the active runtime.
-pub const CURRENT: &str = "current";
-
-/// `<install_root>/runtimes`
-pub fn runtimes_dir(install_root: &Path) -> PathBuf {
-    install_root.join("runtimes")
-}
-
-/// Version the `current` link points at, if it points at a staged runtime.
-pub fn active_version(install_root: &Path) -> Option<String> {
-    let target = fs::read_link(install_root.join(CURRENT)).ok()?;
-    let version = target.file_name()?.to_str()?.to_string();
-    runtimes_dir(install_root)
-        .join(&version)
-        .is_dir()
-        .then_some(version)
-}
-
-/// `runtimes/<active version>`, the value of `{runtime}`.
-pub fn active_dir(install_root: &Path) -> Option<PathBuf> {
-    active_version(install_root).map(|v| runtimes_dir(install_root).join(v))
-}
+use tokio_stream::Stream;
 
 /// Every version unpacked under runtimes/, sorted.
 pub fn staged_versions(install_root: &Path) -> Vec<String> {
@@ -59,76 +37,6 @@ pub fn staged_versions(install_root: &Path) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// Switches `current` to `runtimes/<version>` atomically (a relative
-/// symlink created beside it, renamed over it). Returns (previous, active).
-/// The caller makes sure the hub does not run.
-pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> {
-    validate_name("runtime version", version)?;
-    let dir = runtimes_dir(install_root).join(version);
-    if !dir.is_dir() {
-        return Err(AgentError::NotFound(format!(
-            "runtime {version} is not staged"
-        )));
-    }
-    let current = install_root.join(CURRENT);
-    if let Ok(meta) = fs::symlink_metadata(&current) {
-        if !meta.file_type().is_symlink() {
-            return Err(AgentError::FailedPrecondition(format!(
-                "{} exists and is not a symlink; move it away first",
-                current.display()
-            )));
-        }
-    }
-    let previous = active_version(install_root).unwrap_or_default();
-    let tmp = crate::scratch::name_in(install_root, "current");
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(Path::new("runtimes").join(version), &tmp)
-        .map_err(AgentError::io("cannot create link", &tmp))?;
-    if let Err(e) = fs::rename(&tmp, &current) {
-        let _ = fs::remove_file(&tmp);
-        return Err(AgentError::io("cannot switch", &current)(e));
-    }
-    fsutil::sync_dir(install_root);
-    tracing::info!(previous = %previous, active = %version, "runtime activated");
-    Ok((previous, version.to_string()))
-}
-
-/// Installs running now, by what they install (a runtime directory, an
-/// image tag): one install per version at a time.
-static INSTALLING: std::sync::Mutex<std::collections::BTreeSet<String>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// The claim of one install on its target; released on drop.
-#[derive(Debug)]
-pub struct InstallClaim(String);
-
-impl Drop for InstallClaim {
-    fn drop(&mut self) {
-        INSTALLING
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.0);
-    }
-}
-
-/// Claims `target` for one install of `version`. A second upload of a
-/// version being installed is answered at once (ABORTED) rather than left
-/// unread behind the first until its sender times out: the first may take
-/// as long as its sender does, and the answer "installed" is only known
-/// when it ends.
-pub fn claim_install(target: &str, version: &str) -> Result<InstallClaim> {
-    let mut installing = INSTALLING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !installing.insert(target.to_string()) {
-        return Err(AgentError::Aborted(format!(
-            "runtime {version} is being installed by another request now; retry when it has \
-             ended (the same archive is then already installed)"
-        )));
-    }
-    Ok(InstallClaim(target.to_string()))
 }
 
 /// Where the agent remembers which archive a staged runtime came from.
@@ -158,119 +66,6 @@ fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
         _ => Err(AgentError::InvalidArgument(
             "format must be TAR_GZ or ZIP".into(),
         )),
-    }
-}
-
-/// Checks what every runtime store asks of a header: version, digest and
-/// size (within `max_archive_bytes`); the format is the store's to judge.
-pub(crate) fn check_header_fields(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
-    validate_name("runtime version", &h.version)?;
-    h.sha256 = h.sha256.to_ascii_lowercase();
-    if h.sha256.len() != 64 || !h.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AgentError::InvalidArgument(
-            "sha256 must be 64 hex digits".into(),
-        ));
-    }
-    if h.size_bytes == 0 {
-        return Err(AgentError::InvalidArgument(
-            "size_bytes must be positive".into(),
-        ));
-    }
-    if h.size_bytes > limits.max_archive_bytes {
-        return Err(AgentError::InvalidArgument(format!(
-            "archive of {} bytes exceeds the limit of {} bytes",
-            h.size_bytes, limits.max_archive_bytes
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses an upload whose size or SHA-256 is not what its header announced.
-pub(crate) fn check_received(header: &RuntimeHeader, size: u64, sha: &str) -> Result<()> {
-    if size != header.size_bytes {
-        return Err(AgentError::InvalidArgument(format!(
-            "size mismatch: announced {} bytes, received {size}",
-            header.size_bytes
-        )));
-    }
-    if sha != header.sha256 {
-        return Err(AgentError::InvalidArgument(format!(
-            "checksum mismatch: expected {}, received {sha}",
-            header.sha256
-        )));
-    }
-    Ok(())
-}
-
-/// The header an upload must begin with.
-pub async fn read_header<S>(stream: &mut S) -> Result<RuntimeHeader>
-where
-    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
-{
-    let first = stream
-        .next()
-        .await
-        .ok_or_else(|| AgentError::InvalidArgument("empty stream: header expected".into()))?
-        .map_err(|s| AgentError::InvalidArgument(format!("stream failed: {}", s.message())))?;
-    match first.item {
-        Some(Item::Header(h)) => Ok(h),
-        _ => Err(AgentError::InvalidArgument(
-            "the first message must be the header".into(),
-        )),
-    }
-}
-
-/// Passes the chunks that follow an upload's header to `tx` until the
-/// stream ends; returns why it stopped early, if it did: more bytes than
-/// announced, a message that is not a chunk, a failed stream, or a stall
-/// (a controller that vanished without closing sends nothing more; without
-/// a limit its staging and threads would stay). Shared by every runtime store.
-pub async fn receive_chunks<S>(
-    stream: &mut S,
-    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
-    header: &RuntimeHeader,
-    limits: &LimitsSection,
-) -> Option<AgentError>
-where
-    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
-{
-    let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_secs);
-    let mut received = 0u64;
-    loop {
-        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
-            return Some(AgentError::DeadlineExceeded(format!(
-                "upload of runtime {} stalled: nothing received for {} s (limits.upload_idle_timeout_secs)",
-                header.version, limits.upload_idle_timeout_secs
-            )));
-        };
-        let msg = match next? {
-            Ok(m) => m,
-            Err(s) => {
-                return Some(AgentError::InvalidArgument(format!(
-                    "upload stream failed: {}",
-                    s.message()
-                )));
-            }
-        };
-        match msg.item {
-            Some(Item::Chunk(chunk)) => {
-                received += chunk.len() as u64;
-                if received > header.size_bytes {
-                    return Some(AgentError::InvalidArgument(format!(
-                        "more bytes than the announced {}",
-                        header.size_bytes
-                    )));
-                }
-                if tx.send(chunk).await.is_err() {
-                    return None;
-                }
-            }
-            _ => {
-                return Some(AgentError::InvalidArgument(
-                    "only chunks may follow the header".into(),
-                ));
-            }
-        }
     }
 }
 
@@ -730,6 +525,7 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hubshift_common::pb::install_runtime_request::Item;
 
     #[test]
     fn one_install_per_version_the_second_is_told_at_once() {
@@ -845,8 +641,7 @@ mod tests {
     #[test]
     fn refused_archives_leave_nothing_behind_when_unprivileged() {
         use std::os::unix::process::CommandExt;
-        const NAME: &str =
-            "runtime::tests::refused_archives_leave_nothing_behind_when_unprivileged";
+        const NAME: &str = "driver::process::runtime::tests::refused_archives_leave_nothing_behind_when_unprivileged";
         const NOBODY: u32 = 65534;
         let base = match std::env::var_os("HUBSHIFT_UNPRIVILEGED_DIR") {
             Some(dir) => PathBuf::from(dir),

@@ -1,13 +1,16 @@
 //! The `process` driver: the hub as a host process group supervised by the
-//! agent (`hub.rs`), runtimes as directories under `install_root` with a
-//! `current` link (`runtime.rs`).
+//! agent (`hub.rs`), runtimes as directories under `install_root`
+//! (`runtime.rs`) with a `current` link (`activate.rs`).
+
+mod activate;
+pub mod hub;
+pub mod runtime;
 
 use super::{Drivers, HubDriver, HubView, Installed, RuntimeStore, Upload};
 use crate::config::{Config, LimitsSection};
 use crate::error::Result;
-use crate::hub::Hub;
 use crate::role::ProbeInput;
-use crate::runtime;
+use hub::Hub;
 use hubshift_common::pb::StartMode;
 use hubshift_common::redact::Secret;
 use std::path::PathBuf;
@@ -106,12 +109,12 @@ impl RuntimeStore for RuntimeDirs {
     async fn activate(&self, version: &str) -> Result<(String, String, Vec<String>)> {
         let cfg = self.cfg.clone();
         let version = version.to_string();
-        tokio::task::spawn_blocking(move || crate::carry::switch(&cfg, &version)).await?
+        tokio::task::spawn_blocking(move || activate::switch(&cfg, &version)).await?
     }
 
     async fn active_version(&self) -> Option<String> {
         let root = self.install_root.clone();
-        tokio::task::spawn_blocking(move || runtime::active_version(&root))
+        tokio::task::spawn_blocking(move || crate::places::active_version(&root))
             .await
             .ok()
             .flatten()
@@ -137,7 +140,7 @@ impl RuntimeStore for RuntimeDirs {
             }
             // Staged by an older agent: read it now; a contradiction is
             // what the controller most needs to see.
-            let found = read_tree(&runtime::runtimes_dir(&root).join(&version));
+            let found = read_tree(&crate::places::runtimes_dir(&root).join(&version));
             found
                 .iter()
                 .find(|d| !matches(&d.version, &version))

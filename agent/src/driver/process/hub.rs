@@ -3,14 +3,15 @@
 //! process group with its output appended straight to `<state>/hub.log`, so
 //! it survives the agent.
 
+use crate::clock;
 use crate::config::{Config, Vars, fill, fill_argv};
 use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
-use crate::layout;
+use crate::hubfiles::layout;
+use crate::hubfiles::settings;
+use crate::places;
 use crate::role::{HubOutput, Probe, ProbeInput, Role};
-use crate::runtime;
-use crate::settings;
 use hubshift_common::names::validate_name;
 use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::{Secret, redact_with};
@@ -495,7 +496,7 @@ impl Hub {
                 }
             }
         }
-        let version_dir = runtime::active_dir(&self.cfg.paths.install_root).ok_or_else(|| {
+        let version_dir = places::active_dir(&self.cfg.paths.install_root).ok_or_else(|| {
             AgentError::FailedPrecondition(
                 "no active runtime: install and activate one first".into(),
             )
@@ -545,7 +546,7 @@ impl Hub {
 
         let log_path = self.log_path();
         let log = fsutil::open_append(&log_path)?;
-        let started_at = fsutil::now_unix_ms();
+        let started_at = clock::now_unix_ms();
         let mut marker = &log;
         writeln!(
             marker,
@@ -664,7 +665,7 @@ impl Hub {
         writeln!(
             marker,
             "--- hubshift-agent: create node {node} at {} ---",
-            fsutil::now_unix_ms()
+            clock::now_unix_ms()
         )
         .map_err(AgentError::io("cannot write", &log_path))?;
         let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
