@@ -3,8 +3,13 @@
 //! (`runtime.rs`) with a `current` link (`activate.rs`).
 
 mod activate;
+mod create;
 pub mod hub;
+mod hub_log;
+mod procfs;
+mod record;
 pub mod runtime;
+mod stop;
 
 use super::{Drivers, HubDriver, HubView, Installed, RuntimeStore, Upload};
 use crate::config::{Config, LimitsSection};
