@@ -12,7 +12,6 @@ use hubshift_common::archive::{
 };
 use hubshift_common::digest::{HashingWriter, sha256_file};
 use hubshift_common::names::validate_name;
-use hubshift_common::pb::Chunk;
 use std::fs;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
@@ -190,11 +189,9 @@ pub fn open(cfg: &Config, id: &str) -> Result<fs::File> {
     fs::File::open(&path).map_err(AgentError::io("cannot open", &path))
 }
 
-/// Streams `file` in CHUNK_SIZE pieces into `tx` (blocking side).
-pub fn stream_file(
-    mut file: fs::File,
-    tx: tokio::sync::mpsc::Sender<std::result::Result<Chunk, tonic::Status>>,
-) {
+/// Streams `file` in CHUNK_SIZE pieces into `tx` (blocking side); a read
+/// error ends the stream with that error.
+pub fn stream_file(mut file: fs::File, tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
     let mut buf = vec![0u8; hubshift_common::CHUNK_SIZE];
     loop {
         let n = match file.read(&mut buf) {
@@ -202,16 +199,11 @@ pub fn stream_file(
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read backup while streaming");
-                let _ = tx.blocking_send(Err(tonic::Status::internal(format!(
-                    "cannot read the backup: {e}"
-                ))));
+                let _ = tx.blocking_send(Err(e));
                 return;
             }
         };
-        let chunk = Chunk {
-            data: buf[..n].to_vec(),
-        };
-        if tx.blocking_send(Ok(chunk)).is_err() {
+        if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
             return; // the client went away
         }
     }

@@ -215,7 +215,7 @@ pub fn main() -> ExitCode {
 async fn probe_now(cfg: Arc<Config>) -> anyhow::Result<bool> {
     use crate::role::{Probe, Role};
     let probe = Probe::new(&cfg.role_probe).context("role probe patterns")?;
-    let drivers = crate::driver::open(cfg.clone())
+    let drivers = crate::driver::registry::open(cfg.clone())
         .await
         .context("while opening the hub driver")?;
     let cfg = drivers.cfg.clone();
@@ -285,7 +285,7 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     let state = &cfg.paths.state_dir;
     fsutil::ensure_dir(state, 0o700).context("while preparing the state directory")?;
     fsutil::ensure_dir(&state.join("staging"), 0o700).context("while preparing staging")?;
-    let drivers = crate::driver::open(cfg.clone())
+    let drivers = crate::driver::registry::open(cfg.clone())
         .await
         .context("while opening the hub driver")?;
     let cfg = drivers.cfg.clone();

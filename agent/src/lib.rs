@@ -1,6 +1,7 @@
 //! hubshift-agent: runs on each Intelligence Hub host and exposes stop,
 //! start, backup, runtime install and certificate store copy over mTLS gRPC.
-//! One file per idea; `service.rs` maps each gRPC method onto them.
+//! One file per idea; `service/` maps each gRPC method onto them and is
+//! the only place that converts wire messages.
 
 pub mod appdata;
 pub mod auth;

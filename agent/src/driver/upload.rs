@@ -3,11 +3,11 @@
 //! header's checks, the chunks passed on with a stall limit, and the
 //! received size and digest held against the header.
 
+use super::{Chunks, RuntimeHeader};
 use crate::config::LimitsSection;
 use crate::error::{AgentError, Result};
 use hubshift_common::names::validate_name;
-use hubshift_common::pb::{InstallRuntimeRequest, RuntimeHeader, install_runtime_request::Item};
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 
 /// Installs running now, by what they install (a runtime directory, an
 /// image tag): one install per version at a time.
@@ -86,74 +86,39 @@ pub(crate) fn check_received(header: &RuntimeHeader, size: u64, sha: &str) -> Re
     Ok(())
 }
 
-/// The header an upload must begin with.
-pub async fn read_header<S>(stream: &mut S) -> Result<RuntimeHeader>
-where
-    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
-{
-    let first = stream
-        .next()
-        .await
-        .ok_or_else(|| AgentError::InvalidArgument("empty stream: header expected".into()))?
-        .map_err(|s| AgentError::InvalidArgument(format!("stream failed: {}", s.message())))?;
-    match first.item {
-        Some(Item::Header(h)) => Ok(h),
-        _ => Err(AgentError::InvalidArgument(
-            "the first message must be the header".into(),
-        )),
-    }
-}
-
 /// Passes the chunks that follow an upload's header to `tx` until the
 /// stream ends; returns why it stopped early, if it did: more bytes than
-/// announced, a message that is not a chunk, a failed stream, or a stall
+/// announced, a failed stream (which says why), or a stall
 /// (a controller that vanished without closing sends nothing more; without
 /// a limit its staging and threads would stay). Shared by every runtime store.
-pub async fn receive_chunks<S>(
-    stream: &mut S,
+pub async fn receive_chunks(
+    chunks: &mut Chunks,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
     header: &RuntimeHeader,
     limits: &LimitsSection,
-) -> Option<AgentError>
-where
-    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
-{
+) -> Option<AgentError> {
     let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_secs);
     let mut received = 0u64;
     loop {
-        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+        let Ok(next) = tokio::time::timeout(idle, chunks.next()).await else {
             return Some(AgentError::DeadlineExceeded(format!(
                 "upload of runtime {} stalled: nothing received for {} s (limits.upload_idle_timeout_secs)",
                 header.version, limits.upload_idle_timeout_secs
             )));
         };
-        let msg = match next? {
-            Ok(m) => m,
-            Err(s) => {
-                return Some(AgentError::InvalidArgument(format!(
-                    "upload stream failed: {}",
-                    s.message()
-                )));
-            }
+        let chunk = match next? {
+            Ok(chunk) => chunk,
+            Err(why) => return Some(why),
         };
-        match msg.item {
-            Some(Item::Chunk(chunk)) => {
-                received += chunk.len() as u64;
-                if received > header.size_bytes {
-                    return Some(AgentError::InvalidArgument(format!(
-                        "more bytes than the announced {}",
-                        header.size_bytes
-                    )));
-                }
-                if tx.send(chunk).await.is_err() {
-                    return None;
-                }
-            }
-            _ => {
-                return Some(AgentError::InvalidArgument(
-                    "only chunks may follow the header".into(),
-                ));
-            }
+        received += chunk.len() as u64;
+        if received > header.size_bytes {
+            return Some(AgentError::InvalidArgument(format!(
+                "more bytes than the announced {}",
+                header.size_bytes
+            )));
+        }
+        if tx.send(chunk).await.is_err() {
+            return None;
         }
     }
 }

@@ -10,7 +10,9 @@ use super::stop::KILL_GRACE;
 use super::{ImageStore, LABEL_MANAGED, engine_error, is_not_found, store_forward};
 use crate::config::{Config, DockerSection};
 use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
-use crate::driver::{HubDriver, HubView, check_start};
+use crate::driver::{
+    HostFiles, HubDriver, HubState, HubView, StartArgs, StartMode, Started, Stopped,
+};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::role::{HubOutput, Probe, ProbeInput, Role};
@@ -20,7 +22,6 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     RenameContainerOptionsBuilder,
 };
-use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::{Secret, redact_with};
 use regex::Regex;
 use std::path::PathBuf;
@@ -43,7 +44,7 @@ pub struct DockerHub {
     /// Serialises Start, Stop, ActivateRuntime and Restore.
     pub(super) ops: OpsLock,
     /// The stop in progress, which later Stops join.
-    pub(super) stops: Stops,
+    pub(super) stops: Stops<Stopped>,
     /// CREATE_AND_START waits for `created_pattern`.
     pub(super) creating: AtomicBool,
 }
@@ -237,7 +238,7 @@ impl DockerHub {
         mode_name: &str,
         node: &str,
         jdbc: &Secret,
-    ) -> Result<(u32, bool, Vec<String>)> {
+    ) -> Result<Started> {
         let name = &self.d.container;
         if let Some(c) = self.inspect().await? {
             if !managed(&c) {
@@ -246,7 +247,11 @@ impl DockerHub {
                 )));
             }
             if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-                return Ok((pid(&c), true, Vec::new()));
+                return Ok(Started {
+                    pid: pid(&c),
+                    already_running: true,
+                    ..Started::default()
+                });
             }
         }
         let version = self.images.active_version_checked().await?;
@@ -310,7 +315,11 @@ impl DockerHub {
             }
         }
         let pid = self.inspect().await?.map_or(0, |c| pid(&c));
-        Ok((pid, false, carried))
+        Ok(Started {
+            pid,
+            already_running: false,
+            carried_store_forward: carried,
+        })
     }
 
     /// Name of the previous container while a start replaces it.
@@ -396,18 +405,13 @@ fn mask(e: AgentError, jdbc: &Secret) -> AgentError {
 
 #[tonic::async_trait]
 impl HubDriver for DockerHub {
-    async fn start(
-        &self,
-        mode: StartMode,
-        node: &str,
-        jdbc: Secret,
-    ) -> Result<(u32, bool, Vec<String>)> {
-        let mode_name = check_start(mode, node, &jdbc)?;
+    async fn start(&self, args: StartArgs) -> Result<Started> {
         let _ops = self.ops.acquire("Start", lock_wait(&self.cfg)).await?;
-        self.start_locked(mode, mode_name, node, &jdbc).await
+        self.start_locked(args.mode, args.mode.name(), &args.node, &args.jdbc)
+            .await
     }
 
-    async fn stop(&self, timeout: Duration) -> Result<(bool, bool)> {
+    async fn stop(&self, timeout: Duration) -> Result<Stopped> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.stops
             .run(deadline, KILL_GRACE + Duration::from_secs(5), |kill_at| {
@@ -443,9 +447,9 @@ impl HubDriver for DockerHub {
                 .probe(&self.input(self.output().await, Some(&c)))
                 .await;
             (view.state, view.role) = match role {
-                Role::Unknown => (HubState::Starting, HubRole::Unknown),
-                Role::Active => (HubState::Running, HubRole::Active),
-                Role::Standby => (HubState::Running, HubRole::Standby),
+                Role::Unknown => (HubState::Starting, Role::Unknown),
+                Role::Active => (HubState::Running, Role::Active),
+                Role::Standby => (HubState::Running, Role::Standby),
             };
             return Ok(view);
         }
@@ -459,6 +463,11 @@ impl HubDriver for DockerHub {
             view.exit_code = state.exit_code.and_then(|c| i32::try_from(c).ok());
         }
         Ok(view)
+    }
+
+    async fn host_files(&self) -> Option<HostFiles> {
+        // The runtime and its settings live inside the container's image.
+        None
     }
 
     async fn probe_input(&self) -> ProbeInput {

@@ -6,9 +6,9 @@ use super::DockerHub;
 use super::LABEL_MANAGED;
 use crate::clock;
 use crate::config::{DockerStartMode, Vars, fill, fill_argv, parse_port};
+use crate::driver::StartMode;
 use crate::error::{AgentError, Result};
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
-use hubshift_common::pb::StartMode;
 use hubshift_common::redact::Secret;
 use std::collections::HashMap;
 

@@ -4,6 +4,7 @@
 
 use super::spec::managed;
 use super::{DockerHub, engine_error};
+use crate::driver::Stopped;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use bollard::models::ContainerInspectResponse;
@@ -23,14 +24,14 @@ impl DockerHub {
         &self,
         timeout: Duration,
         mut kill_at: tokio::sync::watch::Receiver<tokio::time::Instant>,
-    ) -> Result<(bool, bool)> {
+    ) -> Result<Stopped> {
         let _ops = self.ops.acquire_until("Stop", &mut kill_at).await?;
         let Some(c) = self.inspect().await? else {
-            return Ok((false, false));
+            return Ok(Stopped::default());
         };
         let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         if !managed(&c) || !running {
-            return Ok((false, false));
+            return Ok(Stopped::default());
         }
         if c.state.as_ref().and_then(|s| s.paused).unwrap_or(false) {
             return self.kill_paused(&c).await;
@@ -94,7 +95,10 @@ impl DockerHub {
             .and_then(|s| s.exit_code);
         let killed = killed || (code == Some(137) && began.elapsed() >= timeout);
         tracing::info!(container = %self.d.container, killed, "hub container stopped");
-        Ok((true, killed))
+        Ok(Stopped {
+            was_running: true,
+            killed,
+        })
     }
 
     /// SIGKILL, then waits until the container no longer runs.
@@ -137,12 +141,15 @@ impl DockerHub {
     /// when it froze — the active one, say, while another node now serves.
     /// A SIGSTOPped hub under the process driver ends the same way: killed
     /// without running again.
-    pub(super) async fn kill_paused(&self, c: &ContainerInspectResponse) -> Result<(bool, bool)> {
+    pub(super) async fn kill_paused(&self, c: &ContainerInspectResponse) -> Result<Stopped> {
         self.kill("it is paused: a stop would let it run again first")
             .await?;
         let id = c.id.clone().unwrap_or_default();
         fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
         tracing::info!(container = %self.d.container, killed = true, "hub container stopped");
-        Ok((true, true))
+        Ok(Stopped {
+            was_running: true,
+            killed: true,
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! is switched atomically.
 
 use crate::config::Config;
+use crate::driver::Activated;
 use crate::error::{AgentError, Result};
 use crate::hubfiles::carry::{carry, carry_back};
 use crate::hubfiles::layout;
@@ -15,9 +16,9 @@ use std::path::Path;
 /// ActivateRuntime: checks that `version` is staged and its layout
 /// resolves, carries the store-and-forward files of the active runtime
 /// directory into its runtime directory, then switches `current` (moving
-/// them back if the switch fails). Returns (previous, active, carried).
+/// them back if the switch fails).
 /// The caller makes sure the hub does not run.
-pub fn switch(cfg: &Config, version: &str) -> Result<(String, String, Vec<String>)> {
+pub fn switch(cfg: &Config, version: &str) -> Result<Activated> {
     validate_name("runtime version", version)?;
     let version_dir = places::runtimes_dir(&cfg.paths.install_root).join(version);
     if !version_dir.is_dir() {
@@ -31,8 +32,12 @@ pub fn switch(cfg: &Config, version: &str) -> Result<(String, String, Vec<String
         Some(old) => carry(old, &new_dir)?,
         None => Vec::new(),
     };
-    match activate(&cfg.paths.install_root, version) {
-        Ok((previous, active)) => Ok((previous, active, carried)),
+    match switch_link(&cfg.paths.install_root, version) {
+        Ok(previous) => Ok(Activated {
+            previous,
+            active: version.to_string(),
+            carried_store_forward: carried,
+        }),
         Err(e) => {
             if let Some(old) = &old_dir {
                 carry_back(old, &new_dir, &carried);
@@ -43,9 +48,9 @@ pub fn switch(cfg: &Config, version: &str) -> Result<(String, String, Vec<String
 }
 
 /// Switches `current` to `runtimes/<version>` atomically (a relative
-/// symlink created beside it, renamed over it). Returns (previous, active).
-/// The caller makes sure the hub does not run.
-pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> {
+/// symlink created beside it, renamed over it). Returns the version active
+/// before (empty if none). The caller makes sure the hub does not run.
+fn switch_link(install_root: &Path, version: &str) -> Result<String> {
     validate_name("runtime version", version)?;
     let dir = runtimes_dir(install_root).join(version);
     if !dir.is_dir() {
@@ -73,5 +78,5 @@ pub fn activate(install_root: &Path, version: &str) -> Result<(String, String)> 
     }
     fsutil::sync_dir(install_root);
     tracing::info!(previous = %previous, active = %version, "runtime activated");
-    Ok((previous, version.to_string()))
+    Ok(previous)
 }

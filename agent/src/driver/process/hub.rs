@@ -9,14 +9,13 @@ use super::record::HubRecord;
 use crate::clock;
 use crate::config::{Config, Vars, fill, fill_argv};
 use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
+use crate::driver::{HubState, StartArgs, StartMode, Started, Stopped};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::hubfiles::layout;
 use crate::hubfiles::settings;
 use crate::places;
 use crate::role::{HubOutput, Probe, ProbeInput, Role};
-use hubshift_common::names::validate_name;
-use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::Secret;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,7 +53,7 @@ pub struct Snapshot {
     /// Pid when running, else 0.
     pub pid: u32,
     /// Role from the probe.
-    pub role: HubRole,
+    pub role: Role,
     /// The current/last process.
     pub record: Option<HubRecord>,
     /// The process is stopped (SIGSTOP) or traced.
@@ -69,7 +68,7 @@ pub struct Hub {
     /// Serialises Start, Stop, ActivateRuntime and Restore.
     pub(super) ops: OpsLock,
     /// The stop in progress, which later Stops join.
-    pub(super) stops: Stops,
+    pub(super) stops: Stops<Stopped>,
 }
 
 impl Hub {
@@ -95,6 +94,11 @@ impl Hub {
 
     pub(super) fn state_dir(&self) -> &Path {
         &self.cfg.paths.state_dir
+    }
+
+    /// The configuration this hub runs by.
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.clone()
     }
 
     /// `<state>/hub.log`
@@ -250,7 +254,7 @@ impl Hub {
             state: HubState::Stopped,
             exit_code: None,
             pid: 0,
-            role: HubRole::Unknown,
+            role: Role::Unknown,
             record: record.clone(),
             frozen: false,
         };
@@ -272,9 +276,9 @@ impl Hub {
                 snap.pid = rec.pid;
                 snap.frozen = process_frozen(rec.pid);
                 (snap.state, snap.role) = match role {
-                    Role::Unknown => (HubState::Starting, HubRole::Unknown),
-                    Role::Active => (HubState::Running, HubRole::Active),
-                    Role::Standby => (HubState::Running, HubRole::Standby),
+                    Role::Unknown => (HubState::Starting, Role::Unknown),
+                    Role::Active => (HubState::Running, Role::Active),
+                    Role::Standby => (HubState::Running, Role::Standby),
                 };
             }
         }
@@ -308,36 +312,11 @@ impl Hub {
         }
     }
 
-    /// Start: validate, optionally run `create` to completion, spawn the hub.
-    /// Returns (pid, already_running).
-    pub async fn start(
-        self: &Arc<Self>,
-        mode: StartMode,
-        node: &str,
-        jdbc: Secret,
-    ) -> Result<(u32, bool)> {
-        validate_name("node name", node)?;
-        if jdbc.expose().trim().is_empty() {
-            return Err(AgentError::InvalidArgument(
-                "jdbc_uri must not be empty".into(),
-            ));
-        }
-        // It becomes an argument and an environment value: a NUL cannot be
-        // passed, and saying so later would blame the program.
-        if jdbc.expose().contains('\0') {
-            return Err(AgentError::InvalidArgument(
-                "jdbc_uri must not contain a NUL byte".into(),
-            ));
-        }
-        let mode_name = match mode {
-            StartMode::Start => "START",
-            StartMode::CreateAndStart => "CREATE_AND_START",
-            StartMode::Unspecified => {
-                return Err(AgentError::InvalidArgument(
-                    "mode must be START or CREATE_AND_START".into(),
-                ));
-            }
-        };
+    /// Start: optionally run `create` to completion, then spawn the hub.
+    /// The arguments were checked by [`StartArgs::check`].
+    pub async fn start(self: &Arc<Self>, args: &StartArgs) -> Result<Started> {
+        let (mode, node, jdbc) = (args.mode, args.node.as_str(), &args.jdbc);
+        let mode_name = mode.name();
         let _ops = self.lock_ops("Start").await?;
         {
             let inner = self
@@ -346,7 +325,11 @@ impl Hub {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let (Some(r), Phase::Running) = (&inner.record, inner.phase) {
                 if process_alive(r.pid, r.start_time_ticks) {
-                    return Ok((r.pid, true));
+                    return Ok(Started {
+                        pid: r.pid,
+                        already_running: true,
+                        ..Started::default()
+                    });
                 }
             }
         }
@@ -390,7 +373,7 @@ impl Hub {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .creating = true;
-            let result = self.run_create(vars, &workdir, node, &jdbc).await;
+            let result = self.run_create(vars, &workdir, node, jdbc).await;
             self.inner
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -417,7 +400,7 @@ impl Hub {
             vars,
             &workdir,
             node,
-            &jdbc,
+            jdbc,
             &log,
         )?;
         let child = cmd.spawn().map_err(|e| {
@@ -469,7 +452,10 @@ impl Hub {
                 inner.phase = Phase::Exited(code);
             }
         });
-        Ok((pid, false))
+        Ok(Started {
+            pid,
+            ..Started::default()
+        })
     }
 
     pub(super) fn command(

@@ -1,6 +1,9 @@
 //! The `process` driver: the hub as a host process group supervised by the
-//! agent (`hub.rs`), runtimes as directories under `install_root`
-//! (`runtime.rs`) with a `current` link (`activate.rs`).
+//! agent (`hub.rs`: start and what it is now; `create.rs`: HA create;
+//! `stop.rs`; `record.rs`: `hub.json` for re-adoption; `procfs.rs`;
+//! `hub_log.rs`), runtimes as directories under `install_root`
+//! (`runtime.rs`) with a `current` link (`activate.rs`). This file binds
+//! them to the two seams.
 
 mod activate;
 mod create;
@@ -11,13 +14,15 @@ mod record;
 pub mod runtime;
 mod stop;
 
-use super::{Drivers, HubDriver, HubView, Installed, RuntimeStore, Upload};
+use super::{
+    Activated, Drivers, HostFiles, HubDriver, HubView, Installed, RuntimeStore, StartArgs, Started,
+    Stopped, Upload,
+};
 use crate::config::{Config, LimitsSection};
 use crate::error::Result;
+use crate::hubfiles::{layout, settings};
 use crate::role::ProbeInput;
 use hub::Hub;
-use hubshift_common::pb::StartMode;
-use hubshift_common::redact::Secret;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,18 +47,12 @@ pub struct ProcessHub {
 
 #[tonic::async_trait]
 impl HubDriver for ProcessHub {
-    async fn start(
-        &self,
-        mode: StartMode,
-        node: &str,
-        jdbc: Secret,
-    ) -> Result<(u32, bool, Vec<String>)> {
+    async fn start(&self, args: StartArgs) -> Result<Started> {
         // ActivateRuntime carried the store-and-forward files already.
-        let (pid, already) = self.hub.start(mode, node, jdbc).await?;
-        Ok((pid, already, Vec::new()))
+        self.hub.start(&args).await
     }
 
-    async fn stop(&self, timeout: std::time::Duration) -> Result<(bool, bool)> {
+    async fn stop(&self, timeout: std::time::Duration) -> Result<Stopped> {
         self.hub.stop(timeout).await
     }
 
@@ -73,6 +72,17 @@ impl HubDriver for ProcessHub {
             started_at_unix_ms,
             frozen: snap.frozen,
         })
+    }
+
+    async fn host_files(&self) -> Option<HostFiles> {
+        let cfg = self.hub.config();
+        tokio::task::spawn_blocking(move || HostFiles {
+            runtime_dir: layout::active_runtime_dir(&cfg),
+            settings_file: settings::settings_file(&cfg),
+            settings: settings::check_active(&cfg),
+        })
+        .await
+        .ok()
     }
 
     async fn probe_input(&self) -> ProbeInput {
@@ -103,15 +113,10 @@ pub struct RuntimeDirs {
 #[tonic::async_trait]
 impl RuntimeStore for RuntimeDirs {
     async fn install(&self, upload: Upload, limits: LimitsSection) -> Result<Installed> {
-        let installed =
-            runtime::install(upload, &self.state_dir, &self.install_root, limits).await?;
-        Ok(Installed {
-            header: installed.header,
-            already_installed: installed.already_installed,
-        })
+        runtime::install(upload, &self.state_dir, &self.install_root, limits).await
     }
 
-    async fn activate(&self, version: &str) -> Result<(String, String, Vec<String>)> {
+    async fn activate(&self, version: &str) -> Result<Activated> {
         let cfg = self.cfg.clone();
         let version = version.to_string();
         tokio::task::spawn_blocking(move || activate::switch(&cfg, &version)).await?

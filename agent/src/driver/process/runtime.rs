@@ -8,22 +8,19 @@
 
 use crate::config::LimitsSection;
 use crate::declared;
-use crate::driver::upload::{
-    check_header_fields, check_received, claim_install, read_header, receive_chunks,
-};
+use crate::driver::upload::{check_header_fields, check_received, claim_install, receive_chunks};
+use crate::driver::{ArchiveFormat, Installed, RuntimeHeader, Upload};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::places::runtimes_dir;
 use hubshift_common::archive::{ArchiveStats, UnpackLimits, check_links_on_disk, unpack_tar_gz};
 use hubshift_common::digest::StreamDigest;
-use hubshift_common::pb::{ArchiveFormat, InstallRuntimeRequest, RuntimeHeader};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use tokio_stream::Stream;
 
 /// Every version unpacked under runtimes/, sorted.
 pub fn staged_versions(install_root: &Path) -> Vec<String> {
@@ -46,21 +43,12 @@ fn archive_record(state_dir: &Path, version: &str) -> PathBuf {
         .join(format!("{version}.sha256"))
 }
 
-/// Outcome of an upload.
-#[derive(Debug)]
-pub struct Installed {
-    /// The header, validated.
-    pub header: RuntimeHeader,
-    /// True when runtimes/<version>/ already held this archive.
-    pub already_installed: bool,
-}
-
 /// Checks a header: version, digest, size, format.
 fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
     check_header_fields(h, limits)?;
-    match ArchiveFormat::try_from(h.format) {
-        Ok(ArchiveFormat::TarGz | ArchiveFormat::Zip) => Ok(()),
-        Ok(ArchiveFormat::DockerImage) => Err(AgentError::InvalidArgument(
+    match h.format {
+        Some(ArchiveFormat::TarGz | ArchiveFormat::Zip) => Ok(()),
+        Some(ArchiveFormat::DockerImage) => Err(AgentError::InvalidArgument(
             "this agent runs the hub as a host process (driver \"process\"): an image archive cannot be installed, send TAR_GZ or ZIP".into(),
         )),
         _ => Err(AgentError::InvalidArgument(
@@ -72,16 +60,16 @@ fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
 /// Receives an InstallRuntime stream, verifies it and unpacks it into
 /// `runtimes/<version>/`. Leaves nothing behind on failure. Activation is
 /// the caller's (it needs the hub to be stopped).
-pub async fn install<S>(
-    mut stream: S,
+pub async fn install(
+    upload: Upload,
     state_dir: &Path,
     install_root: &Path,
     limits: LimitsSection,
-) -> Result<Installed>
-where
-    S: Stream<Item = std::result::Result<InstallRuntimeRequest, tonic::Status>> + Unpin,
-{
-    let mut header = read_header(&mut stream).await?;
+) -> Result<Installed> {
+    let Upload {
+        mut header,
+        mut chunks,
+    } = upload;
     check_header(&mut header, &limits)?;
     let version = header.version.clone();
     let runtimes = runtimes_dir(install_root);
@@ -96,7 +84,7 @@ where
         });
     }
 
-    let format = ArchiveFormat::try_from(header.format).unwrap_or(ArchiveFormat::Unspecified);
+    let format = header.format;
     let unpack_limits = UnpackLimits {
         max_total_bytes: limits.max_archive_bytes,
         max_entries: limits.max_archive_entries,
@@ -106,7 +94,7 @@ where
     // tar.gz: unpack into a private staging dir as the bytes arrive.
     // zip (its index sits at the end): keep the bytes in a private temp file.
     let (sink, unpacker) = match format {
-        ArchiveFormat::Zip => {
+        Some(ArchiveFormat::Zip) => {
             let staging = state_dir.join("staging");
             fsutil::ensure_dir(&staging, 0o700)?;
             let tmp = crate::scratch::file_in(&staging, "upload")?;
@@ -142,7 +130,7 @@ where
         let size = digest.size();
         Ok((sink, digest.finish(), size))
     });
-    let failure = receive_chunks(&mut stream, &tx, &header, &limits).await;
+    let failure = receive_chunks(&mut chunks, &tx, &header, &limits).await;
     drop(tx);
     let written = writer.await?;
     // The feed to the unpacker is closed by now (the sink was dropped or
@@ -525,7 +513,6 @@ pub fn unpack_zip(file: File, dest: &Path, limits: UnpackLimits) -> Result<Archi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hubshift_common::pb::install_runtime_request::Item;
 
     #[test]
     fn one_install_per_version_the_second_is_told_at_once() {
@@ -545,12 +532,12 @@ mod tests {
             version: "4.5.0".into(),
             sha256: "A".repeat(64),
             size_bytes: 10,
-            format: ArchiveFormat::DockerImage as i32,
+            format: Some(ArchiveFormat::DockerImage),
             activate: false,
         };
         let err = check_header(&mut h, &LimitsSection::default()).unwrap_err();
         assert!(err.to_string().contains("driver \"process\""), "{err}");
-        h.format = ArchiveFormat::TarGz as i32;
+        h.format = Some(ArchiveFormat::TarGz);
         check_header(&mut h, &LimitsSection::default()).unwrap();
         assert_eq!(h.sha256, "a".repeat(64), "digest normalised");
     }
@@ -612,28 +599,19 @@ mod tests {
             version: version.into(),
             sha256: sha.into(),
             size_bytes: bytes.len() as u64,
-            format: ArchiveFormat::TarGz as i32,
+            format: Some(ArchiveFormat::TarGz),
             activate: false,
         };
-        let msgs = vec![
-            Ok(InstallRuntimeRequest {
-                item: Some(Item::Header(header)),
-            }),
-            Ok(InstallRuntimeRequest {
-                item: Some(Item::Chunk(bytes)),
-            }),
-        ];
+        let upload = Upload {
+            header,
+            chunks: Box::pin(tokio_stream::iter(vec![Ok(bytes)])),
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(install(
-            tokio_stream::iter(msgs),
-            state,
-            root,
-            LimitsSection::default(),
-        ))
-        .map(|_| ())
+        rt.block_on(install(upload, state, root, LimitsSection::default()))
+            .map(|_| ())
     }
 
     /// Modes do not bind root, and the agent runs unprivileged: as root

@@ -5,6 +5,7 @@
 use super::hub::{Hub, Phase};
 use super::procfs::{group_exists, process_alive, signal_group};
 use crate::config::{Vars, fill_argv};
+use crate::driver::Stopped;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::hubfiles::layout;
@@ -15,8 +16,8 @@ impl Hub {
     /// Stop: stop command or SIGTERM to the group, wait, then SIGKILL.
     /// `timeout` is the caller's (checked against the maximum); a Stop that
     /// arrives while another runs joins it and kills at its own deadline if
-    /// that comes first. Returns (was_running, killed).
-    pub async fn stop(&self, timeout: Duration) -> Result<(bool, bool)> {
+    /// that comes first.
+    pub async fn stop(&self, timeout: Duration) -> Result<Stopped> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.stops
             .run(deadline, KILL_GRACE + Duration::from_secs(5), |kill_at| {
@@ -29,7 +30,7 @@ impl Hub {
         &self,
         timeout: Duration,
         mut kill_at: tokio::sync::watch::Receiver<tokio::time::Instant>,
-    ) -> Result<(bool, bool)> {
+    ) -> Result<Stopped> {
         let _ops = self.ops.acquire_until("Stop", &mut kill_at).await?;
         let (record, generation) = {
             let inner = self
@@ -38,7 +39,7 @@ impl Hub {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match (&inner.record, inner.phase) {
                 (Some(r), Phase::Running) => (r.clone(), inner.generation),
-                _ => return Ok((false, false)),
+                _ => return Ok(Stopped::default()),
             }
         };
         let pgid = record.pid as i32;
@@ -48,7 +49,7 @@ impl Hub {
         };
         if !alive() {
             self.finish_stop(generation);
-            return Ok((false, false));
+            return Ok(Stopped::default());
         }
         tracing::info!(
             pid = record.pid,
@@ -89,7 +90,10 @@ impl Hub {
         }
         self.finish_stop(generation);
         tracing::info!(pid = record.pid, killed, "hub stopped");
-        Ok((true, killed))
+        Ok(Stopped {
+            was_running: true,
+            killed,
+        })
     }
 
     fn finish_stop(&self, generation: u64) {
