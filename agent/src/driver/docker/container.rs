@@ -232,13 +232,7 @@ impl DockerHub {
         }
     }
 
-    async fn start_locked(
-        &self,
-        mode: StartMode,
-        mode_name: &str,
-        node: &str,
-        jdbc: &Secret,
-    ) -> Result<Started> {
+    async fn start_locked(&self, mode: StartMode, node: &str, jdbc: &Secret) -> Result<Started> {
         let name = &self.d.container;
         if let Some(c) = self.inspect().await? {
             if !managed(&c) {
@@ -263,7 +257,6 @@ impl DockerHub {
             image: &image,
             version: &version,
             mode,
-            mode_name,
             node,
             jdbc,
             probe_offset,
@@ -304,7 +297,7 @@ impl DockerHub {
             .await
             .map_err(engine_error("cannot start the hub container"))
             .map_err(masked)?;
-        tracing::info!(container = %name, image = %image, node = %node, mode = mode_name, carried = carried.len(), "hub container started");
+        tracing::info!(container = %name, image = %image, node = %node, mode = mode.name(), carried = carried.len(), "hub container started");
         if mode == StartMode::CreateAndStart {
             if let Some(pattern) = &self.created {
                 self.creating.store(true, Ordering::SeqCst);
@@ -407,8 +400,7 @@ fn mask(e: AgentError, jdbc: &Secret) -> AgentError {
 impl HubDriver for DockerHub {
     async fn start(&self, args: StartArgs) -> Result<Started> {
         let _ops = self.ops.acquire("Start", lock_wait(&self.cfg)).await?;
-        self.start_locked(args.mode, args.mode.name(), &args.node, &args.jdbc)
-            .await
+        self.start_locked(args.mode, &args.node, &args.jdbc).await
     }
 
     async fn stop(&self, timeout: Duration) -> Result<Stopped> {

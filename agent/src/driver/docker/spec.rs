@@ -23,7 +23,6 @@ pub(super) struct Launch<'a> {
     pub(super) image: &'a str,
     pub(super) version: &'a str,
     pub(super) mode: StartMode,
-    pub(super) mode_name: &'a str,
     pub(super) node: &'a str,
     pub(super) jdbc: &'a Secret,
     pub(super) probe_offset: u64,
@@ -36,7 +35,6 @@ impl DockerHub {
             image,
             version,
             mode,
-            mode_name,
             node,
             jdbc,
             probe_offset,
@@ -95,7 +93,7 @@ impl DockerHub {
         };
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_MODE.to_string(), mode_name.to_string()),
+            (LABEL_MODE.to_string(), mode.name().to_string()),
             (LABEL_NODE.to_string(), node.to_string()),
             (LABEL_VERSION.to_string(), version.to_string()),
             (

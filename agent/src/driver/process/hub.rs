@@ -9,7 +9,7 @@ use super::record::HubRecord;
 use crate::clock;
 use crate::config::{Config, Vars, fill, fill_argv};
 use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
-use crate::driver::{HubState, StartArgs, StartMode, Started, Stopped};
+use crate::driver::{HubState, HubView, StartArgs, StartMode, Started, Stopped};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::hubfiles::layout;
@@ -41,23 +41,6 @@ pub(super) struct Inner {
     pub(super) creating: bool,
     /// Bumped at every start, so a stale waiter does not touch a newer run.
     pub(super) generation: u64,
-}
-
-/// What Status reports about the hub.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// Process state.
-    pub state: HubState,
-    /// Exit code when EXITED and known.
-    pub exit_code: Option<i32>,
-    /// Pid when running, else 0.
-    pub pid: u32,
-    /// Role from the probe.
-    pub role: Role,
-    /// The current/last process.
-    pub record: Option<HubRecord>,
-    /// The process is stopped (SIGSTOP) or traced.
-    pub frozen: bool,
 }
 
 /// Supervises the one hub process of this host.
@@ -241,8 +224,8 @@ impl Hub {
                     .is_some_and(|r| process_alive(r.pid, r.start_time_ticks)))
     }
 
-    /// State, pid, role and the current/last process.
-    pub async fn snapshot(&self) -> Snapshot {
+    /// State, pid, role and the current/last start, as Status reports them.
+    pub async fn view(&self) -> HubView {
         let (phase, creating, record) = {
             let inner = self
                 .inner
@@ -250,39 +233,37 @@ impl Hub {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             (inner.phase, inner.creating, inner.record.clone())
         };
-        let mut snap = Snapshot {
-            state: HubState::Stopped,
-            exit_code: None,
-            pid: 0,
-            role: Role::Unknown,
-            record: record.clone(),
-            frozen: false,
-        };
+        let mut view = HubView::default();
+        if let Some(r) = &record {
+            view.mode = r.mode.clone();
+            view.node = r.node.clone();
+            view.started_at_unix_ms = r.started_at_unix_ms;
+        }
         match phase {
-            _ if creating => snap.state = HubState::Starting,
-            Phase::Idle | Phase::Stopped => snap.state = HubState::Stopped,
+            _ if creating => view.state = HubState::Starting,
+            Phase::Idle | Phase::Stopped => view.state = HubState::Stopped,
             Phase::Exited(code) => {
-                snap.state = HubState::Exited;
-                snap.exit_code = code;
+                view.state = HubState::Exited;
+                view.exit_code = code;
             }
             Phase::Running => {
                 let Some(rec) = record else {
                     // A running phase always carries its record; report the
                     // process as starting rather than guess a role.
-                    snap.state = HubState::Starting;
-                    return snap;
+                    view.state = HubState::Starting;
+                    return view;
                 };
                 let role = self.probe.probe(&self.probe_input_for(Some(&rec))).await;
-                snap.pid = rec.pid;
-                snap.frozen = process_frozen(rec.pid);
-                (snap.state, snap.role) = match role {
+                view.pid = rec.pid;
+                view.frozen = process_frozen(rec.pid);
+                (view.state, view.role) = match role {
                     Role::Unknown => (HubState::Starting, Role::Unknown),
                     Role::Active => (HubState::Running, Role::Active),
                     Role::Standby => (HubState::Running, Role::Standby),
                 };
             }
         }
-        snap
+        view
     }
 
     /// What the role probe reads for the current/last start (the whole log

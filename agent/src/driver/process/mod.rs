@@ -57,21 +57,7 @@ impl HubDriver for ProcessHub {
     }
 
     async fn view(&self) -> Result<HubView> {
-        let snap = self.hub.snapshot().await;
-        let (mode, node, started_at_unix_ms) = snap
-            .record
-            .map(|r| (r.mode, r.node, r.started_at_unix_ms))
-            .unwrap_or_default();
-        Ok(HubView {
-            state: snap.state,
-            exit_code: snap.exit_code,
-            pid: snap.pid,
-            role: snap.role,
-            mode,
-            node,
-            started_at_unix_ms,
-            frozen: snap.frozen,
-        })
+        Ok(self.hub.view().await)
     }
 
     async fn host_files(&self) -> Option<HostFiles> {
