@@ -2,7 +2,7 @@
 //! agent (`hub.rs`: start and what it is now; `create.rs`: HA create;
 //! `stop.rs`; `record.rs`: `hub.json` for re-adoption; `procfs.rs`;
 //! `hub_log.rs`), runtimes as directories under `install_root`
-//! (`runtime.rs`) with a `current` link (`activate.rs`). This file binds
+//! (`runtime.rs`, `unzip.rs`) with a `current` link (`activate.rs`). This file binds
 //! them to the two seams.
 
 mod activate;
@@ -13,6 +13,7 @@ mod procfs;
 mod record;
 pub mod runtime;
 mod stop;
+mod unzip;
 
 use super::{
     Activated, Drivers, HostFiles, HubDriver, HubView, Installed, RuntimeStore, StartArgs, Started,
