@@ -168,8 +168,19 @@ fn check_sha(actual: &str, expected: &str) -> Result<()> {
     Ok(())
 }
 
-/// Re-hashes and lists a backup. Returns (sha256, size, entries).
-pub fn verify(cfg: &Config, id: &str, expected: &str) -> Result<(String, u64, u64)> {
+/// What a backup's re-reading found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// SHA-256 (hex) of the file.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// Entries in the archive.
+    pub entries: u64,
+}
+
+/// Re-hashes and lists a backup.
+pub fn verify(cfg: &Config, id: &str, expected: &str) -> Result<Verified> {
     let path = existing_backup(cfg, id)?;
     let (sha, size) = sha256_file(&path).map_err(AgentError::io("cannot read", &path))?;
     check_sha(&sha, expected)?;
@@ -180,7 +191,11 @@ pub fn verify(cfg: &Config, id: &str, expected: &str) -> Result<(String, u64, u6
     };
     let stats = list_tar_gz(std::io::BufReader::with_capacity(256 * 1024, file), limits)
         .map_err(|e| AgentError::FailedPrecondition(format!("backup {id} is unreadable: {e}")))?;
-    Ok((sha, size, stats.entries))
+    Ok(Verified {
+        sha256: sha,
+        size_bytes: size,
+        entries: stats.entries,
+    })
 }
 
 /// Opens a backup for streaming.

@@ -13,13 +13,22 @@ pub fn path(cfg: &Config) -> PathBuf {
     cfg.paths.appdata.join(&cfg.paths.certificate_store)
 }
 
-/// (content, sha256) of the certificate store.
-pub fn get(cfg: &Config) -> Result<(Vec<u8>, String)> {
+/// The certificate store as read, with its digest.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The file's bytes.
+    pub content: Vec<u8>,
+    /// SHA-256 (hex) of the bytes.
+    pub sha256: String,
+}
+
+/// Reads the certificate store.
+pub fn get(cfg: &Config) -> Result<Store> {
     let path = path(cfg);
     match fs::read(&path) {
-        Ok(bytes) => {
-            let sha = hubshift_common::digest::sha256_hex(&bytes);
-            Ok((bytes, sha))
+        Ok(content) => {
+            let sha256 = hubshift_common::digest::sha256_hex(&content);
+            Ok(Store { content, sha256 })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AgentError::NotFound(format!(
             "no certificate store {}",

@@ -102,7 +102,7 @@ impl Operations {
         let room = self.runtimes.room_dir();
         let (cert_sha, space, appdata_bytes) = tokio::task::spawn_blocking(move || {
             let p = &cfg.paths;
-            let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
+            let cert_sha = certificate::get(&cfg).map(|s| s.sha256).unwrap_or_default();
             let space = [
                 ("state", &p.state_dir),
                 ("install_root", &room),
@@ -198,13 +198,13 @@ impl Operations {
 
     async fn do_verify_backup(&self, req: VerifyBackupRequest) -> Result<VerifyBackupResponse> {
         let cfg = self.cfg.clone();
-        let (sha256, size_bytes, entries) =
+        let verified =
             tokio::task::spawn_blocking(move || appdata::verify(&cfg, &req.id, &req.sha256))
                 .await??;
         Ok(VerifyBackupResponse {
-            sha256,
-            size_bytes,
-            entries,
+            sha256: verified.sha256,
+            size_bytes: verified.size_bytes,
+            entries: verified.entries,
         })
     }
 
@@ -279,9 +279,11 @@ impl Operations {
 
     async fn do_get_certificate(&self) -> Result<Certificate> {
         let cfg = self.cfg.clone();
-        let (content, sha256) =
-            tokio::task::spawn_blocking(move || certificate::get(&cfg)).await??;
-        Ok(Certificate { content, sha256 })
+        let store = tokio::task::spawn_blocking(move || certificate::get(&cfg)).await??;
+        Ok(Certificate {
+            content: store.content,
+            sha256: store.sha256,
+        })
     }
 
     async fn do_put_certificate(&self, req: Certificate) -> Result<PutCertificateResponse> {
