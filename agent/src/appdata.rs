@@ -1,16 +1,17 @@
 //! appdata backups: write, verify, stream back, restore. A backup holds
 //! `appdata/` and each extra directory under its own top-level name.
 
+use crate::clock;
 use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
+use crate::places::backups_dir;
 use hubshift_common::archive::{
     ArchiveError, BACKUP_LEVEL, PackSource, UnpackLimits, list_tar_gz, pack_tar_gz_parallel,
     unpack_tar_gz,
 };
 use hubshift_common::digest::{HashingWriter, sha256_file};
 use hubshift_common::names::validate_name;
-use hubshift_common::pb::Chunk;
 use std::fs;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
@@ -28,11 +29,6 @@ pub struct BackupInfo {
     pub path: PathBuf,
     /// True when it existed already.
     pub existed: bool,
-}
-
-/// `<state>/backups`
-pub fn backups_dir(cfg: &Config) -> PathBuf {
-    cfg.paths.state_dir.join("backups")
 }
 
 fn backup_path(cfg: &Config, id: &str) -> Result<PathBuf> {
@@ -74,13 +70,13 @@ pub const RUNTIME_STORE_FORWARD: &str = "runtime-store-forward";
 /// old ones again would duplicate data): they are there for an operator.
 pub fn backup_sources(cfg: &Config) -> Vec<PackSource> {
     let mut out = sources(cfg);
-    if let Some(dir) = crate::layout::active_runtime_dir(cfg)
-        && crate::settings::writestore_files(&dir).is_ok_and(|f| !f.is_empty())
+    if let Some(dir) = crate::hubfiles::layout::active_runtime_dir(cfg)
+        && crate::hubfiles::settings::writestore_files(&dir).is_ok_and(|f| !f.is_empty())
     {
         out.push(PackSource {
             name: RUNTIME_STORE_FORWARD.into(),
             path: dir,
-            only_prefix: Some(crate::settings::WRITESTORE_PREFIX.into()),
+            only_prefix: Some(crate::hubfiles::settings::WRITESTORE_PREFIX.into()),
         });
     }
     out
@@ -98,7 +94,7 @@ fn random_suffix() -> String {
 /// returns the existing one.
 pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
     let id = if id.is_empty() {
-        format!("{}-{}", fsutil::timestamp(), random_suffix())
+        format!("{}-{}", clock::timestamp(), random_suffix())
     } else {
         id.to_string()
     };
@@ -172,8 +168,19 @@ fn check_sha(actual: &str, expected: &str) -> Result<()> {
     Ok(())
 }
 
-/// Re-hashes and lists a backup. Returns (sha256, size, entries).
-pub fn verify(cfg: &Config, id: &str, expected: &str) -> Result<(String, u64, u64)> {
+/// What a backup's re-reading found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// SHA-256 (hex) of the file.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// Entries in the archive.
+    pub entries: u64,
+}
+
+/// Re-hashes and lists a backup.
+pub fn verify(cfg: &Config, id: &str, expected: &str) -> Result<Verified> {
     let path = existing_backup(cfg, id)?;
     let (sha, size) = sha256_file(&path).map_err(AgentError::io("cannot read", &path))?;
     check_sha(&sha, expected)?;
@@ -184,7 +191,11 @@ pub fn verify(cfg: &Config, id: &str, expected: &str) -> Result<(String, u64, u6
     };
     let stats = list_tar_gz(std::io::BufReader::with_capacity(256 * 1024, file), limits)
         .map_err(|e| AgentError::FailedPrecondition(format!("backup {id} is unreadable: {e}")))?;
-    Ok((sha, size, stats.entries))
+    Ok(Verified {
+        sha256: sha,
+        size_bytes: size,
+        entries: stats.entries,
+    })
 }
 
 /// Opens a backup for streaming.
@@ -193,11 +204,9 @@ pub fn open(cfg: &Config, id: &str) -> Result<fs::File> {
     fs::File::open(&path).map_err(AgentError::io("cannot open", &path))
 }
 
-/// Streams `file` in CHUNK_SIZE pieces into `tx` (blocking side).
-pub fn stream_file(
-    mut file: fs::File,
-    tx: tokio::sync::mpsc::Sender<std::result::Result<Chunk, tonic::Status>>,
-) {
+/// Streams `file` in CHUNK_SIZE pieces into `tx` (blocking side); a read
+/// error ends the stream with that error.
+pub fn stream_file(mut file: fs::File, tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
     let mut buf = vec![0u8; hubshift_common::CHUNK_SIZE];
     loop {
         let n = match file.read(&mut buf) {
@@ -205,16 +214,11 @@ pub fn stream_file(
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read backup while streaming");
-                let _ = tx.blocking_send(Err(tonic::Status::internal(format!(
-                    "cannot read the backup: {e}"
-                ))));
+                let _ = tx.blocking_send(Err(e));
                 return;
             }
         };
-        let chunk = Chunk {
-            data: buf[..n].to_vec(),
-        };
-        if tx.blocking_send(Ok(chunk)).is_err() {
+        if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
             return; // the client went away
         }
     }
@@ -230,7 +234,7 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
     let (sha, _) = sha256_file(&path).map_err(AgentError::io("cannot read", &path))?;
     check_sha(&sha, expected)?;
     let appdata = &cfg.paths.appdata;
-    let stamp = fsutil::timestamp();
+    let stamp = clock::timestamp();
     let mut set_aside = String::new();
     let sources = sources(cfg);
     // Unpack once next to appdata (same filesystem), then move each tree.

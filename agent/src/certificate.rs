@@ -1,6 +1,7 @@
 //! The hub's certificate store (`<appdata>/<certificate_store>`): without
 //! the primary's copy a secondary cannot decrypt shared secrets.
 
+use crate::clock;
 use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
@@ -12,13 +13,22 @@ pub fn path(cfg: &Config) -> PathBuf {
     cfg.paths.appdata.join(&cfg.paths.certificate_store)
 }
 
-/// (content, sha256) of the certificate store.
-pub fn get(cfg: &Config) -> Result<(Vec<u8>, String)> {
+/// The certificate store as read, with its digest.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The file's bytes.
+    pub content: Vec<u8>,
+    /// SHA-256 (hex) of the bytes.
+    pub sha256: String,
+}
+
+/// Reads the certificate store.
+pub fn get(cfg: &Config) -> Result<Store> {
     let path = path(cfg);
     match fs::read(&path) {
-        Ok(bytes) => {
-            let sha = hubshift_common::digest::sha256_hex(&bytes);
-            Ok((bytes, sha))
+        Ok(content) => {
+            let sha256 = hubshift_common::digest::sha256_hex(&content);
+            Ok(Store { content, sha256 })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AgentError::NotFound(format!(
             "no certificate store {}",
@@ -67,7 +77,7 @@ fn keep_previous(store: &Path, content: &[u8]) -> Result<Option<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(AgentError::io("cannot read", store)(e)),
     }
-    let stamp = fsutil::timestamp();
+    let stamp = clock::timestamp();
     let name = store
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -82,12 +82,12 @@ fn init_tracing(format: LogFormat) {
 fn resolved_paths(cfg: &Config) -> Vec<String> {
     let p = &cfg.paths;
     let mut out = vec![format!("layout: {}", cfg.hub.layout.name())];
-    match crate::runtime::active_version(&p.install_root) {
+    match crate::places::active_version(&p.install_root) {
         None => out.push(format!(
             "runtime: no active runtime ({}/current is not a link into runtimes/)",
             p.install_root.display()
         )),
-        Some(v) => match crate::layout::version_runtime_dir(cfg, &v) {
+        Some(v) => match crate::hubfiles::layout::version_runtime_dir(cfg, &v) {
             Ok(dir) => out.push(format!("runtime: {v} -> {{runtime}} = {}", dir.display())),
             Err(e) => out.push(format!("runtime: {v}: {e}")),
         },
@@ -95,10 +95,10 @@ fn resolved_paths(cfg: &Config) -> Vec<String> {
     out.push(format!("appdata: {}", p.appdata.display()));
     out.push(format!(
         "settings: {} (the hub gets it as {})",
-        crate::settings::settings_file(cfg).display(),
-        crate::settings::SETTINGS_ENV
+        crate::hubfiles::settings::settings_file(cfg).display(),
+        crate::hubfiles::settings::SETTINGS_ENV
     ));
-    match crate::settings::check_active(cfg) {
+    match crate::hubfiles::settings::check_active(cfg) {
         Ok(b) if b.store_forward_in_runtime => out.push(format!(
             "store-and-forward: {} (directories.storeForwardData is unset: kept in the runtime directory, \
              backed up and carried across runtime switches; set it inside appdata to keep them there)",
@@ -215,7 +215,7 @@ pub fn main() -> ExitCode {
 async fn probe_now(cfg: Arc<Config>) -> anyhow::Result<bool> {
     use crate::role::{Probe, Role};
     let probe = Probe::new(&cfg.role_probe).context("role probe patterns")?;
-    let drivers = crate::driver::open(cfg.clone())
+    let drivers = crate::driver::registry::open(cfg.clone())
         .await
         .context("while opening the hub driver")?;
     let cfg = drivers.cfg.clone();
@@ -285,7 +285,7 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     let state = &cfg.paths.state_dir;
     fsutil::ensure_dir(state, 0o700).context("while preparing the state directory")?;
     fsutil::ensure_dir(&state.join("staging"), 0o700).context("while preparing staging")?;
-    let drivers = crate::driver::open(cfg.clone())
+    let drivers = crate::driver::registry::open(cfg.clone())
         .await
         .context("while opening the hub driver")?;
     let cfg = drivers.cfg.clone();

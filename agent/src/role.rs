@@ -14,9 +14,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// What the probe found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Role {
     /// Not known (yet).
+    #[default]
     Unknown,
     /// HA active.
     Active,

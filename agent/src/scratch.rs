@@ -47,7 +47,7 @@ pub fn name_in(dir: &Path, kind: &str) -> PathBuf {
     dir.join(format!(
         "{PREFIX}{kind}-{}-{}",
         std::process::id(),
-        crate::fsutil::now_unix_ms()
+        crate::clock::now_unix_ms()
     ))
 }
 
@@ -61,14 +61,14 @@ pub fn places(cfg: &Config) -> Vec<(PathBuf, Vec<&'static str>)> {
     let p = &cfg.paths;
     let mut out: Vec<(PathBuf, Vec<&'static str>)> = vec![
         (p.state_dir.clone(), LEGACY_STATE.to_vec()),
-        (crate::appdata::backups_dir(cfg), LEGACY_BACKUPS.to_vec()),
+        (crate::places::backups_dir(cfg), LEGACY_BACKUPS.to_vec()),
         (
             p.state_dir.join("runtime-archives"),
             LEGACY_RECORDS.to_vec(),
         ),
         (p.install_root.clone(), LEGACY_INSTALL_ROOT.to_vec()),
         (
-            crate::runtime::runtimes_dir(&p.install_root),
+            crate::places::runtimes_dir(&p.install_root),
             LEGACY_RUNTIMES.to_vec(),
         ),
         (p.appdata.clone(), Vec::new()),

@@ -11,10 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// The longest Stop timeout accepted, in seconds (one hour). A larger one
-/// is refused with INVALID_ARGUMENT: a Stop whose caller went away would
-/// otherwise hold the hub for as long as it says.
-pub const MAX_STOP_TIMEOUT_SECS: u32 = 3600;
+pub use crate::config::MAX_STOP_TIMEOUT_SECS;
 
 /// The timeout a Stop asks for: `requested` seconds (0: the configured
 /// `hub.stop_timeout_secs`), at most [`MAX_STOP_TIMEOUT_SECS`].
@@ -121,27 +118,36 @@ impl OpsLock {
     }
 }
 
-type Outcome = std::result::Result<(bool, bool), AgentError>;
+/// How a stop ended, as every Stop sharing it sees it.
+type Outcome<T> = std::result::Result<T, AgentError>;
 
 /// The stop in progress, shared by every Stop that arrives meanwhile.
-struct Shared {
+struct Shared<T> {
     /// When the hub is killed if it has not stopped: the earliest deadline
     /// of the Stops sharing it.
     kill_at: watch::Sender<Instant>,
     /// The outcome, once the stop has ended.
-    done: watch::Sender<Option<Outcome>>,
+    done: watch::Sender<Option<Outcome<T>>>,
 }
 
-/// One stop at a time; later Stops join it.
-#[derive(Default)]
-pub struct Stops {
-    current: Mutex<Option<Arc<Shared>>>,
+/// One stop at a time; later Stops join it and get a copy of its outcome
+/// (`T`, the driver's stop result).
+pub struct Stops<T> {
+    current: Mutex<Option<Arc<Shared<T>>>>,
+}
+
+impl<T> Default for Stops<T> {
+    fn default() -> Self {
+        Self {
+            current: Mutex::new(None),
+        }
+    }
 }
 
 /// Clears the stop in progress when the leading Stop ends, however it ends.
-struct Clear<'a>(&'a Stops);
+struct Clear<'a, T>(&'a Stops<T>);
 
-impl Drop for Clear<'_> {
+impl<T> Drop for Clear<'_, T> {
     fn drop(&mut self) {
         *self
             .0
@@ -151,7 +157,7 @@ impl Drop for Clear<'_> {
     }
 }
 
-impl Stops {
+impl<T: Copy> Stops<T> {
     /// Runs a Stop whose caller gives the hub until `deadline` before it is
     /// killed. With no stop in progress, `lead` stops the hub, killing it
     /// when the receiver's instant has passed (it moves earlier when a more
@@ -159,10 +165,10 @@ impl Stops {
     /// its kill forward to `deadline` if that is earlier, and returns its
     /// outcome; it waits at most until `deadline` plus `grace` (the kill's
     /// own wait).
-    pub async fn run<F, Fut>(&self, deadline: Instant, grace: Duration, lead: F) -> Outcome
+    pub async fn run<F, Fut>(&self, deadline: Instant, grace: Duration, lead: F) -> Outcome<T>
     where
         F: FnOnce(watch::Receiver<Instant>) -> Fut,
-        Fut: Future<Output = Outcome>,
+        Fut: Future<Output = Outcome<T>>,
     {
         let (shared, leading) = {
             let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);

@@ -3,54 +3,50 @@
 //! stop and kept until the next start (its output stays readable), found
 //! again by name and label after an agent restart.
 
+use super::spec::{
+    LABEL_MODE, LABEL_NODE, LABEL_PROBE_OFFSET, LABEL_STARTED_AT, Launch, label, managed, pid,
+};
+use super::stop::KILL_GRACE;
 use super::{ImageStore, LABEL_MANAGED, engine_error, is_not_found, store_forward};
-use crate::config::{Config, DockerSection, DockerStartMode, Vars, fill, fill_argv, parse_port};
+use crate::config::{Config, DockerSection};
 use crate::driver::ops::{OpsGuard, OpsLock, Stops, lock_wait};
-use crate::driver::{HubDriver, HubView, check_start};
+use crate::driver::{
+    HostFiles, HubDriver, HubState, HubView, StartArgs, StartMode, Started, Stopped,
+};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::role::{HubOutput, Probe, ProbeInput, Role};
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
-    PortBinding,
-};
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder,
 };
-use hubshift_common::pb::{HubRole, HubState, StartMode};
 use hubshift_common::redact::{Secret, redact_with};
 use regex::Regex;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_stream::StreamExt;
 
-const LABEL_MODE: &str = "hubshift.mode";
-const LABEL_NODE: &str = "hubshift.node";
-const LABEL_VERSION: &str = "hubshift.version";
-const LABEL_STARTED_AT: &str = "hubshift.started_at_unix_ms";
-const LABEL_PROBE_OFFSET: &str = "hubshift.probe_offset";
 /// Suffix of the previous container's name while a start replaces it.
 const PREVIOUS_SUFFIX: &str = "-hubshift-previous";
 
 /// The hub as a container.
 pub struct DockerHub {
-    cfg: Arc<Config>,
-    d: DockerSection,
-    engine: Docker,
-    images: Arc<ImageStore>,
-    probe: Probe,
-    created: Option<Regex>,
+    pub(super) cfg: Arc<Config>,
+    pub(super) d: DockerSection,
+    pub(super) engine: Docker,
+    pub(super) images: Arc<ImageStore>,
+    pub(super) probe: Probe,
+    pub(super) created: Option<Regex>,
     /// Serialises Start, Stop, ActivateRuntime and Restore.
-    ops: OpsLock,
+    pub(super) ops: OpsLock,
     /// The stop in progress, which later Stops join.
-    stops: Stops,
+    pub(super) stops: Stops<Stopped>,
     /// CREATE_AND_START waits for `created_pattern`.
-    creating: AtomicBool,
+    pub(super) creating: AtomicBool,
 }
 
 impl DockerHub {
@@ -86,7 +82,7 @@ impl DockerHub {
 
     /// `<state>/docker-stopped`: id of the container Stop stopped, so that
     /// Status tells a stop apart from an exit.
-    fn stopped_marker(&self) -> PathBuf {
+    pub(super) fn stopped_marker(&self) -> PathBuf {
         self.cfg.paths.state_dir.join("docker-stopped")
     }
 
@@ -107,7 +103,7 @@ impl DockerHub {
     }
 
     /// The container, if it exists.
-    async fn inspect(&self) -> Result<Option<ContainerInspectResponse>> {
+    pub(super) async fn inspect(&self) -> Result<Option<ContainerInspectResponse>> {
         match self.engine.inspect_container(&self.d.container, None).await {
             Ok(c) => Ok(Some(c)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -146,237 +142,14 @@ impl DockerHub {
         }
     }
 
-    /// The container's create request for this start.
-    fn body(&self, launch: Launch<'_>) -> Result<ContainerCreateBody> {
-        let Launch {
-            image,
-            version,
-            mode,
-            mode_name,
-            node,
-            jdbc,
-            probe_offset,
-        } = launch;
-        let d = &self.d;
-        let vars = Vars {
-            runtime: "",
-            node,
-            jdbc: jdbc.expose(),
-            appdata: "",
-        };
-        let mut env = vec![
-            format!("HUBSHIFT_NODE={node}"),
-            format!("HUBSHIFT_JDBC_URI={}", jdbc.expose()),
-        ];
-        env.extend(d.env.iter().map(|(k, v)| format!("{k}={}", fill(v, vars))));
-        // An override replaces the image's entrypoint and its arguments, as
-        // `docker run --entrypoint` does: the image's own start script is
-        // what an older image lacks.
-        let (entrypoint, cmd) = match (d.start_mode, mode) {
-            (DockerStartMode::Env, _) => {
-                let value = if mode == StartMode::CreateAndStart {
-                    "HA_INIT"
-                } else {
-                    d.start_mode_start.as_str()
-                };
-                env.push(format!("START_MODE={value}"));
-                (None, fill_argv(&d.args, vars))
-            }
-            (DockerStartMode::Command, StartMode::CreateAndStart) => (
-                Some(fill_argv(&d.create_and_start_command, vars)),
-                Vec::new(),
-            ),
-            (DockerStartMode::Command, _) => (Some(fill_argv(&d.start_command, vars)), Vec::new()),
-        };
-        let mut exposed = Vec::new();
-        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        for spec in &d.ports {
-            let (ip, host, port) = parse_port(spec).map_err(AgentError::Internal)?;
-            exposed.push(port.clone());
-            if !host.is_empty() {
-                bindings
-                    .entry(port)
-                    .or_insert_with(|| Some(Vec::new()))
-                    .get_or_insert_with(Vec::new)
-                    .push(PortBinding {
-                        host_ip: (!ip.is_empty()).then_some(ip),
-                        host_port: Some(host),
-                    });
-            }
-        }
-        let source = if d.appdata_volume.is_empty() {
-            self.cfg.paths.appdata.display().to_string()
-        } else {
-            d.appdata_volume.clone()
-        };
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_MODE.to_string(), mode_name.to_string()),
-            (LABEL_NODE.to_string(), node.to_string()),
-            (LABEL_VERSION.to_string(), version.to_string()),
-            (
-                LABEL_STARTED_AT.to_string(),
-                fsutil::now_unix_ms().to_string(),
-            ),
-            (LABEL_PROBE_OFFSET.to_string(), probe_offset.to_string()),
-        ]);
-        Ok(ContainerCreateBody {
-            image: Some(image.to_string()),
-            entrypoint,
-            cmd: (!cmd.is_empty()).then_some(cmd),
-            env: Some(env),
-            labels: Some(labels),
-            exposed_ports: (!exposed.is_empty()).then_some(exposed),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!("{source}:{}", d.appdata_target)]),
-                port_bindings: (!bindings.is_empty()).then_some(bindings),
-                network_mode: (!d.network.is_empty()).then(|| d.network.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    }
-
     /// Whether the container runs now.
-    async fn running(&self) -> Result<bool> {
+    pub(super) async fn running(&self) -> Result<bool> {
         Ok(self
             .inspect()
             .await?
             .and_then(|c| c.state)
             .and_then(|s| s.running)
             .unwrap_or(false))
-    }
-
-    /// The engine's stop (SIGTERM, SIGKILL after `timeout`) as a request of
-    /// its own, while the wait is the agent's: when the kill instant (moved
-    /// earlier by a more urgent Stop) comes first, the agent kills. The
-    /// engine's own client also gives up on a request after 120 s, which
-    /// must not end a longer graceful stop.
-    async fn stop_leading(
-        &self,
-        timeout: Duration,
-        mut kill_at: tokio::sync::watch::Receiver<tokio::time::Instant>,
-    ) -> Result<(bool, bool)> {
-        let _ops = self.ops.acquire_until("Stop", &mut kill_at).await?;
-        let Some(c) = self.inspect().await? else {
-            return Ok((false, false));
-        };
-        let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-        if !managed(&c) || !running {
-            return Ok((false, false));
-        }
-        if c.state.as_ref().and_then(|s| s.paused).unwrap_or(false) {
-            return self.kill_paused(&c).await;
-        }
-        tracing::info!(container = %self.d.container, timeout_secs = timeout.as_secs(), "stopping the hub container");
-        let began = Instant::now();
-        let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        let mut graceful = {
-            let (engine, name) = (self.engine.clone(), self.d.container.clone());
-            Some(tokio::spawn(async move {
-                engine
-                    .stop_container(
-                        &name,
-                        Some(StopContainerOptionsBuilder::default().t(t).build()),
-                    )
-                    .await
-            }))
-        };
-        let mut killed = false;
-        let mut refused = None;
-        loop {
-            if !self.running().await? {
-                break;
-            }
-            if let Some(e) = refused.take() {
-                // The engine refused the stop and the container still runs.
-                if let Some(g) = graceful.take() {
-                    g.abort();
-                }
-                return Err(engine_error("cannot stop the hub container")(e));
-            }
-            if graceful.as_ref().is_some_and(|g| g.is_finished()) {
-                if let Some(g) = graceful.take() {
-                    match g.await {
-                        // The client's own request timeout is not the engine's answer.
-                        Ok(Ok(())) | Ok(Err(bollard::errors::Error::RequestTimeoutError)) => {}
-                        Ok(Err(e)) => refused = Some(e),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the engine's stop request task failed")
-                        }
-                    }
-                }
-            }
-            if tokio::time::Instant::now() >= *kill_at.borrow() {
-                self.kill("the stop timeout passed").await?;
-                killed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if let Some(g) = graceful.take() {
-            g.abort();
-        }
-        let id = c.id.clone().unwrap_or_default();
-        fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
-        // The engine kills after its timeout too; the exit code then says SIGKILL.
-        let code = self
-            .inspect()
-            .await?
-            .and_then(|c| c.state)
-            .and_then(|s| s.exit_code);
-        let killed = killed || (code == Some(137) && began.elapsed() >= timeout);
-        tracing::info!(container = %self.d.container, killed, "hub container stopped");
-        Ok((true, killed))
-    }
-
-    /// SIGKILL, then waits until the container no longer runs.
-    async fn kill(&self, why: &str) -> Result<()> {
-        tracing::warn!(container = %self.d.container, why, "killing the hub container");
-        self.engine
-            .kill_container(
-                &self.d.container,
-                Some(
-                    KillContainerOptionsBuilder::default()
-                        .signal("SIGKILL")
-                        .build(),
-                ),
-            )
-            .await
-            .or_else(|e| match &e {
-                // Ended by itself meanwhile.
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                } => Ok(()),
-                _ => Err(e),
-            })
-            .map_err(engine_error("cannot kill the hub container"))?;
-        let deadline = Instant::now() + KILL_GRACE;
-        while self.running().await? {
-            if Instant::now() >= deadline {
-                return Err(AgentError::Unavailable(format!(
-                    "the hub container {} still runs after SIGKILL",
-                    self.d.container
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// Stop of a paused (frozen) container: SIGKILL, which ends it without
-    /// letting it run. The engine's stop would thaw it to deliver the stop
-    /// signal, and the hub would carry on for a while as the node it was
-    /// when it froze — the active one, say, while another node now serves.
-    /// A SIGSTOPped hub under the process driver ends the same way: killed
-    /// without running again.
-    async fn kill_paused(&self, c: &ContainerInspectResponse) -> Result<(bool, bool)> {
-        self.kill("it is paused: a stop would let it run again first")
-            .await?;
-        let id = c.id.clone().unwrap_or_default();
-        fsutil::write_atomic(&self.stopped_marker(), id.as_bytes(), 0o600)?;
-        tracing::info!(container = %self.d.container, killed = true, "hub container stopped");
-        Ok((true, true))
     }
 
     /// Waits until the container's output says HA create is done; fails
@@ -459,13 +232,7 @@ impl DockerHub {
         }
     }
 
-    async fn start_locked(
-        &self,
-        mode: StartMode,
-        mode_name: &str,
-        node: &str,
-        jdbc: &Secret,
-    ) -> Result<(u32, bool, Vec<String>)> {
+    async fn start_locked(&self, mode: StartMode, node: &str, jdbc: &Secret) -> Result<Started> {
         let name = &self.d.container;
         if let Some(c) = self.inspect().await? {
             if !managed(&c) {
@@ -474,7 +241,11 @@ impl DockerHub {
                 )));
             }
             if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-                return Ok((pid(&c), true, Vec::new()));
+                return Ok(Started {
+                    pid: pid(&c),
+                    already_running: true,
+                    ..Started::default()
+                });
             }
         }
         let version = self.images.active_version_checked().await?;
@@ -486,7 +257,6 @@ impl DockerHub {
             image: &image,
             version: &version,
             mode,
-            mode_name,
             node,
             jdbc,
             probe_offset,
@@ -527,7 +297,7 @@ impl DockerHub {
             .await
             .map_err(engine_error("cannot start the hub container"))
             .map_err(masked)?;
-        tracing::info!(container = %name, image = %image, node = %node, mode = mode_name, carried = carried.len(), "hub container started");
+        tracing::info!(container = %name, image = %image, node = %node, mode = mode.name(), carried = carried.len(), "hub container started");
         if mode == StartMode::CreateAndStart {
             if let Some(pattern) = &self.created {
                 self.creating.store(true, Ordering::SeqCst);
@@ -538,7 +308,11 @@ impl DockerHub {
             }
         }
         let pid = self.inspect().await?.map_or(0, |c| pid(&c));
-        Ok((pid, false, carried))
+        Ok(Started {
+            pid,
+            already_running: false,
+            carried_store_forward: carried,
+        })
     }
 
     /// Name of the previous container while a start replaces it.
@@ -611,20 +385,6 @@ impl DockerHub {
     }
 }
 
-/// How long a killed container is given to end.
-const KILL_GRACE: Duration = Duration::from_secs(10);
-
-/// What one start puts into the container.
-struct Launch<'a> {
-    image: &'a str,
-    version: &'a str,
-    mode: StartMode,
-    mode_name: &'a str,
-    node: &'a str,
-    jdbc: &'a Secret,
-    probe_offset: u64,
-}
-
 fn mask(e: AgentError, jdbc: &Secret) -> AgentError {
     let m = |s: &str| redact_with(s, &[jdbc.expose()]);
     match e {
@@ -636,41 +396,14 @@ fn mask(e: AgentError, jdbc: &Secret) -> AgentError {
     }
 }
 
-fn label<'a>(c: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
-    c.config
-        .as_ref()?
-        .labels
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
-fn managed(c: &ContainerInspectResponse) -> bool {
-    label(c, LABEL_MANAGED) == Some("true")
-}
-
-fn pid(c: &ContainerInspectResponse) -> u32 {
-    c.state
-        .as_ref()
-        .and_then(|s| s.pid)
-        .and_then(|p| u32::try_from(p).ok())
-        .unwrap_or(0)
-}
-
 #[tonic::async_trait]
 impl HubDriver for DockerHub {
-    async fn start(
-        &self,
-        mode: StartMode,
-        node: &str,
-        jdbc: Secret,
-    ) -> Result<(u32, bool, Vec<String>)> {
-        let mode_name = check_start(mode, node, &jdbc)?;
+    async fn start(&self, args: StartArgs) -> Result<Started> {
         let _ops = self.ops.acquire("Start", lock_wait(&self.cfg)).await?;
-        self.start_locked(mode, mode_name, node, &jdbc).await
+        self.start_locked(args.mode, &args.node, &args.jdbc).await
     }
 
-    async fn stop(&self, timeout: Duration) -> Result<(bool, bool)> {
+    async fn stop(&self, timeout: Duration) -> Result<Stopped> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.stops
             .run(deadline, KILL_GRACE + Duration::from_secs(5), |kill_at| {
@@ -706,9 +439,9 @@ impl HubDriver for DockerHub {
                 .probe(&self.input(self.output().await, Some(&c)))
                 .await;
             (view.state, view.role) = match role {
-                Role::Unknown => (HubState::Starting, HubRole::Unknown),
-                Role::Active => (HubState::Running, HubRole::Active),
-                Role::Standby => (HubState::Running, HubRole::Standby),
+                Role::Unknown => (HubState::Starting, Role::Unknown),
+                Role::Active => (HubState::Running, Role::Active),
+                Role::Standby => (HubState::Running, Role::Standby),
             };
             return Ok(view);
         }
@@ -722,6 +455,11 @@ impl HubDriver for DockerHub {
             view.exit_code = state.exit_code.and_then(|c| i32::try_from(c).ok());
         }
         Ok(view)
+    }
+
+    async fn host_files(&self) -> Option<HostFiles> {
+        // The runtime and its settings live inside the container's image.
+        None
     }
 
     async fn probe_input(&self) -> ProbeInput {

@@ -7,7 +7,9 @@
 use super::{engine_error, is_not_found};
 use crate::config::{Config, DockerSection, LimitsSection};
 use crate::declared::Declared;
-use crate::driver::{Installed, RuntimeStore, Upload};
+use crate::driver::{
+    Activated, ArchiveFormat, Chunks, Installed, RuntimeHeader, RuntimeStore, Upload,
+};
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use bollard::Docker;
@@ -16,7 +18,6 @@ use bollard::query_parameters::{
 };
 use hubshift_common::digest::StreamDigest;
 use hubshift_common::names::validate_name;
-use hubshift_common::pb::{ArchiveFormat, RuntimeHeader};
 use prost::bytes::Bytes;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -115,7 +116,7 @@ impl ImageStore {
     /// bytes' SHA-256 and size.
     async fn receive(
         &self,
-        upload: &mut Upload,
+        chunks: &mut Chunks,
         header: &RuntimeHeader,
         limits: LimitsSection,
     ) -> Result<(tempfile::NamedTempFile, String, u64)> {
@@ -137,7 +138,7 @@ impl ImageStore {
             let size = digest.size();
             Ok((digest.finish(), size))
         });
-        let failure = crate::runtime::receive_chunks(upload, &tx, header, &limits).await;
+        let failure = crate::driver::upload::receive_chunks(chunks, &tx, header, &limits).await;
         drop(tx);
         let (sha, size) = writer.await??;
         if let Some(f) = failure {
@@ -284,8 +285,8 @@ pub fn single_image(archive: &Path, max_entries: u64) -> Result<(String, Option<
 }
 
 fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
-    crate::runtime::check_header_fields(h, limits)?;
-    if ArchiveFormat::try_from(h.format) != Ok(ArchiveFormat::DockerImage) {
+    crate::driver::upload::check_header_fields(h, limits)?;
+    if h.format != Some(ArchiveFormat::DockerImage) {
         return Err(AgentError::InvalidArgument(
             "this agent runs the hub in a container: the runtime must be a `docker save` archive (format DOCKER_IMAGE)".into(),
         ));
@@ -295,13 +296,16 @@ fn check_header(h: &mut RuntimeHeader, limits: &LimitsSection) -> Result<()> {
 
 #[tonic::async_trait]
 impl RuntimeStore for ImageStore {
-    async fn install(&self, mut upload: Upload, limits: LimitsSection) -> Result<Installed> {
-        let mut header = crate::runtime::read_header(&mut upload).await?;
+    async fn install(&self, upload: Upload, limits: LimitsSection) -> Result<Installed> {
+        let Upload {
+            mut header,
+            mut chunks,
+        } = upload;
         check_header(&mut header, &limits)?;
         let version = header.version.clone();
         // One install per tag, so the check for an existing tag sees the
         // previous install; a second one is told so at once.
-        let _claim = crate::runtime::claim_install(&self.image_ref(&version), &version)?;
+        let _claim = crate::driver::upload::claim_install(&self.image_ref(&version), &version)?;
         let existing = self.image_id(&version).await?;
         if existing.is_some() {
             let recorded =
@@ -314,8 +318,8 @@ impl RuntimeStore for ImageStore {
             }
         }
         let started = std::time::Instant::now();
-        let (tmp, sha, size) = self.receive(&mut upload, &header, limits).await?;
-        crate::runtime::check_received(&header, size, &sha)?;
+        let (tmp, sha, size) = self.receive(&mut chunks, &header, limits).await?;
+        crate::driver::upload::check_received(&header, size, &sha)?;
         let path = tmp.path().to_path_buf();
         let max_entries = limits.max_archive_entries;
         let (id, declared) =
@@ -372,7 +376,7 @@ impl RuntimeStore for ImageStore {
         })
     }
 
-    async fn activate(&self, version: &str) -> Result<(String, String, Vec<String>)> {
+    async fn activate(&self, version: &str) -> Result<Activated> {
         validate_name("runtime version", version)?;
         if !self.image_exists(version).await? {
             return Err(AgentError::NotFound(format!(
@@ -390,7 +394,11 @@ impl RuntimeStore for ImageStore {
             0o644,
         )?;
         tracing::info!(previous = %previous, active = %version, "runtime image activated for the next start");
-        Ok((previous, version.to_string(), Vec::new()))
+        Ok(Activated {
+            previous,
+            active: version.to_string(),
+            ..Activated::default()
+        })
     }
 
     async fn active_version(&self) -> Option<String> {

@@ -6,6 +6,8 @@
 
 mod container;
 mod images;
+mod spec;
+mod stop;
 mod store_forward;
 
 pub use container::DockerHub;

@@ -9,7 +9,7 @@
 use super::{engine_error, is_not_found};
 use crate::config::{Config, DockerSection};
 use crate::error::{AgentError, Result};
-use crate::settings::{SETTINGS_FILE, WRITESTORE_PREFIX, lexical};
+use crate::hubfiles::settings::{SETTINGS_FILE, WRITESTORE_PREFIX, lexical};
 use bollard::Docker;
 use bollard::query_parameters::{
     DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,

@@ -1,15 +1,29 @@
 //! The `process` driver: the hub as a host process group supervised by the
-//! agent (`hub.rs`), runtimes as directories under `install_root` with a
-//! `current` link (`runtime.rs`).
+//! agent (`hub.rs`: start and what it is now; `create.rs`: HA create;
+//! `stop.rs`; `record.rs`: `hub.json` for re-adoption; `procfs.rs`;
+//! `hub_log.rs`), runtimes as directories under `install_root`
+//! (`runtime.rs`, `unzip.rs`) with a `current` link (`activate.rs`). This file binds
+//! them to the two seams.
 
-use super::{Drivers, HubDriver, HubView, Installed, RuntimeStore, Upload};
+mod activate;
+mod create;
+pub mod hub;
+mod hub_log;
+mod procfs;
+mod record;
+pub mod runtime;
+mod stop;
+mod unzip;
+
+use super::{
+    Activated, Drivers, HostFiles, HubDriver, HubView, Installed, RuntimeStore, StartArgs, Started,
+    Stopped, Upload,
+};
 use crate::config::{Config, LimitsSection};
 use crate::error::Result;
-use crate::hub::Hub;
+use crate::hubfiles::{layout, settings};
 use crate::role::ProbeInput;
-use crate::runtime;
-use hubshift_common::pb::StartMode;
-use hubshift_common::redact::Secret;
+use hub::Hub;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,37 +48,28 @@ pub struct ProcessHub {
 
 #[tonic::async_trait]
 impl HubDriver for ProcessHub {
-    async fn start(
-        &self,
-        mode: StartMode,
-        node: &str,
-        jdbc: Secret,
-    ) -> Result<(u32, bool, Vec<String>)> {
+    async fn start(&self, args: StartArgs) -> Result<Started> {
         // ActivateRuntime carried the store-and-forward files already.
-        let (pid, already) = self.hub.start(mode, node, jdbc).await?;
-        Ok((pid, already, Vec::new()))
+        self.hub.start(&args).await
     }
 
-    async fn stop(&self, timeout: std::time::Duration) -> Result<(bool, bool)> {
+    async fn stop(&self, timeout: std::time::Duration) -> Result<Stopped> {
         self.hub.stop(timeout).await
     }
 
     async fn view(&self) -> Result<HubView> {
-        let snap = self.hub.snapshot().await;
-        let (mode, node, started_at_unix_ms) = snap
-            .record
-            .map(|r| (r.mode, r.node, r.started_at_unix_ms))
-            .unwrap_or_default();
-        Ok(HubView {
-            state: snap.state,
-            exit_code: snap.exit_code,
-            pid: snap.pid,
-            role: snap.role,
-            mode,
-            node,
-            started_at_unix_ms,
-            frozen: snap.frozen,
+        Ok(self.hub.view().await)
+    }
+
+    async fn host_files(&self) -> Option<HostFiles> {
+        let cfg = self.hub.config();
+        tokio::task::spawn_blocking(move || HostFiles {
+            runtime_dir: layout::active_runtime_dir(&cfg),
+            settings_file: settings::settings_file(&cfg),
+            settings: settings::check_active(&cfg),
         })
+        .await
+        .ok()
     }
 
     async fn probe_input(&self) -> ProbeInput {
@@ -95,23 +100,18 @@ pub struct RuntimeDirs {
 #[tonic::async_trait]
 impl RuntimeStore for RuntimeDirs {
     async fn install(&self, upload: Upload, limits: LimitsSection) -> Result<Installed> {
-        let installed =
-            runtime::install(upload, &self.state_dir, &self.install_root, limits).await?;
-        Ok(Installed {
-            header: installed.header,
-            already_installed: installed.already_installed,
-        })
+        runtime::install(upload, &self.state_dir, &self.install_root, limits).await
     }
 
-    async fn activate(&self, version: &str) -> Result<(String, String, Vec<String>)> {
+    async fn activate(&self, version: &str) -> Result<Activated> {
         let cfg = self.cfg.clone();
         let version = version.to_string();
-        tokio::task::spawn_blocking(move || crate::carry::switch(&cfg, &version)).await?
+        tokio::task::spawn_blocking(move || activate::switch(&cfg, &version)).await?
     }
 
     async fn active_version(&self) -> Option<String> {
         let root = self.install_root.clone();
-        tokio::task::spawn_blocking(move || runtime::active_version(&root))
+        tokio::task::spawn_blocking(move || crate::places::active_version(&root))
             .await
             .ok()
             .flatten()
@@ -137,7 +137,7 @@ impl RuntimeStore for RuntimeDirs {
             }
             // Staged by an older agent: read it now; a contradiction is
             // what the controller most needs to see.
-            let found = read_tree(&runtime::runtimes_dir(&root).join(&version));
+            let found = read_tree(&crate::places::runtimes_dir(&root).join(&version));
             found
                 .iter()
                 .find(|d| !matches(&d.version, &version))

@@ -1,20 +1,22 @@
-//! The gRPC service: each handler is one line; the work lives in the
-//! modules named after the step (appdata, certificate) and behind the
-//! driver's two seams (hub lifecycle, runtime store).
+//! The gRPC service, the agent's edge: each handler runs its operation in
+//! a task of its own; the work lives in the modules named after the step
+//! (appdata, certificate) and behind the driver's two seams (hub
+//! lifecycle, runtime store). Wire messages are converted to and from the
+//! drivers' domain types here and in `wire.rs`, nowhere else.
+
+mod wire;
 
 use crate::appdata;
 use crate::certificate;
 use crate::config::Config;
-use crate::config::DriverKind;
 use crate::disk;
 use crate::driver::{Drivers, HubDriver, RuntimeStore};
 use crate::error::{AgentError, Result};
-use crate::layout;
-use crate::settings;
+use crate::hubfiles::settings;
 use hubshift_common::pb::hub_agent_server::HubAgent;
 use hubshift_common::pb::*;
-use hubshift_common::redact::Secret;
 use std::sync::Arc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -40,6 +42,10 @@ struct Operations {
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
+
+/// FetchBackup's answer: the backup file's chunks on the wire.
+type BackupChunks =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<Chunk, Status>> + Send>>;
 
 /// Runs `work` in its own task and waits for it. Dropping the returned
 /// future (the caller vanished) does not stop the work.
@@ -94,54 +100,48 @@ impl Operations {
         // Where staged runtimes take room: the install root, or the engine's
         // data root for images.
         let room = self.runtimes.room_dir();
-        let (cert_sha, space, appdata_bytes, runtime_dir, hub_settings) =
-            tokio::task::spawn_blocking(move || {
-                let p = &cfg.paths;
-                let cert_sha = certificate::get(&cfg).map(|(_, s)| s).unwrap_or_default();
-                let space = [
-                    ("state", &p.state_dir),
-                    ("install_root", &room),
-                    ("appdata", &p.appdata),
-                ]
-                .into_iter()
-                .map(|(name, path)| DirSpace {
-                    name: name.into(),
-                    path: path.display().to_string(),
-                    free_bytes: disk::free_bytes(path),
-                })
-                .collect::<Vec<_>>();
-                let appdata_bytes = if req.measure_appdata {
-                    appdata::backup_sources(&cfg)
-                        .iter()
-                        .map(|s| match &s.only_prefix {
-                            None => disk::tree_bytes(&s.path),
-                            Some(_) => settings::writestore_files(&s.path)
-                                .unwrap_or_default()
-                                .iter()
-                                .filter_map(|f| std::fs::metadata(f).ok())
-                                .map(|m| m.len())
-                                .sum(),
-                        })
-                        .sum()
-                } else {
-                    0
-                };
-                // Runtime directories and the settings check belong to the
-                // process driver; a container carries its runtime inside.
-                let (runtime_dir, hub_settings) = match cfg.hub.driver {
-                    DriverKind::Process => {
-                        (layout::active_runtime_dir(&cfg), Some(hub_settings(&cfg)))
-                    }
-                    DriverKind::Docker => (None, None),
-                };
-                (cert_sha, space, appdata_bytes, runtime_dir, hub_settings)
+        let (cert_sha, space, appdata_bytes) = tokio::task::spawn_blocking(move || {
+            let p = &cfg.paths;
+            let cert_sha = certificate::get(&cfg).map(|s| s.sha256).unwrap_or_default();
+            let space = [
+                ("state", &p.state_dir),
+                ("install_root", &room),
+                ("appdata", &p.appdata),
+            ]
+            .into_iter()
+            .map(|(name, path)| DirSpace {
+                name: name.into(),
+                path: path.display().to_string(),
+                free_bytes: disk::free_bytes(path),
             })
-            .await?;
+            .collect::<Vec<_>>();
+            let appdata_bytes = if req.measure_appdata {
+                appdata::backup_sources(&cfg)
+                    .iter()
+                    .map(|s| match &s.only_prefix {
+                        None => disk::tree_bytes(&s.path),
+                        Some(_) => settings::writestore_files(&s.path)
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|f| std::fs::metadata(f).ok())
+                            .map(|m| m.len())
+                            .sum(),
+                    })
+                    .sum()
+            } else {
+                0
+            };
+            (cert_sha, space, appdata_bytes)
+        })
+        .await?;
+        // The driver answers for its runtime directory and settings binding
+        // (a container carries its runtime inside: none).
+        let host_files = self.hub.host_files().await;
         Ok(StatusResponse {
-            state: view.state as i32,
+            state: wire::hub_state(view.state) as i32,
             exit_code: view.exit_code,
             pid: view.pid,
-            role: view.role as i32,
+            role: wire::hub_role(view.role) as i32,
             active_runtime: active,
             staged_runtimes: staged,
             appdata: self.cfg.paths.appdata.display().to_string(),
@@ -153,8 +153,9 @@ impl Operations {
             node: view.node,
             appdata_bytes,
             frozen: view.frozen,
-            settings: hub_settings,
-            runtime_dir: runtime_dir
+            settings: host_files.as_ref().map(wire::hub_settings),
+            runtime_dir: host_files
+                .and_then(|f| f.runtime_dir)
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
             layout: self.cfg.hub.layout.name().into(),
@@ -165,23 +166,20 @@ impl Operations {
     async fn do_stop(&self, req: StopRequest) -> Result<StopResponse> {
         let timeout =
             crate::driver::ops::stop_timeout(req.timeout_seconds, self.cfg.hub.stop_timeout_secs)?;
-        let (was_running, killed) = self.hub.stop(timeout).await?;
+        let stopped = self.hub.stop(timeout).await?;
         Ok(StopResponse {
-            was_running,
-            killed,
+            was_running: stopped.was_running,
+            killed: stopped.killed,
         })
     }
 
     async fn do_start(&self, req: StartRequest) -> Result<StartResponse> {
-        let mode = StartMode::try_from(req.mode).unwrap_or(StartMode::Unspecified);
-        let jdbc = Secret::new(req.jdbc_uri);
-        // Start-time checks common to every driver go here, as one call.
-        let (pid, already_running, carried_store_forward) =
-            self.hub.start(mode, &req.node, jdbc).await?;
+        let args = wire::start_args(req)?;
+        let started = self.hub.start(args).await?;
         Ok(StartResponse {
-            pid,
-            already_running,
-            carried_store_forward,
+            pid: started.pid,
+            already_running: started.already_running,
+            carried_store_forward: started.carried_store_forward,
         })
     }
 
@@ -200,24 +198,21 @@ impl Operations {
 
     async fn do_verify_backup(&self, req: VerifyBackupRequest) -> Result<VerifyBackupResponse> {
         let cfg = self.cfg.clone();
-        let (sha256, size_bytes, entries) =
+        let verified =
             tokio::task::spawn_blocking(move || appdata::verify(&cfg, &req.id, &req.sha256))
                 .await??;
         Ok(VerifyBackupResponse {
-            sha256,
-            size_bytes,
-            entries,
+            sha256: verified.sha256,
+            size_bytes: verified.size_bytes,
+            entries: verified.entries,
         })
     }
 
-    async fn do_fetch_backup(
-        &self,
-        req: FetchBackupRequest,
-    ) -> Result<ReceiverStream<std::result::Result<Chunk, Status>>> {
+    async fn do_fetch_backup(&self, req: FetchBackupRequest) -> Result<BackupChunks> {
         let file = appdata::open(&self.cfg, &req.id)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || appdata::stream_file(file, tx));
-        Ok(ReceiverStream::new(rx))
+        Ok(Box::pin(ReceiverStream::new(rx).map(wire::backup_chunk)))
     }
 
     async fn do_restore(&self, req: RestoreRequest) -> Result<RestoreResponse> {
@@ -242,10 +237,8 @@ impl Operations {
                 self.cfg.limits.max_concurrent_uploads
             ))
         })?;
-        let installed = self
-            .runtimes
-            .install(Box::pin(stream), self.cfg.limits)
-            .await?;
+        let upload = wire::upload(stream).await?;
+        let installed = self.runtimes.install(upload, self.cfg.limits).await?;
         let h = installed.header;
         let mut activated = false;
         if h.activate {
@@ -276,20 +269,21 @@ impl Operations {
     ) -> Result<ActivateRuntimeResponse> {
         let _ops = self.hub.lock_ops("ActivateRuntime").await?;
         self.hub_must_be_stopped("switching the runtime").await?;
-        let (previous, active, carried_store_forward) =
-            self.runtimes.activate(&req.version).await?;
+        let activated = self.runtimes.activate(&req.version).await?;
         Ok(ActivateRuntimeResponse {
-            previous,
-            active,
-            carried_store_forward,
+            previous: activated.previous,
+            active: activated.active,
+            carried_store_forward: activated.carried_store_forward,
         })
     }
 
     async fn do_get_certificate(&self) -> Result<Certificate> {
         let cfg = self.cfg.clone();
-        let (content, sha256) =
-            tokio::task::spawn_blocking(move || certificate::get(&cfg)).await??;
-        Ok(Certificate { content, sha256 })
+        let store = tokio::task::spawn_blocking(move || certificate::get(&cfg)).await??;
+        Ok(Certificate {
+            content: store.content,
+            sha256: store.sha256,
+        })
     }
 
     async fn do_put_certificate(&self, req: Certificate) -> Result<PutCertificateResponse> {
@@ -301,28 +295,9 @@ impl Operations {
     }
 }
 
-/// The settings check as Status reports it.
-fn hub_settings(cfg: &Config) -> HubSettings {
-    let file = settings::settings_file(cfg).display().to_string();
-    match settings::check_active(cfg) {
-        Ok(b) => HubSettings {
-            file,
-            problem: String::new(),
-            app_data: b.app_data.display().to_string(),
-            store_forward_dir: b.store_forward_dir.display().to_string(),
-            store_forward_in_runtime: b.store_forward_in_runtime,
-        },
-        Err(e) => HubSettings {
-            file,
-            problem: e.to_string(),
-            ..HubSettings::default()
-        },
-    }
-}
-
 #[tonic::async_trait]
 impl HubAgent for AgentService {
-    type FetchBackupStream = ReceiverStream<std::result::Result<Chunk, Status>>;
+    type FetchBackupStream = BackupChunks;
 
     async fn status(&self, req: Request<StatusRequest>) -> Reply<StatusResponse> {
         let ops = self.ops.clone();

@@ -6,7 +6,7 @@
 
 use crate::config::{Config, Layout};
 use crate::error::{AgentError, Result};
-use crate::runtime;
+use crate::places;
 use std::path::{Path, PathBuf};
 
 /// Name of the folder holding the jar in a vendor release.
@@ -52,13 +52,13 @@ pub fn runtime_dir(layout: Layout, version_dir: &Path) -> Result<PathBuf> {
 
 /// `{runtime}` of a staged version.
 pub fn version_runtime_dir(cfg: &Config, version: &str) -> Result<PathBuf> {
-    let dir = runtime::runtimes_dir(&cfg.paths.install_root).join(version);
+    let dir = places::runtimes_dir(&cfg.paths.install_root).join(version);
     runtime_dir(cfg.hub.layout, &dir)
 }
 
 /// `{runtime}` of the active version, if one is active and resolves.
 pub fn active_runtime_dir(cfg: &Config) -> Option<PathBuf> {
-    let dir = runtime::active_dir(&cfg.paths.install_root)?;
+    let dir = places::active_dir(&cfg.paths.install_root)?;
     runtime_dir(cfg.hub.layout, &dir).ok()
 }
 

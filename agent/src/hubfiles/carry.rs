@@ -1,50 +1,19 @@
-//! Store-and-forward files across a runtime switch. With
+//! Store-and-forward files across a runtime switch, between two runtime
+//! directories (the process driver's `activate.rs` does the switch). With
 //! `directories.storeForwardData` unset the hub keeps them in its runtime
 //! directory; a hub started from a new runtime directory would not see
 //! them and the data cached there would never be forwarded. So the switch
 //! moves them (renames, same filesystem) into the new runtime directory
 //! before the link changes, and a switch back moves them back.
 
-use crate::config::Config;
+use super::settings::writestore_files;
 use crate::error::{AgentError, Result};
-use crate::settings::writestore_files;
-use crate::{fsutil, layout, runtime};
-use hubshift_common::names::validate_name;
+use crate::{clock, fsutil};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Name prefix of a file moved out of a carried file's way.
 pub const SET_ASIDE: &str = "hubshift-set-aside-";
-
-/// ActivateRuntime: checks that `version` is staged and its layout
-/// resolves, carries the store-and-forward files of the active runtime
-/// directory into its runtime directory, then switches `current` (moving
-/// them back if the switch fails). Returns (previous, active, carried).
-/// The caller makes sure the hub does not run.
-pub fn switch(cfg: &Config, version: &str) -> Result<(String, String, Vec<String>)> {
-    validate_name("runtime version", version)?;
-    let version_dir = runtime::runtimes_dir(&cfg.paths.install_root).join(version);
-    if !version_dir.is_dir() {
-        return Err(AgentError::NotFound(format!(
-            "runtime {version} is not staged"
-        )));
-    }
-    let new_dir = layout::runtime_dir(cfg.hub.layout, &version_dir)?;
-    let old_dir = layout::active_runtime_dir(cfg);
-    let carried = match &old_dir {
-        Some(old) => carry(old, &new_dir)?,
-        None => Vec::new(),
-    };
-    match runtime::activate(&cfg.paths.install_root, version) {
-        Ok((previous, active)) => Ok((previous, active, carried)),
-        Err(e) => {
-            if let Some(old) = &old_dir {
-                carry_back(old, &new_dir, &carried);
-            }
-            Err(e)
-        }
-    }
-}
 
 /// Moves every store-and-forward file of `from` into `to`. A file of the
 /// same name already in `to` (left by an earlier run there) is kept beside
@@ -56,7 +25,7 @@ pub fn carry(from: &Path, to: &Path) -> Result<Vec<String>> {
     }
     let files = writestore_files(from).map_err(AgentError::io("cannot list", from))?;
     let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let stamp = fsutil::timestamp();
+    let stamp = clock::timestamp();
     for src in files {
         let Some(name) = src.file_name() else {
             continue;

@@ -7,19 +7,13 @@
 //! the hub's state (`directories.appData`) and its store-and-forward files
 //! (`directories.storeForwardData`) where hubshift backs them up.
 
+use super::layout;
 use crate::config::Config;
-use crate::layout;
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
 
-/// File name of the settings inside appData.
-pub const SETTINGS_FILE: &str = "intelligencehub-settings.json";
-/// Environment variable the hub reads its settings file's path from.
-pub const SETTINGS_ENV: &str = "HIGHBYTE_SETTINGS_FILE";
-/// Name prefix of the hub's store-and-forward files
-/// (`intelligencehub-writestore-<connection>.db` and SQLite companions).
-pub const WRITESTORE_PREFIX: &str = "intelligencehub-writestore-";
+pub use super::names::{SETTINGS_ENV, SETTINGS_FILE, WRITESTORE_PREFIX};
 
 /// Settings that would not bind the hub to the configured places. Each
 /// message names the setting to change.
@@ -137,7 +131,7 @@ pub fn check(cfg: &Config, runtime_dir: &Path) -> Result<Binding, SettingsError>
 /// `current` link's path when none resolves).
 pub fn check_active(cfg: &Config) -> Result<Binding, SettingsError> {
     let runtime = layout::active_runtime_dir(cfg)
-        .unwrap_or_else(|| cfg.paths.install_root.join(crate::runtime::CURRENT));
+        .unwrap_or_else(|| cfg.paths.install_root.join(crate::places::CURRENT));
     check(cfg, &runtime)
 }
 
