@@ -9,16 +9,11 @@
 //! recorded as unchecked, so Status can tell the controller.
 
 use crate::error::{AgentError, Result};
+pub use hubshift_common::declared::{IMAGE_LABELS, RELEASE_PREFIX, RUNTIME_JAR, matches};
+use hubshift_common::declared::{clean, manifest_version};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
-/// The vendor release folder's name before its version.
-pub const RELEASE_PREFIX: &str = "HighByte-Intelligence-Hub-";
-/// The runtime jar whose manifest may carry the version.
-pub const RUNTIME_JAR: &str = "intelligencehub-runtime.jar";
-/// Image labels that carry a version, most specific first.
-pub const IMAGE_LABELS: &[&str] = &["org.opencontainers.image.version", "hubsim.version"];
 
 /// One declaration: the version and where it was read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,18 +22,6 @@ pub struct Declared {
     pub version: String,
     /// Where: a path inside the runtime, or an image label.
     pub by: String,
-}
-
-/// Whether `declared` and `requested` name one version: the same, or one a
-/// prefix of the other up to a separator (a release folder says `4.3` for
-/// `4.3.0`; a build may say `4.3.1-b17` for `4.3.1`). Only a contradiction
-/// (`4.1.0` for `4.2.0`) is refused.
-pub fn matches(declared: &str, requested: &str) -> bool {
-    let extends = |long: &str, short: &str| {
-        long.strip_prefix(short)
-            .is_some_and(|rest| rest.starts_with(['.', '-', '+', '_']))
-    };
-    declared == requested || extends(requested, declared) || extends(declared, requested)
 }
 
 /// Refuses declarations that contradict `requested` (INVALID_ARGUMENT
@@ -54,16 +37,6 @@ pub fn check(requested: &str, found: &[Declared]) -> Result<Option<Declared>> {
     Ok(found.iter().max_by_key(|d| d.version.len()).cloned())
 }
 
-/// A version string as found in a file or a name: one short printable token.
-fn clean(text: &str) -> Option<String> {
-    let v = text.trim();
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '_'));
-    ok.then(|| v.to_string())
-}
-
 /// Every declaration in an unpacked runtime tree (`runtimes/<version>/`
 /// or its staging directory), whichever the layout: the release folder's
 /// name, and `VERSION` and the runtime jar in the tree's top, its
@@ -76,7 +49,7 @@ pub fn read_tree(root: &Path) -> Vec<Declared> {
         if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        if let Some(v) = name.strip_prefix(RELEASE_PREFIX).and_then(clean) {
+        if let Some(v) = hubshift_common::declared::from_release_folder(&name) {
             found.push(Declared {
                 version: v,
                 by: format!("release folder {name}"),
@@ -138,15 +111,6 @@ fn jar_version(path: &Path) -> Option<String> {
     manifest_version(&manifest)
 }
 
-/// The `Implementation-Version` attribute of a manifest's main section.
-fn manifest_version(manifest: &str) -> Option<String> {
-    manifest
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .find_map(|l| l.strip_prefix("Implementation-Version:"))
-        .and_then(clean)
-}
-
 /// The version an image declares by one of [`IMAGE_LABELS`].
 pub fn from_labels<'a>(labels: impl Fn(&str) -> Option<&'a str>) -> Option<Declared> {
     IMAGE_LABELS.iter().find_map(|key| {
@@ -189,17 +153,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_release_folder_names_major_minor() {
-        assert!(matches("4.3", "4.3.0"));
-        assert!(matches("4.3.0", "4.3.0"));
-        assert!(matches("4.3.0", "4.3.0-hotfix1"));
-        assert!(matches("4.3.1-b17", "4.3.1"));
-        assert!(!matches("4.3", "4.31.0"));
-        assert!(!matches("4.1.0", "4.2.0"));
-        assert!(!matches("4.2", "4.20"));
-    }
-
-    #[test]
     fn a_contradiction_is_refused_naming_both() {
         let found = [
             Declared {
@@ -217,13 +170,6 @@ mod tests {
         assert!(text.contains("4.1.0") && text.contains("4.2.0"), "{text}");
         assert_eq!(check("4.2.0", &found[..1]).unwrap().unwrap().version, "4.2");
         assert_eq!(check("4.2.0", &[]).unwrap(), None);
-    }
-
-    #[test]
-    fn manifests_are_read_from_the_main_section() {
-        let m = "Manifest-Version: 1.0\r\nImplementation-Version: 4.3.1\r\n\r\nName: x\r\nImplementation-Version: 9\r\n";
-        assert_eq!(manifest_version(m).as_deref(), Some("4.3.1"));
-        assert_eq!(manifest_version("Manifest-Version: 1.0\n"), None);
     }
 
     #[test]

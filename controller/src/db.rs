@@ -326,7 +326,8 @@ pub async fn drop_schema(client: &Client, schema: &str) -> Result<(), DbError> {
                     }) =>
             {
                 tracing::warn!(attempt, error = %redact(&error_text(&e)), "the schema drop met the hubs' locks; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                    .await;
                 attempt += 1;
             }
             Err(e) => return Err(query_err("dropping the orchestration schema")(e)),
