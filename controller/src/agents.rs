@@ -1,6 +1,12 @@
 //! Clients for the agents of a group: mTLS connection, per-call timeouts,
 //! and retries for the codes that can succeed on retry.
 
+use crate::hub::{
+    Activated, BackupMade, BackupRead, CertificateStore, DirSpace, HubProcess,
+    HubRole as DomainRole, HubSettings, HubStatus, Installed, RuntimeFormat, RuntimeUpload,
+    StagedRuntime, StartMode, Started, Stopped,
+};
+pub use crate::hub::{is_running, role_name, state_name};
 use crate::inventory::{Inventory, Node};
 use crate::readiness::NodeFacts;
 use hubshift_common::pb::hub_agent_client::HubAgentClient;
@@ -170,7 +176,7 @@ impl Agent {
     }
 
     /// Status, raw (cheap: for polling).
-    pub async fn status(&self) -> Result<pb::StatusResponse, AgentError> {
+    pub async fn status(&self) -> Result<HubStatus, AgentError> {
         self.unary("Status", self.rpc_timeout, |mut c| async move {
             c.status(pb::StatusRequest {
                 measure_appdata: false,
@@ -178,10 +184,11 @@ impl Agent {
             .await
         })
         .await
+        .map(HubStatus::from)
     }
 
     /// Status with the size of appdata, for preflight.
-    pub async fn status_measured(&self) -> Result<pb::StatusResponse, AgentError> {
+    pub async fn status_measured(&self) -> Result<HubStatus, AgentError> {
         self.unary("Status", self.rpc_timeout, |mut c| async move {
             c.status(pb::StatusRequest {
                 measure_appdata: true,
@@ -189,56 +196,76 @@ impl Agent {
             .await
         })
         .await
+        .map(HubStatus::from)
     }
 
     /// Graceful stop (idempotent).
-    pub async fn stop(&self, timeout: Duration) -> Result<pb::StopResponse, AgentError> {
+    pub async fn stop(&self, timeout: Duration) -> Result<Stopped, AgentError> {
         let secs = timeout.as_secs().max(1) as u32;
-        self.unary(
-            "Stop",
-            timeout + self.rpc_timeout,
-            move |mut c| async move {
-                c.stop(pb::StopRequest {
-                    timeout_seconds: secs,
-                })
-                .await
-            },
-        )
-        .await
+        let r = self
+            .unary(
+                "Stop",
+                timeout + self.rpc_timeout,
+                move |mut c| async move {
+                    c.stop(pb::StopRequest {
+                        timeout_seconds: secs,
+                    })
+                    .await
+                },
+            )
+            .await?;
+        Ok(Stopped {
+            was_running: r.was_running,
+            killed: r.killed,
+        })
     }
 
     /// Start (idempotent: a running hub is left alone).
     pub async fn start(
         &self,
-        mode: pb::StartMode,
+        mode: StartMode,
         node: &str,
         jdbc_uri: &str,
         timeout: Duration,
-    ) -> Result<pb::StartResponse, AgentError> {
+    ) -> Result<Started, AgentError> {
+        let mode = match mode {
+            StartMode::Start => pb::StartMode::Start,
+            StartMode::CreateAndStart => pb::StartMode::CreateAndStart,
+        };
         let req = pb::StartRequest {
             mode: mode as i32,
             node: node.to_string(),
             jdbc_uri: jdbc_uri.to_string(),
         };
-        self.unary("Start", timeout, move |mut c| {
-            let req = req.clone();
-            async move { c.start(req).await }
+        let r = self
+            .unary("Start", timeout, move |mut c| {
+                let req = req.clone();
+                async move { c.start(req).await }
+            })
+            .await?;
+        Ok(Started {
+            pid: r.pid,
+            already_running: r.already_running,
+            carried_store_forward: r.carried_store_forward,
         })
-        .await
     }
 
     /// Backup with a caller-chosen id (idempotent).
-    pub async fn backup(
-        &self,
-        id: &str,
-        timeout: Duration,
-    ) -> Result<pb::BackupResponse, AgentError> {
+    pub async fn backup(&self, id: &str, timeout: Duration) -> Result<BackupMade, AgentError> {
         let id = id.to_string();
-        self.unary("Backup", timeout, move |mut c| {
-            let id = id.clone();
-            async move { c.backup(pb::BackupRequest { id }).await }
+        let r = self
+            .unary("Backup", timeout, move |mut c| {
+                let id = id.clone();
+                async move { c.backup(pb::BackupRequest { id }).await }
+            })
+            .await?;
+        Ok(BackupMade {
+            id: r.id,
+            size_bytes: r.size_bytes,
+            sha256: r.sha256,
+            path: r.path,
+            existed: r.existed,
         })
-        .await
     }
 
     /// Re-reads a backup on the host and checks its digest.
@@ -247,83 +274,229 @@ impl Agent {
         id: &str,
         sha256: &str,
         timeout: Duration,
-    ) -> Result<pb::VerifyBackupResponse, AgentError> {
+    ) -> Result<BackupRead, AgentError> {
         let req = pb::VerifyBackupRequest {
             id: id.to_string(),
             sha256: sha256.to_string(),
         };
-        self.unary("VerifyBackup", timeout, move |mut c| {
-            let req = req.clone();
-            async move { c.verify_backup(req).await }
+        let r = self
+            .unary("VerifyBackup", timeout, move |mut c| {
+                let req = req.clone();
+                async move { c.verify_backup(req).await }
+            })
+            .await?;
+        Ok(BackupRead {
+            sha256: r.sha256,
+            size_bytes: r.size_bytes,
+            entries: r.entries,
         })
-        .await
     }
 
-    /// Replaces appdata from a backup (the agent keeps the old tree aside).
+    /// Replaces appdata from a backup (the agent keeps the old tree aside);
+    /// returns where the replaced tree was set aside.
     pub async fn restore(
         &self,
         id: &str,
         sha256: &str,
         timeout: Duration,
-    ) -> Result<pb::RestoreResponse, AgentError> {
+    ) -> Result<String, AgentError> {
         let req = pb::RestoreRequest {
             id: id.to_string(),
             sha256: sha256.to_string(),
         };
-        self.unary("Restore", timeout, move |mut c| {
-            let req = req.clone();
-            async move { c.restore(req).await }
-        })
-        .await
+        let r = self
+            .unary("Restore", timeout, move |mut c| {
+                let req = req.clone();
+                async move { c.restore(req).await }
+            })
+            .await?;
+        Ok(r.set_aside_path)
     }
 
     /// Switches `current`.
-    pub async fn activate(&self, version: &str) -> Result<pb::ActivateRuntimeResponse, AgentError> {
+    pub async fn activate(&self, version: &str) -> Result<Activated, AgentError> {
         let version = version.to_string();
-        self.unary("ActivateRuntime", self.rpc_timeout, move |mut c| {
-            let version = version.clone();
-            async move {
-                c.activate_runtime(pb::ActivateRuntimeRequest { version })
-                    .await
-            }
+        let r = self
+            .unary("ActivateRuntime", self.rpc_timeout, move |mut c| {
+                let version = version.clone();
+                async move {
+                    c.activate_runtime(pb::ActivateRuntimeRequest { version })
+                        .await
+                }
+            })
+            .await?;
+        Ok(Activated {
+            previous: r.previous,
+            active: r.active,
+            carried_store_forward: r.carried_store_forward,
         })
-        .await
     }
 
     /// The certificate store.
-    pub async fn get_certificate(&self) -> Result<pb::Certificate, AgentError> {
-        self.unary("GetCertificate", self.rpc_timeout, |mut c| async move {
-            c.get_certificate(pb::GetCertificateRequest {}).await
+    pub async fn get_certificate(&self) -> Result<CertificateStore, AgentError> {
+        let r = self
+            .unary("GetCertificate", self.rpc_timeout, |mut c| async move {
+                c.get_certificate(pb::GetCertificateRequest {}).await
+            })
+            .await?;
+        Ok(CertificateStore {
+            content: r.content,
+            sha256: r.sha256,
         })
-        .await
     }
 
-    /// Writes the certificate store.
-    pub async fn put_certificate(
+    /// Writes the certificate store; returns the SHA-256 the agent wrote.
+    pub async fn put_certificate(&self, cert: CertificateStore) -> Result<String, AgentError> {
+        let cert = pb::Certificate {
+            content: cert.content,
+            sha256: cert.sha256,
+        };
+        let r = self
+            .unary("PutCertificate", self.rpc_timeout, move |mut c| {
+                let cert = cert.clone();
+                async move { c.put_certificate(cert).await }
+            })
+            .await?;
+        Ok(r.sha256)
+    }
+
+    /// Streams a runtime archive from `reader` to the agent, calling
+    /// `progress` with each chunk's size. Returns the agent's answer, and
+    /// how far the archive was read: to its end, or cut off when the stream
+    /// ended on the agent's side (its answer says why).
+    pub async fn install_runtime<R>(
         &self,
-        cert: pb::Certificate,
-    ) -> Result<pb::PutCertificateResponse, AgentError> {
-        self.unary("PutCertificate", self.rpc_timeout, move |mut c| {
-            let cert = cert.clone();
-            async move { c.put_certificate(cert).await }
+        upload: RuntimeUpload,
+        mut reader: R,
+        progress: impl Fn(u64) + Send + 'static,
+    ) -> (Result<Installed, AgentError>, std::io::Result<Sent>)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
+        use tokio::io::AsyncReadExt;
+        let format = match upload.format {
+            RuntimeFormat::TarGz => pb::ArchiveFormat::TarGz,
+            RuntimeFormat::Zip => pb::ArchiveFormat::Zip,
+            RuntimeFormat::DockerImage => pb::ArchiveFormat::DockerImage,
+        };
+        let header = pb::InstallRuntimeRequest {
+            item: Some(pb::install_runtime_request::Item::Header(
+                pb::RuntimeHeader {
+                    version: upload.version.clone(),
+                    sha256: upload.sha256.clone(),
+                    size_bytes: upload.size_bytes,
+                    format: format as i32,
+                    activate: false,
+                },
+            )),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let producer = tokio::spawn(async move {
+            if tx.send(header).await.is_err() {
+                return Ok(Sent::CutOff(0));
+            }
+            let mut sent = 0u64;
+            loop {
+                let mut buf = vec![0u8; hubshift_common::CHUNK_SIZE];
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                sent += n as u64;
+                progress(n as u64);
+                let msg = pb::InstallRuntimeRequest {
+                    item: Some(pb::install_runtime_request::Item::Chunk(buf)),
+                };
+                if tx.send(msg).await.is_err() {
+                    return Ok(Sent::CutOff(sent));
+                }
+            }
+            Ok::<Sent, std::io::Error>(Sent::All(sent))
+        });
+        let response = self
+            .client
+            .clone()
+            .install_runtime(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        let sent = match producer.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(format!(
+                "the upload task ended abnormally: {e}"
+            ))),
+        };
+        let response = response
+            .map(|r| {
+                let r = r.into_inner();
+                Installed {
+                    version: r.version,
+                    sha256: r.sha256,
+                    already_installed: r.already_installed,
+                }
+            })
+            .map_err(|s| self.call_err("InstallRuntime", &s));
+        (response, sent)
+    }
+
+    /// Streams backup `id` back, chunk by chunk.
+    pub async fn fetch_backup(&self, id: &str) -> Result<BackupChunks, AgentError> {
+        let stream = self
+            .client
+            .clone()
+            .fetch_backup(pb::FetchBackupRequest { id: id.to_string() })
+            .await
+            .map_err(|s| self.call_err("FetchBackup", &s))?
+            .into_inner();
+        Ok(BackupChunks {
+            agent: self.clone(),
+            stream,
         })
-        .await
     }
+}
 
-    /// The raw client, for streaming calls.
-    pub fn client(&self) -> HubAgentClient<Channel> {
-        self.client.clone()
+/// How far an upload read its archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// To its end: this many bytes.
+    All(u64),
+    /// The agent's side of the stream went away after this many bytes.
+    CutOff(u64),
+}
+
+/// A backup streamed back from its host.
+pub struct BackupChunks {
+    agent: Agent,
+    stream: tonic::Streaming<pb::Chunk>,
+}
+
+impl BackupChunks {
+    /// The next chunk, or None at the end.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, AgentError> {
+        self.stream
+            .message()
+            .await
+            .map(|c| c.map(|c| c.data))
+            .map_err(|s| self.agent.call_err("FetchBackup", &s))
     }
+}
 
-    /// Wraps a streaming call's failure.
-    pub fn stream_err(&self, call: &'static str, status: &Status) -> AgentError {
-        self.call_err(call, status)
+impl AgentError {
+    /// The connection, not the agent, ended the call: the agent process
+    /// died, the host went away, the network broke.
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            AgentError::Unreachable { .. } => true,
+            AgentError::Call { code, .. } => {
+                matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled)
+            }
+            AgentError::Setup { .. } => false,
+        }
     }
 }
 
 /// Planning facts from a Status answer.
-pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
-    let settings = s.settings.clone().unwrap_or_default();
+pub fn facts_from(s: &HubStatus) -> NodeFacts {
+    let settings = s.settings.clone();
     let free = |name: &str| {
         s.free_space
             .iter()
@@ -357,32 +530,61 @@ pub fn facts_from(s: &pb::StatusResponse) -> NodeFacts {
     }
 }
 
-/// Whether a hub process runs.
-pub fn is_running(s: &pb::StatusResponse) -> bool {
-    matches!(s.state(), HubState::Running | HubState::Starting)
-}
-
-/// "active", "standby" or "unknown" (also for a hub that does not run).
-pub fn role_name(s: &pb::StatusResponse) -> &'static str {
-    if !is_running(s) {
-        return "stopped";
-    }
-    match s.role() {
-        HubRole::Active => "active",
-        HubRole::Standby => "standby",
-        HubRole::Unknown => "unknown",
-    }
-}
-
-/// "running", "starting", "stopped" or "exited (code N)".
-pub fn state_name(s: &pb::StatusResponse) -> String {
-    match s.state() {
-        HubState::Running => "running".into(),
-        HubState::Starting => "starting".into(),
-        HubState::Stopped | HubState::Unspecified => "stopped".into(),
-        HubState::Exited => match s.exit_code {
-            Some(c) => format!("exited (code {c})"),
-            None => "exited".into(),
-        },
+/// The wire's Status answer in the controller's terms.
+impl From<pb::StatusResponse> for HubStatus {
+    fn from(s: pb::StatusResponse) -> Self {
+        let process = match s.state() {
+            HubState::Running => HubProcess::Running,
+            HubState::Starting => HubProcess::Starting,
+            HubState::Exited => HubProcess::Exited,
+            HubState::Stopped | HubState::Unspecified => HubProcess::Stopped,
+        };
+        let role = match s.role() {
+            HubRole::Active => DomainRole::Active,
+            HubRole::Standby => DomainRole::Standby,
+            HubRole::Unknown => DomainRole::Unknown,
+        };
+        let settings = s.settings.unwrap_or_default();
+        HubStatus {
+            node: s.node,
+            process,
+            exit_code: s.exit_code,
+            pid: s.pid,
+            role,
+            frozen: s.frozen,
+            active_runtime: s.active_runtime,
+            staged_runtimes: s.staged_runtimes,
+            staged: s
+                .staged
+                .into_iter()
+                .map(|r| StagedRuntime {
+                    version: r.version,
+                    declared_version: r.declared_version,
+                    declared_by: r.declared_by,
+                })
+                .collect(),
+            certificate_sha256: s.certificate_sha256,
+            free_space: s
+                .free_space
+                .into_iter()
+                .map(|d| DirSpace {
+                    name: d.name,
+                    path: d.path,
+                    free_bytes: d.free_bytes,
+                })
+                .collect(),
+            agent_version: s.agent_version,
+            start_mode: s.start_mode,
+            appdata_bytes: s.appdata_bytes,
+            runtime_dir: s.runtime_dir,
+            layout: s.layout,
+            settings: HubSettings {
+                file: settings.file,
+                problem: settings.problem,
+                app_data: settings.app_data,
+                store_forward_dir: settings.store_forward_dir,
+                store_forward_in_runtime: settings.store_forward_in_runtime,
+            },
+        }
     }
 }

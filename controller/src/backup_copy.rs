@@ -5,7 +5,6 @@ use crate::agents::Agent;
 use crate::output::Output;
 use anyhow::{Context, Result, ensure};
 use hubshift_common::digest::StreamDigest;
-use hubshift_common::pb;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -32,25 +31,16 @@ pub async fn fetch(
     }
     let tmp = dir.join(format!(".{id}.tar.gz.partial"));
     let result = tokio::time::timeout(timeout, async {
-        let mut stream = agent
-            .client()
-            .fetch_backup(pb::FetchBackupRequest { id: id.to_string() })
-            .await
-            .map_err(|s| agent.stream_err("FetchBackup", &s))?
-            .into_inner();
+        let mut stream = agent.fetch_backup(id).await?;
         let mut file = tokio::fs::File::create(&tmp)
             .await
             .with_context(|| format!("creating {}", tmp.display()))?;
         let mut digest = StreamDigest::new();
         let bar = out.bytes_bar(size, &format!("fetch backup from {}", agent.node));
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| agent.stream_err("FetchBackup", &s))?
-        {
-            digest.update(&chunk.data);
-            bar.inc(chunk.data.len() as u64);
-            file.write_all(&chunk.data).await?;
+        while let Some(chunk) = stream.next().await? {
+            digest.update(&chunk);
+            bar.inc(chunk.len() as u64);
+            file.write_all(&chunk).await?;
         }
         bar.finish_and_clear();
         file.sync_all().await?;

@@ -94,16 +94,16 @@ pub async fn run_check(
 /// Runs the group's check after its run finished, if one is configured;
 /// an error naming the rollback when it fails.
 pub async fn after_upgrade(run: &Run) -> Result<()> {
-    let Some(checks) = &run.group.checks else {
+    let Some(checks) = &run.group().checks else {
         return Ok(());
     };
-    let active = run.group.primary().name.clone();
+    let active = run.group().primary().name.clone();
     let r = run_check(
         checks,
-        &run.group,
-        &run.facts.version,
+        run.group(),
+        &run.facts().version,
         &active,
-        run.facts.fleet.as_deref(),
+        run.facts().fleet.as_deref(),
     )
     .await;
     report(run, &r);
@@ -112,24 +112,24 @@ pub async fn after_upgrade(run: &Run) -> Result<()> {
     } else {
         Err(CheckFailed(format!(
             "the check of group {} failed after run {} ({}); roll it back with: hubshift rollback --run {}",
-            run.group.name, run.id, r.detail, run.id
+            run.group().name, run.id(), r.detail, run.id()
         ))
         .into())
     }
 }
 
 fn report(run: &Run, r: &CheckResult) {
-    run.out.event(
+    run.out().event(
         if r.passed {
             "check_passed"
         } else {
             "check_failed"
         },
-        json!({ "run": run.id, "detail": r.detail }),
+        json!({ "run": run.id(), "detail": r.detail }),
         || {
             format!(
                 "check of group {}: {} ({})",
-                run.group.name,
+                run.group().name,
                 if r.passed { "passed" } else { "FAILED" },
                 r.detail
             )

@@ -18,6 +18,7 @@ pub mod db;
 pub mod exit;
 pub mod facts;
 pub mod fleet;
+pub mod hub;
 pub mod inventory;
 pub mod journal;
 pub mod journal_link;

@@ -92,7 +92,7 @@ async fn restart_primary(
     let timeout = std::time::Duration::from_secs(inventory.timeouts.start);
     agent
         .start(
-            hubshift_common::pb::StartMode::Start,
+            crate::hub::StartMode::Start,
             node,
             db.jdbc_uri().expose(),
             timeout,

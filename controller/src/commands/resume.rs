@@ -35,7 +35,7 @@ pub async fn resume(
     let (mut run, records) = run::prepare_resume(&out, &site, run_id, runtime, "resume").await?;
     run::watch_ctrl_c(out);
     run::finish(&mut run, &records).await?;
-    if run.facts.rollback_of.is_none() {
+    if run.facts().rollback_of.is_none() {
         crate::checks::after_upgrade(&run).await?;
     }
     Ok(())

@@ -187,9 +187,9 @@ pub(super) async fn start_group(
 ) -> Result<()> {
     let prepared = run::prepare_upgrade(out, &ctx.site, group, &ctx.req).await?;
     let (mut run, records) = run::record_upgrade(out, prepared, &ctx.req, "upgrade").await?;
-    row.run = Some(run.id.clone());
+    row.run = Some(run.id().to_string());
     let result = run::finish(&mut run, &records).await;
-    row.facts = Some(run.facts.clone());
+    row.facts = Some(run.facts().clone());
     result?;
     crate::checks::after_upgrade(&run).await
 }
@@ -204,7 +204,7 @@ pub(super) async fn resume_group(
     let (mut run, records) =
         run::prepare_resume(out, &ctx.site, run_id, ctx.runtime.as_deref(), "resume").await?;
     let result = run::finish(&mut run, &records).await;
-    row.facts = Some(run.facts.clone());
+    row.facts = Some(run.facts().clone());
     result?;
     crate::checks::after_upgrade(&run).await
 }

@@ -14,28 +14,30 @@ use hubshift_common::redact::Secret;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// Everything a running plan needs.
+/// Everything a running plan needs. Steps read it through the accessors
+/// and change it only through [`Run::apply`] (what they found, folded into
+/// the facts); the journal and the facts' writing belong to `run/`.
 pub struct Run {
     /// Journal id.
-    pub id: String,
+    pub(super) id: String,
     /// Inventory.
-    pub inv: Inventory,
+    pub(super) inv: Inventory,
     /// The group being upgraded.
-    pub group: Group,
+    pub(super) group: Group,
     /// Output sink.
-    pub out: Output,
+    pub(super) out: Output,
     /// Database settings.
-    pub db: Database,
+    pub(super) db: Database,
     /// Journal connection; it also holds the group's advisory lock.
-    pub journal: JournalLink,
+    pub(super) journal: JournalLink,
     /// Connected agents by node name.
-    pub agents: HashMap<String, Agent>,
+    pub(super) agents: HashMap<String, Agent>,
     /// Facts so far.
-    pub facts: RunFacts,
+    pub(super) facts: RunFacts,
     /// Runtime archive on this machine, when staging is still to do.
-    pub runtime_file: Option<PathBuf>,
+    pub(super) runtime_file: Option<PathBuf>,
     /// JDBC URI handed to the hubs.
-    pub jdbc: Secret,
+    pub(super) jdbc: Secret,
 }
 
 impl Run {
@@ -70,6 +72,51 @@ impl Run {
             runtime_file,
             jdbc,
         }
+    }
+
+    /// The run's journal id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The inventory (timeouts, backups, TLS).
+    pub fn inv(&self) -> &Inventory {
+        &self.inv
+    }
+
+    /// The group the run acts on.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// Where the run reports.
+    pub fn out(&self) -> &Output {
+        &self.out
+    }
+
+    /// The group's database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// What the run knows so far.
+    pub fn facts(&self) -> &RunFacts {
+        &self.facts
+    }
+
+    /// The runtime archive on this machine, when staging is still to do.
+    pub fn runtime_file(&self) -> Option<&std::path::Path> {
+        self.runtime_file.as_deref()
+    }
+
+    /// The JDBC URI the hubs get (a secret).
+    pub fn jdbc(&self) -> &Secret {
+        &self.jdbc
+    }
+
+    /// Every agent of the group.
+    pub fn agent_list(&self) -> Vec<Agent> {
+        self.agents.values().cloned().collect()
     }
 
     /// The agent of a node.

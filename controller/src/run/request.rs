@@ -49,7 +49,7 @@ pub async fn read_archive(path: &Path) -> Result<ArchiveInfo> {
 /// anything changes. Other formats are read by the agent when it stages
 /// them (their declaration stays None here).
 pub async fn read_declared(archive: &mut ArchiveInfo) {
-    if crate::steps::archive_format(&archive.path) != hubshift_common::pb::ArchiveFormat::TarGz {
+    if crate::steps::archive_format(&archive.path) != crate::hub::RuntimeFormat::TarGz {
         return;
     }
     let path = archive.path.clone();

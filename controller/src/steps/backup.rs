@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 pub(super) fn backup_id(run: &Run, node: &str) -> String {
-    match run.facts.handover_round {
-        0 => format!("{}-{node}", run.id),
+    match run.facts().handover_round {
+        0 => format!("{}-{node}", run.id()),
         // After a fallback the primary ran again: its appdata moved on, and
         // the backup is taken anew under a new id.
-        n => format!("{}-{node}-r{n}", run.id),
+        n => format!("{}-{node}-r{n}", run.id()),
     }
 }
 
@@ -29,7 +29,7 @@ pub(super) async fn backup(run: &mut Run, node: &str) -> Result<Value> {
     );
     let id = backup_id(run, node);
     let r = agent
-        .backup(&id, Duration::from_secs(run.inv.timeouts.backup))
+        .backup(&id, Duration::from_secs(run.inv().timeouts.backup))
         .await?;
     ensure!(r.id == id, "agent returned backup {} instead of {id}", r.id);
     ensure!(
@@ -50,11 +50,13 @@ pub(super) async fn backup(run: &mut Run, node: &str) -> Result<Value> {
 pub(super) async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
     ensure_still_serving(run).await?;
     let agent = run.agent(node)?.clone();
-    let (Some(id), Some(sha)) = (run.facts.backup_id.clone(), run.facts.backup_sha256.clone())
-    else {
+    let (Some(id), Some(sha)) = (
+        run.facts().backup_id.clone(),
+        run.facts().backup_sha256.clone(),
+    ) else {
         bail!("no backup recorded for this run: the backup step has not run");
     };
-    let timeout = Duration::from_secs(run.inv.timeouts.backup);
+    let timeout = Duration::from_secs(run.inv().timeouts.backup);
     let damaged = match agent.verify_backup(&id, &sha, timeout).await {
         Ok(v) if v.sha256 != sha => Err(format!("its SHA-256 is {}, not {sha}", v.sha256)),
         Ok(v) if v.entries == 0 => Err("it lists no entries".to_string()),
@@ -73,10 +75,10 @@ pub(super) async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
         Err(why) => return backup_damaged(run, node, &id, &why).await,
     };
     let mut copy = None;
-    if let Some(dir) = run.inv.backups.copy_to.clone() {
-        let dir = dir.join(&run.group.name);
+    if let Some(dir) = run.inv().backups.copy_to.clone() {
+        let dir = dir.join(&run.group().name);
         let path =
-            crate::backup_copy::fetch(&agent, &id, &sha, &dir, v.size_bytes, &run.out, timeout)
+            crate::backup_copy::fetch(&agent, &id, &sha, &dir, v.size_bytes, run.out(), timeout)
                 .await?;
         copy = Some(path.display().to_string());
     }
@@ -96,34 +98,43 @@ pub(super) async fn backup_damaged(
     id: &str,
     why: &str,
 ) -> Result<Value> {
-    let file = run.facts.backup_path.clone().unwrap_or_else(|| "?".into());
+    let file = run
+        .facts()
+        .backup_path
+        .clone()
+        .unwrap_or_else(|| "?".into());
     let what = format!("backup {id} at {file} on {node} is damaged ({why})");
-    let fix = if run.facts.rollback_of.is_some() {
-        let copy = match &run.facts.backup_copy {
+    let fix = if run.facts().rollback_of.is_some() {
+        let copy = match &run.facts().backup_copy {
             Some(copy) => format!(
                 "Put its copy {copy} back as {file} on {node} (check its SHA-256 {}), then `hubshift resume --run {}`; ",
-                run.facts.backup_sha256.as_deref().unwrap_or("?"),
-                run.id
+                run.facts().backup_sha256.as_deref().unwrap_or("?"),
+                run.id()
             ),
             None => "No copy was made (`backups.copy_to`): the backup cannot be restored. ".into(),
         };
         format!(
             "{copy}or give the rollback up with `hubshift abandon --run {}` (the group keeps running {})",
-            run.id, run.facts.from_version
+            run.id(),
+            run.facts().from_version
         )
     } else {
         format!(
             "`hubshift resume --run {}` takes a new backup (look at the disk of {node} first), or `hubshift abandon --run {}`",
-            run.id, run.id
+            run.id(),
+            run.id()
         )
     };
-    let lost_ms = run.facts.serving_seen_ms.or(run.facts.primary_stopped_ms);
+    let lost_ms = run
+        .facts()
+        .serving_seen_ms
+        .or(run.facts().primary_stopped_ms);
     fall_back_to_primary(run, &what, lost_ms, &fix).await
 }
 
 pub(super) fn require_verified_backup(run: &Run) -> Result<()> {
     ensure!(
-        run.facts.backup_verified && run.facts.backup_sha256.is_some(),
+        run.facts().backup_verified && run.facts().backup_sha256.is_some(),
         "refusing a destructive step: no verified backup in this run"
     );
     Ok(())
@@ -133,15 +144,15 @@ pub(super) async fn drop_schema(run: &mut Run) -> Result<Value> {
     require_verified_backup(run)?;
     ensure_still_serving(run).await?;
     let client = run
-        .db
-        .connect_patiently(Duration::from_secs(run.inv.timeouts.database))
+        .db()
+        .connect_patiently(Duration::from_secs(run.inv().timeouts.database))
         .await?;
-    let existed = crate::db::schema_exists(&client, &run.facts.schema).await?;
-    crate::db::drop_schema(&client, &run.facts.schema).await?;
+    let existed = crate::db::schema_exists(&client, &run.facts().schema).await?;
+    crate::db::drop_schema(&client, &run.facts().schema).await?;
     ensure!(
-        !crate::db::schema_exists(&client, &run.facts.schema).await?,
+        !crate::db::schema_exists(&client, &run.facts().schema).await?,
         "schema {} still exists after DROP",
-        run.facts.schema
+        run.facts().schema
     );
     Ok(json!({ "existed": existed }))
 }
@@ -155,12 +166,14 @@ pub(super) async fn restore_backup(run: &mut Run, node: &str) -> Result<Value> {
         "{node} runs ({}) — appdata is restored only on a stopped hub",
         state_name(&status)
     );
-    let (Some(id), Some(sha)) = (run.facts.backup_id.clone(), run.facts.backup_sha256.clone())
-    else {
+    let (Some(id), Some(sha)) = (
+        run.facts().backup_id.clone(),
+        run.facts().backup_sha256.clone(),
+    ) else {
         bail!("no backup recorded for this run");
     };
-    let r = agent
-        .restore(&id, &sha, Duration::from_secs(run.inv.timeouts.backup))
+    let set_aside = agent
+        .restore(&id, &sha, Duration::from_secs(run.inv().timeouts.backup))
         .await?;
-    Ok(json!({ "id": id, "set_aside": r.set_aside_path }))
+    Ok(json!({ "id": id, "set_aside": set_aside }))
 }

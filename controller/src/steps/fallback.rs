@@ -4,10 +4,10 @@
 use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::clock::now_ms;
 use crate::facts::StepOutcome;
+use crate::hub::StartMode;
 use crate::inventory::TimeoutsSection;
 use crate::run::context::Run;
 use anyhow::{Result, bail};
-use hubshift_common::pb::StartMode;
 use serde_json::Value;
 use std::time::Duration;
 // The tokio clock (the system's monotonic clock in production) so that
@@ -72,14 +72,14 @@ pub(super) async fn fall_back_to_primary(
     lost_ms: Option<u64>,
     fix: &str,
 ) -> Result<Value> {
-    let primary = run.group.primary().name.clone();
+    let primary = run.group().primary().name.clone();
     let agent = run.agent(&primary)?.clone();
-    run.out.human(&format!(
+    run.out().human(&format!(
         "  {why}: starting {primary} again on its untouched runtime"
     ));
-    let started = start_unless_running(&agent, run.jdbc.expose(), &run.inv.timeouts).await;
+    let started = start_unless_running(&agent, run.jdbc().expose(), &run.inv().timeouts).await;
     let active = match started {
-        Ok(()) => await_active_again(&agent, &run.inv.timeouts).await,
+        Ok(()) => await_active_again(&agent, &run.inv().timeouts).await,
         Err(e) => Err(e.context("starting it again failed")),
     };
     // The hand-over starts again from the stop: what this one measured
@@ -111,7 +111,7 @@ pub(super) const UNANSWERED_PATIENCE: Duration = Duration::from_secs(3);
 /// happened yet: fall back to the old primary instead of going on with a
 /// group that may produce nothing.
 pub(super) async fn ensure_still_serving(run: &mut Run) -> Result<()> {
-    let Some(node) = run.facts.takeover_node.clone() else {
+    let Some(node) = run.facts().takeover_node.clone() else {
         // A rollback whose secondaries were all down: nobody serves anyway.
         return Ok(());
     };
@@ -139,10 +139,14 @@ pub(super) async fn ensure_still_serving(run: &mut Run) -> Result<()> {
             Err(_) => tokio::time::sleep(POLL).await,
         }
     };
-    let lost_ms = run.facts.serving_seen_ms.or(run.facts.primary_stopped_ms);
+    let lost_ms = run
+        .facts()
+        .serving_seen_ms
+        .or(run.facts().primary_stopped_ms);
     let fix = format!(
         "Once {node} serves again, `hubshift resume --run {}` starts again at the primary's stop with a new backup; or `hubshift abandon --run {}`",
-        run.id, run.id
+        run.id(),
+        run.id()
     );
     fall_back_to_primary(run, &why, lost_ms, &fix)
         .await

@@ -4,11 +4,11 @@
 use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::clock::now_ms;
 use crate::facts::StepOutcome;
+use crate::hub::StartMode;
 use crate::inventory::TimeoutsSection;
 use crate::output::Output;
 use crate::run::context::Run;
 use anyhow::{Result, bail, ensure};
-use hubshift_common::pb::StartMode;
 use serde_json::{Value, json};
 use std::time::Duration;
 // The tokio clock (the system's monotonic clock in production) so that
@@ -25,7 +25,7 @@ pub(super) async fn activate(run: &mut Run, node: &str) -> Result<Value> {
     require_verified_backup(run)?;
     let agent = run.agent(node)?.clone();
     let before = agent.status().await?;
-    if before.active_runtime == run.facts.version {
+    if before.active_runtime == run.facts().version {
         return Ok(json!({ "already_active": true }));
     }
     ensure!(
@@ -33,13 +33,13 @@ pub(super) async fn activate(run: &mut Run, node: &str) -> Result<Value> {
         "{node} runs ({}) — the runtime is switched only on a stopped hub",
         state_name(&before)
     );
-    let r = agent.activate(&run.facts.version).await?;
+    let r = agent.activate(&run.facts().version).await?;
     let after = agent.status().await?;
     ensure!(
-        after.active_runtime == run.facts.version,
+        after.active_runtime == run.facts().version,
         "{node} reports runtime {:?} after activating {}",
         after.active_runtime,
-        run.facts.version
+        run.facts().version
     );
     Ok(json!({ "previous": r.previous, "active": r.active }))
 }
@@ -51,20 +51,22 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
     // schema may exist without a running hub (`create` done, `start` not),
     // or the agent may still be running the compound.
     let client = run
-        .db
-        .connect_patiently(Duration::from_secs(run.inv.timeouts.database))
+        .db()
+        .connect_patiently(Duration::from_secs(run.inv().timeouts.database))
         .await?;
-    let schema_there = crate::db::schema_exists(&client, &run.facts.schema).await?;
+    let schema_there = crate::db::schema_exists(&client, &run.facts().schema).await?;
     let mode = if schema_there {
         StartMode::Start
     } else {
         StartMode::CreateAndStart
     };
     let before = now_ms();
-    let timeout = Duration::from_secs(run.inv.timeouts.start);
+    let timeout = Duration::from_secs(run.inv().timeouts.start);
     // Start is idempotent on the agent: a running hub (or a compound still
     // in progress, which Start waits for) is answered `already_running`.
-    let r = agent.start(mode, node, run.jdbc.expose(), timeout).await?;
+    let r = agent
+        .start(mode, node, run.jdbc().expose(), timeout)
+        .await?;
     // When the schema was made before this attempt (a crash in between),
     // the window opened no later than this attempt began.
     let fresh = mode == StartMode::CreateAndStart && !r.already_running;
@@ -73,9 +75,9 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
         fresh,
     });
     ensure!(
-        crate::db::schema_exists(&client, &run.facts.schema).await?,
+        crate::db::schema_exists(&client, &run.facts().schema).await?,
         "{node} started but schema {} was not created",
-        run.facts.schema
+        run.facts().schema
     );
     let after = agent.status().await?;
     ensure!(
@@ -84,10 +86,10 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
         state_name(&after)
     );
     ensure!(
-        after.active_runtime == run.facts.version,
+        after.active_runtime == run.facts().version,
         "{node} runs runtime {:?}, not {}",
         after.active_runtime,
-        run.facts.version
+        run.facts().version
     );
     Ok(json!({ "pid": r.pid, "already_running": r.already_running,
                "carried_store_forward": r.carried_store_forward,
@@ -107,10 +109,10 @@ pub(super) async fn await_handback(
     let back = hand_back(
         &p,
         &olds,
-        run.jdbc.expose(),
-        &run.inv.timeouts,
-        run.facts.primary_active_ms,
-        &run.out,
+        run.jdbc().expose(),
+        &run.inv().timeouts,
+        run.facts().primary_active_ms,
+        run.out(),
     )
     .await?;
     let stopped_by_us = back.stopped_by_us.clone();
@@ -118,11 +120,11 @@ pub(super) async fn await_handback(
         primary: primary.to_string(),
         down: back.down,
         stopped_by_hubshift: back.stopped_by_us,
-        shutdown_timeout_secs: run.inv.timeouts.secondary_shutdown,
+        shutdown_timeout_secs: run.inv().timeouts.secondary_shutdown,
         primary_active_ms: back.primary_active_ms,
     });
     let window = run
-        .facts
+        .facts()
         .windows()
         .into_iter()
         .rev()

@@ -34,9 +34,9 @@ pub async fn run_step(run: &mut Run, step: &Step) -> Result<Value> {
         Step::StageRuntime { node } => {
             let agent = run.agent(node)?.clone();
             let bar = run
-                .out
-                .bytes_bar(run.facts.runtime_bytes, &format!("upload to {node}"));
-            stage_runtime(&agent, run.runtime_file.as_deref(), &run.facts, bar).await
+                .out()
+                .bytes_bar(run.facts().runtime_bytes, &format!("upload to {node}"));
+            stage_runtime(&agent, run.runtime_file(), run.facts(), bar).await
         }
         Step::StopPrimary { node } => stop_primary(run, node).await,
         Step::AwaitTakeover { candidates } => await_takeover(run, candidates).await,
@@ -66,22 +66,22 @@ mod tests {
     use super::takeover::*;
     use super::wait::*;
     use crate::agents::Agent;
+    use crate::hub::{RuntimeFormat, StartMode};
     use crate::inventory::TimeoutsSection;
     use crate::output::Output;
-    use hubshift_common::pb::{self, StartMode};
     use std::time::Duration;
     use tokio::time::Instant;
 
     #[test]
     fn archive_format_follows_the_file_name() {
         let f = |n: &str| archive_format(std::path::Path::new(n));
-        assert_eq!(f("intelligencehub-4.2.0.zip"), pb::ArchiveFormat::Zip);
+        assert_eq!(f("intelligencehub-4.2.0.zip"), RuntimeFormat::Zip);
         assert_eq!(
             f("HighByte-Intelligence-Hub-4.5.0_Docker_Build-1.TAR"),
-            pb::ArchiveFormat::DockerImage
+            RuntimeFormat::DockerImage
         );
-        assert_eq!(f("hubsim-runtime-4.2.0.tar.gz"), pb::ArchiveFormat::TarGz);
-        assert_eq!(f("runtime"), pb::ArchiveFormat::TarGz);
+        assert_eq!(f("hubsim-runtime-4.2.0.tar.gz"), RuntimeFormat::TarGz);
+        assert_eq!(f("runtime"), RuntimeFormat::TarGz);
     }
 
     /// The never-two-actives logic against fake agents, under tokio's

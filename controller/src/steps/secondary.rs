@@ -4,9 +4,9 @@ use super::wait::poll_until;
 use crate::agents::{is_running, role_name, state_name};
 use crate::clock::now_ms;
 use crate::facts::StepOutcome;
+use crate::hub::{CertificateStore, StartMode};
 use crate::run::context::Run;
 use anyhow::{Result, bail, ensure};
-use hubshift_common::pb::{self, StartMode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -21,14 +21,14 @@ pub(super) async fn copy_certificate(run: &mut Run, from: &str, to: &str) -> Res
         cert.sha256
     );
     let put = dst
-        .put_certificate(pb::Certificate {
+        .put_certificate(CertificateStore {
             content: cert.content,
             sha256: sha.clone(),
         })
         .await?;
     let after = dst.status().await?;
     ensure!(
-        put.sha256 == sha && after.certificate_sha256 == sha,
+        put == sha && after.certificate_sha256 == sha,
         "certificate store on {to} has SHA-256 {:?}, expected {sha}",
         after.certificate_sha256
     );
@@ -42,14 +42,14 @@ pub(super) async fn start_secondary(run: &mut Run, node: &str) -> Result<Value> 
         return Ok(json!({ "already_running": true }));
     }
     ensure!(
-        status.active_runtime == run.facts.version,
+        status.active_runtime == run.facts().version,
         "{node} would start runtime {:?}, not {}",
         status.active_runtime,
-        run.facts.version
+        run.facts().version
     );
-    let timeout = Duration::from_secs(run.inv.timeouts.start);
+    let timeout = Duration::from_secs(run.inv().timeouts.start);
     let r = agent
-        .start(StartMode::Start, node, run.jdbc.expose(), timeout)
+        .start(StartMode::Start, node, run.jdbc().expose(), timeout)
         .await?;
     Ok(json!({ "pid": r.pid, "carried_store_forward": r.carried_store_forward }))
 }
@@ -64,19 +64,19 @@ pub(super) async fn start_if_down(run: &mut Run, node: &str) -> Result<bool> {
         return Ok(false);
     }
     ensure!(
-        s.active_runtime == run.facts.version,
+        s.active_runtime == run.facts().version,
         "{node} is {} on runtime {:?}, not {}",
         state_name(&s),
         s.active_runtime,
-        run.facts.version
+        run.facts().version
     );
-    run.out.human(&format!(
+    run.out().human(&format!(
         "  {node} is {}: starting it again",
         state_name(&s)
     ));
-    let timeout = Duration::from_secs(run.inv.timeouts.start);
+    let timeout = Duration::from_secs(run.inv().timeouts.start);
     agent
-        .start(StartMode::Start, node, run.jdbc.expose(), timeout)
+        .start(StartMode::Start, node, run.jdbc().expose(), timeout)
         .await?;
     Ok(true)
 }
@@ -84,7 +84,7 @@ pub(super) async fn start_if_down(run: &mut Run, node: &str) -> Result<bool> {
 pub(super) async fn await_standby(run: &mut Run, node: &str) -> Result<Value> {
     start_if_down(run, node).await?;
     let agent = run.agent(node)?.clone();
-    let timeout = Duration::from_secs(run.inv.timeouts.standby_join);
+    let timeout = Duration::from_secs(run.inv().timeouts.standby_join);
     poll_until(timeout, &format!("{node} to become standby"), || {
         let agent = agent.clone();
         async move {

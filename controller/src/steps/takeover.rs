@@ -4,9 +4,9 @@
 use crate::agents::{Agent, is_running, role_name, state_name};
 use crate::clock::now_ms;
 use crate::facts::StepOutcome;
+use crate::hub::HubStatus;
 use crate::run::context::Run;
 use anyhow::{Result, ensure};
-use hubshift_common::pb::{self};
 use serde_json::{Value, json};
 use std::time::Duration;
 // The tokio clock (the system's monotonic clock in production) so that
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// Why `node` cannot take over right now, or `None` when it is a live
 /// standby: running, its role probe says standby, and its process is not
 /// frozen. Asked fresh, just before the primary is stopped.
-pub(super) fn not_ready_to_take_over(s: &pb::StatusResponse) -> Option<String> {
+pub(super) fn not_ready_to_take_over(s: &HubStatus) -> Option<String> {
     if !is_running(s) {
         return Some(format!("its hub is {}", state_name(s)));
     }
@@ -33,7 +33,7 @@ pub(super) fn not_ready_to_take_over(s: &pb::StatusResponse) -> Option<String> {
 
 /// The secondaries that may take over: every node of the group but `primary`.
 pub(super) fn candidates(run: &Run, primary: &str) -> Vec<String> {
-    run.group
+    run.group()
         .nodes
         .iter()
         .filter(|n| n.name != primary)
@@ -47,7 +47,7 @@ pub(super) async fn stop_primary(run: &mut Run, node: &str) -> Result<Value> {
         .iter()
         .map(|c| run.agent(c).cloned())
         .collect::<Result<_>>()?;
-    let stop = Duration::from_secs(run.inv.timeouts.stop);
+    let stop = Duration::from_secs(run.inv().timeouts.stop);
     let stopped = stop_primary_if_safe(&agent, &others, stop).await?;
     run.apply(StepOutcome::PrimaryStopped {
         requested_ms: stopped.requested_ms,
@@ -118,8 +118,8 @@ pub(super) async fn await_takeover(run: &mut Run, candidates: &[String]) -> Resu
         .iter()
         .map(|c| run.agent(c).cloned())
         .collect::<Result<_>>()?;
-    let timeout = Duration::from_secs(run.inv.timeouts.takeover);
-    let hub_takeover = Duration::from_secs(run.inv.timeouts.hub_takeover);
+    let timeout = Duration::from_secs(run.inv().timeouts.takeover);
+    let hub_takeover = Duration::from_secs(run.inv().timeouts.hub_takeover);
     let why = match wait_for_takeover(&agents, timeout, hub_takeover).await {
         TakeoverWait::Active { node, seen_ms } => {
             run.apply(StepOutcome::TookOver {
@@ -127,14 +127,14 @@ pub(super) async fn await_takeover(run: &mut Run, candidates: &[String]) -> Resu
                 at_ms: seen_ms,
             });
             let window = run
-                .facts
+                .facts()
                 .windows()
                 .into_iter()
                 .rev()
                 .find(|w| w.window == 1);
             return Ok(json!({ "active": node, "window_ms": window.map(|w| w.duration_ms) }));
         }
-        TakeoverWait::NoneRunning(why) if run.facts.rollback_of.is_some() => {
+        TakeoverWait::NoneRunning(why) if run.facts().rollback_of.is_some() => {
             // A rollback of a group whose secondaries are down (for
             // instance shut down by the new schema) has nobody to hand
             // over to: go on, the outage lasts until the restored primary
@@ -144,10 +144,11 @@ pub(super) async fn await_takeover(run: &mut Run, candidates: &[String]) -> Resu
         }
         TakeoverWait::NoneRunning(why) | TakeoverWait::TimedOut(why) => why,
     };
-    let lost_ms = run.facts.primary_stopped_ms;
+    let lost_ms = run.facts().primary_stopped_ms;
     let fix = format!(
         "Fix the secondary (see its hub log), then `hubshift resume --run {}` (starts again at the primary's stop) or `hubshift abandon --run {}`",
-        run.id, run.id
+        run.id(),
+        run.id()
     );
     fall_back_to_primary(run, &why, lost_ms, &fix).await
 }

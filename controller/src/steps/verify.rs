@@ -53,15 +53,15 @@ pub async fn verify_group(run: &mut Run) -> Result<()> {
     // Every step is done, so every node should run: one that died since
     // its own step (say the primary, while the secondary was switched) is
     // started again rather than leaving the group short of a node.
-    let nodes: Vec<String> = run.group.nodes.iter().map(|n| n.name.clone()).collect();
+    let nodes: Vec<String> = run.group().nodes.iter().map(|n| n.name.clone()).collect();
     for n in &nodes {
         start_if_down(run, n).await?;
     }
-    let mut agents: Vec<Agent> = run.agents.values().cloned().collect();
+    let mut agents: Vec<Agent> = run.agent_list();
     agents.sort_by(|a, b| a.node.cmp(&b.node));
-    let deadline = Instant::now() + Duration::from_secs(run.inv.timeouts.standby_join.min(60));
+    let deadline = Instant::now() + Duration::from_secs(run.inv().timeouts.standby_join.min(60));
     loop {
-        let problems = group_problems(&agents, &run.facts.version).await?;
+        let problems = group_problems(&agents, &run.facts().version).await?;
         if problems.is_empty() {
             return Ok(());
         }

@@ -630,9 +630,15 @@ mod tests {
         let stopped = p.stop(Duration::from_secs(5)).await.expect("stop");
         assert!(stopped.was_running && !stopped.killed);
         tokio::time::sleep(Duration::from_secs(9)).await;
-        assert_eq!(s.status().await.expect("status").role(), HubRole::Standby);
+        assert_eq!(
+            s.status().await.expect("status").role,
+            crate::hub::HubRole::Standby
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(s.status().await.expect("status").role(), HubRole::Active);
+        assert_eq!(
+            s.status().await.expect("status").role,
+            crate::hub::HubRole::Active
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -662,7 +668,7 @@ mod tests {
             .with("s", Hub::active("1.0"));
         let p = g.agent("p", RPC);
         p.start(
-            StartMode::CreateAndStart,
+            crate::hub::StartMode::CreateAndStart,
             "p",
             "jdbc",
             Duration::from_secs(60),
@@ -672,11 +678,14 @@ mod tests {
         let s = g.hub("s").expect("s");
         assert_eq!((s.state, s.exit_code), (HubState::Exited, Some(2)));
         assert_eq!(
-            p.status().await.expect("status").state(),
-            HubState::Starting
+            p.status().await.expect("status").process,
+            crate::hub::HubProcess::Starting
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(p.status().await.expect("status").role(), HubRole::Active);
+        assert_eq!(
+            p.status().await.expect("status").role,
+            crate::hub::HubRole::Active
+        );
         assert_eq!(g.split_brain(), Duration::ZERO);
     }
 
@@ -714,7 +723,7 @@ mod tests {
         let p = g.agent("p", RPC);
         p.activate("2.0").await.expect("activate");
         p.start(
-            StartMode::CreateAndStart,
+            crate::hub::StartMode::CreateAndStart,
             "p",
             "jdbc",
             Duration::from_secs(60),
