@@ -640,6 +640,21 @@ async fn controller_killed_at_a_secondarys_steps(node: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_killed_inside_the_long_steps() {
     let mut g = Group::start(HubDriver::Process).await;
+    // Store-and-forward data of some size, so that the backup lasts long
+    // enough for its temporary file to be seen (incompressible: written
+    // as it is read).
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let ballast: Vec<u8> = (0..64 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let sf = g.sandbox.nodes[0].appdata.join("storeforward");
+    std::fs::create_dir_all(&sf).expect("storeforward dir");
+    std::fs::write(sf.join("ballast.bin"), &ballast).expect("write ballast");
     for (name, at) in [
         ("stage_runtime", Inside::Uploading),
         ("stop_primary", Inside::Stopping),
