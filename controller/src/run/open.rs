@@ -216,3 +216,74 @@ pub async fn open_run(site: &Site, run_id: &str) -> Result<OpenRun> {
     ))
     .into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLEET: &str = r#"
+[tls]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+
+[[groups]]
+name = "plant-1"
+nodes = [
+  { name = "a", agent = "10.1.0.1:7443", role = "primary" },
+  { name = "b", agent = "10.1.0.2:7443", role = "secondary" },
+]
+[groups.database]
+url_file = "p1.url"
+
+[[groups]]
+name = "plant-2"
+nodes = [
+  { name = "a", agent = "10.2.0.1:7443", role = "primary" },
+  { name = "b", agent = "10.2.0.2:7443", role = "secondary" },
+]
+[groups.database]
+url_file = "missing.url"
+
+[[groups]]
+name = "plant-3"
+nodes = [
+  { name = "a", agent = "10.3.0.1:7443", role = "primary" },
+  { name = "b", agent = "10.3.0.2:7443", role = "secondary" },
+]
+[groups.database]
+url_file = "p1.url"
+"#;
+
+    #[test]
+    fn each_groups_database_is_resolved_once_and_a_bad_one_only_fails_its_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = dir.path().join("p1.url");
+        std::fs::write(&url, "postgres://hub:secret@db.plant-1:5433/hubs\n").expect("url");
+        let inventory = dir.path().join("inventory.toml");
+        std::fs::write(&inventory, FLEET).expect("inventory");
+        let site = Site::load(&inventory).expect("site");
+        // Read once: the file may go away after loading.
+        std::fs::remove_file(&url).expect("remove url");
+        let p1 = site.group("plant-1").expect("plant-1").clone();
+        assert_eq!(
+            site.database(&p1).expect("plant-1 db").target(),
+            "db.plant-1:5433/hubs"
+        );
+        let p2 = site.group("plant-2").expect("plant-2").clone();
+        let err = match site.database(&p2) {
+            Ok(_) => panic!("plant-2's url file is missing, yet it has a database"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("groups[1].database"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        // plant-3 shares plant-1's database: one journal to read for both.
+        let distinct: Vec<&str> = site
+            .distinct_databases()
+            .iter()
+            .map(|(g, _)| g.name.as_str())
+            .collect();
+        assert_eq!(distinct, vec!["plant-1", "plant-2"]);
+        assert!(site.group("nope").is_err());
+    }
+}
