@@ -426,10 +426,20 @@ impl Inventory {
             ("timeouts.standby_join", self.timeouts.standby_join),
             ("timeouts.rpc", self.timeouts.rpc),
             ("timeouts.backup", self.timeouts.backup),
+            ("timeouts.hub_takeover", self.timeouts.hub_takeover),
+            ("timeouts.database", self.timeouts.database),
         ] {
             if v == 0 || v > 86_400 {
                 return Err(self.invalid(key, "must be between 1 and 86400 seconds"));
             }
+        }
+        // The agents refuse a longer Stop (INVALID_ARGUMENT): say so here,
+        // before a run stops anything.
+        if self.timeouts.stop > MAX_STOP_SECS {
+            return Err(self.invalid(
+                "timeouts.stop",
+                format!("must be at most {MAX_STOP_SECS} seconds (the agents' limit for a Stop)"),
+            ));
         }
         if self.groups.is_empty() {
             return Err(self.invalid("groups", "at least one [[groups]] entry is needed"));
@@ -553,6 +563,9 @@ impl From<InventoryError> for crate::exit::UsageError {
         crate::exit::UsageError(e.to_string())
     }
 }
+
+/// The longest Stop an agent accepts.
+const MAX_STOP_SECS: u64 = 3600;
 
 fn valid_identifier(s: &str) -> bool {
     !s.is_empty()
@@ -748,5 +761,22 @@ timeout_secs = 5
         assert_eq!(b.database_key, "groups[1].database");
         assert!(b.checks.is_some());
         assert_eq!(inv.group("plant-a").unwrap().database_key, "database");
+    }
+
+    #[test]
+    fn the_new_timeouts_are_bounded_and_a_stop_longer_than_the_agents_allow_is_refused() {
+        for (line, key) in [
+            ("hub_takeover = 0", "timeouts.hub_takeover"),
+            ("database = 0", "timeouts.database"),
+            ("database = 100000", "timeouts.database"),
+            ("stop = 3601", "timeouts.stop"),
+        ] {
+            let text = format!("{GOOD}\n[timeouts]\n{line}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let ok = format!("{GOOD}\n[timeouts]\nhub_takeover = 3\ndatabase = 30\nstop = 3600\n");
+        let inv = parse(&ok).unwrap();
+        assert_eq!((inv.timeouts.hub_takeover, inv.timeouts.database), (3, 30));
     }
 }
