@@ -4,8 +4,9 @@
 //! rollback while the group still serves, naming the backup, its file and
 //! the copy that can replace it.
 
-use crate::agents::Agent;
+use crate::agents::{Agent, AgentError};
 use crate::facts::RunFacts;
+use crate::hub::BackupRead;
 use crate::readiness::Finding;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,10 +28,9 @@ pub async fn check(primary: &Agent, facts: &RunFacts, timeout: Duration) -> Back
             copy: None,
         };
     };
-    let host = match primary.verify_backup(id, sha, timeout).await {
-        Ok(v) if v.sha256 != sha => Err(format!("its SHA-256 is {}, not {sha}", v.sha256)),
-        Ok(v) if v.entries == 0 => Err("it lists no entries".into()),
-        Ok(_) => Ok(()),
+    let host = match read_back(primary, id, sha, timeout).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(why)) => Err(why),
         Err(e) => Err(e.to_string()),
     };
     let copy = match facts.backup_copy.as_deref() {
@@ -52,6 +52,31 @@ pub async fn check(primary: &Agent, facts: &RunFacts, timeout: Duration) -> Back
         None => None,
     };
     BackupHealth { host, copy }
+}
+
+/// Reads backup `id` back on `agent`'s host: `Ok(Ok(_))` when it is
+/// intact, `Ok(Err(why))` when the backup itself is wanting (another
+/// digest, no entries, or the agent found it missing, changed or
+/// unreadable), `Err` when the agent could not be asked.
+pub async fn read_back(
+    agent: &Agent,
+    id: &str,
+    sha: &str,
+    timeout: Duration,
+) -> Result<Result<BackupRead, String>, AgentError> {
+    match agent.verify_backup(id, sha, timeout).await {
+        Ok(v) if v.sha256 != sha => Ok(Err(format!("its SHA-256 is {}, not {sha}", v.sha256))),
+        Ok(v) if v.entries == 0 => Ok(Err("it lists no entries".into())),
+        Ok(v) => Ok(Ok(v)),
+        Err(
+            e @ AgentError::Call {
+                code:
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::DataLoss,
+                ..
+            },
+        ) => Ok(Err(e.to_string())),
+        Err(e) => Err(e),
+    }
 }
 
 impl BackupHealth {

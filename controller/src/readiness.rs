@@ -111,6 +111,21 @@ fn warn(check: &'static str, node: &str, message: String) -> Finding {
     }
 }
 
+/// The database: reachable with its orchestration schema, `missing` when
+/// the schema is not there (each kind of run judges that itself), refused
+/// when unreachable.
+fn database_finding(database: &Result<bool, String>, missing: Finding) -> Finding {
+    match database {
+        Ok(true) => ok(
+            "database",
+            "",
+            "reachable, orchestration schema present".into(),
+        ),
+        Ok(false) => missing,
+        Err(e) => bad("database", "", format!("unreachable: {e}")),
+    }
+}
+
 /// The agent at a node's address answers for another HA node: a wrong
 /// inventory, refused by every kind of run.
 fn other_node(facts: &NodeFacts, name: &str) -> Option<Finding> {
@@ -150,19 +165,14 @@ pub fn staging_room(archive_bytes: u64) -> (u64, u64) {
 /// All preflight checks over the observed state.
 pub fn preflight(observed: &Observed, target: &Target) -> Vec<Finding> {
     let mut out = Vec::new();
-    match &observed.database {
-        Ok(true) => out.push(ok(
-            "database",
-            "",
-            "reachable, orchestration schema present".into(),
-        )),
-        Ok(false) => out.push(bad(
+    out.push(database_finding(
+        &observed.database,
+        bad(
             "database",
             "",
             "the orchestration schema is missing: the group is not running in HA".into(),
-        )),
-        Err(e) => out.push(bad("database", "", format!("unreachable: {e}"))),
-    }
+        ),
+    ));
     if let Some(f) = declared_finding(target) {
         out.push(f);
     }
@@ -356,19 +366,14 @@ fn declared_finding(target: &Target) -> Option<Finding> {
 /// appData, and `back_to` must still be staged on every node.
 pub fn rollback_preflight(observed: &Observed, back_to: &str) -> Vec<Finding> {
     let mut out = Vec::new();
-    match &observed.database {
-        Ok(true) => out.push(ok(
-            "database",
-            "",
-            "reachable, orchestration schema present".into(),
-        )),
-        Ok(false) => out.push(warn(
+    out.push(database_finding(
+        &observed.database,
+        warn(
             "database",
             "",
             "the orchestration schema is missing: the rollback's HA create makes it again".into(),
-        )),
-        Err(e) => out.push(bad("database", "", format!("unreachable: {e}"))),
-    }
+        ),
+    ));
     for n in &observed.nodes {
         let facts = match &n.status {
             Ok(f) => f,

@@ -246,10 +246,7 @@ pub async fn resume(
         .filter_map(|n| site.inventory.group(n).ok().cloned())
         .collect();
     // A stop request was for the run that ended; resuming clears it.
-    for (g, db) in site.distinct_databases() {
-        if !members.iter().any(|m| m.database == g.database) {
-            continue;
-        }
+    for (_, db) in site.distinct_databases_among(&members) {
         if let Ok(db) = db
             && let Ok(client) = db.connect().await
         {
@@ -309,10 +306,8 @@ pub async fn stop(out: Output, inventory: &Path, fleet: &str) -> Result<()> {
     let mut asked = Vec::new();
     let mut recorded = 0;
     let members = member_runs(&site, &spec, fleet).await?;
-    for (g, db) in site.distinct_databases() {
-        if !members.iter().any(|(m, _)| m.database == g.database) {
-            continue;
-        }
+    let groups: Vec<Group> = members.iter().map(|(g, _)| g.clone()).collect();
+    for (_, db) in site.distinct_databases_among(&groups) {
         let db = db?;
         if let Ok(client) = db.connect().await {
             journal::set_fleet_stop(&client, fleet, true, &audit).await?;

@@ -55,14 +55,8 @@ pub(super) async fn record_fleet(
 ) -> Result<()> {
     let spec_json = serde_json::to_value(spec)?;
     let audit = crate::audit::entry(action);
-    let mut done: Vec<&crate::inventory::DatabaseSection> = Vec::new();
-    for g in members {
-        if done.contains(&&g.database) {
-            continue;
-        }
-        done.push(&g.database);
-        let db = site.database(g)?;
-        match db.connect().await {
+    for (g, db) in site.distinct_databases_among(members) {
+        match db?.connect().await {
             Ok(client) => {
                 journal::ensure_schema(&client).await?;
                 journal::create_fleet(&client, fleet, &spec_json, &audit).await?;

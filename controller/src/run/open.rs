@@ -62,9 +62,17 @@ impl Site {
     /// One group per distinct database, with it (each group's journal
     /// lives in its own database; several groups may share one).
     pub fn distinct_databases(&self) -> Vec<(&Group, Result<Database>)> {
+        self.distinct_databases_among(&self.inventory.groups)
+    }
+
+    /// [`Site::distinct_databases`] of `groups` only (a fleet's members).
+    pub fn distinct_databases_among<'a>(
+        &self,
+        groups: &'a [Group],
+    ) -> Vec<(&'a Group, Result<Database>)> {
         let mut seen: Vec<&crate::inventory::DatabaseSection> = Vec::new();
         let mut out = Vec::new();
-        for g in &self.inventory.groups {
+        for g in groups {
             if !seen.contains(&&g.database) {
                 seen.push(&g.database);
                 out.push((g, self.database(g)));

@@ -57,20 +57,7 @@ pub(super) async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
         bail!("no backup recorded for this run: the backup step has not run");
     };
     let timeout = Duration::from_secs(run.inv().timeouts.backup);
-    let damaged = match agent.verify_backup(&id, &sha, timeout).await {
-        Ok(v) if v.sha256 != sha => Err(format!("its SHA-256 is {}, not {sha}", v.sha256)),
-        Ok(v) if v.entries == 0 => Err("it lists no entries".to_string()),
-        Ok(v) => Ok(v),
-        // The agent read the file and found it wanting (missing, changed,
-        // unreadable): the backup itself is the problem.
-        Err(crate::agents::AgentError::Call {
-            code: tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::DataLoss,
-            message,
-            ..
-        }) => Err(message),
-        Err(e) => return Err(e.into()),
-    };
-    let v = match damaged {
+    let v = match crate::backup_check::read_back(&agent, &id, &sha, timeout).await? {
         Ok(v) => v,
         Err(why) => return backup_damaged(run, node, &id, &why).await,
     };
