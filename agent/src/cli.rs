@@ -297,6 +297,11 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("while binding {addr}"))?;
     let bound = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown_signal(tx));
+    let counters = crate::metrics::Counters::default();
+    // Before agent.addr: whoever waits for it finds metrics.addr too.
+    serve_metrics(&cfg, &drivers, &counters, rx.clone()).await?;
     write_addr(state, bound)?;
 
     // HTTP/2 windows well above h2's 64 KiB default: with 256 KiB chunks the
@@ -328,10 +333,8 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     };
     listener::raise_nofile_limit(limits.max_connections);
 
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(shutdown_signal(tx));
     drivers.hub.spawn_housekeeping(rx.clone());
-    let service = AgentService::new(cfg.clone(), drivers);
+    let service = AgentService::new(cfg.clone(), drivers, counters.clone());
     tracing::info!(
         address = %bound,
         version = hubshift_common::VERSION,
@@ -347,7 +350,8 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     let served = match tls {
         Some((tls_cfg, authorizer)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
-            let incoming = listener::incoming(listener, limits, move |tcp| acceptor.accept(tcp));
+            let incoming =
+                listener::incoming(listener, limits, counters, move |tcp| acceptor.accept(tcp));
             let server =
                 HubAgentServer::with_interceptor(service, move |req| authorizer.check(req));
             builder
@@ -357,7 +361,8 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
         }
         None => {
             let authorizer = Authorizer::insecure();
-            let incoming = listener::incoming(listener, limits, |tcp| async move { Ok(tcp) });
+            let incoming =
+                listener::incoming(listener, limits, counters, |tcp| async move { Ok(tcp) });
             let server =
                 HubAgentServer::with_interceptor(service, move |req| authorizer.check(req));
             builder
@@ -370,6 +375,49 @@ async fn serve(cfg: Arc<Config>, insecure: bool) -> anyhow::Result<()> {
     // Nothing else to join: the hub is deliberately left running and is
     // re-adopted at the next start.
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts `/metrics` and `/healthz` when `[metrics]` is configured; its
+/// address is written to `metrics.addr` in the state directory.
+async fn serve_metrics(
+    cfg: &Arc<Config>,
+    drivers: &crate::driver::Drivers,
+    counters: &crate::metrics::Counters,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(m) = &cfg.metrics else {
+        return Ok(());
+    };
+    let addr: std::net::SocketAddr = m.listen.parse().context("metrics.listen")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("while binding metrics.listen {addr}"))?;
+    let bound = listener.local_addr()?;
+    fsutil::write_atomic(
+        &cfg.paths.state_dir.join("metrics.addr"),
+        format!("{bound}\n").as_bytes(),
+        0o644,
+    )
+    .context("while writing metrics.addr")?;
+    crate::metrics::find_last_backup(cfg, counters);
+    let exposed = crate::metrics::AgentExposition::new(
+        cfg.clone(),
+        drivers.hub.clone(),
+        drivers.runtimes.clone(),
+        counters.clone(),
+    );
+    let bounds = hubshift_common::exposition::Bounds {
+        max_connections: m.max_connections as usize,
+        ..Default::default()
+    };
+    tokio::spawn(hubshift_common::exposition::serve(
+        listener,
+        bounds,
+        Arc::new(exposed),
+        stop,
+    ));
+    tracing::info!(address = %bound, "metrics served at /metrics and /healthz");
     Ok(())
 }
 

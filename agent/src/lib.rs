@@ -16,6 +16,7 @@ pub mod error;
 pub mod fsutil;
 pub mod hubfiles;
 pub mod listener;
+pub mod metrics;
 pub mod places;
 pub mod role;
 pub mod scratch;

@@ -9,6 +9,7 @@
 //! process is out of descriptors; TCP keepalive finds dead peers.
 
 use crate::config::{LimitsSection, TlsSection};
+use crate::metrics::{Counters, OpenConnection};
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -25,10 +26,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-/// A connection past its handshake, holding its slot until tonic drops it.
+/// A connection past its handshake, holding its slot (and its place in
+/// the open-connections count) until tonic drops it.
 pub struct Conn<IO> {
     io: IO,
     _slot: OwnedSemaphorePermit,
+    _open: OpenConnection,
 }
 
 impl<IO: Connected> Connected for Conn<IO> {
@@ -112,6 +115,7 @@ pub fn tls_config(tls: &TlsSection) -> anyhow::Result<Arc<rustls::ServerConfig>>
 pub fn incoming<IO, H, F>(
     listener: TcpListener,
     limits: LimitsSection,
+    counters: Counters,
     handshake: H,
 ) -> ReceiverStream<io::Result<Conn<IO>>>
 where
@@ -120,13 +124,14 @@ where
     IO: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(accept_loop(listener, limits, handshake, tx));
+    tokio::spawn(accept_loop(listener, limits, counters, handshake, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop<IO, H, F>(
     listener: TcpListener,
     limits: LimitsSection,
+    counters: Counters,
     handshake: H,
     out: mpsc::Sender<io::Result<Conn<IO>>>,
 ) where
@@ -153,6 +158,7 @@ async fn accept_loop<IO, H, F>(
             Err(_) => {
                 if let Some(oldest) = handshaking.pop_front() {
                     tracing::debug!("connection cap reached: dropping the oldest handshake");
+                    counters.connections_refused.inc();
                     drop(oldest);
                 } else if at_cap.allow() {
                     tracing::warn!(
@@ -193,6 +199,7 @@ async fn accept_loop<IO, H, F>(
         let (cancel, cancelled) = oneshot::channel();
         handshaking.push_back(cancel);
         let out = out.clone();
+        let counters = counters.clone();
         let shake = handshake(stream);
         tokio::spawn(async move {
             let result = tokio::select! {
@@ -204,10 +211,23 @@ async fn accept_loop<IO, H, F>(
             };
             match result {
                 Ok(Ok(io)) => {
-                    let _ = out.send(Ok(Conn { io, _slot: slot })).await;
+                    let open = OpenConnection::count(&counters);
+                    let _ = out
+                        .send(Ok(Conn {
+                            io,
+                            _slot: slot,
+                            _open: open,
+                        }))
+                        .await;
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    counters.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    counters.tls_handshake_timeouts.inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
     }

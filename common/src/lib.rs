@@ -6,6 +6,8 @@ pub mod archive;
 pub mod clock;
 pub mod declared;
 pub mod digest;
+#[cfg(feature = "exposition")]
+pub mod exposition;
 pub mod names;
 pub mod pgzip;
 #[cfg(feature = "pki")]

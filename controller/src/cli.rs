@@ -122,6 +122,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(ms))
 }
 
+/// A watch interval: at least 200 ms, at most an hour.
+fn parse_watch_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_millis(200) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s:?} is outside 200ms..1h"));
+    }
+    Ok(d)
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -134,6 +143,27 @@ pub enum Command {
         /// Only these groups (repeatable); default: all.
         #[arg(long = "group", short = 'g')]
         groups: Vec<String>,
+    },
+    /// Watch groups between upgrades, for Prometheus: every interval look
+    /// at each group's agents and database, print one event per change of
+    /// its health (lost its active node, two actives, version skew, a node
+    /// unreachable, healthy again), and serve the latest numbers at
+    /// http://LISTEN/metrics (and /healthz). Runs until SIGINT or SIGTERM;
+    /// changes nothing. See docs/monitoring.md.
+    Watch {
+        #[command(flatten)]
+        inventory: InventoryArgs,
+        /// Only these groups (repeatable); default: all.
+        #[arg(long = "group", short = 'g')]
+        groups: Vec<String>,
+        /// Address to serve /metrics and /healthz on (port 0: any free port,
+        /// printed at start).
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        listen: String,
+        /// Time between looks (the agents' Status and a few read-only
+        /// queries per group): 10s, 1m.
+        #[arg(long, default_value = "10s", value_parser = parse_watch_interval)]
+        interval: std::time::Duration,
     },
     /// Dry run: preflight findings and the numbered steps. Changes nothing.
     Plan {

@@ -356,6 +356,37 @@ pub async fn try_lock_group(client: &Client, group: &str) -> Result<bool, DbErro
     Ok(row.get(0))
 }
 
+/// Whether some session holds the group's advisory lock (an upgrade is
+/// running), asked without taking it.
+pub async fn group_lock_held(client: &Client, group: &str) -> Result<bool, DbError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l
+               WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                 AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0))",
+            &[&lock_key(group)],
+        )
+        .await
+        .map_err(query_err("looking at the group lock"))?;
+    Ok(row.get(0))
+}
+
+/// The hubs' heartbeat age in seconds, by the inventory's
+/// `heartbeat_query` (the hub's schema is its own, so hubshift does not
+/// guess it): its first column of its first row; `None` for no row or NULL.
+pub async fn heartbeat_age(client: &Client, query: &str) -> Result<Option<f64>, DbError> {
+    let rows = client
+        .query(query, &[])
+        .await
+        .map_err(query_err("running heartbeat_query"))?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    row.try_get::<_, Option<f64>>(0).map_err(query_err(
+        "reading heartbeat_query's answer (want one float8 column)",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

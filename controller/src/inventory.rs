@@ -62,6 +62,10 @@ pub struct DatabaseSection {
     /// CA certificate (PEM) that signed the database server's certificate,
     /// for TLS to PostgreSQL with a private CA; default: the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// SQL answering the age in seconds (one float8) of the active hub's
+    /// heartbeat, for `hubshift watch`. The hub's orchestration tables are
+    /// its own, so there is no default; it runs in a read-only session.
+    pub heartbeat_query: Option<String>,
 }
 
 fn default_schema() -> String {

@@ -478,6 +478,18 @@ pub async fn load_steps(client: &Client, id: &str) -> Result<Vec<StepRecord>, Db
     Ok(out)
 }
 
+/// When a run last changed, in Unix seconds on the database's clock.
+pub async fn run_updated_unix(client: &Client, id: &str) -> Result<Option<f64>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT extract(epoch FROM updated_at)::float8 FROM hubshift.runs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(query_err("reading when a run changed"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Runs, newest first, optionally of one group.
 pub async fn list_runs(
     client: &Client,

@@ -32,3 +32,4 @@ pub mod steps;
 #[cfg(test)]
 mod testing;
 pub mod version;
+pub mod watch;

@@ -26,6 +26,17 @@ pub struct AgentConfig {
     pub docker: Option<AgentDocker>,
     /// How the hub's HA role is read.
     pub role_probe: RoleProbe,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<AgentMetrics>,
+}
+
+/// `[metrics]` of an agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentMetrics {
+    /// `host:port` (`127.0.0.1:0`: any free port, written to
+    /// `<state_dir>/metrics.addr`).
+    pub listen: String,
 }
 
 /// `[tls]` of an agent.
@@ -186,6 +197,9 @@ pub struct InventoryDatabase {
     /// Host the hubs reach the database on, when it is not the controller's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hub_host: Option<String>,
+    /// How `hubshift watch` reads the hubs' heartbeat age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_query: Option<String>,
 }
 
 /// `[tls]` of the inventory.

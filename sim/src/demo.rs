@@ -358,6 +358,34 @@ async fn up(g: &GroupArgs, dir: &Path) -> anyhow::Result<()> {
         g.to
     );
     println!("  hubshift runs -i {i}");
+    // The Prometheus side: the agents' endpoints and a watcher of the group.
+    let every = Duration::from_secs(1);
+    let watch =
+        crate::exporters::WatchProcess::start(&inventory, every, &sandbox.root.join("watch.log"))?;
+    println!(
+        "\nPrometheus endpoints (scrape config in {}):",
+        sandbox.root.join("prometheus-scrape.yml").display()
+    );
+    for n in &sandbox.nodes {
+        println!("  agent of {}: http://{}/metrics", n.name, n.metrics_addr);
+    }
+    println!(
+        "  hubshift watch: http://{}/metrics (events in {})",
+        watch.addr,
+        watch.log.display()
+    );
+    let scrape =
+        crate::exporters::scrape_config(&[("sandbox", &sandbox.nodes)], &watch.addr, every);
+    std::fs::write(sandbox.root.join("prometheus-scrape.yml"), &scrape)?;
+    println!(
+        "{}",
+        scrape
+            .trim_end()
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     println!("\nRunning until Ctrl-C.");
     std::future::pending::<()>().await;
     Ok(())

@@ -4,13 +4,14 @@
 //! ([`runtime`]), hubsim images for the docker driver ([`image`]), binary lookup ([`bins`]), hubsim process control
 //! ([`process`]) and outage / split-brain measurement ([`measure`]); a whole
 //! HA group ([`sandbox`]), a fleet of groups each on its own database
-//! ([`fleet`]), and the TOML files they write for the agents and the
-//! controller ([`configs`]).
+//! ([`fleet`]), the TOML files they write for the agents and the
+//! controller ([`configs`]), and their Prometheus side ([`exporters`]).
 
 pub mod bins;
 pub mod configs;
 pub mod demo;
 mod demo_args;
+pub mod exporters;
 pub mod fleet;
 mod fleet_demo;
 pub mod hubsim;

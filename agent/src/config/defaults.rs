@@ -74,3 +74,7 @@ pub(super) fn default_keepalive_interval() -> u64 {
 pub(super) fn default_keepalive_timeout() -> u64 {
     20
 }
+
+pub(super) fn default_metrics_max_connections() -> u32 {
+    8
+}

@@ -27,6 +27,22 @@ pub struct Config {
     pub limits: LimitsSection,
     /// The container template (driver = "docker").
     pub docker: Option<DockerSection>,
+    /// The Prometheus endpoint; off unless configured.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: `/metrics` and `/healthz` over plain HTTP on an address of
+/// their own (never the gRPC port), for a Prometheus server to scrape.
+/// Nothing served there can change the host, and no secret is in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address to serve on, e.g. "127.0.0.1:9464" (or the host's address
+    /// on a monitoring network).
+    pub listen: String,
+    /// Scrapers connected at once; more are closed as they arrive.
+    #[serde(default = "default_metrics_max_connections")]
+    pub max_connections: u32,
 }
 
 /// `[tls]`

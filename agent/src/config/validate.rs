@@ -23,6 +23,31 @@ impl Config {
             )
         })?;
 
+        if let Some(m) = &self.metrics {
+            let metrics = m.listen.parse::<SocketAddr>().map_err(|e| {
+                bad(
+                    "metrics.listen",
+                    format!("{:?} is not an address:port ({e})", m.listen),
+                )
+            })?;
+            let grpc = self.listen.parse::<SocketAddr>().ok();
+            if metrics.port() != 0 && grpc.is_some_and(|g| g.port() == metrics.port()) {
+                return Err(bad(
+                    "metrics.listen",
+                    format!(
+                        "{:?} is the gRPC port (`listen`): give the metrics a port of their own",
+                        m.listen
+                    ),
+                ));
+            }
+            if m.max_connections == 0 || m.max_connections > 1024 {
+                return Err(bad(
+                    "metrics.max_connections",
+                    format!("{} is outside 1..=1024", m.max_connections),
+                ));
+            }
+        }
+
         match &self.tls {
             None if need_tls => {
                 return Err(bad(

@@ -13,6 +13,7 @@ use crate::disk;
 use crate::driver::{Drivers, HubDriver, RuntimeStore};
 use crate::error::{AgentError, Result};
 use crate::hubfiles::settings;
+use crate::metrics::Counters;
 use hubshift_common::pb::hub_agent_server::HubAgent;
 use hubshift_common::pb::*;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ struct Operations {
     backup_lock: tokio::sync::Mutex<()>,
     /// Slots for InstallRuntime uploads (`limits.max_concurrent_uploads`).
     uploads: Arc<tokio::sync::Semaphore>,
+    /// What `/metrics` reports of the work done here.
+    counters: Counters,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -58,8 +61,8 @@ where
 }
 
 impl AgentService {
-    /// Wraps the configuration and the driver.
-    pub fn new(cfg: Arc<Config>, drivers: Drivers) -> Self {
+    /// Wraps the configuration and the driver; counts into `counters`.
+    pub fn new(cfg: Arc<Config>, drivers: Drivers, counters: Counters) -> Self {
         let uploads = cfg.limits.max_concurrent_uploads as usize;
         Self {
             ops: Arc::new(Operations {
@@ -68,6 +71,7 @@ impl AgentService {
                 runtimes: drivers.runtimes,
                 backup_lock: tokio::sync::Mutex::new(()),
                 uploads: Arc::new(tokio::sync::Semaphore::new(uploads)),
+                counters,
             }),
         }
     }
@@ -176,6 +180,9 @@ impl Operations {
     async fn do_start(&self, req: StartRequest) -> Result<StartResponse> {
         let args = wire::start_args(req)?;
         let started = self.hub.start(args).await?;
+        if !started.already_running {
+            self.counters.hub_starts.inc();
+        }
         Ok(StartResponse {
             pid: started.pid,
             already_running: started.already_running,
@@ -186,7 +193,12 @@ impl Operations {
     async fn do_backup(&self, req: BackupRequest) -> Result<BackupResponse> {
         let _one = self.backup_lock.lock().await;
         let cfg = self.cfg.clone();
+        let began = std::time::Instant::now();
         let info = tokio::task::spawn_blocking(move || appdata::backup(&cfg, &req.id)).await??;
+        if !info.existed {
+            self.counters
+                .backup_written(info.size, began.elapsed().as_secs_f64());
+        }
         Ok(BackupResponse {
             id: info.id,
             size_bytes: info.size,
@@ -229,6 +241,17 @@ impl Operations {
         &self,
         stream: Streaming<InstallRuntimeRequest>,
     ) -> Result<InstallRuntimeResponse> {
+        let result = self.install_runtime(stream).await;
+        if let Err(e) = &result {
+            self.counters.upload_refused(e.code_and_message().0);
+        }
+        result
+    }
+
+    async fn install_runtime(
+        &self,
+        stream: Streaming<InstallRuntimeRequest>,
+    ) -> Result<InstallRuntimeResponse> {
         // Refused at once rather than queued: an upload holds a thread and
         // a staging directory for as long as its sender takes.
         let _slot = self.uploads.clone().try_acquire_owned().map_err(|_| {
@@ -239,6 +262,11 @@ impl Operations {
         })?;
         let upload = wire::upload(stream).await?;
         let installed = self.runtimes.install(upload, self.cfg.limits).await?;
+        if !installed.already_installed {
+            self.counters
+                .upload_bytes
+                .inc_by(installed.header.size_bytes);
+        }
         let h = installed.header;
         let mut activated = false;
         if h.activate {

@@ -10,6 +10,7 @@ pub mod runs;
 pub mod status;
 pub mod stop;
 pub mod upgrade;
+pub mod watch;
 
 use crate::cli::{CertsCommand, Command};
 use crate::output::Output;
@@ -20,6 +21,19 @@ pub async fn dispatch(out: Output, command: Command) -> Result<()> {
     match command {
         Command::Status { inventory, groups } => {
             status::status(out, &inventory.inventory, &groups).await
+        }
+        Command::Watch {
+            inventory,
+            groups,
+            listen,
+            interval,
+        } => {
+            let args = crate::watch::WatchArgs {
+                groups,
+                listen,
+                interval,
+            };
+            watch::watch(out, &inventory.inventory, &args).await
         }
         Command::Plan {
             inventory,

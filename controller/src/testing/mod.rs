@@ -31,6 +31,7 @@ pub fn sample_group(secondaries: usize) -> Group {
             hub_host: None,
             hub_port: None,
             ca_file: None,
+            heartbeat_query: None,
         },
         database_key: "database".into(),
         checks: None,

@@ -21,6 +21,11 @@ use tokio_postgres::Client;
 /// Name of the HA schema.
 pub const SCHEMA: &str = "orchestration";
 
+/// How a watcher reads the age of the active node's heartbeat, in seconds
+/// (the inventory's `heartbeat_query` for hubsim groups); no row while no
+/// node leads.
+pub const HEARTBEAT_AGE_QUERY: &str = "SELECT extract(epoch FROM clock_timestamp() - heartbeat_at)::float8 FROM orchestration.leader WHERE id = 1 AND node IS NOT NULL";
+
 const CREATE_ORCHESTRATION: &str = "
 CREATE SCHEMA orchestration;
 CREATE TABLE orchestration.cluster (

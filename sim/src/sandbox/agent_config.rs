@@ -7,8 +7,8 @@ use super::error::SandboxError;
 use super::error::io;
 use super::node::SandboxNode;
 use crate::configs::{
-    self, AgentConfig, AgentDocker, AgentHub, AgentPaths, AgentTls, DockerStartMode, DriverKind,
-    Layout, RoleProbe,
+    self, AgentConfig, AgentDocker, AgentHub, AgentMetrics, AgentPaths, AgentTls, DockerStartMode,
+    DriverKind, Layout, RoleProbe,
 };
 use crate::hubsim::owner::EXIT_WITH_PID_ENV;
 use crate::timing::SimTiming;
@@ -132,6 +132,9 @@ pub fn agent_config_around(
         hub,
         docker,
         role_probe: RoleProbe::hubsim_log(),
+        metrics: Some(AgentMetrics {
+            listen: "127.0.0.1:0".into(),
+        }),
     }
 }
 

@@ -154,6 +154,7 @@ impl Sandbox {
                 appdata: dir.join("appdata"),
                 agent_log: dir.join("agent.log"),
                 addr: String::new(),
+                metrics_addr: String::new(),
                 container: match opts.driver {
                     HubDriver::Docker => format!("{tag}-{name}"),
                     HubDriver::Process => String::new(),
@@ -202,6 +203,11 @@ impl Sandbox {
             // Keep the port across agent restarts, as a real host does: the
             // inventory names it.
             config.listen = node.addr.clone();
+            if let Some(m) = config.metrics.as_mut()
+                && !node.metrics_addr.is_empty()
+            {
+                m.listen = node.metrics_addr.clone();
+            }
             write_toml(&node.config, &comment, &config)?;
             nodes.push(node);
         }
@@ -453,6 +459,7 @@ impl Sandbox {
         InventoryDatabase {
             url_file: url_file.to_path_buf(),
             hub_host: (!self.hub_db_host.is_empty()).then(|| self.hub_db_host.clone()),
+            heartbeat_query: Some(crate::hubsim::schema::HEARTBEAT_AGE_QUERY.into()),
         }
     }
 
@@ -605,6 +612,7 @@ mod tests {
             appdata: dir.join("app \"data\""),
             agent_log: dir.join("agent.log"),
             addr: "127.0.0.1:7000".into(),
+            metrics_addr: String::new(),
             container: "sb-hub-b".into(),
             agent: None,
         }

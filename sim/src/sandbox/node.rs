@@ -46,6 +46,8 @@ pub struct SandboxNode {
     pub agent_log: PathBuf,
     /// Address the agent listens on.
     pub addr: String,
+    /// Address of the agent's `/metrics` and `/healthz`; empty when off.
+    pub metrics_addr: String,
     /// The hub's container (driver docker), else empty.
     pub container: String,
     pub(super) agent: Option<Child>,
@@ -158,6 +160,9 @@ pub fn tail(text: &str, n: usize) -> String {
 pub(super) async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<(), SandboxError> {
     let addr_file = node.state_dir.join("agent.addr");
     let _ = std::fs::remove_file(&addr_file);
+    // Written before agent.addr when `[metrics]` is on.
+    let metrics_file = node.state_dir.join("metrics.addr");
+    let _ = std::fs::remove_file(&metrics_file);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -186,6 +191,9 @@ pub(super) async fn spawn_agent(bin: &Path, node: &mut SandboxNode) -> Result<()
             && !text.trim().is_empty()
         {
             node.addr = text.trim().to_string();
+            node.metrics_addr = std::fs::read_to_string(&metrics_file)
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default();
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
