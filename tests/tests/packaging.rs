@@ -210,3 +210,35 @@ fn ci_example_keeps_inputs_out_of_scripts_and_pins_the_runtime() {
     assert!(scripts.contains("sha256sum --check"), "{scripts}");
     assert!(text.contains("RUNTIME_SHA256: ${{ inputs.runtime_sha256 }}"));
 }
+
+/// The alert rules load in Prometheus' own checker, and each alert fires
+/// on the series it is about, after its `for`, by `promtool test rules`.
+#[test]
+fn prometheus_alert_rules_pass_promtool() {
+    let dir = root().join("packaging/prometheus");
+    for args in [
+        &["check", "rules", "hubshift.rules.yml"][..],
+        &["test", "rules", "hubshift.rules.test.yml"][..],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (apt-get install prometheus) must be installed to check the rules");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The watcher only reads and talks to the network: its unit is locked down
+/// further than the agent's.
+#[test]
+fn watch_systemd_unit_exposure_is_at_most_2() {
+    exposure_at_most("packaging/hubshift-watch.service", 2.0);
+    let unit = std::fs::read_to_string(root().join("packaging/hubshift-watch.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/hubshift watch -i "), "{unit}");
+}

@@ -109,6 +109,31 @@ mod tests {
     }
 
     #[test]
+    fn metrics_need_an_address_and_a_port_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("opt")).unwrap();
+        let with = |metrics: &str| {
+            write(
+                dir.path(),
+                &minimal(dir.path()).replace("listen = \"127.0.0.1:0\"\n", &format!("listen = \"127.0.0.1:7443\"\n{metrics}")),
+            )
+        };
+        let c = Config::load(&with(""), false).unwrap();
+        assert!(c.metrics.is_none(), "metrics are off unless configured");
+        let f = with("[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+        let c = Config::load(&f, false).unwrap();
+        assert_eq!(c.metrics.map(|m| m.max_connections), Some(8));
+        for (metrics, says) in [
+            ("[metrics]\nlisten = \"127.0.0.1:7443\"\n", "gRPC port"),
+            ("[metrics]\nlisten = \"localhost\"\n", "not an address:port"),
+            ("[metrics]\nlisten = \"127.0.0.1:9464\"\nmax_connections = 0\n", "1..=1024"),
+        ] {
+            let err = Config::load(&with(metrics), false).unwrap_err().to_string();
+            assert!(err.contains("metrics.") && err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn packaged_examples_parse_and_their_templates_and_patterns_are_valid() {
         for text in [
             include_str!("../../../packaging/agent.example.toml"),
