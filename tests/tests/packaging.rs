@@ -240,5 +240,8 @@ fn prometheus_alert_rules_pass_promtool() {
 fn watch_systemd_unit_exposure_is_at_most_2() {
     exposure_at_most("packaging/hubshift-watch.service", 2.0);
     let unit = std::fs::read_to_string(root().join("packaging/hubshift-watch.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/bin/hubshift watch -i "), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/bin/hubshift watch -i "),
+        "{unit}"
+    );
 }

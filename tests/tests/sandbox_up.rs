@@ -1,6 +1,11 @@
 //! `hubshift-sandbox up` leaves a working HA group with a ready inventory:
-//! the printed `hubshift status` command works against it, and Ctrl-C tears
-//! everything down (exit 0, no agent or hub left running).
+//! the printed `hubshift status` command works against it, the printed
+//! Prometheus endpoints (every agent's and a `hubshift watch`) answer with
+//! the group's health, its scrape configuration passes `promtool check
+//! config`, and Ctrl-C tears everything down (exit 0, no agent, hub or
+//! watcher left running).
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -89,6 +94,79 @@ fn up_serves_a_group_until_ctrl_c_then_tears_it_down() {
         .collect();
     assert!(hub_pids.iter().all(|p| alive(*p)));
 
+    // The Prometheus endpoints it printed.
+    let agent_urls: Vec<String> = printed
+        .iter()
+        .filter(|l| l.trim().starts_with("agent of hub-"))
+        .filter_map(|l| l.split("http://").nth(1))
+        .filter_map(|u| u.strip_suffix("/metrics"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(agent_urls.len(), 2, "{printed:#?}");
+    for addr in &agent_urls {
+        let (code, body) = support::http::get(addr, "/metrics").unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("hubshift_agent_hub_up 1"), "{body}");
+        let (code, body) = support::http::get(addr, "/healthz").unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let watch_addr = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("hubshift watch: http://"))
+        .and_then(|u| u.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no watch endpoint printed: {printed:#?}"))
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = support::http::get(&watch_addr, "/metrics").unwrap();
+        assert_eq!(code, 200, "{body}");
+        if body.contains("hubshift_group_active_nodes{group=\"sandbox\"} 1.0")
+            && body.contains("hubshift_group_standby_nodes{group=\"sandbox\"} 1.0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watch never reported the group healthy:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The watcher of this sandbox: `hubshift watch -i <root>/inventory.toml`.
+    let inventory = root.join("inventory.toml").display().to_string();
+    let watch_pid: i32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<String> = c
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.iter().any(|a| a == "watch") && args.contains(&inventory)
+            })
+        })
+        .unwrap_or_else(|| panic!("no watch process of this sandbox"));
+    let scrape = std::fs::read_to_string(root.join("prometheus-scrape.yml")).unwrap();
+    for addr in agent_urls.iter().chain([&watch_addr]) {
+        assert!(
+            scrape.contains(addr.as_str()),
+            "{addr} not scraped:\n{scrape}"
+        );
+    }
+    let config = root.join("prometheus.yml");
+    std::fs::write(&config, format!("global:\n  scrape_interval: 1s\n{scrape}")).unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .expect("promtool (apt-get install prometheus) must be installed");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
     // SAFETY: sending SIGINT to the child we started.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -106,10 +184,10 @@ fn up_serves_a_group_until_ctrl_c_then_tears_it_down() {
         "Ctrl-C is the normal end of `up`: {status}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while hub_pids.iter().any(|p| alive(*p)) {
+    while hub_pids.iter().chain([&watch_pid]).any(|p| alive(*p)) {
         assert!(
             Instant::now() < deadline,
-            "hubs still running after teardown"
+            "hubs or the watcher still running after teardown"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -115,7 +115,10 @@ mod tests {
         let with = |metrics: &str| {
             write(
                 dir.path(),
-                &minimal(dir.path()).replace("listen = \"127.0.0.1:0\"\n", &format!("listen = \"127.0.0.1:7443\"\n{metrics}")),
+                &minimal(dir.path()).replace(
+                    "listen = \"127.0.0.1:0\"\n",
+                    &format!("listen = \"127.0.0.1:7443\"\n{metrics}"),
+                ),
             )
         };
         let c = Config::load(&with(""), false).unwrap();
@@ -126,7 +129,10 @@ mod tests {
         for (metrics, says) in [
             ("[metrics]\nlisten = \"127.0.0.1:7443\"\n", "gRPC port"),
             ("[metrics]\nlisten = \"localhost\"\n", "not an address:port"),
-            ("[metrics]\nlisten = \"127.0.0.1:9464\"\nmax_connections = 0\n", "1..=1024"),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:9464\"\nmax_connections = 0\n",
+                "1..=1024",
+            ),
         ] {
             let err = Config::load(&with(metrics), false).unwrap_err().to_string();
             assert!(err.contains("metrics.") && err.contains(says), "{err}");
