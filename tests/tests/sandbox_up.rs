@@ -16,6 +16,18 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+/// Sends SIGINT to a pid when dropped (a no-op once it has ended).
+struct Interrupt(i32);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the `up` process this test started.
+        unsafe {
+            libc::kill(self.0, libc::SIGINT);
+        }
+    }
+}
+
 #[test]
 fn up_serves_a_group_until_ctrl_c_then_tears_it_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,6 +48,8 @@ fn up_serves_a_group_until_ctrl_c_then_tears_it_down() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Should an assertion fail, `up` is still torn down (Ctrl-C).
+    let _teardown = Interrupt(child.id() as i32);
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
