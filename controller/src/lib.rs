@@ -27,8 +27,10 @@ pub mod output;
 pub mod plan;
 pub mod readiness;
 pub mod refusals;
+pub mod report;
 pub mod run;
 pub mod steps;
 #[cfg(test)]
 mod testing;
+pub mod timeline;
 pub mod version;
