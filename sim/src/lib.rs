@@ -11,6 +11,7 @@ pub mod bins;
 pub mod configs;
 pub mod demo;
 mod demo_args;
+mod demo_report;
 pub mod fleet;
 mod fleet_demo;
 pub mod hubsim;

@@ -200,7 +200,7 @@ pub fn render(r: &Report) -> String {
         let (x0, x1) = (axis.x(bar.start_ms), axis.x(bar.end_ms));
         let _ = write!(
             s,
-            r#"<g class="step-bar" data-step="{name}"><rect class="o-{o}" x="{x0:.1}" y="{by:.0}" width="{w:.1}" height="{h:.0}"><title>{i}. {name} on {node}: {o} in {d}</title></rect><text class="small" x="{tx:.1}" y="{ty:.0}">{i}. {name} {d}</text></g>"#,
+            r#"<g class="step-bar" data-step="{name}"><rect class="o-{o}" x="{x0:.1}" y="{by:.0}" width="{w:.1}" height="{h:.0}"><title>{i}. {name} on {node}: {o} in {d}</title></rect><text class="small" x="{tx:.1}" y="{ty:.0}" text-anchor="{anchor}">{i}. {name} {d}</text></g>"#,
             name = esc(&bar.name),
             o = esc(&bar.outcome),
             w = (x1 - x0).max(2.0),
@@ -208,7 +208,8 @@ pub fn render(r: &Report) -> String {
             i = bar.index,
             node = esc(&bar.node),
             d = dur(bar.end_ms - bar.start_ms),
-            tx = (x1 + 3.0).min(WIDTH - 150.0),
+            tx = if x1 + 160.0 > WIDTH { x0 - 3.0 } else { x1 + 3.0 },
+            anchor = if x1 + 160.0 > WIDTH { "end" } else { "start" },
             ty = by + 10.0,
         );
     }
