@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod archives;
+pub mod browser;
 
 use hubshift_sim::sandbox::{HubDriver, Sandbox};
 use serde_json::Value;
