@@ -341,7 +341,10 @@ async fn demo(g: &GroupArgs, report: Option<&Path>) -> anyhow::Result<()> {
     };
     println!("  now producing: {}", versions.join(", "));
     let report = crate::demo_report::write(&inventory, &sandbox.root, &windows, report).await?;
-    println!("Report (reported windows beside the measured gaps): {}", report.display());
+    println!(
+        "Report (reported windows beside the measured gaps): {}",
+        report.display()
+    );
     println!("\nTearing the sandbox down.");
     Ok(())
 }

@@ -56,7 +56,9 @@ fn check_page(page: &std::path::Path, png: &str, report: &Value) -> browser::Ren
         let label = format!("window {} · {}", w["window"], dur(ms));
         assert!(shown.dom.contains(&label), "{label} not on the page");
     }
-    let bytes = std::fs::metadata(&shown.png).expect("screenshot written").len();
+    let bytes = std::fs::metadata(&shown.png)
+        .expect("screenshot written")
+        .len();
     assert!(bytes > 20_000, "screenshot of {bytes} bytes");
     shown
 }
@@ -82,7 +84,9 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
     .await
     .unwrap_or_else(|e| panic!("sandbox: {e}"));
     let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).expect("inventory");
+    sandbox
+        .write_inventory(&inventory, GROUP)
+        .expect("inventory");
     let archive = sandbox
         .runtime_archive("4.2.0")
         .expect("archive")
@@ -138,7 +142,10 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
                     "from": w.from_node, "to": w.to_node })
         })
         .collect();
-    assert!(gaps.len() >= 3, "fallback, takeover and hand-back gaps: {gaps:?}");
+    assert!(
+        gaps.len() >= 3,
+        "fallback, takeover and hand-back gaps: {gaps:?}"
+    );
     let gaps_file = sandbox.root.join("gaps.json");
     std::fs::write(&gaps_file, serde_json::to_vec(&gaps).unwrap()).unwrap();
 
@@ -157,11 +164,21 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(find(&events(&out), "report_written").is_some(), "{}", text(&out));
+    assert!(
+        find(&events(&out), "report_written").is_some(),
+        "{}",
+        text(&out)
+    );
     let report: Value =
         serde_json::from_slice(&std::fs::read(&json_file).unwrap()).expect("report JSON");
     assert_eq!(report["state"], "done");
-    assert_eq!((report["from_version"].as_str(), report["to_version"].as_str()), (Some("4.1.0"), Some("4.2.0")));
+    assert_eq!(
+        (
+            report["from_version"].as_str(),
+            report["to_version"].as_str()
+        ),
+        (Some("4.1.0"), Some("4.2.0"))
+    );
     assert_eq!(report["next"], Value::Null);
     let lanes: Vec<&str> = report["lanes"]
         .as_array()
@@ -175,7 +192,13 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| format!("{}@{}", s["state"].as_str().unwrap(), s["version"].as_str().unwrap()))
+            .map(|s| {
+                format!(
+                    "{}@{}",
+                    s["state"].as_str().unwrap(),
+                    s["version"].as_str().unwrap()
+                )
+            })
             .collect()
     };
     let a = states(0);
@@ -218,11 +241,24 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
         .map(|w| w["window"].as_u64().unwrap())
         .collect();
     assert!(windows.contains(&3), "the fallback's window: {windows:?}");
-    assert_eq!(windows.iter().filter(|w| **w == 2).count(), 1, "{windows:?}");
+    assert_eq!(
+        windows.iter().filter(|w| **w == 2).count(),
+        1,
+        "{windows:?}"
+    );
     let markers = report["markers"].as_array().unwrap();
-    let kinds: Vec<&str> = markers.iter().map(|m| m["kind"].as_str().unwrap()).collect();
-    let fallback = kinds.iter().position(|k| *k == "fallback").expect("fallback marker");
-    let resume = kinds.iter().position(|k| *k == "resume").expect("resume marker");
+    let kinds: Vec<&str> = markers
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    let fallback = kinds
+        .iter()
+        .position(|k| *k == "fallback")
+        .expect("fallback marker");
+    let resume = kinds
+        .iter()
+        .position(|k| *k == "resume")
+        .expect("resume marker");
     assert!(fallback < resume, "{kinds:?}");
     assert!(
         markers[resume]["who"]
@@ -232,9 +268,15 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
         "{}",
         markers[resume]
     );
-    assert!(report["who"].as_array().unwrap().len() >= 2, "{}", report["who"]);
+    assert!(
+        report["who"].as_array().unwrap().len() >= 2,
+        "{}",
+        report["who"]
+    );
     let backup = &report["backup"];
-    assert!(backup["bytes"].as_u64().unwrap() > 0 && backup["sha256"].as_str().unwrap().len() == 64);
+    assert!(
+        backup["bytes"].as_u64().unwrap() > 0 && backup["sha256"].as_str().unwrap().len() == 64
+    );
 
     // The page, with the measured gaps beside, in a real browser.
     let page = sandbox.root.join("report.html");
@@ -252,19 +294,35 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let html = std::fs::read_to_string(&page).unwrap();
-    assert!(!html.contains("<script") && !html.contains("<link"), "self-contained");
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "self-contained"
+    );
     let shown = check_page(&page, "report-fallback-resume.png", &report);
-    assert!(shown.dom.contains("class=\"measured\""), "the measured track");
+    assert!(
+        shown.dom.contains("class=\"measured\""),
+        "the measured track"
+    );
     assert!(shown.dom.contains("resume by second-operator@"));
     assert!(shown.dom.contains("fallback: hub-a started again"));
 
     // Bad input changes nothing and names what was wrong.
     let out = run(
         &inventory,
-        &["report", "--run", &id, "--measured-gaps", "/nonexistent/gaps.json"],
+        &[
+            "report",
+            "--run",
+            &id,
+            "--measured-gaps",
+            "/nonexistent/gaps.json",
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("/nonexistent/gaps.json"), "{}", text(&out));
+    assert!(
+        text(&out).contains("/nonexistent/gaps.json"),
+        "{}",
+        text(&out)
+    );
     let out = run(&inventory, &["report", "--run", "no-such-run"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
@@ -295,7 +353,10 @@ fn the_demo_writes_a_report_the_browser_shows() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("Report (reported windows beside the measured gaps): {}", page.display())),
+        stdout.contains(&format!(
+            "Report (reported windows beside the measured gaps): {}",
+            page.display()
+        )),
         "{stdout}"
     );
     // The same report's data, for the checks.
@@ -303,7 +364,11 @@ fn the_demo_writes_a_report_the_browser_shows() {
     let lanes = html.matches("<g class=\"lane\"").count();
     assert_eq!(lanes, 3, "one lane per node");
     assert!(html.contains("class=\"measured\""), "the measured gaps");
-    assert_eq!(html.matches("<rect class=\"gap\"").count(), 2, "two data gaps");
+    assert_eq!(
+        html.matches("<rect class=\"gap\"").count(),
+        2,
+        "two data gaps"
+    );
     let report = json!({
         "lanes": [{ "node": "hub-a" }, { "node": "hub-b" }, { "node": "hub-c" }],
         "steps": (0..19).map(|i| json!({ "index": i + 1 })).collect::<Vec<_>>(),

@@ -112,7 +112,7 @@ pub fn page(r: &Report) -> String {
         }
         h.push_str("</table>");
     }
-    h.push_str("<h2>Steps</h2><table><tr><th>#</th><th>step</th><th>node</th><th>outcome</th><th>started</th><th>took</th></tr>");
+    h.push_str("<h2>Steps</h2><table><tr><th>#</th><th>step</th><th>node</th><th>outcome</th><th>started (UTC)</th><th>took</th></tr>");
     for s in &r.steps {
         let _ = write!(
             h,
@@ -125,7 +125,7 @@ pub fn page(r: &Report) -> String {
                 .as_deref()
                 .map(|e| format!(": {}", esc(e)))
                 .unwrap_or_default(),
-            utc(s.start_ms),
+            utc(s.start_ms).get(11..).unwrap_or_default(),
             dur(s.end_ms - s.start_ms)
         );
     }

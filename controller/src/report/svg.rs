@@ -198,6 +198,8 @@ pub fn render(r: &Report) -> String {
         let row = rows.iter().position(|x| x.0 == bar.index).unwrap_or(0) as f64;
         let by = steps_y + row * STEP_H;
         let (x0, x1) = (axis.x(bar.start_ms), axis.x(bar.end_ms));
+        // A label that would run off the right edge goes left of its bar.
+        let flip = x1 + 6.0 * (bar.name.len() as f64 + 14.0) > WIDTH;
         let _ = write!(
             s,
             r#"<g class="step-bar" data-step="{name}"><rect class="o-{o}" x="{x0:.1}" y="{by:.0}" width="{w:.1}" height="{h:.0}"><title>{i}. {name} on {node}: {o} in {d}</title></rect><text class="small" x="{tx:.1}" y="{ty:.0}" text-anchor="{anchor}">{i}. {name} {d}</text></g>"#,
@@ -208,8 +210,8 @@ pub fn render(r: &Report) -> String {
             i = bar.index,
             node = esc(&bar.node),
             d = dur(bar.end_ms - bar.start_ms),
-            tx = if x1 + 160.0 > WIDTH { x0 - 3.0 } else { x1 + 3.0 },
-            anchor = if x1 + 160.0 > WIDTH { "end" } else { "start" },
+            tx = if flip { x0 - 3.0 } else { x1 + 3.0 },
+            anchor = if flip { "end" } else { "start" },
             ty = by + 10.0,
         );
     }
