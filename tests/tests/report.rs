@@ -3,8 +3,9 @@
 //! attempts, windows, the fallback, who resumed), and its page — with the
 //! data gaps measured from the hubs' ticks as a second track — loads in
 //! headless Chromium without a console message, with one lane per node, a
-//! bar per step attempt and every window's label; the demo's report too.
-//! Both screenshots are kept under `<target>/test-artifacts/`.
+//! bar per step attempt and every window's label. The screenshot is kept
+//! under `<target>/test-artifacts/` (the demo's report is loaded the same
+//! way by `demo.rs`).
 
 mod support;
 
@@ -13,64 +14,12 @@ use hubshift_sim::measure;
 use hubshift_sim::sandbox::{HubDriver, Sandbox, SandboxOptions};
 use hubshift_sim::timing::SimTiming;
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::browser;
 use support::*;
 
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// Checks a rendered report page: no console message, one lane per node,
-/// one bar per step attempt, every window's label, and a readable PNG.
-fn check_page(page: &std::path::Path, png: &str, report: &Value) -> browser::Rendered {
-    let png = browser::artifacts_dir().join(png);
-    let _ = std::fs::remove_file(&png);
-    let shown = browser::render(page, &png, 1280, 1400);
-    assert!(
-        shown.console.is_empty(),
-        "console messages: {:#?}",
-        shown.console
-    );
-    let lanes = report["lanes"].as_array().unwrap();
-    assert_eq!(
-        shown.dom.matches("<g class=\"lane\"").count(),
-        lanes.len(),
-        "one lane per node"
-    );
-    for l in lanes {
-        let node = l["node"].as_str().unwrap();
-        assert!(
-            shown.dom.contains(&format!("data-node=\"{node}\"")),
-            "lane of {node}"
-        );
-    }
-    assert_eq!(
-        shown.dom.matches("<g class=\"step-bar\"").count(),
-        report["steps"].as_array().unwrap().len(),
-        "a bar per step attempt"
-    );
-    for w in report["windows"].as_array().unwrap() {
-        let ms = w["duration_ms"].as_u64().unwrap();
-        let label = format!("window {} · {}", w["window"], dur(ms));
-        assert!(shown.dom.contains(&label), "{label} not on the page");
-    }
-    let bytes = std::fs::metadata(&shown.png)
-        .expect("screenshot written")
-        .len();
-    assert!(bytes > 20_000, "screenshot of {bytes} bytes");
-    shown
-}
-
-/// The report's own way of writing a length (see `report::svg::dur`).
-fn dur(ms: u64) -> String {
-    match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..60_000 => format!("{:.2} s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +247,7 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
         !html.contains("<script") && !html.contains("<link"),
         "self-contained"
     );
-    let shown = check_page(&page, "report-fallback-resume.png", &report);
+    let shown = browser::check_page(&page, "report-fallback-resume.png", &report);
     assert!(
         shown.dom.contains("class=\"measured\""),
         "the measured track"
@@ -325,79 +274,4 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
     );
     let out = run(&inventory, &["report", "--run", "no-such-run"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-}
-
-/// `hubshift-sandbox demo` writes its run's report and prints the path;
-/// the page loads in the browser with the measured gaps beside the
-/// reported windows. Its screenshot is the README's picture
-/// (`docs/report.png`).
-#[test]
-fn the_demo_writes_a_report_the_browser_shows() {
-    let dir = tempfile::tempdir().unwrap();
-    let page = dir.path().join("demo-report.html");
-    let out = Command::new(bin("hubshift-sandbox"))
-        .args([
-            "demo",
-            "--nodes",
-            "3",
-            "--takeover-timeout",
-            "1500ms",
-            "--start-delay",
-            "700ms",
-            "--report",
-        ])
-        .arg(&page)
-        .stdin(Stdio::null())
-        .output()
-        .expect("demo runs");
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!(
-            "Report (reported windows beside the measured gaps): {}",
-            page.display()
-        )),
-        "{stdout}"
-    );
-    // The same report's data, for the checks.
-    let html = std::fs::read_to_string(&page).expect("report written");
-    let lanes = html.matches("<g class=\"lane\"").count();
-    assert_eq!(lanes, 3, "one lane per node");
-    assert!(html.contains("class=\"measured\""), "the measured gaps");
-    assert_eq!(
-        html.matches("<rect class=\"gap\"").count(),
-        2,
-        "two data gaps"
-    );
-    let report = json!({
-        "lanes": [{ "node": "hub-a" }, { "node": "hub-b" }, { "node": "hub-c" }],
-        "steps": (0..19).map(|i| json!({ "index": i + 1 })).collect::<Vec<_>>(),
-        "windows": windows_of(&html),
-    });
-    assert_eq!(report["windows"].as_array().unwrap().len(), 2, "{html}");
-    check_page(&page, "report-demo.png", &report);
-}
-
-/// The windows a page lists in its table (window number, length in ms
-/// read back from the label is not exact, so the label text is kept).
-fn windows_of(html: &str) -> Vec<Value> {
-    html.match_indices("<g class=\"window\" data-window=\"")
-        .map(|(i, m)| {
-            let rest = &html[i + m.len()..];
-            let n: u64 = rest[..rest.find('"').unwrap()].parse().unwrap();
-            let title = &rest[rest.find("<title>window ").unwrap() + "<title>window ".len()..];
-            let label = &title[title.find(": ").unwrap() + 2..title.find(" (").unwrap()];
-            json!({ "window": n, "duration_ms": ms_of(label) })
-        })
-        .collect()
-}
-
-/// Reads back "850 ms" or "3.25 s" as ms (to the label's precision).
-fn ms_of(label: &str) -> u64 {
-    if let Some(ms) = label.strip_suffix(" ms") {
-        ms.parse().unwrap()
-    } else {
-        let s: f64 = label.strip_suffix(" s").unwrap().parse().unwrap();
-        (s * 1000.0).round() as u64
-    }
 }

@@ -2,6 +2,7 @@
 //! `chromium`) renders the page, gives back the DOM it built and a PNG
 //! screenshot, and every console message it logged.
 
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -80,5 +81,80 @@ pub fn render(page: &Path, png: &Path, width: u32, height: u32) -> Rendered {
         dom: String::from_utf8_lossy(&dom.stdout).into_owned(),
         console,
         png: png.to_path_buf(),
+    }
+}
+
+/// Checks a rendered report page: no console message, one lane per node,
+/// one bar per step attempt, every window's label, and a readable PNG.
+pub fn check_page(page: &std::path::Path, png: &str, report: &Value) -> Rendered {
+    let png = artifacts_dir().join(png);
+    let _ = std::fs::remove_file(&png);
+    let shown = render(page, &png, 1280, 1400);
+    assert!(
+        shown.console.is_empty(),
+        "console messages: {:#?}",
+        shown.console
+    );
+    let lanes = report["lanes"].as_array().unwrap();
+    assert_eq!(
+        shown.dom.matches("<g class=\"lane\"").count(),
+        lanes.len(),
+        "one lane per node"
+    );
+    for l in lanes {
+        let node = l["node"].as_str().unwrap();
+        assert!(
+            shown.dom.contains(&format!("data-node=\"{node}\"")),
+            "lane of {node}"
+        );
+    }
+    assert_eq!(
+        shown.dom.matches("<g class=\"step-bar\"").count(),
+        report["steps"].as_array().unwrap().len(),
+        "a bar per step attempt"
+    );
+    for w in report["windows"].as_array().unwrap() {
+        let ms = w["duration_ms"].as_u64().unwrap();
+        let label = format!("window {} · {}", w["window"], dur(ms));
+        assert!(shown.dom.contains(&label), "{label} not on the page");
+    }
+    let bytes = std::fs::metadata(&shown.png)
+        .expect("screenshot written")
+        .len();
+    assert!(bytes > 20_000, "screenshot of {bytes} bytes");
+    shown
+}
+
+/// The report's own way of writing a length (see `report::svg::dur`).
+pub fn dur(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.2} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+/// The windows a page lists in its table (window number, length in ms
+/// read back from the label is not exact, so the label text is kept).
+pub fn windows_of(html: &str) -> Vec<Value> {
+    html.match_indices("<g class=\"window\" data-window=\"")
+        .map(|(i, m)| {
+            let rest = &html[i + m.len()..];
+            let n: u64 = rest[..rest.find('"').unwrap()].parse().unwrap();
+            let title = &rest[rest.find("<title>window ").unwrap() + "<title>window ".len()..];
+            let label = &title[title.find(": ").unwrap() + 2..title.find(" (").unwrap()];
+            json!({ "window": n, "duration_ms": ms_of(label) })
+        })
+        .collect()
+}
+
+/// Reads back "850 ms" or "3.25 s" as ms (to the label's precision).
+fn ms_of(label: &str) -> u64 {
+    if let Some(ms) = label.strip_suffix(" ms") {
+        ms.parse().unwrap()
+    } else {
+        let s: f64 = label.strip_suffix(" s").unwrap().parse().unwrap();
+        (s * 1000.0).round() as u64
     }
 }
