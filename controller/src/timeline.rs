@@ -32,6 +32,8 @@ pub enum Kind {
     Fallback,
     /// The run parked before a step (`state`: paused or stopped, `before_step`, `name`).
     Parked,
+    /// The group's check ran after the run (`passed`, `detail`).
+    Check,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::StepFailed => "step_failed",
             Kind::Fallback => "fallback",
             Kind::Parked => "parked",
+            Kind::Check => "check",
         }
     }
 
@@ -56,6 +59,7 @@ impl Kind {
             Kind::StepFailed,
             Kind::Fallback,
             Kind::Parked,
+            Kind::Check,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)

@@ -265,7 +265,11 @@ async fn a_failing_canary_stops_the_fleet_and_a_failure_within_budget_does_not()
         })
         .collect();
     assert_eq!(rows[1], ("plant-3", "done", 2), "{report:#}");
-    assert_eq!((rows[0].0, rows[0].1), ("plant-2", "failed"), "{report:#}");
+    assert_eq!(
+        (rows[0].0, rows[0].1),
+        ("plant-2", "done (check failed)"),
+        "{report:#}"
+    );
     let out = run(&s.inventory, &["report", "--fleet", &second_fleet]);
     assert!(out.status.success(), "{}", text(&out));
     let page = String::from_utf8_lossy(&out.stdout);

@@ -14,7 +14,8 @@ pub struct Row {
     pub group: String,
     /// Its run, if the fleet began one.
     pub run: Option<String>,
-    /// done, failed, … or `not started`.
+    /// The run's state (done, failed, …; `done (check failed)` when the
+    /// group's check failed after it), or `not started`.
     pub result: String,
     /// Version before.
     pub from_version: String,
@@ -44,7 +45,10 @@ impl Row {
             Some(r) => Row {
                 group: group.to_string(),
                 run: Some(r.run.clone()),
-                result: r.state.to_string(),
+                result: match &r.check {
+                    Some((false, _)) => format!("{} (check failed)", r.state),
+                    _ => r.state.to_string(),
+                },
                 from_version: r.from_version.clone(),
                 to_version: r.to_version.clone(),
                 start_ms: r.start_ms,

@@ -72,6 +72,15 @@ pub fn page(r: &Report) -> String {
                 .unwrap_or_default()
         );
     }
+    if let Some((passed, detail)) = &r.check {
+        let _ = write!(
+            h,
+            "<tr><th>check</th><td class=\"state-{}\">{}: {}</td></tr>",
+            if *passed { "done" } else { "failed" },
+            if *passed { "passed" } else { "FAILED" },
+            esc(detail)
+        );
+    }
     h.push_str("</table>");
     if let Some(next) = &r.next {
         let _ = write!(

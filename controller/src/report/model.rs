@@ -161,6 +161,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The command that continues an unfinished run.
     pub next: Option<String>,
+    /// The group's check after the run, if one ran: passed, and its output.
+    pub check: Option<(bool, String)>,
 }
 
 fn who_of(entry: &Value) -> String {
@@ -238,6 +240,7 @@ pub fn build(input: &Input) -> Report {
     let start_ms = times.iter().copied().min().unwrap_or(0);
     let end_ms = times.iter().copied().max().unwrap_or(start_ms);
 
+    let mut check = None;
     let mut lanes: Vec<Lane> = Vec::new();
     let mut steps: Vec<StepBar> = Vec::new();
     for o in obs {
@@ -292,6 +295,20 @@ pub fn build(input: &Input) -> Report {
                 label: format!("fallback: {} started again on its old runtime", o.node),
                 who: None,
             }),
+            Kind::Check => {
+                let passed = o.details["passed"].as_bool().unwrap_or(false);
+                let detail = o.details["detail"].as_str().unwrap_or("").to_string();
+                markers.push(Marker {
+                    at_ms: o.at_ms,
+                    kind: "check".into(),
+                    label: format!(
+                        "check {}: {detail}",
+                        if passed { "passed" } else { "FAILED" }
+                    ),
+                    who: None,
+                });
+                check = Some((passed, detail));
+            }
             Kind::Parked => {
                 let state = o.details["state"].as_str().unwrap_or("parked").to_string();
                 markers.push(Marker {
@@ -344,6 +361,7 @@ pub fn build(input: &Input) -> Report {
         who,
         warnings,
         next,
+        check,
     }
 }
 
