@@ -4,7 +4,8 @@
 //! Modules depend one way, from the top down:
 //! `commands` → `fleet` → `launch` → `executor` → `steps` → `run_context`
 //! → `agents` / `journal_link` / `journal` / `observe` → `plan` / `db` /
-//! `facts` → `inventory` → `exit` / `output` / `clock`.
+//! `facts` → `inventory` → `exit` / `output` / `clock`; `report` (pure)
+//! draws what `journal` and `timeline` kept.
 
 pub mod agents;
 pub mod audit;

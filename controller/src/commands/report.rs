@@ -130,7 +130,8 @@ pub async fn report(
     };
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&f).unwrap_or_default() + "\n",
-        Format::Html | Format::Svg => report::fleet::page(&f),
+        Format::Html => report::fleet::page(&f),
+        Format::Svg => report::fleet::svg(&f) + "\n",
     };
     emit(&out, &text, output, format, &format!("fleet {id}"))
 }

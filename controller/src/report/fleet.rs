@@ -69,8 +69,8 @@ impl Row {
     }
 }
 
-/// The fleet's page: a picture of every group's run and windows, and a table.
-pub fn page(f: &FleetReport) -> String {
+/// The fleet's picture: a row per group, its run and windows shaded.
+pub fn svg(f: &FleetReport) -> String {
     let started: Vec<&Row> = f.groups.iter().filter(|r| r.run.is_some()).collect();
     let start = started.iter().map(|r| r.start_ms).min().unwrap_or(0);
     let end = started.iter().map(|r| r.end_ms).max().unwrap_or(start);
@@ -123,6 +123,12 @@ pub fn page(f: &FleetReport) -> String {
         svg.push_str("</g>");
     }
     svg.push_str("</svg>");
+    svg
+}
+
+/// The fleet's page: the picture and a table.
+pub fn page(f: &FleetReport) -> String {
+    let svg = svg(f);
     let mut h = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>hubshift fleet {0}</title><style>body{{font:14px sans-serif;margin:16px}}td,th{{border:1px solid #ddd;padding:3px 8px}}table{{border-collapse:collapse}}</style></head><body><h1>Fleet {0}</h1>{svg}<table><tr><th>group</th><th>run</th><th>result</th><th>version</th><th>windows</th></tr>",
         esc(&f.fleet)
