@@ -899,6 +899,28 @@ async fn pause_before_a_step_and_stop_from_another_process_then_resume(driver: H
             .as_str()
             .is_some_and(|h| !h.is_empty())
     );
+    // Its report tells the same story on one time axis: the pause and the
+    // stop taking effect between the people's actions, each step done.
+    let out = run(
+        &inventory,
+        &["report", "--run", &run_id, "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let kinds: Vec<&str> = report["markers"]
+        .as_array()
+        .expect("markers")
+        .iter()
+        .map(|m| m["kind"].as_str().expect("a marker kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["upgrade", "paused", "resume", "stop", "stopped", "resume"],
+        "{report:#}"
+    );
+    let steps = report["steps"].as_array().expect("steps");
+    assert!(steps.iter().all(|s| s["outcome"] == "done"), "{report:#}");
+    assert_eq!(report["windows"].as_array().map(Vec::len), Some(2));
     // Stop refuses what is not a running run, and changes nothing.
     let out = run(&inventory, &["stop", "--run", &run_id]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
