@@ -106,6 +106,9 @@ impl Timeline {
             "frozen"
         } else if matches!(status.process, crate::hub::HubProcess::Starting) {
             "starting"
+        } else if matches!(status.process, crate::hub::HubProcess::Exited) {
+            // Ended by itself (a version mismatch, a crash), not stopped.
+            "exited"
         } else {
             role_name(status)
         };

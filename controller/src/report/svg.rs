@@ -17,7 +17,7 @@ const STEP_H: f64 = 15.0;
 const STYLE: &str = "text{font:12px sans-serif;fill:#222}.small{font-size:10px;fill:#555}\
 .head{font-weight:bold}.seg{stroke:#fff;stroke-width:.5}\
 .s-active{fill:#2e7d32}.s-standby{fill:#64b5f6}.s-starting{fill:#ffb74d}\
-.s-stopped{fill:#bdbdbd}.s-frozen{fill:#7e57c2}.s-unreachable{fill:#e57373}\
+.s-stopped{fill:#bdbdbd}.s-exited{fill:#9e9e9e}.s-frozen{fill:#7e57c2}.s-unreachable{fill:#e57373}\
 .s-unknown{fill:#e0e0e0}.seg-text{font-size:10px;fill:#fff;pointer-events:none}\
 .o-done{fill:#546e7a}.o-failed{fill:#c62828}.o-unfinished{fill:#ff8f00}\
 .win{fill:#d32f2f;fill-opacity:.13;stroke:#d32f2f;stroke-opacity:.5}\
