@@ -4,7 +4,7 @@
 //! database; `--format json` prints exactly this.
 
 use crate::facts::RunFacts;
-use crate::journal::{RunRecord, RunState, StepRecord};
+use crate::journal::{RunRecord, RunState, StepRecord, StepState};
 use crate::timeline::{Kind, Observation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -324,10 +324,33 @@ pub fn build(input: &Input) -> Report {
             }
         }
     }
-    // Attempts still open: the run is interrupted there, or still runs.
-    for s in steps.iter_mut().filter(|s| s.outcome == "running") {
-        s.end_ms = end_ms;
-        s.outcome = "unfinished".into();
+    // Attempts still open: the run is interrupted there, or still runs —
+    // unless the journal's step says done (the controller died between
+    // journaling the step and its timeline): then it ended no later than
+    // the next attempt of any step began.
+    let starts: Vec<u64> = steps.iter().map(|s| s.start_ms).collect();
+    let last_attempt: Vec<usize> = (0..steps.len())
+        .filter(|&i| !steps[i + 1..].iter().any(|s| s.index == steps[i].index))
+        .collect();
+    for (i, s) in steps.iter_mut().enumerate() {
+        if s.outcome == "running" || s.outcome == "unfinished" {
+            let journaled_done = input
+                .steps
+                .iter()
+                .any(|r| r.idx as usize + 1 == s.index && r.state == StepState::Done);
+            if journaled_done && last_attempt.contains(&i) {
+                s.outcome = "done".into();
+                s.end_ms = starts
+                    .iter()
+                    .copied()
+                    .filter(|&t| t > s.start_ms)
+                    .min()
+                    .unwrap_or(end_ms);
+            } else if s.outcome == "running" {
+                s.end_ms = end_ms;
+                s.outcome = "unfinished".into();
+            }
+        }
     }
     lanes.sort_by(|a, b| a.node.cmp(&b.node));
     markers.sort_by_key(|m| m.at_ms);
@@ -476,6 +499,39 @@ pub(crate) mod tests {
             r.next.as_deref(),
             Some("hubshift resume --run 20261206T101010-abcdef")
         );
+    }
+
+    #[test]
+    fn an_attempt_the_journal_says_done_is_done_though_its_end_was_not_observed() {
+        let plan = crate::plan::build_plan(&crate::testing::sample_group(2));
+        let journaled = |idx: usize, state| StepRecord {
+            idx: idx as i32,
+            step: plan[idx].clone(),
+            state,
+            attempts: 1,
+            detail: json!({}),
+            error: None,
+        };
+        let input = Input {
+            run: run_record(RunState::Interrupted, json!({}), json!([])),
+            steps: vec![
+                journaled(0, StepState::Done),
+                journaled(1, StepState::Running),
+            ],
+            observations: vec![
+                step(10, "hub-a", Kind::StepStarted, 0, "stage_runtime"),
+                step(40, "hub-b", Kind::StepStarted, 1, "stage_runtime"),
+                node(70, "hub-a", "active", "4.1.0"),
+            ],
+            measured: vec![],
+        };
+        let r = build(&input);
+        let bars: Vec<(&str, u64)> = r
+            .steps
+            .iter()
+            .map(|s| (s.outcome.as_str(), s.end_ms))
+            .collect();
+        assert_eq!(bars, [("done", 40), ("unfinished", 70)]);
     }
 
     #[test]

@@ -213,12 +213,16 @@ impl Run {
         );
     }
 
-    fn finished(&self, idx: usize, total: usize, step: &Step, ms: u64, detail: &Value) {
+    /// Journals a step's end in the timeline, then says so: what a person
+    /// or pipeline saw end is in the journal even if the controller dies
+    /// right after.
+    async fn finished(&mut self, idx: usize, total: usize, step: &Step, ms: u64, detail: &Value) {
         self.note(
             &step.node(),
             Kind::StepDone,
             json!({ "idx": idx, "name": step.name() }),
         );
+        self.flush_timeline().await;
         self.out.event(
             "step_finished",
             json!({
@@ -285,8 +289,8 @@ impl Run {
             Ok(detail) => {
                 self.save_facts().await?;
                 self.journal.step_done(&self.id, idx, &detail).await?;
-                self.finished(idx, total, &step, t.elapsed().as_millis() as u64, &detail);
-                self.flush_timeline().await;
+                self.finished(idx, total, &step, t.elapsed().as_millis() as u64, &detail)
+                    .await;
                 Ok(())
             }
             Err(err) => {
@@ -362,7 +366,7 @@ impl Run {
                         self.save_facts().await?;
                     }
                     self.journal.step_done(&self.id, idx, &detail).await?;
-                    self.finished(idx, total, step, ms, &detail);
+                    self.finished(idx, total, step, ms, &detail).await;
                 }
                 Err(err) => {
                     self.failed(idx, total, step, &err).await?;
