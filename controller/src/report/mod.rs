@@ -265,6 +265,23 @@ mod tests {
     }
 
     #[test]
+    fn a_run_journaled_before_the_timeline_still_has_its_windows() {
+        let facts = json!({ "version": "4.2.0", "from_version": "4.1.0",
+                            "primary_stopped_ms": 5_000, "takeover_ms": 8_000 });
+        let audit = json!([{ "action": "upgrade", "user": "ana", "host": "h", "ci_job": null, "at_ms": 4_000 }]);
+        let r = model::build(&Input {
+            run: run_record(RunState::Done, facts, audit),
+            steps: vec![],
+            observations: vec![],
+            measured: vec![],
+        });
+        assert!(r.lanes.is_empty() && r.steps.is_empty());
+        let page = render(&r, Format::Html);
+        assert!(page.contains("window 1 · 3.00 s"), "{page}");
+        assert!(page.contains("upgrade by ana@h"));
+    }
+
+    #[test]
     fn a_thousand_observations_stay_under_300_kb() {
         let mut input = three_nodes_fallback_resume();
         let t = input.observations.last().unwrap().at_ms;
