@@ -61,6 +61,8 @@ pub struct Agent {
     pub node: String,
     client: HubAgentClient<Channel>,
     rpc_timeout: Duration,
+    /// Where a run records what this agent's Status answers showed.
+    timeline: Option<std::sync::Arc<crate::timeline::Timeline>>,
 }
 
 /// Connects to a node's agent over mTLS.
@@ -129,7 +131,26 @@ impl Agent {
                 .max_decoding_message_size(8 * 1024 * 1024)
                 .max_encoding_message_size(8 * 1024 * 1024),
             rpc_timeout,
+            timeline: None,
         }
+    }
+
+    /// This agent, with every Status answer (or its absence) recorded in
+    /// `timeline` when it shows a change.
+    pub fn watched(mut self, timeline: std::sync::Arc<crate::timeline::Timeline>) -> Self {
+        self.timeline = Some(timeline);
+        self
+    }
+
+    /// Records a Status answer in the run's timeline.
+    fn seen(&self, r: Result<HubStatus, AgentError>) -> Result<HubStatus, AgentError> {
+        if let Some(t) = &self.timeline {
+            match &r {
+                Ok(s) => t.saw(&self.node, s),
+                Err(_) => t.unreachable(&self.node),
+            }
+        }
+        r
     }
 
     fn call_err(&self, call: &'static str, status: &Status) -> AgentError {
@@ -177,26 +198,28 @@ impl Agent {
 
     /// Status, raw (cheap: for polling).
     pub async fn status(&self) -> Result<HubStatus, AgentError> {
-        self.unary("Status", self.rpc_timeout, |mut c| async move {
-            c.status(pb::StatusRequest {
-                measure_appdata: false,
+        let r = self
+            .unary("Status", self.rpc_timeout, |mut c| async move {
+                c.status(pb::StatusRequest {
+                    measure_appdata: false,
+                })
+                .await
             })
-            .await
-        })
-        .await
-        .map(HubStatus::from)
+            .await;
+        self.seen(r.map(HubStatus::from))
     }
 
     /// Status with the size of appdata, for preflight.
     pub async fn status_measured(&self) -> Result<HubStatus, AgentError> {
-        self.unary("Status", self.rpc_timeout, |mut c| async move {
-            c.status(pb::StatusRequest {
-                measure_appdata: true,
+        let r = self
+            .unary("Status", self.rpc_timeout, |mut c| async move {
+                c.status(pb::StatusRequest {
+                    measure_appdata: true,
+                })
+                .await
             })
-            .await
-        })
-        .await
-        .map(HubStatus::from)
+            .await;
+        self.seen(r.map(HubStatus::from))
     }
 
     /// Graceful stop (idempotent).

@@ -93,7 +93,7 @@ pub async fn run_check(
 
 /// Runs the group's check after its run finished, if one is configured;
 /// an error naming the rollback when it fails.
-pub async fn after_upgrade(run: &Run) -> Result<()> {
+pub async fn after_upgrade(run: &mut Run) -> Result<()> {
     let Some(checks) = &run.group().checks else {
         return Ok(());
     };
@@ -107,6 +107,12 @@ pub async fn after_upgrade(run: &Run) -> Result<()> {
     )
     .await;
     report(run, &r);
+    run.note(
+        &active,
+        crate::timeline::Kind::Check,
+        json!({ "passed": r.passed, "detail": r.detail }),
+    );
+    run.flush_timeline().await;
     if r.passed {
         Ok(())
     } else {

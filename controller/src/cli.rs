@@ -247,6 +247,31 @@ pub enum Command {
         #[arg(long)]
         run: String,
     },
+    /// Draw a run from its journal: one self-contained HTML page (inline
+    /// SVG and CSS, no script, works offline) with a lane per node, the
+    /// steps as bars, the outage windows shaded and labelled, versions,
+    /// backup, who ran it, warnings and the next action. With --fleet: one
+    /// row per group with its windows and result.
+    Report {
+        #[command(flatten)]
+        inventory: InventoryArgs,
+        /// The run.
+        #[arg(long, required_unless_present = "fleet", conflicts_with = "fleet")]
+        run: Option<String>,
+        /// A fleet: one row per group.
+        #[arg(long)]
+        fleet: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// html (the page), svg (the picture alone) or json (the data).
+        #[arg(long, value_enum, default_value = "html")]
+        format: crate::report::Format,
+        /// Data gaps measured outside hubshift (a JSON array of
+        /// {start_ms, end_ms, from, to}, Unix ms), drawn as a second track.
+        #[arg(long, value_name = "FILE")]
+        measured_gaps: Option<PathBuf>,
+    },
     /// List journaled runs of every group's database, newest first, and the
     /// fleets they belong to (with --run: that run's steps; with --fleet:
     /// that fleet's groups).

@@ -5,6 +5,7 @@
 
 use crate::db::{DbError, query_err};
 use crate::plan::Step;
+use crate::timeline::{Kind, Observation};
 use serde_json::Value;
 use tokio_postgres::Client;
 
@@ -40,6 +41,15 @@ CREATE TABLE IF NOT EXISTS hubshift.fleets (
     stop_requested boolean NOT NULL DEFAULT false,
     audit          jsonb NOT NULL DEFAULT '[]'::jsonb,
     created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS hubshift.observations (
+    run_id  text NOT NULL REFERENCES hubshift.runs(id),
+    seq     bigserial,
+    at_ms   bigint NOT NULL,
+    node    text NOT NULL DEFAULT '',
+    kind    text NOT NULL,
+    details jsonb NOT NULL DEFAULT '{}'::jsonb,
+    PRIMARY KEY (run_id, seq)
 );
 "#;
 
@@ -670,6 +680,61 @@ pub async fn fleet_run(
         .await
         .map_err(query_err("reading the fleet's runs"))?;
     row.as_ref().map(run_from_row).transpose()
+}
+
+/// Appends a run's observations, in their order, in one statement.
+pub async fn add_observations(
+    client: &Client,
+    run: &str,
+    observations: &[Observation],
+) -> Result<(), DbError> {
+    if observations.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = observations
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "at_ms": o.at_ms, "node": o.node, "kind": o.kind.as_str(), "details": o.details,
+            })
+        })
+        .collect();
+    client
+        .execute(
+            "INSERT INTO hubshift.observations (run_id, at_ms, node, kind, details)
+             SELECT $1, (o->>'at_ms')::bigint, o->>'node', o->>'kind', o->'details'
+             FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(o, n) ORDER BY n",
+            &[&run, &Value::Array(rows)],
+        )
+        .await
+        .map_err(query_err("journaling what the run observed"))?;
+    Ok(())
+}
+
+/// A run's observations in the order they were made (kinds this version
+/// does not know are left out).
+pub async fn load_observations(client: &Client, run: &str) -> Result<Vec<Observation>, DbError> {
+    let rows = client
+        .query(
+            "SELECT at_ms, node, kind, details FROM hubshift.observations
+             WHERE run_id = $1 ORDER BY at_ms, seq",
+            &[&run],
+        )
+        .await
+        .map_err(query_err("reading what the run observed"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let kind: String = r.get(2);
+            let at_ms: i64 = r.get(0);
+            Some(Observation {
+                at_ms: u64::try_from(at_ms).ok()?,
+                node: r.get(1),
+                kind: Kind::parse(&kind)?,
+                details: r.get(3),
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -170,6 +170,17 @@ impl JournalLink {
         })
     }
 
+    /// See [`journal::add_observations`].
+    pub async fn add_observations(
+        &mut self,
+        run: &str,
+        observations: &[crate::timeline::Observation],
+    ) -> Result<(), DbError> {
+        retrying!(self, "journaling what the run observed", |c| {
+            journal::add_observations(c, run, observations)
+        })
+    }
+
     /// See [`journal::mark_rolled_back`].
     pub async fn mark_rolled_back(&mut self, run: &str) -> Result<(), DbError> {
         retrying!(self, "journaling the rollback", |c| {

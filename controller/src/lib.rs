@@ -4,7 +4,8 @@
 //! Modules depend one way, from the top down:
 //! `commands` → `fleet` → `launch` → `executor` → `steps` → `run_context`
 //! → `agents` / `journal_link` / `journal` / `observe` → `plan` / `db` /
-//! `facts` → `inventory` → `exit` / `output` / `clock`.
+//! `facts` → `inventory` → `exit` / `output` / `clock`; `report` (pure)
+//! draws what `journal` and `timeline` kept.
 
 pub mod agents;
 pub mod audit;
@@ -27,9 +28,11 @@ pub mod output;
 pub mod plan;
 pub mod readiness;
 pub mod refusals;
+pub mod report;
 pub mod run;
 pub mod steps;
 #[cfg(test)]
 mod testing;
+pub mod timeline;
 pub mod version;
 pub mod watch;

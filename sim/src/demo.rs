@@ -50,6 +50,10 @@ enum Cmd {
         /// after the canary.
         #[arg(long, default_value_t = 2)]
         parallel: usize,
+        /// Where to write the run's report (`hubshift report`, with the
+        /// measured data gaps beside it); default: the temporary directory.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Benchmark: upgrade a fresh group RUNS times and report, for each
     /// outage window, how much longer it lasted than the hub's own time
@@ -126,8 +130,9 @@ pub fn main() -> ExitCode {
                     group,
                     groups: Some(n),
                     parallel,
+                    ..
                 } => crate::fleet_demo::demo(&group, n, parallel).await,
-                Cmd::Demo { group, .. } => demo(&group).await,
+                Cmd::Demo { group, report, .. } => demo(&group, report.as_deref()).await,
                 Cmd::Up { group, dir } => up(&group, &dir).await,
                 Cmd::Bench {
                     group,
@@ -258,7 +263,7 @@ async fn hubshift(inventory: &Path, args: &[&str]) -> anyhow::Result<std::proces
     Ok(status)
 }
 
-async fn demo(g: &GroupArgs) -> anyhow::Result<()> {
+async fn demo(g: &GroupArgs, report: Option<&Path>) -> anyhow::Result<()> {
     let sandbox = build(g, None).await?;
     let inventory = sandbox.root.join("inventory.toml");
     sandbox.write_inventory(&inventory, "sandbox")?;
@@ -335,6 +340,11 @@ async fn demo(g: &GroupArgs) -> anyhow::Result<()> {
         v
     };
     println!("  now producing: {}", versions.join(", "));
+    let report = crate::demo_report::write(&inventory, &sandbox.root, &windows, report).await?;
+    println!(
+        "Report (reported windows beside the measured gaps): {}",
+        report.display()
+    );
     println!("\nTearing the sandbox down.");
     Ok(())
 }

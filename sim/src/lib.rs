@@ -12,6 +12,7 @@ pub mod configs;
 pub mod demo;
 mod demo_args;
 pub mod exporters;
+mod demo_report;
 pub mod fleet;
 mod fleet_demo;
 pub mod hubsim;

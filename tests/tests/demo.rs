@@ -1,14 +1,19 @@
 //! The README's first command: `hubshift-sandbox demo` completes an upgrade
 //! and prints the outage windows measured from the data ticks (also for a
-//! group of three nodes, `--nodes 3`, and a fleet of groups, `--groups`).
+//! group of three nodes, `--nodes 3`, and a fleet of groups, `--groups`),
+//! and writes the run's report, which headless Chromium loads.
 
 mod support;
 
+use serde_json::json;
 use std::process::{Command, Stdio};
+use support::browser;
 
 #[test]
 fn demo_upgrades_the_sandbox_group_and_prints_measured_outages() {
     let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    let keep = tempfile::tempdir().unwrap();
+    let report = keep.path().join("report.html");
     let out = Command::new(bin)
         .args([
             "demo",
@@ -16,7 +21,9 @@ fn demo_upgrades_the_sandbox_group_and_prints_measured_outages() {
             "1500ms",
             "--start-delay",
             "700ms",
+            "--report",
         ])
+        .arg(&report)
         .stdin(Stdio::null())
         .output()
         .expect("demo runs");
@@ -36,6 +43,7 @@ fn demo_upgrades_the_sandbox_group_and_prints_measured_outages() {
             "demo output lacks {needle:?}:\n{stdout}"
         );
     }
+    assert!(report.is_file(), "the demo writes its report");
 }
 
 /// `hubshift-sandbox demo --nodes 3`: a primary and two secondaries; each
@@ -44,6 +52,8 @@ fn demo_upgrades_the_sandbox_group_and_prints_measured_outages() {
 #[test]
 fn demo_with_three_nodes_upgrades_every_secondary() {
     let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    let keep = tempfile::tempdir().unwrap();
+    let page = keep.path().join("demo-report.html");
     let out = Command::new(bin)
         .args([
             "demo",
@@ -53,7 +63,9 @@ fn demo_with_three_nodes_upgrades_every_secondary() {
             "1500ms",
             "--start-delay",
             "700ms",
+            "--report",
         ])
+        .arg(&page)
         .stdin(Stdio::null())
         .output()
         .expect("demo runs");
@@ -76,6 +88,30 @@ fn demo_with_three_nodes_upgrades_every_secondary() {
             "demo output lacks {needle:?}:\n{stdout}"
         );
     }
+    // Its report, with the measured gaps beside the reported windows, in
+    // headless Chromium: the screenshot is the README's picture
+    // (docs/report.png).
+    assert!(
+        stdout.contains(&format!(
+            "Report (reported windows beside the measured gaps): {}",
+            page.display()
+        )),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(&page).expect("report written");
+    assert!(html.contains("class=\"measured\""), "the measured gaps");
+    assert_eq!(
+        html.matches("<rect class=\"gap\"").count(),
+        2,
+        "two data gaps"
+    );
+    let report = json!({
+        "lanes": [{ "node": "hub-a" }, { "node": "hub-b" }, { "node": "hub-c" }],
+        "steps": (0..19).map(|i| json!({ "index": i + 1 })).collect::<Vec<_>>(),
+        "windows": browser::windows_of(&html),
+    });
+    assert_eq!(report["windows"].as_array().unwrap().len(), 2, "{html}");
+    browser::check_page(&page, "report-demo.png", &report);
 }
 
 /// `--help` of `demo` and `up` explains `--nodes`; a group of one node, or
@@ -172,6 +208,7 @@ fn docker_demo_upgrades_containers_and_leaves_nothing_behind() {
         return;
     }
     let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    let keep = tempfile::tempdir().unwrap();
     let child = Command::new(bin)
         .args([
             "demo",
@@ -181,7 +218,9 @@ fn docker_demo_upgrades_containers_and_leaves_nothing_behind() {
             "1500ms",
             "--start-delay",
             "700ms",
+            "--report",
         ])
+        .arg(keep.path().join("report.html"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

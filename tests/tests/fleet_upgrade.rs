@@ -244,6 +244,36 @@ async fn a_failing_canary_stops_the_fleet_and_a_failure_within_budget_does_not()
         .filter(|e| e["event"] == "fleet_member")
         .collect();
     assert_eq!(members.len(), 2, "{members:#?}");
+
+    // `hubshift report --fleet`: one row per group with its result and windows.
+    let out = run(
+        &s.inventory,
+        &["report", "--fleet", &second_fleet, "--format", "json"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("fleet report JSON");
+    let rows: Vec<(&str, &str, usize)> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["group"].as_str().unwrap(),
+                r["result"].as_str().unwrap(),
+                r["windows"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(rows[1], ("plant-3", "done", 2), "{report:#}");
+    assert_eq!(
+        (rows[0].0, rows[0].1),
+        ("plant-2", "done (check failed)"),
+        "{report:#}"
+    );
+    let out = run(&s.inventory, &["report", "--fleet", &second_fleet]);
+    assert!(out.status.success(), "{}", text(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(page.matches("<g class=\"lane\"").count(), 2, "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

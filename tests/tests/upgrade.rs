@@ -542,6 +542,15 @@ async fn controller_killed_after_schema_drop_then_resume_completes(driver: HubDr
     let out = run(&inventory, &["runs"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&run_id));
+    // Its report, made while it is cut off, says so and names what is next.
+    let report = report_json(&inventory, &run_id);
+    assert_eq!(report["state"], "interrupted", "{report:#}");
+    assert_eq!(
+        report["next"],
+        format!("hubshift resume --run {run_id}").as_str(),
+        "{report:#}"
+    );
+    assert_eq!(attempts(&report, "drop_schema"), ["done"], "{report:#}");
 
     // Past the schema drop the run cannot be abandoned, only finished or reversed.
     let out = run(&inventory, &["abandon", "--run", &run_id]);
@@ -561,9 +570,46 @@ async fn controller_killed_after_schema_drop_then_resume_completes(driver: HubDr
     );
 
     assert_upgraded(&sandbox, &inventory, &run_id, &planted, since).await;
+    // The report, from the resuming controller's journal: one axis for
+    // both controllers, the drop done once, every step done in the end.
+    let report = report_json(&inventory, &run_id);
+    assert_eq!(report["state"], "done", "{report:#}");
+    assert_eq!(attempts(&report, "drop_schema"), ["done"], "{report:#}");
+    let kinds: Vec<&str> = report["markers"]
+        .as_array()
+        .expect("markers")
+        .iter()
+        .map(|m| m["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["upgrade", "resume"], "{report:#}");
+    for name in ["create_and_start", "await_handback", "await_standby"] {
+        assert_eq!(
+            attempts(&report, name).last(),
+            Some(&"done"),
+            "{name}: {report:#}"
+        );
+    }
     // Resuming a finished run changes nothing and says so.
     let out = run(&inventory, &["resume", "--run", &run_id]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `hubshift report --run ID --format json`.
+fn report_json(inventory: &std::path::Path, run_id: &str) -> serde_json::Value {
+    let out = run(inventory, &["report", "--run", run_id, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("report JSON")
+}
+
+/// The outcomes of each attempt of step `name`, in order.
+fn attempts<'a>(report: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["name"] == name)
+        .map(|s| s["outcome"].as_str().expect("outcome"))
+        .collect()
 }
 
 async fn failed_step_exits_1_naming_the_next_action_and_resume_finishes_after_the_fix(
@@ -899,6 +945,23 @@ async fn pause_before_a_step_and_stop_from_another_process_then_resume(driver: H
             .as_str()
             .is_some_and(|h| !h.is_empty())
     );
+    // Its report tells the same story on one time axis: the pause and the
+    // stop taking effect between the people's actions, each step done.
+    let report = report_json(&inventory, &run_id);
+    let kinds: Vec<&str> = report["markers"]
+        .as_array()
+        .expect("markers")
+        .iter()
+        .map(|m| m["kind"].as_str().expect("a marker kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["upgrade", "paused", "resume", "stop", "stopped", "resume"],
+        "{report:#}"
+    );
+    let steps = report["steps"].as_array().expect("steps");
+    assert!(steps.iter().all(|s| s["outcome"] == "done"), "{report:#}");
+    assert_eq!(report["windows"].as_array().map(Vec::len), Some(2));
     // Stop refuses what is not a running run, and changes nothing.
     let out = run(&inventory, &["stop", "--run", &run_id]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));

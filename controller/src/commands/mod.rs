@@ -4,6 +4,7 @@ pub mod abandon;
 pub mod certs;
 pub mod confirm;
 pub mod plan;
+pub mod report;
 pub mod resume;
 pub mod rollback;
 pub mod runs;
@@ -85,6 +86,25 @@ pub async fn dispatch(out: Output, command: Command) -> Result<()> {
                 run.as_deref(),
                 fleet.as_deref(),
                 limit,
+            )
+            .await
+        }
+        Command::Report {
+            inventory,
+            run,
+            fleet,
+            output,
+            format,
+            measured_gaps,
+        } => {
+            report::report(
+                out,
+                &inventory.inventory,
+                run.as_deref(),
+                fleet.as_deref(),
+                output.as_deref(),
+                format,
+                measured_gaps.as_deref(),
             )
             .await
         }

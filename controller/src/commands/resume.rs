@@ -36,7 +36,7 @@ pub async fn resume(
     run::watch_ctrl_c(out);
     run::finish(&mut run, &records).await?;
     if run.facts().rollback_of.is_none() {
-        crate::checks::after_upgrade(&run).await?;
+        crate::checks::after_upgrade(&mut run).await?;
     }
     Ok(())
 }

@@ -85,5 +85,5 @@ pub async fn upgrade(
     let (mut run, records) = run::record_upgrade(&out, prepared, &req, "upgrade").await?;
     run::watch_ctrl_c(out);
     run::finish(&mut run, &records).await?;
-    crate::checks::after_upgrade(&run).await
+    crate::checks::after_upgrade(&mut run).await
 }

@@ -191,7 +191,7 @@ pub(super) async fn start_group(
     let result = run::finish(&mut run, &records).await;
     row.facts = Some(run.facts().clone());
     result?;
-    crate::checks::after_upgrade(&run).await
+    crate::checks::after_upgrade(&mut run).await
 }
 
 pub(super) async fn resume_group(
@@ -206,7 +206,7 @@ pub(super) async fn resume_group(
     let result = run::finish(&mut run, &records).await;
     row.facts = Some(run.facts().clone());
     result?;
-    crate::checks::after_upgrade(&run).await
+    crate::checks::after_upgrade(&mut run).await
 }
 
 /// A group's error as the fleet counts it.

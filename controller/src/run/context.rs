@@ -9,10 +9,13 @@ use crate::facts::{RunFacts, StepOutcome, fold};
 use crate::inventory::{Group, Inventory};
 use crate::journal_link::JournalLink;
 use crate::output::Output;
+use crate::timeline::{Kind, Timeline};
 use anyhow::{Context, Result};
 use hubshift_common::redact::Secret;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything a running plan needs. Steps read it through the accessors
 /// and change it only through [`Run::apply`] (what they found, folded into
@@ -38,6 +41,8 @@ pub struct Run {
     pub(super) runtime_file: Option<PathBuf>,
     /// JDBC URI handed to the hubs.
     pub(super) jdbc: Secret,
+    /// What the run observes, waiting to be journaled.
+    pub(super) timeline: Arc<Timeline>,
 }
 
 impl Run {
@@ -60,7 +65,13 @@ impl Run {
         let jdbc = db.jdbc_uri();
         let patience = std::time::Duration::from_secs(inventory.timeouts.database);
         let journal = JournalLink::new(db.clone(), &group.name, client, patience);
+        let timeline = Timeline::new();
+        let agents = agents
+            .into_iter()
+            .map(|(node, a)| (node, a.watched(timeline.clone())))
+            .collect();
         Run {
+            timeline,
             id,
             inv: inventory,
             group,
@@ -130,7 +141,35 @@ impl Run {
     /// true before a later failure of the same step are journaled too (the
     /// executor saves the facts after a failure as after a success).
     pub fn apply(&mut self, outcome: StepOutcome) {
+        if let StepOutcome::FellBack { lost_ms, active_ms } = &outcome {
+            let primary = self.group.primary().name.clone();
+            self.note(
+                &primary,
+                Kind::Fallback,
+                serde_json::json!({ "lost_ms": lost_ms, "active_ms": active_ms }),
+            );
+        }
         self.facts = fold(std::mem::take(&mut self.facts), &outcome);
+    }
+
+    /// Records an observation in the run's timeline (journaled with the
+    /// next [`Run::flush_timeline`]).
+    pub fn note(&self, node: &str, kind: Kind, details: Value) {
+        self.timeline.note(node, kind, details);
+    }
+
+    /// Journals what the run observed since the last flush. A failure is
+    /// only logged (the observations are kept for the next flush): the
+    /// timeline never fails a run, the journal writes around it do.
+    pub async fn flush_timeline(&mut self) {
+        let pending = self.timeline.take();
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.journal.add_observations(&self.id, &pending).await {
+            tracing::warn!(error = %e, "the run's timeline could not be journaled now; kept for later");
+            self.timeline.put_back(pending);
+        }
     }
 
     /// Writes the current facts to the journal.

@@ -6,6 +6,7 @@ use crate::journal::{self, RunState, StepState};
 use crate::output::{Output, secs};
 use crate::plan::{self, Step};
 use crate::run::context::Run;
+use crate::timeline::Kind;
 use anyhow::{Result, bail};
 use hubshift_common::redact::redact;
 use serde_json::{Value, json};
@@ -129,6 +130,7 @@ impl Run {
             }
         }
         crate::steps::verify_group(self).await?;
+        self.flush_timeline().await;
         self.journal.finish_run(&self.id, RunState::Done).await?;
         self.summary(started.elapsed().as_millis() as u64);
         Ok(())
@@ -160,6 +162,12 @@ impl Run {
         } else {
             return Ok(());
         };
+        self.note(
+            "",
+            Kind::Parked,
+            json!({ "state": state, "before_step": idx + 1, "name": name }),
+        );
+        self.flush_timeline().await;
         self.save_facts().await?;
         self.journal.finish_run(&self.id, state).await?;
         let id = self.id.clone();
@@ -189,6 +197,11 @@ impl Run {
     }
 
     fn announce(&self, idx: usize, total: usize, step: &Step) {
+        self.note(
+            &step.node(),
+            Kind::StepStarted,
+            json!({ "idx": idx, "name": step.name() }),
+        );
         let desc = step.describe(&self.facts.schema, &self.facts.version);
         self.out.event(
             "step_started",
@@ -200,7 +213,16 @@ impl Run {
         );
     }
 
-    fn finished(&self, idx: usize, total: usize, step: &Step, ms: u64, detail: &Value) {
+    /// Journals a step's end in the timeline, then says so: what a person
+    /// or pipeline saw end is in the journal even if the controller dies
+    /// right after.
+    async fn finished(&mut self, idx: usize, total: usize, step: &Step, ms: u64, detail: &Value) {
+        self.note(
+            &step.node(),
+            Kind::StepDone,
+            json!({ "idx": idx, "name": step.name() }),
+        );
+        self.flush_timeline().await;
         self.out.event(
             "step_finished",
             json!({
@@ -227,6 +249,12 @@ impl Run {
         err: &anyhow::Error,
     ) -> Result<()> {
         let text = redact(&format!("{err:#}"));
+        self.note(
+            &step.node(),
+            Kind::StepFailed,
+            json!({ "idx": idx, "name": step.name(), "error": text }),
+        );
+        self.flush_timeline().await;
         let _ = self.journal.step_failed(&self.id, idx, &text).await;
         self.out.event(
             "step_failed",
@@ -255,12 +283,14 @@ impl Run {
         let step = steps[idx].step.clone();
         self.announce(idx, total, &step);
         self.journal.step_started(&self.id, idx).await?;
+        self.flush_timeline().await;
         let t = Instant::now();
         match crate::steps::run_step(self, &step).await {
             Ok(detail) => {
                 self.save_facts().await?;
                 self.journal.step_done(&self.id, idx, &detail).await?;
-                self.finished(idx, total, &step, t.elapsed().as_millis() as u64, &detail);
+                self.finished(idx, total, &step, t.elapsed().as_millis() as u64, &detail)
+                    .await;
                 Ok(())
             }
             Err(err) => {
@@ -293,6 +323,7 @@ impl Run {
             self.announce(idx, total, &steps[idx].step);
             self.journal.step_started(&self.id, idx).await?;
         }
+        self.flush_timeline().await;
         let mut tasks = Vec::new();
         for &idx in batch {
             let Step::StageRuntime { node } = &steps[idx].step else {
@@ -335,7 +366,7 @@ impl Run {
                         self.save_facts().await?;
                     }
                     self.journal.step_done(&self.id, idx, &detail).await?;
-                    self.finished(idx, total, step, ms, &detail);
+                    self.finished(idx, total, step, ms, &detail).await;
                 }
                 Err(err) => {
                     self.failed(idx, total, step, &err).await?;
@@ -350,6 +381,7 @@ impl Run {
                 }
             }
         }
+        self.flush_timeline().await;
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),

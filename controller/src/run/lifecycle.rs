@@ -334,7 +334,9 @@ pub async fn prepare_resume(
 /// Executes a run to its end; a failed run is journaled `failed` and the
 /// next action printed. A parked run passes [`Parked`] through.
 pub async fn finish(run: &mut Run, records: &[StepRecord]) -> Result<()> {
-    match run.execute(records).await {
+    let result = run.execute(records).await;
+    run.flush_timeline().await;
+    match result {
         Ok(()) => {
             if let Some(original) = run.facts.rollback_of.clone() {
                 run.journal.mark_rolled_back(&original).await?;

@@ -5,6 +5,7 @@
 
 pub mod archives;
 pub mod http;
+pub mod browser;
 
 use hubshift_sim::sandbox::{HubDriver, Sandbox};
 use serde_json::Value;
