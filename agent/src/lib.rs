@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod hubfiles;
 pub mod listener;
 pub mod places;
+pub mod precopy;
 pub mod role;
 pub mod scratch;
 pub mod service;

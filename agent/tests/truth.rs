@@ -110,6 +110,7 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
     let e = c
         .backup(BackupRequest {
             id: "full-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -128,7 +129,7 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
 
     disk.read_only();
     let e = c
-        .backup(BackupRequest { id: "ro-1".into() })
+        .backup(BackupRequest { id: "ro-1".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -558,7 +559,7 @@ async fn every_temporary_of_a_killed_agent_is_removed_at_start() {
     install_active(&mut c, "1.0.0").await;
     std::fs::write(agent.appdata().join("project.json"), b"{}").unwrap();
     let b = c
-        .backup(BackupRequest { id: "b1".into() })
+        .backup(BackupRequest { id: "b1".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -679,7 +680,7 @@ async fn a_restore_cut_by_a_kill_leaves_nothing_after_restart() {
         .unwrap();
     }
     let b = c
-        .backup(BackupRequest { id: "big".into() })
+        .backup(BackupRequest { id: "big".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -15,6 +15,12 @@ pub enum Step {
         /// Node.
         node: String,
     },
+    /// Pre-copy: a base backup of the running primary's appdata, so that
+    /// the backup after the stop only archives what changed (no outage).
+    BaseBackup {
+        /// Primary.
+        node: String,
+    },
     /// Stop the primary; the secondary takes over.
     StopPrimary {
         /// Primary.
@@ -91,6 +97,7 @@ impl Step {
     pub fn name(&self) -> &'static str {
         match self {
             Step::StageRuntime { .. } => "stage_runtime",
+            Step::BaseBackup { .. } => "base_backup",
             Step::StopPrimary { .. } => "stop_primary",
             Step::AwaitTakeover { .. } => "await_takeover",
             Step::Backup { .. } => "backup",
@@ -111,6 +118,7 @@ impl Step {
     pub fn node(&self) -> String {
         match self {
             Step::StageRuntime { node }
+            | Step::BaseBackup { node }
             | Step::StopPrimary { node }
             | Step::Backup { node }
             | Step::VerifyBackup { node }
@@ -130,7 +138,7 @@ impl Step {
     /// Which step of the manual procedure this belongs to.
     pub fn procedure(&self) -> u8 {
         match self {
-            Step::StageRuntime { .. } => 0,
+            Step::StageRuntime { .. } | Step::BaseBackup { .. } => 0,
             Step::StopPrimary { .. }
             | Step::AwaitTakeover { .. }
             | Step::Backup { .. }
@@ -163,6 +171,9 @@ impl Step {
                     "stage runtime {version} on {node} (upload + unpack beside the current one)"
                 )
             }
+            Step::BaseBackup { node } => format!(
+                "pre-copy: base backup of the running {node}'s appdata (the backup after the stop archives only what changed)"
+            ),
             Step::StopPrimary { node } => format!("stop the primary {node}"),
             Step::AwaitTakeover { candidates } => {
                 format!(
@@ -209,6 +220,9 @@ pub fn build_plan(group: &Group) -> Vec<Step> {
             node: n.name.clone(),
         })
         .collect();
+    steps.push(Step::BaseBackup {
+        node: group.primary().name.clone(),
+    });
     steps.extend(hand_over(group, false));
     steps
 }
