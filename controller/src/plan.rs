@@ -349,7 +349,9 @@ mod tests {
         assert_eq!(procedures, sorted, "steps follow the procedure's order");
         assert_eq!(steps[0], Step::StageRuntime { node: "a".into() });
         assert_eq!(steps[1], Step::StageRuntime { node: "s0".into() });
-        assert_eq!(steps[2], Step::StopPrimary { node: "a".into() });
+        // The pre-copy base while the primary still runs, then its stop.
+        assert_eq!(steps[2], Step::BaseBackup { node: "a".into() });
+        assert_eq!(steps[3], Step::StopPrimary { node: "a".into() });
         assert!(steps.contains(&Step::DropSchema));
         assert_eq!(
             steps.last(),
@@ -365,7 +367,10 @@ mod tests {
         assert!(
             !steps
                 .iter()
-                .any(|s| matches!(s, Step::StageRuntime { .. } | Step::Backup { .. }))
+                .any(|s| matches!(
+                    s,
+                    Step::StageRuntime { .. } | Step::BaseBackup { .. } | Step::Backup { .. }
+                ))
         );
         let verify = steps
             .iter()
