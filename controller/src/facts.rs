@@ -99,6 +99,9 @@ pub struct PreCopy {
     pub base_sha256: String,
     /// Its size.
     pub base_bytes: u64,
+    /// The controller's copy of it (`backups.copy_to`), made before the stop.
+    #[serde(default)]
+    pub base_copy: Option<String>,
     /// The backup of record is a delta against this base.
     pub delta: bool,
     /// The delta's size (the backup file's).
@@ -257,6 +260,8 @@ pub enum StepOutcome {
         sha256: String,
         /// Its size.
         bytes: u64,
+        /// The controller's copy, if one was made.
+        copy: Option<String>,
     },
     /// The backup after the stop was made against the base: a delta of
     /// `bytes` written in `ms` (`delta`), or a full backup because of
@@ -375,11 +380,17 @@ pub fn fold(mut f: RunFacts, outcome: &StepOutcome) -> RunFacts {
             f.backup_path = Some(path.clone());
             f.backup_verified = false;
         }
-        StepOutcome::BaseTaken { id, sha256, bytes } => {
+        StepOutcome::BaseTaken {
+            id,
+            sha256,
+            bytes,
+            copy,
+        } => {
             f.pre_copy = Some(PreCopy {
                 base_id: id.clone(),
                 base_sha256: sha256.clone(),
                 base_bytes: *bytes,
+                base_copy: copy.clone(),
                 ..PreCopy::default()
             });
         }

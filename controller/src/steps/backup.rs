@@ -29,6 +29,9 @@ pub(super) fn base_id(run: &Run, node: &str) -> String {
 /// no room) the run goes on and the backup after the stop is a full one,
 /// said in the run's warnings.
 pub(super) async fn base_backup(run: &mut Run, node: &str) -> Result<Value> {
+    if run.inv().backups.pre_copy == Some(false) {
+        return Ok(json!({ "base_id": null, "why": "pre-copy is off ([backups] pre_copy = false)" }));
+    }
     let agent = run.agent(node)?.clone();
     let id = base_id(run, node);
     match agent
@@ -37,12 +40,26 @@ pub(super) async fn base_backup(run: &mut Run, node: &str) -> Result<Value> {
     {
         Ok(r) => {
             ensure!(r.id == id, "agent returned base {} instead of {id}", r.id);
+            // The controller's copy of the bulk is made now too, not
+            // inside the outage.
+            let mut copy = None;
+            if let Some(dir) = run.inv().backups.copy_to.clone() {
+                let dir = dir.join(&run.group().name);
+                let timeout = Duration::from_secs(run.inv().timeouts.backup);
+                let out = run.out().clone();
+                let path = crate::backup_copy::fetch(
+                    &agent, &r.id, &r.sha256, &dir, r.size_bytes, &out, timeout,
+                )
+                .await?;
+                copy = Some(path.display().to_string());
+            }
             run.apply(StepOutcome::BaseTaken {
                 id: r.id.clone(),
                 sha256: r.sha256.clone(),
                 bytes: r.size_bytes,
+                copy: copy.clone(),
             });
-            Ok(json!({ "base_id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "existed": r.existed, "ms": r.write_ms }))
+            Ok(json!({ "base_id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "existed": r.existed, "ms": r.write_ms, "copy": copy }))
         }
         Err(e) => {
             let why = format!(
@@ -153,7 +170,13 @@ pub(super) async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
     let mut copy = None;
     if let Some(dir) = run.inv().backups.copy_to.clone() {
         let dir = dir.join(&run.group().name);
-        if let Some(b) = &v.base {
+        let copied = run
+            .facts()
+            .pre_copy
+            .as_ref()
+            .and_then(|p| p.base_copy.as_deref())
+            .is_some_and(|c| std::path::Path::new(c).is_file());
+        if let Some(b) = v.base.as_ref().filter(|_| !copied) {
             // The pair's base first: a copy of a delta alone restores nothing.
             crate::backup_copy::fetch(
                 &agent, &b.id, &b.sha256, &dir, b.size_bytes, run.out(), timeout,
