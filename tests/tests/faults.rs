@@ -53,14 +53,14 @@ fn fault_timeouts() -> InventoryTimeouts {
 const SLACK: Duration = Duration::from_secs(3);
 
 /// What the controller's takeover wait adds to the hubs' own takeover time
-/// before it counts a frozen secondary out (docs/faults.md, step 4).
+/// before it counts a frozen secondary out (docs/faults.md, step 5).
 const TAKEOVER_MARGIN: Duration = Duration::from_secs(2);
 
 /// hubshift's poll of the hubs (docs/faults.md: *p*).
 const POLL: Duration = Duration::from_millis(100);
 
 /// The first pause before `await_handback` starts again a primary that
-/// ended while starting (docs/faults.md, step 10: "2–8 s apart").
+/// ended while starting (docs/faults.md, step 11: "2–8 s apart").
 const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(2);
 
 /// The test's own time to take an operator action while nobody serves:
