@@ -261,15 +261,18 @@ pub fn unpack_backup(file: impl Read, staging: &Path, id: &str) -> Result<()> {
         max_total_bytes: u64::MAX,
         max_entries: u64::MAX,
     };
-    unpack_tar_gz(std::io::BufReader::with_capacity(256 * 1024, file), staging, limits).map_err(
-        |e| match e {
-            // No room beside appdata is the host's fault, not the backup's.
-            ArchiveError::Io(e) if crate::error::is_host_fault(&e) => {
-                AgentError::io("cannot unpack the backup into", staging)(e)
-            }
-            e => AgentError::FailedPrecondition(format!("backup {id} cannot be unpacked: {e}")),
-        },
-    )?;
+    unpack_tar_gz(
+        std::io::BufReader::with_capacity(256 * 1024, file),
+        staging,
+        limits,
+    )
+    .map_err(|e| match e {
+        // No room beside appdata is the host's fault, not the backup's.
+        ArchiveError::Io(e) if crate::error::is_host_fault(&e) => {
+            AgentError::io("cannot unpack the backup into", staging)(e)
+        }
+        e => AgentError::FailedPrecondition(format!("backup {id} cannot be unpacked: {e}")),
+    })?;
     Ok(())
 }
 

@@ -461,7 +461,10 @@ async fn backup_restore_round_trip_and_certificate() {
     assert!(again.existed);
     assert_eq!(again.sha256, b.sha256);
     let auto = c
-        .backup(BackupRequest { id: String::new(), ..Default::default() })
+        .backup(BackupRequest {
+            id: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -67,7 +67,10 @@ fn fill(app: &Path, snf: &Path) {
     write(&app.join("config/keep.json"), b"{\"keep\": true}");
     write(&app.join("store/big.bin"), &noise(3 << 20, 7));
     write(&app.join("store/queue-1.snf"), &noise(4096, 1));
-    write(&app.join("old/a/b.txt"), b"to be deleted with its directory");
+    write(
+        &app.join("old/a/b.txt"),
+        b"to be deleted with its directory",
+    );
     write(&app.join("becomes-dir"), b"a file first");
     write(&app.join("becomes-file/x"), b"a directory first");
     write(&app.join("secret.key"), b"k");
@@ -132,7 +135,11 @@ async fn the_pair_restores_byte_for_byte_and_gnu_tar_applies_it() {
     let d = delta(&mut c, "run-1", "run-1-base").await;
     assert_eq!(d.full_because, "", "{d:?}");
     assert_eq!(
-        (d.base_id.as_str(), d.base_sha256.as_str(), d.base_size_bytes),
+        (
+            d.base_id.as_str(),
+            d.base_sha256.as_str(),
+            d.base_size_bytes
+        ),
         ("run-1-base", b.sha256.as_str(), b.size_bytes)
     );
     assert!(
@@ -152,13 +159,20 @@ async fn the_pair_restores_byte_for_byte_and_gnu_tar_applies_it() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((v.base_id.as_str(), v.base_sha256.as_str()), ("run-1-base", b.sha256.as_str()));
+    assert_eq!(
+        (v.base_id.as_str(), v.base_sha256.as_str()),
+        ("run-1-base", b.sha256.as_str())
+    );
 
     // By hand, as docs/backups.md says.
     let backups = agent.state().join("backups");
     let out = tempfile::tempdir().unwrap();
     let dir = out.path();
-    run(Command::new("tar").arg("-xzf").arg(backups.join("run-1-base.tar.gz")).arg("-C").arg(dir));
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(backups.join("run-1-base.tar.gz"))
+        .arg("-C")
+        .arg(dir));
     let deleted = run(Command::new("tar")
         .arg("-xzOf")
         .arg(backups.join("run-1.tar.gz"))
@@ -176,8 +190,14 @@ async fn the_pair_restores_byte_for_byte_and_gnu_tar_applies_it() {
         .arg("-C")
         .arg(dir)
         .arg("--exclude=hubshift-delta.*"));
-    assert!(snapshot(&dir.join("appdata")) == expected.0, "GNU tar applied the pair differently");
-    assert!(snapshot(&dir.join("snf")) == expected.1, "GNU tar applied the pair differently (snf)");
+    assert!(
+        snapshot(&dir.join("appdata")) == expected.0,
+        "GNU tar applied the pair differently"
+    );
+    assert!(
+        snapshot(&dir.join("snf")) == expected.1,
+        "GNU tar applied the pair differently (snf)"
+    );
 
     // Restore over a tree that moved on.
     write(&app.join("added-later.txt"), b"later");
@@ -190,7 +210,10 @@ async fn the_pair_restores_byte_for_byte_and_gnu_tar_applies_it() {
     .await
     .unwrap();
     assert!(snapshot(&app) == expected.0, "restored appdata differs");
-    assert!(snapshot(&snf) == expected.1, "restored extra directory differs");
+    assert!(
+        snapshot(&snf) == expected.1,
+        "restored extra directory differs"
+    );
 }
 
 /// A file written all the time the base reads it is marked as changed in
@@ -223,7 +246,10 @@ async fn a_file_changing_while_the_base_reads_it_is_caught_by_the_delta() {
     };
     base(&mut c, "hot-base").await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(writer.join().unwrap() > 0, "the file was written during the base");
+    assert!(
+        writer.join().unwrap() > 0,
+        "the file was written during the base"
+    );
     let index: serde_json::Value = serde_json::from_slice(
         &std::fs::read(agent.state().join("backups/hot-base.index.json")).unwrap(),
     )
@@ -234,7 +260,10 @@ async fn a_file_changing_while_the_base_reads_it_is_caught_by_the_delta() {
         .iter()
         .find(|e| e["path"] == "appdata/store/hot.bin")
         .unwrap();
-    assert_eq!(entry["copied"], "changed", "the change under the read landed: {entry}");
+    assert_eq!(
+        entry["copied"], "changed",
+        "the change under the read landed: {entry}"
+    );
 
     let final_bytes = std::fs::read(&hot).unwrap();
     let d = delta(&mut c, "hot", "hot-base").await;
@@ -246,7 +275,10 @@ async fn a_file_changing_while_the_base_reads_it_is_caught_by_the_delta() {
     })
     .await
     .unwrap();
-    assert!(std::fs::read(&hot).unwrap() == final_bytes, "the final bytes came back");
+    assert!(
+        std::fs::read(&hot).unwrap() == final_bytes,
+        "the final bytes came back"
+    );
 }
 
 /// A base that cannot be trusted gives a full backup, saying why; so does
@@ -263,7 +295,10 @@ async fn an_untrusted_base_or_a_large_delta_gives_a_full_backup() {
     base(&mut c, "b1-base").await;
     std::fs::remove_file(backups.join("b1-base.index.json")).unwrap();
     let d = delta(&mut c, "b1", "b1-base").await;
-    assert!(d.base_id.is_empty() && d.full_because.contains("index"), "{d:?}");
+    assert!(
+        d.base_id.is_empty() && d.full_because.contains("index"),
+        "{d:?}"
+    );
 
     base(&mut c, "b2-base").await;
     let mut f = std::fs::OpenOptions::new()
@@ -272,15 +307,24 @@ async fn an_untrusted_base_or_a_large_delta_gives_a_full_backup() {
         .unwrap();
     std::io::Write::write_all(&mut f, b"x").unwrap();
     let d = delta(&mut c, "b2", "b2-base").await;
-    assert!(d.base_id.is_empty() && d.full_because.contains("changed"), "{d:?}");
+    assert!(
+        d.base_id.is_empty() && d.full_because.contains("changed"),
+        "{d:?}"
+    );
 
     let d = delta(&mut c, "b3", "no-such-base").await;
-    assert!(d.base_id.is_empty() && d.full_because.contains("does not exist"), "{d:?}");
+    assert!(
+        d.base_id.is_empty() && d.full_because.contains("does not exist"),
+        "{d:?}"
+    );
 
     base(&mut c, "b4-base").await;
     write(&app.join("store/big.bin"), &noise(3 << 20, 99));
     let d = delta(&mut c, "b4", "b4-base").await;
-    assert!(d.base_id.is_empty() && d.full_because.contains("would carry"), "{d:?}");
+    assert!(
+        d.base_id.is_empty() && d.full_because.contains("would carry"),
+        "{d:?}"
+    );
 
     base(&mut c, "b5-base").await;
     write(&app.join("added.txt"), b"x");
@@ -295,7 +339,10 @@ async fn an_untrusted_base_or_a_large_delta_gives_a_full_backup() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("b5-base") && e.message().contains("missing"), "{e:?}");
+    assert!(
+        e.message().contains("b5-base") && e.message().contains("missing"),
+        "{e:?}"
+    );
     let e = c
         .restore(RestoreRequest {
             id: "b5".into(),
@@ -304,5 +351,8 @@ async fn an_untrusted_base_or_a_large_delta_gives_a_full_backup() {
         .await
         .unwrap_err();
     assert!(e.message().contains("b5-base"), "{e:?}");
-    assert!(app.join("added.txt").exists(), "a refused restore changes nothing");
+    assert!(
+        app.join("added.txt").exists(),
+        "a refused restore changes nothing"
+    );
 }

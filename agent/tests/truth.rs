@@ -129,7 +129,10 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
 
     disk.read_only();
     let e = c
-        .backup(BackupRequest { id: "ro-1".into(), ..Default::default() })
+        .backup(BackupRequest {
+            id: "ro-1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -166,8 +169,16 @@ async fn base_and_delta_on_a_full_disk_name_the_cause() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("No space left on device"), "{}", e.message());
-    assert!(e.message().contains(&backups.display().to_string()), "{}", e.message());
+    assert!(
+        e.message().contains("No space left on device"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains(&backups.display().to_string()),
+        "{}",
+        e.message()
+    );
     assert_eq!(names_in(&backups), Vec::<String>::new());
     drop(disk);
 
@@ -192,7 +203,11 @@ async fn base_and_delta_on_a_full_disk_name_the_cause() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("No space left on device"), "{}", e.message());
+    assert!(
+        e.message().contains("No space left on device"),
+        "{}",
+        e.message()
+    );
     let mut left = names_in(&backups);
     left.retain(|n| n != "filler");
     left.sort();
@@ -614,7 +629,10 @@ async fn every_temporary_of_a_killed_agent_is_removed_at_start() {
     install_active(&mut c, "1.0.0").await;
     std::fs::write(agent.appdata().join("project.json"), b"{}").unwrap();
     let b = c
-        .backup(BackupRequest { id: "b1".into(), ..Default::default() })
+        .backup(BackupRequest {
+            id: "b1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -735,7 +753,10 @@ async fn a_restore_cut_by_a_kill_leaves_nothing_after_restart() {
         .unwrap();
     }
     let b = c
-        .backup(BackupRequest { id: "big".into(), ..Default::default() })
+        .backup(BackupRequest {
+            id: "big".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

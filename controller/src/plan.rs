@@ -364,14 +364,10 @@ mod tests {
     fn rollback_restores_only_after_verifying_and_never_stages() {
         let steps = build_rollback_plan(&group(1));
         assert!(gates_hold(&steps));
-        assert!(
-            !steps
-                .iter()
-                .any(|s| matches!(
-                    s,
-                    Step::StageRuntime { .. } | Step::BaseBackup { .. } | Step::Backup { .. }
-                ))
-        );
+        assert!(!steps.iter().any(|s| matches!(
+            s,
+            Step::StageRuntime { .. } | Step::BaseBackup { .. } | Step::Backup { .. }
+        )));
         let verify = steps
             .iter()
             .position(|s| matches!(s, Step::VerifyBackup { .. }))

@@ -426,7 +426,10 @@ async fn upgrade_measured(
     sandbox.write_inventory(&inventory, "sandbox")?;
     if !pre_copy {
         let text = std::fs::read_to_string(&inventory)?;
-        anyhow::ensure!(text.contains("\n[backups]\n"), "no [backups] in the inventory");
+        anyhow::ensure!(
+            text.contains("\n[backups]\n"),
+            "no [backups] in the inventory"
+        );
         std::fs::write(
             &inventory,
             text.replace("\n[backups]\n", "\n[backups]\npre_copy = false\n"),

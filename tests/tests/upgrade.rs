@@ -85,11 +85,24 @@ fn start_upgrade(inventory: &Path, archive: &str) -> (Running, String) {
 fn apply_pair(base: &Path, delta: &Path, dir: &Path) {
     let tar = |args: &[&std::ffi::OsStr]| {
         let out = Command::new("tar").args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
-    tar(&["-xzf".as_ref(), base.as_os_str(), "-C".as_ref(), dir.as_os_str()]);
-    let deleted = tar(&["-xzOf".as_ref(), delta.as_os_str(), "hubshift-delta.deleted".as_ref()]);
+    tar(&[
+        "-xzf".as_ref(),
+        base.as_os_str(),
+        "-C".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let deleted = tar(&[
+        "-xzOf".as_ref(),
+        delta.as_os_str(),
+        "hubshift-delta.deleted".as_ref(),
+    ]);
     for rel in deleted.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let at = dir.join(String::from_utf8_lossy(rel).as_ref());
         let _ = std::fs::remove_dir_all(&at).or_else(|_| std::fs::remove_file(&at));

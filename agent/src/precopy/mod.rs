@@ -76,8 +76,10 @@ impl Writing {
             .reopen()
             .map_err(AgentError::io("cannot open", tmp.path()))?;
         let writer = HashingWriter::new(BufWriter::with_capacity(1024 * 1024, file));
-        let mut builder =
-            tar::Builder::new(ParallelGzEncoder::new(writer, Compression::new(BACKUP_LEVEL)));
+        let mut builder = tar::Builder::new(ParallelGzEncoder::new(
+            writer,
+            Compression::new(BACKUP_LEVEL),
+        ));
         builder.follow_symlinks(false);
         builder.mode(tar::HeaderMode::Complete);
         Ok(Self { tmp, builder })
@@ -186,7 +188,12 @@ pub fn take_base(cfg: &Config, id: &str) -> Result<BackupInfo> {
     }
     .store(&dir)?;
     publish(tmp, &path)?;
-    tracing::info!(id, bytes = size, changed_while_read = changed, "base backup written");
+    tracing::info!(
+        id,
+        bytes = size,
+        changed_while_read = changed,
+        "base backup written"
+    );
     Ok(BackupInfo {
         id: id.to_string(),
         size,
@@ -320,7 +327,15 @@ pub fn backup_with_base(cfg: &Config, id: &str, base_id: &str) -> Result<Made> {
     let (tmp, sha256, size) = writing.finish(&path)?;
     publish(tmp, &path)?;
     let write_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(id, base_id, bytes = size, carried, deleted = deleted.len(), write_ms, "delta backup written");
+    tracing::info!(
+        id,
+        base_id,
+        bytes = size,
+        carried,
+        deleted = deleted.len(),
+        write_ms,
+        "delta backup written"
+    );
     Ok(Made {
         info: BackupInfo {
             id: id.to_string(),

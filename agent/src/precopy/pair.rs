@@ -66,8 +66,9 @@ pub fn write_head<W: Write>(
 /// full backup.
 pub fn read_manifest(path: &Path, id: &str) -> Result<Option<Manifest>> {
     let file = fs::File::open(path).map_err(AgentError::io("cannot open", path))?;
-    let unreadable =
-        |e: &dyn std::fmt::Display| AgentError::FailedPrecondition(format!("backup {id} is unreadable: {e}"));
+    let unreadable = |e: &dyn std::fmt::Display| {
+        AgentError::FailedPrecondition(format!("backup {id} is unreadable: {e}"))
+    };
     let mut archive = tar::Archive::new(MultiGzDecoder::new(std::io::BufReader::new(file)));
     let mut entries = archive.entries().map_err(|e| unreadable(&e))?;
     let Some(first) = entries.next() else {
@@ -91,8 +92,9 @@ pub fn read_manifest(path: &Path, id: &str) -> Result<Option<Manifest>> {
 /// The deletion list of a delta (its second entry).
 fn read_deleted(path: &Path, id: &str) -> Result<Vec<String>> {
     let file = fs::File::open(path).map_err(AgentError::io("cannot open", path))?;
-    let unreadable =
-        |e: &dyn std::fmt::Display| AgentError::FailedPrecondition(format!("backup {id} is unreadable: {e}"));
+    let unreadable = |e: &dyn std::fmt::Display| {
+        AgentError::FailedPrecondition(format!("backup {id} is unreadable: {e}"))
+    };
     let mut archive = tar::Archive::new(MultiGzDecoder::new(std::io::BufReader::new(file)));
     for entry in archive.entries().map_err(|e| unreadable(&e))?.take(2) {
         let mut entry = entry.map_err(|e| unreadable(&e))?;
@@ -146,14 +148,12 @@ pub fn verify_base(cfg: &Config, id: &str, manifest: &Manifest) -> Result<BaseCh
             max_total_bytes: u64::MAX,
             max_entries: u64::MAX,
         };
-        list_tar_gz(std::io::BufReader::with_capacity(256 * 1024, file), limits).map_err(
-            |e| {
-                AgentError::FailedPrecondition(format!(
-                    "the base {} of backup {id} is unreadable: {e}",
-                    manifest.base_id
-                ))
-            },
-        )?;
+        list_tar_gz(std::io::BufReader::with_capacity(256 * 1024, file), limits).map_err(|e| {
+            AgentError::FailedPrecondition(format!(
+                "the base {} of backup {id} is unreadable: {e}",
+                manifest.base_id
+            ))
+        })?;
     }
     Ok(BaseChecked {
         id: manifest.base_id.clone(),

@@ -8,12 +8,12 @@ mod wire;
 
 use crate::appdata;
 use crate::certificate;
-use crate::precopy;
 use crate::config::Config;
 use crate::disk;
 use crate::driver::{Drivers, HubDriver, RuntimeStore};
 use crate::error::{AgentError, Result};
 use crate::hubfiles::settings;
+use crate::precopy;
 use hubshift_common::pb::hub_agent_server::HubAgent;
 use hubshift_common::pb::*;
 use std::sync::Arc;
@@ -191,7 +191,11 @@ impl Operations {
             if req.base_id.is_empty() {
                 let t = std::time::Instant::now();
                 appdata::backup(&cfg, &req.id).map(|info| precopy::Made {
-                    write_ms: if info.existed { 0 } else { t.elapsed().as_millis() as u64 },
+                    write_ms: if info.existed {
+                        0
+                    } else {
+                        t.elapsed().as_millis() as u64
+                    },
                     info,
                     base: None,
                     full_because: String::new(),
@@ -210,7 +214,11 @@ impl Operations {
         let t = std::time::Instant::now();
         let info = tokio::task::spawn_blocking(move || precopy::take_base(&cfg, &req.id)).await??;
         Ok(wire::backup_made(precopy::Made {
-            write_ms: if info.existed { 0 } else { t.elapsed().as_millis() as u64 },
+            write_ms: if info.existed {
+                0
+            } else {
+                t.elapsed().as_millis() as u64
+            },
             info,
             base: None,
             full_because: String::new(),

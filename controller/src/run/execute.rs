@@ -449,25 +449,27 @@ impl Run {
 fn pre_copy_line(p: Option<&crate::facts::PreCopy>) -> Option<String> {
     let p = p?;
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
-    Some(match (p.delta, p.delta_bytes, p.delta_ms, &p.full_because) {
-        (true, Some(bytes), ms, _) => format!(
-            "  pre-copy: base {} {} before the stop, delta {} written in {} after it\n",
-            p.base_id,
-            mib(p.base_bytes),
-            mib(bytes),
-            ms.map(secs).unwrap_or_else(|| "?".into())
-        ),
-        (_, _, _, Some(why)) => format!(
-            "  pre-copy: base {} {} not used, full backup instead: {why}\n",
-            p.base_id,
-            mib(p.base_bytes)
-        ),
-        _ => format!(
-            "  pre-copy: base {} {} taken before the stop\n",
-            p.base_id,
-            mib(p.base_bytes)
-        ),
-    })
+    Some(
+        match (p.delta, p.delta_bytes, p.delta_ms, &p.full_because) {
+            (true, Some(bytes), ms, _) => format!(
+                "  pre-copy: base {} {} before the stop, delta {} written in {} after it\n",
+                p.base_id,
+                mib(p.base_bytes),
+                mib(bytes),
+                ms.map(secs).unwrap_or_else(|| "?".into())
+            ),
+            (_, _, _, Some(why)) => format!(
+                "  pre-copy: base {} {} not used, full backup instead: {why}\n",
+                p.base_id,
+                mib(p.base_bytes)
+            ),
+            _ => format!(
+                "  pre-copy: base {} {} taken before the stop\n",
+                p.base_id,
+                mib(p.base_bytes)
+            ),
+        },
+    )
 }
 
 #[cfg(test)]

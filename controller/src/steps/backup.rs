@@ -30,7 +30,9 @@ pub(super) fn base_id(run: &Run, node: &str) -> String {
 /// said in the run's warnings.
 pub(super) async fn base_backup(run: &mut Run, node: &str) -> Result<Value> {
     if run.inv().backups.pre_copy == Some(false) {
-        return Ok(json!({ "base_id": null, "why": "pre-copy is off ([backups] pre_copy = false)" }));
+        return Ok(
+            json!({ "base_id": null, "why": "pre-copy is off ([backups] pre_copy = false)" }),
+        );
     }
     let agent = run.agent(node)?.clone();
     let id = base_id(run, node);
@@ -48,7 +50,13 @@ pub(super) async fn base_backup(run: &mut Run, node: &str) -> Result<Value> {
                 let timeout = Duration::from_secs(run.inv().timeouts.backup);
                 let out = run.out().clone();
                 let path = crate::backup_copy::fetch(
-                    &agent, &r.id, &r.sha256, &dir, r.size_bytes, &out, timeout,
+                    &agent,
+                    &r.id,
+                    &r.sha256,
+                    &dir,
+                    r.size_bytes,
+                    &out,
+                    timeout,
                 )
                 .await?;
                 copy = Some(path.display().to_string());
@@ -59,7 +67,9 @@ pub(super) async fn base_backup(run: &mut Run, node: &str) -> Result<Value> {
                 bytes: r.size_bytes,
                 copy: copy.clone(),
             });
-            Ok(json!({ "base_id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "existed": r.existed, "ms": r.write_ms, "copy": copy }))
+            Ok(
+                json!({ "base_id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "existed": r.existed, "ms": r.write_ms, "copy": copy }),
+            )
         }
         Err(e) => {
             let why = format!(
@@ -122,7 +132,13 @@ pub(super) async fn backup(run: &mut Run, node: &str) -> Result<Value> {
                 "full backup of {node} instead of a delta: {why}"
             )));
         }
-        if !r.existed || run.facts().pre_copy.as_ref().is_some_and(|p| p.delta_ms.is_none()) {
+        if !r.existed
+            || run
+                .facts()
+                .pre_copy
+                .as_ref()
+                .is_some_and(|p| p.delta_ms.is_none())
+        {
             run.apply(StepOutcome::BackedUpAgainstBase {
                 delta: r.base.is_some(),
                 bytes: r.size_bytes,
@@ -179,7 +195,13 @@ pub(super) async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
         if let Some(b) = v.base.as_ref().filter(|_| !copied) {
             // The pair's base first: a copy of a delta alone restores nothing.
             crate::backup_copy::fetch(
-                &agent, &b.id, &b.sha256, &dir, b.size_bytes, run.out(), timeout,
+                &agent,
+                &b.id,
+                &b.sha256,
+                &dir,
+                b.size_bytes,
+                run.out(),
+                timeout,
             )
             .await?;
         }
