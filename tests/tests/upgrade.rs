@@ -431,6 +431,15 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     );
     assert_eq!(finished["backup_sha256"].as_str().map(str::len), Some(64));
     assert!(finished["single_node_ms"].as_u64().is_some(), "{finished}");
+    // Pre-copy: base and delta sizes and the delta's time, reported.
+    let pre = &finished["pre_copy"];
+    assert!(
+        pre["delta"] == true
+            && pre["base_bytes"].as_u64().is_some_and(|b| b > 0)
+            && pre["delta_bytes"].as_u64().is_some()
+            && pre["delta_ms"].as_u64().is_some(),
+        "{finished}"
+    );
     // Reported windows are conservative: never shorter than the data gap
     // the hubs' ticks show, give or take one 100 ms poll.
     let db = sandbox.db.connect().await.unwrap();

@@ -494,6 +494,34 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_reports_base_and_delta_or_why_a_full_backup() {
+        use crate::facts::PreCopy;
+        assert_eq!(pre_copy_line(None), None);
+        let mut p = PreCopy {
+            base_id: "r-hub-a-base".into(),
+            base_bytes: 512 * 1024 * 1024,
+            delta: true,
+            delta_bytes: Some(3 * 1024 * 1024),
+            delta_ms: Some(420),
+            ..PreCopy::default()
+        };
+        let line = pre_copy_line(Some(&p)).unwrap();
+        assert!(
+            line.contains("r-hub-a-base 512.0 MiB") && line.contains("delta 3.0 MiB"),
+            "{line}"
+        );
+        assert!(line.contains(&secs(420)), "{line}");
+        p.delta = false;
+        p.delta_bytes = None;
+        p.full_because = Some("base r-hub-a-base does not exist".into());
+        let line = pre_copy_line(Some(&p)).unwrap();
+        assert!(
+            line.contains("full backup instead: base r-hub-a-base does not exist"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn staging_steps_run_together_and_done_ones_are_skipped() {
         let steps = journaled(&[]);
         let stages = steps
