@@ -326,6 +326,17 @@ async fn an_untrusted_base_or_a_large_delta_gives_a_full_backup() {
         "{d:?}"
     );
 
+    // A full backup is never taken for a base, nor replaced by one.
+    let e = c
+        .backup_base(BackupRequest {
+            id: "b1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(backups.join("b1.tar.gz").is_file());
+
     base(&mut c, "b5-base").await;
     write(&app.join("added.txt"), b"x");
     let d = delta(&mut c, "b5", "b5-base").await;

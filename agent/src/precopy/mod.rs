@@ -129,6 +129,13 @@ pub fn take_base(cfg: &Config, id: &str) -> Result<BackupInfo> {
                     existed: true,
                 });
             }
+            // A file without an index is not a base (the index is written
+            // before the archive is published): a backup, never removed.
+            Err(_) if !index::index_path(&dir, id).exists() => {
+                return Err(AgentError::AlreadyExists(format!(
+                    "backup {id} exists and is not a base"
+                )));
+            }
             Err(why) => {
                 // A base no delta can trust is of no use: taken again.
                 tracing::warn!(id, why = %why, "replacing a base that cannot be trusted");
