@@ -65,7 +65,7 @@ fn demo_with_three_nodes_upgrades_every_secondary() {
         "HA group up: hub-a active, hub-b, hub-c standby",
         "Preflight passed",
         "await_standby on hub-b: done",
-        "[19/19] await_standby on hub-c: done",
+        "[20/20] await_standby on hub-c: done",
         "measured outage 1:",
         "measured outage 2:",
         "split brain: none",
