@@ -202,7 +202,8 @@ fn delete_in(root: &Path, rel: &str, id: &str) -> Result<()> {
             "backup {id} lists a deletion outside the tree: {rel:?}"
         ))
     };
-    if relative_depth(rel_path).is_none()
+    if rel.is_empty()
+        || relative_depth(rel_path).is_none()
         || rel_path
             .components()
             .any(|c| !matches!(c, Component::Normal(_)))
@@ -229,4 +230,41 @@ fn delete_in(root: &Path, rel: &str, id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_list_cannot_reach_outside_the_tree() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        let outside = outer.path().join("outside");
+        std::fs::create_dir_all(root.join("appdata/sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"k").unwrap();
+        std::fs::write(root.join("appdata/sub/gone"), b"g").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("appdata/link")).unwrap();
+        for bad in [
+            "../outside/keep",
+            "/etc/passwd",
+            "appdata/../../outside/keep",
+            "",
+        ] {
+            let e = delete_in(&root, bad, "b1").unwrap_err();
+            assert!(e.to_string().contains("outside the tree"), "{bad}: {e}");
+        }
+        // Through a link: the link is not followed.
+        delete_in(&root, "appdata/link/keep", "b1").unwrap();
+        assert!(outside.join("keep").exists());
+        // A directory goes with what it holds; a path gone already is fine.
+        delete_in(&root, "appdata/sub", "b1").unwrap();
+        assert!(!root.join("appdata/sub").exists());
+        delete_in(&root, "appdata/sub/gone", "b1").unwrap();
+        // A link itself is removed, not its target.
+        delete_in(&root, "appdata/link", "b1").unwrap();
+        assert!(std::fs::symlink_metadata(root.join("appdata/link")).is_err());
+        assert!(outside.join("keep").exists());
+    }
 }
