@@ -68,7 +68,9 @@ struct Writing {
 }
 
 impl Writing {
-    fn start(cfg: &Config, kind: &str) -> Result<Self> {
+    /// `workers`: compression threads (all cores after the stop; half of
+    /// them for a base, which shares the host with the running hub).
+    fn start(cfg: &Config, kind: &str, workers: usize) -> Result<Self> {
         let dir = backups_dir(cfg);
         fsutil::ensure_dir(&dir, 0o700)?;
         let tmp = crate::scratch::file_in(&dir, kind)?;
@@ -76,9 +78,10 @@ impl Writing {
             .reopen()
             .map_err(AgentError::io("cannot open", tmp.path()))?;
         let writer = HashingWriter::new(BufWriter::with_capacity(1024 * 1024, file));
-        let mut builder = tar::Builder::new(ParallelGzEncoder::new(
+        let mut builder = tar::Builder::new(ParallelGzEncoder::with_workers(
             writer,
             Compression::new(BACKUP_LEVEL),
+            workers,
         ));
         builder.follow_symlinks(false);
         builder.mode(tar::HeaderMode::Complete);
@@ -111,6 +114,35 @@ fn publish(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
         fsutil::sync_dir(dir);
     }
     Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Nice value of the thread that takes a base (and of the compression
+/// threads it starts, which inherit it): the running hub comes first.
+const BASE_NICE: i32 = 10;
+
+/// [`take_base`] on a thread of its own at a lower priority ([`BASE_NICE`]),
+/// so that the hub, still serving, is not starved of CPU by the copy.
+pub fn take_base_gently(cfg: std::sync::Arc<Config>, id: String) -> Result<BackupInfo> {
+    std::thread::Builder::new()
+        .name("base-backup".into())
+        .spawn(move || {
+            // Linux: nice is per thread; only this one (and its children).
+            // SAFETY: plain syscalls on the calling thread.
+            let rc = unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BASE_NICE)
+            };
+            if rc != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "base backup runs at normal priority");
+            }
+            take_base(&cfg, &id)
+        })
+        .map_err(|e| AgentError::Internal(format!("cannot start the base backup: {e}")))?
+        .join()
+        .map_err(|_| AgentError::Internal("the base backup ended abnormally".into()))?
 }
 
 /// Takes (or finds) base `id` of the running trees: archive read back in
@@ -150,7 +182,7 @@ pub fn take_base(cfg: &Config, id: &str) -> Result<BackupInfo> {
         )));
     }
     let found = tree::walk(&appdata::backup_sources(cfg)).map_err(archive_error(&path))?;
-    let mut writing = Writing::start(cfg, "base")?;
+    let mut writing = Writing::start(cfg, "base", (cores() / 2).max(1))?;
     let mut entries = Vec::with_capacity(found.len());
     for f in &found {
         if let Some(e) = tree::append(&mut writing.builder, f).map_err(archive_error(&path))? {
@@ -325,7 +357,7 @@ pub fn backup_with_base(cfg: &Config, id: &str, base_id: &str) -> Result<Made> {
         base_sha256: index.archive.sha256.clone(),
         base_size: index.archive.size,
     };
-    let mut writing = Writing::start(cfg, "backup")?;
+    let mut writing = Writing::start(cfg, "backup", cores())?;
     pair::write_head(&mut writing.builder, &manifest, &deleted)
         .map_err(AgentError::io("cannot archive appdata into", &path))?;
     for f in take {

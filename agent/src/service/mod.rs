@@ -212,7 +212,8 @@ impl Operations {
         let _one = self.backup_lock.lock().await;
         let cfg = self.cfg.clone();
         let t = std::time::Instant::now();
-        let info = tokio::task::spawn_blocking(move || precopy::take_base(&cfg, &req.id)).await??;
+        let info =
+            tokio::task::spawn_blocking(move || precopy::take_base_gently(cfg, req.id)).await??;
         Ok(wire::backup_made(precopy::Made {
             write_ms: if info.existed {
                 0
