@@ -129,6 +129,19 @@ async fn the_pair_restores_byte_for_byte_and_gnu_tar_applies_it() {
     fill(&app, &snf);
     let b = base(&mut c, "run-1-base").await;
     assert!(!b.existed && b.size_bytes > 3 << 20, "{b:?}");
+    // Written just now: within a clock tick of a write that would keep its
+    // key, so its digest decides whether the delta carries it.
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(agent.state().join("backups/run-1-base.index.json")).unwrap(),
+    )
+    .unwrap();
+    let big = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "appdata/store/big.bin")
+        .unwrap();
+    assert!(big["copied"]["recent"]["sha256"].is_string(), "{big}");
     change(&app, &snf);
     let expected = (snapshot(&app), snapshot(&snf));
 
