@@ -120,7 +120,10 @@ async fn run(addr: &str, certs: &Path, archive: &Path, pid: u32) -> anyhow::Resu
 
     let t = Instant::now();
     let b = c
-        .backup(BackupRequest { id: "bench".into() })
+        .backup(BackupRequest {
+            id: "bench".into(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let secs = t.elapsed().as_secs_f64();

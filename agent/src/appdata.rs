@@ -31,7 +31,8 @@ pub struct BackupInfo {
     pub existed: bool,
 }
 
-fn backup_path(cfg: &Config, id: &str) -> Result<PathBuf> {
+/// Where backup `id` lies (the id checked first).
+pub fn backup_path(cfg: &Config, id: &str) -> Result<PathBuf> {
     validate_name("backup id", id)?;
     Ok(backups_dir(cfg).join(format!("{id}.tar.gz")))
 }
@@ -82,7 +83,8 @@ pub fn backup_sources(cfg: &Config) -> Vec<PackSource> {
     out
 }
 
-fn random_suffix() -> String {
+/// Four hex digits for time-based ids.
+pub fn random_suffix() -> String {
     let mut b = [0u8; 2];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
         let _ = f.read_exact(&mut b);
@@ -151,7 +153,8 @@ pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
     })
 }
 
-fn existing_backup(cfg: &Config, id: &str) -> Result<PathBuf> {
+/// Backup `id`'s file; NotFound when there is none.
+pub fn existing_backup(cfg: &Config, id: &str) -> Result<PathBuf> {
     let path = backup_path(cfg, id)?;
     if !path.is_file() {
         return Err(AgentError::NotFound(format!("no backup {id}")));
@@ -159,7 +162,8 @@ fn existing_backup(cfg: &Config, id: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn check_sha(actual: &str, expected: &str) -> Result<()> {
+/// Refuses a SHA-256 other than the expected one (empty: any).
+pub fn check_sha(actual: &str, expected: &str) -> Result<()> {
     if !expected.is_empty() && !actual.eq_ignore_ascii_case(expected) {
         return Err(AgentError::FailedPrecondition(format!(
             "checksum mismatch: expected {expected}, found {actual}"
@@ -233,39 +237,57 @@ pub fn restore(cfg: &Config, id: &str, expected: &str) -> Result<String> {
     let path = existing_backup(cfg, id)?;
     let (sha, _) = sha256_file(&path).map_err(AgentError::io("cannot read", &path))?;
     check_sha(&sha, expected)?;
-    let appdata = &cfg.paths.appdata;
-    let stamp = clock::timestamp();
-    let mut set_aside = String::new();
-    let sources = sources(cfg);
     // Unpack once next to appdata (same filesystem), then move each tree.
-    let parent = appdata
+    let staging = restore_staging_for(cfg)?;
+    let file = fs::File::open(&path).map_err(AgentError::io("cannot open", &path))?;
+    unpack_backup(file, staging.path(), id)?;
+    place_restored(cfg, staging.path(), id)
+}
+
+/// A private directory beside appdata to unpack a backup into.
+pub fn restore_staging_for(cfg: &Config) -> Result<tempfile::TempDir> {
+    let parent = cfg
+        .paths
+        .appdata
         .parent()
         .ok_or_else(|| AgentError::Internal("appdata has no parent".into()))?;
-    let staging = restore_staging(parent)?;
-    let file = fs::File::open(&path).map_err(AgentError::io("cannot open", &path))?;
+    restore_staging(parent)
+}
+
+/// Unpacks backup `id` (read from `file`) into `staging`, mapping errors
+/// to the host's fault or the backup's.
+pub fn unpack_backup(file: impl Read, staging: &Path, id: &str) -> Result<()> {
     let limits = UnpackLimits {
         max_total_bytes: u64::MAX,
         max_entries: u64::MAX,
     };
     unpack_tar_gz(
         std::io::BufReader::with_capacity(256 * 1024, file),
-        staging.path(),
+        staging,
         limits,
     )
     .map_err(|e| match e {
         // No room beside appdata is the host's fault, not the backup's.
         ArchiveError::Io(e) if crate::error::is_host_fault(&e) => {
-            AgentError::io("cannot unpack the backup into", staging.path())(e)
+            AgentError::io("cannot unpack the backup into", staging)(e)
         }
         e => AgentError::FailedPrecondition(format!("backup {id} cannot be unpacked: {e}")),
     })?;
-    if !staging.path().join("appdata").is_dir() {
+    Ok(())
+}
+
+/// Moves the trees unpacked into `staging` into place, each old one set
+/// aside. Returns appdata's set-aside path (empty when there was none).
+pub fn place_restored(cfg: &Config, staging: &Path, id: &str) -> Result<String> {
+    let stamp = clock::timestamp();
+    let mut set_aside = String::new();
+    if !staging.join("appdata").is_dir() {
         return Err(AgentError::FailedPrecondition(format!(
             "backup {id} holds no appdata/ tree"
         )));
     }
-    for source in &sources {
-        let restored = staging.path().join(&source.name);
+    for source in &sources(cfg) {
+        let restored = staging.join(&source.name);
         if !restored.is_dir() {
             continue;
         }

@@ -18,6 +18,7 @@ pub mod hubfiles;
 pub mod listener;
 pub mod metrics;
 pub mod places;
+pub mod precopy;
 pub mod role;
 pub mod scratch;
 pub mod service;

@@ -220,6 +220,7 @@ async fn hub_lifecycle_with_readoption_and_no_secret_leaks() {
     let b = c
         .backup(BackupRequest {
             id: "while-running".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -412,6 +413,7 @@ async fn backup_restore_round_trip_and_certificate() {
     let e = c
         .backup(BackupRequest {
             id: "../evil".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -419,6 +421,7 @@ async fn backup_restore_round_trip_and_certificate() {
     let b = c
         .backup(BackupRequest {
             id: "pre-upgrade-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -450,6 +453,7 @@ async fn backup_restore_round_trip_and_certificate() {
     let again = c
         .backup(BackupRequest {
             id: "pre-upgrade-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -457,7 +461,10 @@ async fn backup_restore_round_trip_and_certificate() {
     assert!(again.existed);
     assert_eq!(again.sha256, b.sha256);
     let auto = c
-        .backup(BackupRequest { id: String::new() })
+        .backup(BackupRequest {
+            id: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -1023,6 +1030,7 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
         caller
             .backup(BackupRequest {
                 id: "run-1-hub".into(),
+                ..Default::default()
             })
             .await
     });
@@ -1046,6 +1054,7 @@ async fn accepted_operations_finish_when_the_caller_vanishes() {
     let retried = c
         .backup(BackupRequest {
             id: "run-1-hub".into(),
+            ..Default::default()
         })
         .await
         .expect("the retry joins the running backup")

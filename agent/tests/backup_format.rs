@@ -80,7 +80,10 @@ async fn round_trip(name: &str, fill: impl FnOnce(&Path, &Path)) -> (u64, u64) {
     let input = tree_bytes(&app) + tree_bytes(&snf);
 
     let b = c
-        .backup(BackupRequest { id: name.into() })
+        .backup(BackupRequest {
+            id: name.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

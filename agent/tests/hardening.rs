@@ -462,7 +462,10 @@ async fn backup_names_a_fifo_in_appdata() {
     let cpath = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
     let e = c
-        .backup(BackupRequest { id: "b1".into() })
+        .backup(BackupRequest {
+            id: "b1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -477,5 +480,10 @@ async fn backup_names_a_fifo_in_appdata() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     std::fs::remove_file(&fifo).unwrap();
-    c.backup(BackupRequest { id: "b2".into() }).await.unwrap();
+    c.backup(BackupRequest {
+        id: "b2".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 }

@@ -158,7 +158,10 @@ async fn vendor_release_runs_from_its_runtime_folder_on_the_configured_settings(
     let sf_data = b"pending rows".to_vec();
     std::fs::write(release.join("runtime").join(WRITESTORE), &sf_data).unwrap();
     let b = c
-        .backup(BackupRequest { id: "b1".into() })
+        .backup(BackupRequest {
+            id: "b1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -110,6 +110,7 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
     let e = c
         .backup(BackupRequest {
             id: "full-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -128,7 +129,10 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
 
     disk.read_only();
     let e = c
-        .backup(BackupRequest { id: "ro-1".into() })
+        .backup(BackupRequest {
+            id: "ro-1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -142,6 +146,73 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
         "{}",
         e.message()
     );
+}
+
+/// Pre-copy on a full file system: a base that does not fit, and a delta
+/// that does not fit beside its base, each say so (RESOURCE_EXHAUSTED, the
+/// OS cause and the path) and leave no temporary and no index behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_and_delta_on_a_full_disk_name_the_cause() {
+    if !require_root("base_and_delta_on_a_full_disk_name_the_cause") {
+        return;
+    }
+    let agent = Agent::start();
+    let mut c = agent.controller().await;
+    std::fs::write(agent.appdata().join("big.bin"), noise(3 << 20, 1)).unwrap();
+    let backups = agent.state().join("backups");
+    let disk = Tmpfs::mount(&backups, "1m");
+    let e = c
+        .backup_base(BackupRequest {
+            id: "b-base".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("No space left on device"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains(&backups.display().to_string()),
+        "{}",
+        e.message()
+    );
+    assert_eq!(names_in(&backups), Vec::<String>::new());
+    drop(disk);
+
+    let disk = Tmpfs::mount(&backups, "5m");
+    c.backup_base(BackupRequest {
+        id: "b-base".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut kept = names_in(&backups);
+    kept.sort();
+    assert_eq!(kept, vec!["b-base.index.json", "b-base.tar.gz"]);
+    std::fs::write(agent.appdata().join("new.bin"), noise(2 << 20, 2)).unwrap();
+    // Less room left than the delta needs.
+    let _ = std::fs::write(backups.join("filler"), noise(5 << 20, 3));
+    let e = c
+        .backup(BackupRequest {
+            id: "b".into(),
+            base_id: "b-base".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("No space left on device"),
+        "{}",
+        e.message()
+    );
+    let mut left = names_in(&backups);
+    left.retain(|n| n != "filler");
+    left.sort();
+    assert_eq!(left, kept, "nothing but the base stays");
+    drop(disk);
 }
 
 /// A runtime unpacked onto a full file system is the host's fault, not a
@@ -558,7 +629,10 @@ async fn every_temporary_of_a_killed_agent_is_removed_at_start() {
     install_active(&mut c, "1.0.0").await;
     std::fs::write(agent.appdata().join("project.json"), b"{}").unwrap();
     let b = c
-        .backup(BackupRequest { id: "b1".into() })
+        .backup(BackupRequest {
+            id: "b1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -679,7 +753,10 @@ async fn a_restore_cut_by_a_kill_leaves_nothing_after_restart() {
         .unwrap();
     }
     let b = c
-        .backup(BackupRequest { id: "big".into() })
+        .backup(BackupRequest {
+            id: "big".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -2,7 +2,7 @@
 //! and retries for the codes that can succeed on retry.
 
 use crate::hub::{
-    Activated, BackupMade, BackupRead, CertificateStore, DirSpace, HubProcess,
+    Activated, BackupMade, BackupRead, BaseRef, CertificateStore, DirSpace, HubProcess,
     HubRole as DomainRole, HubSettings, HubStatus, Installed, RuntimeFormat, RuntimeUpload,
     StagedRuntime, StartMode, Started, Stopped,
 };
@@ -273,22 +273,40 @@ impl Agent {
         })
     }
 
-    /// Backup with a caller-chosen id (idempotent).
-    pub async fn backup(&self, id: &str, timeout: Duration) -> Result<BackupMade, AgentError> {
-        let id = id.to_string();
+    /// Backup with a caller-chosen id (idempotent); with `base_id`, only
+    /// what changed since that base (or a full one, saying why).
+    pub async fn backup(
+        &self,
+        id: &str,
+        base_id: &str,
+        timeout: Duration,
+    ) -> Result<BackupMade, AgentError> {
+        let req = pb::BackupRequest {
+            id: id.to_string(),
+            base_id: base_id.to_string(),
+        };
         let r = self
             .unary("Backup", timeout, move |mut c| {
-                let id = id.clone();
-                async move { c.backup(pb::BackupRequest { id }).await }
+                let req = req.clone();
+                async move { c.backup(req).await }
             })
             .await?;
-        Ok(BackupMade {
-            id: r.id,
-            size_bytes: r.size_bytes,
-            sha256: r.sha256,
-            path: r.path,
-            existed: r.existed,
-        })
+        Ok(backup_made(r))
+    }
+
+    /// Pre-copy: a base backup of the running hub's appdata (idempotent).
+    pub async fn backup_base(&self, id: &str, timeout: Duration) -> Result<BackupMade, AgentError> {
+        let req = pb::BackupRequest {
+            id: id.to_string(),
+            base_id: String::new(),
+        };
+        let r = self
+            .unary("BackupBase", timeout, move |mut c| {
+                let req = req.clone();
+                async move { c.backup_base(req).await }
+            })
+            .await?;
+        Ok(backup_made(r))
     }
 
     /// Re-reads a backup on the host and checks its digest.
@@ -312,6 +330,7 @@ impl Agent {
             sha256: r.sha256,
             size_bytes: r.size_bytes,
             entries: r.entries,
+            base: base_ref(r.base_id, r.base_sha256, r.base_size_bytes),
         })
     }
 
@@ -609,5 +628,27 @@ impl From<pb::StatusResponse> for HubStatus {
                 store_forward_in_runtime: settings.store_forward_in_runtime,
             },
         }
+    }
+}
+
+/// A delta's base, when the agent named one.
+fn base_ref(id: String, sha256: String, size_bytes: u64) -> Option<BaseRef> {
+    (!id.is_empty()).then_some(BaseRef {
+        id,
+        sha256,
+        size_bytes,
+    })
+}
+
+fn backup_made(r: pb::BackupResponse) -> BackupMade {
+    BackupMade {
+        base: base_ref(r.base_id, r.base_sha256, r.base_size_bytes),
+        id: r.id,
+        size_bytes: r.size_bytes,
+        sha256: r.sha256,
+        path: r.path,
+        existed: r.existed,
+        full_because: r.full_because,
+        write_ms: r.write_ms,
     }
 }

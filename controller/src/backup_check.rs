@@ -33,17 +33,31 @@ pub async fn check(primary: &Agent, facts: &RunFacts, timeout: Duration) -> Back
         Ok(Err(why)) => Err(why),
         Err(e) => Err(e.to_string()),
     };
+    // A delta's copy restores nothing without its base's: both are checked.
+    let base_copy = facts
+        .pre_copy
+        .as_ref()
+        .filter(|p| p.delta)
+        .and_then(|p| Some((p.base_copy.clone()?, p.base_sha256.clone())));
     let copy = match facts.backup_copy.as_deref() {
         Some(path) => {
             let path = PathBuf::from(path);
-            let owned = path.clone();
-            let sha = sha.to_string();
+            let mut wanted = vec![(path.clone(), sha.to_string())];
+            wanted.extend(base_copy.map(|(p, s)| (PathBuf::from(p), s)));
             let state = tokio::task::spawn_blocking(move || {
-                match hubshift_common::digest::sha256_file(&owned) {
-                    Ok((have, _)) if have == sha => Ok(()),
-                    Ok((have, _)) => Err(format!("its SHA-256 is {have}, not {sha}")),
-                    Err(e) => Err(format!("cannot be read: {e}")),
+                for (file, sha) in wanted {
+                    match hubshift_common::digest::sha256_file(&file) {
+                        Ok((have, _)) if have == sha => {}
+                        Ok((have, _)) => {
+                            return Err(format!(
+                                "{}: its SHA-256 is {have}, not {sha}",
+                                file.display()
+                            ));
+                        }
+                        Err(e) => return Err(format!("{} cannot be read: {e}", file.display())),
+                    }
                 }
+                Ok(())
             })
             .await
             .unwrap_or_else(|e| Err(format!("checking it ended abnormally: {e}")));
@@ -104,17 +118,26 @@ impl BackupHealth {
         };
         finding.blocking = true;
         finding.warning = false;
-        let way = match &self.copy {
-            Some((path, Ok(()))) => format!(
+        let base = facts.pre_copy.as_ref().filter(|p| p.delta);
+        let way = match (&self.copy, base) {
+            (Some((path, Ok(()))), Some(b)) => format!(
+                "its copy {} is intact (same SHA-256), and so is its base's {}: put them back as {file} and {} on {primary}, then run `hubshift rollback --run {run}` again",
+                path.display(),
+                b.base_copy.as_deref().unwrap_or("?"),
+                std::path::Path::new(file)
+                    .with_file_name(format!("{}.tar.gz", b.base_id))
+                    .display()
+            ),
+            (Some((path, Ok(()))), None) => format!(
                 "its copy {} is intact (same SHA-256): put it back as {file} on {primary}, then run `hubshift rollback --run {run}` again",
                 path.display()
             ),
-            Some((path, Err(copy_why))) => format!(
+            (Some((path, Err(copy_why))), _) => format!(
                 "its copy {} is damaged too ({copy_why}): this backup cannot be restored; the group keeps running {} and serves",
                 path.display(),
                 facts.version
             ),
-            None => format!(
+            (None, _) => format!(
                 "no copy was made (inventory `backups.copy_to`): this backup cannot be restored; the group keeps running {} and serves",
                 facts.version
             ),
@@ -155,6 +178,37 @@ mod tests {
             "`hubshift rollback --run R1`",
         ] {
             assert!(f.message.contains(part), "{part:?} in {}", f.message);
+        }
+    }
+
+    #[test]
+    fn a_damaged_pair_names_both_files_and_both_copies() {
+        let mut f = facts(true);
+        f.pre_copy = Some(crate::facts::PreCopy {
+            base_id: "R1-hub-a-base".into(),
+            base_copy: Some("/srv/copies/g/R1-hub-a-base.tar.gz".into()),
+            delta: true,
+            ..Default::default()
+        });
+        let h = BackupHealth {
+            host: Err(
+                "the base R1-hub-a-base of backup R1-hub-a is not the one it was taken against"
+                    .into(),
+            ),
+            copy: Some(("/srv/copies/g/R1-hub-a.tar.gz".into(), Ok(()))),
+        };
+        let finding = h.finding("hub-a", "R1", &f);
+        assert!(finding.blocking);
+        for part in [
+            "/srv/copies/g/R1-hub-a.tar.gz is intact",
+            "its base's /srv/copies/g/R1-hub-a-base.tar.gz",
+            "put them back as /var/lib/hubshift/backups/R1-hub-a.tar.gz and /var/lib/hubshift/backups/R1-hub-a-base.tar.gz on hub-a",
+        ] {
+            assert!(
+                finding.message.contains(part),
+                "{part:?} in {}",
+                finding.message
+            );
         }
     }
 

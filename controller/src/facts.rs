@@ -82,6 +82,34 @@ pub struct RunFacts {
     /// lost its serving node until the old primary was seen active again).
     #[serde(default)]
     pub earlier_windows: Vec<Window>,
+    /// Pre-copy: the base taken before the outage, and what the backup
+    /// after the stop made of it.
+    #[serde(default)]
+    pub pre_copy: Option<PreCopy>,
+}
+
+/// The base a run took of its primary's appdata while it still ran, and
+/// the backup of record made against it: a delta (the pair is the backup),
+/// or a full backup and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreCopy {
+    /// The base's id on the primary's host.
+    pub base_id: String,
+    /// Its SHA-256.
+    pub base_sha256: String,
+    /// Its size.
+    pub base_bytes: u64,
+    /// The controller's copy of it (`backups.copy_to`), made before the stop.
+    #[serde(default)]
+    pub base_copy: Option<String>,
+    /// The backup of record is a delta against this base.
+    pub delta: bool,
+    /// The delta's size (the backup file's).
+    pub delta_bytes: Option<u64>,
+    /// How long the agent took to write it, in ms.
+    pub delta_ms: Option<u64>,
+    /// Set when the backup after the stop is a full one instead: why.
+    pub full_because: Option<String>,
 }
 
 impl RunFacts {
@@ -224,6 +252,30 @@ pub enum StepOutcome {
         /// Where the host keeps it.
         path: String,
     },
+    /// Pre-copy: the base of the running primary's appdata was written.
+    BaseTaken {
+        /// Its id.
+        id: String,
+        /// Its SHA-256.
+        sha256: String,
+        /// Its size.
+        bytes: u64,
+        /// The controller's copy, if one was made.
+        copy: Option<String>,
+    },
+    /// The backup after the stop was made against the base: a delta of
+    /// `bytes` written in `ms` (`delta`), or a full backup because of
+    /// `full_because`.
+    BackedUpAgainstBase {
+        /// It is a delta.
+        delta: bool,
+        /// The backup file's size.
+        bytes: u64,
+        /// Milliseconds the agent took.
+        ms: u64,
+        /// Why a full backup instead, if so.
+        full_because: Option<String>,
+    },
     /// The backup was re-read and matched; `copy` is the controller-side
     /// copy, if one was made.
     BackupVerified {
@@ -327,6 +379,33 @@ pub fn fold(mut f: RunFacts, outcome: &StepOutcome) -> RunFacts {
             f.backup_bytes = Some(*bytes);
             f.backup_path = Some(path.clone());
             f.backup_verified = false;
+        }
+        StepOutcome::BaseTaken {
+            id,
+            sha256,
+            bytes,
+            copy,
+        } => {
+            f.pre_copy = Some(PreCopy {
+                base_id: id.clone(),
+                base_sha256: sha256.clone(),
+                base_bytes: *bytes,
+                base_copy: copy.clone(),
+                ..PreCopy::default()
+            });
+        }
+        StepOutcome::BackedUpAgainstBase {
+            delta,
+            bytes,
+            ms,
+            full_because,
+        } => {
+            if let Some(p) = &mut f.pre_copy {
+                p.delta = *delta;
+                p.delta_bytes = delta.then_some(*bytes);
+                p.delta_ms = Some(*ms);
+                p.full_because = full_because.clone();
+            }
         }
         StepOutcome::BackupVerified { copy } => {
             f.backup_copy = copy.clone();

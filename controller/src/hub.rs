@@ -210,6 +210,24 @@ pub struct BackupMade {
     pub path: String,
     /// It existed before this call (a repeat).
     pub existed: bool,
+    /// Set when it is a delta: the base it applies to (the pair is the
+    /// backup of record).
+    pub base: Option<BaseRef>,
+    /// A base was asked for, and this is a full backup: why.
+    pub full_because: String,
+    /// Milliseconds the agent spent writing it.
+    pub write_ms: u64,
+}
+
+/// The base a delta applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseRef {
+    /// Its id.
+    pub id: String,
+    /// Its SHA-256, as the delta names it.
+    pub sha256: String,
+    /// Its size.
+    pub size_bytes: u64,
 }
 
 /// A backup read back on its host.
@@ -221,6 +239,8 @@ pub struct BackupRead {
     pub size_bytes: u64,
     /// Entries it lists, read from start to end.
     pub entries: u64,
+    /// Set when it is a delta: its base, checked against what it names.
+    pub base: Option<BaseRef>,
 }
 
 /// What a runtime switch did.

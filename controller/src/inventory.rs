@@ -136,6 +136,10 @@ impl Default for TimeoutsSection {
 pub struct BackupsSection {
     /// Directory the primary's backup is also fetched into and verified.
     pub copy_to: Option<PathBuf>,
+    /// Pre-copy (default on): a base backup while the primary runs, so the
+    /// backup after its stop only archives what changed. `false`: a full
+    /// backup after the stop.
+    pub pre_copy: Option<bool>,
 }
 
 /// A node's role in the HA group before the upgrade.

@@ -15,6 +15,12 @@ pub enum Step {
         /// Node.
         node: String,
     },
+    /// Pre-copy: a base backup of the running primary's appdata, so that
+    /// the backup after the stop only archives what changed (no outage).
+    BaseBackup {
+        /// Primary.
+        node: String,
+    },
     /// Stop the primary; the secondary takes over.
     StopPrimary {
         /// Primary.
@@ -91,6 +97,7 @@ impl Step {
     pub fn name(&self) -> &'static str {
         match self {
             Step::StageRuntime { .. } => "stage_runtime",
+            Step::BaseBackup { .. } => "base_backup",
             Step::StopPrimary { .. } => "stop_primary",
             Step::AwaitTakeover { .. } => "await_takeover",
             Step::Backup { .. } => "backup",
@@ -111,6 +118,7 @@ impl Step {
     pub fn node(&self) -> String {
         match self {
             Step::StageRuntime { node }
+            | Step::BaseBackup { node }
             | Step::StopPrimary { node }
             | Step::Backup { node }
             | Step::VerifyBackup { node }
@@ -130,7 +138,7 @@ impl Step {
     /// Which step of the manual procedure this belongs to.
     pub fn procedure(&self) -> u8 {
         match self {
-            Step::StageRuntime { .. } => 0,
+            Step::StageRuntime { .. } | Step::BaseBackup { .. } => 0,
             Step::StopPrimary { .. }
             | Step::AwaitTakeover { .. }
             | Step::Backup { .. }
@@ -163,6 +171,9 @@ impl Step {
                     "stage runtime {version} on {node} (upload + unpack beside the current one)"
                 )
             }
+            Step::BaseBackup { node } => format!(
+                "pre-copy: base backup of the running {node}'s appdata (the backup after the stop archives only what changed)"
+            ),
             Step::StopPrimary { node } => format!("stop the primary {node}"),
             Step::AwaitTakeover { candidates } => {
                 format!(
@@ -209,6 +220,9 @@ pub fn build_plan(group: &Group) -> Vec<Step> {
             node: n.name.clone(),
         })
         .collect();
+    steps.push(Step::BaseBackup {
+        node: group.primary().name.clone(),
+    });
     steps.extend(hand_over(group, false));
     steps
 }
@@ -335,7 +349,9 @@ mod tests {
         assert_eq!(procedures, sorted, "steps follow the procedure's order");
         assert_eq!(steps[0], Step::StageRuntime { node: "a".into() });
         assert_eq!(steps[1], Step::StageRuntime { node: "s0".into() });
-        assert_eq!(steps[2], Step::StopPrimary { node: "a".into() });
+        // The pre-copy base while the primary still runs, then its stop.
+        assert_eq!(steps[2], Step::BaseBackup { node: "a".into() });
+        assert_eq!(steps[3], Step::StopPrimary { node: "a".into() });
         assert!(steps.contains(&Step::DropSchema));
         assert_eq!(
             steps.last(),
@@ -348,11 +364,10 @@ mod tests {
     fn rollback_restores_only_after_verifying_and_never_stages() {
         let steps = build_rollback_plan(&group(1));
         assert!(gates_hold(&steps));
-        assert!(
-            !steps
-                .iter()
-                .any(|s| matches!(s, Step::StageRuntime { .. } | Step::Backup { .. }))
-        );
+        assert!(!steps.iter().any(|s| matches!(
+            s,
+            Step::StageRuntime { .. } | Step::BaseBackup { .. } | Step::Backup { .. }
+        )));
         let verify = steps
             .iter()
             .position(|s| matches!(s, Step::VerifyBackup { .. }))

@@ -257,6 +257,9 @@ impl InventoryTimeouts {
 pub struct InventoryBackups {
     /// Where the controller keeps its copies.
     pub copy_to: PathBuf,
+    /// `false`: no pre-copy base (the benchmark's comparison).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_copy: Option<bool>,
 }
 
 /// One `[[groups]]` entry.

@@ -437,6 +437,17 @@ async fn upgrade_once(
     g: &GroupArgs,
     mib: u64,
 ) -> anyhow::Result<(Vec<measure::Tick>, SimTiming, Option<u64>)> {
+    let (ticks, timing, finished) = upgrade_measured(g, mib, true).await?;
+    Ok((ticks, timing, finished["single_node_ms"].as_u64()))
+}
+
+/// [`upgrade_once`] with pre-copy on or off (`[backups] pre_copy`);
+/// returns the run's `run_finished` event.
+async fn upgrade_measured(
+    g: &GroupArgs,
+    mib: u64,
+    pre_copy: bool,
+) -> anyhow::Result<(Vec<measure::Tick>, SimTiming, serde_json::Value)> {
     let sandbox = Sandbox::start(SandboxOptions {
         nodes: g.nodes.into(),
         version: g.from.clone(),
@@ -451,6 +462,17 @@ async fn upgrade_once(
     }
     let inventory = sandbox.root.join("inventory.toml");
     sandbox.write_inventory(&inventory, "sandbox")?;
+    if !pre_copy {
+        let text = std::fs::read_to_string(&inventory)?;
+        anyhow::ensure!(
+            text.contains("\n[backups]\n"),
+            "no [backups] in the inventory"
+        );
+        std::fs::write(
+            &inventory,
+            text.replace("\n[backups]\n", "\n[backups]\npre_copy = false\n"),
+        )?;
+    }
     let archive = sandbox.runtime_archive(&g.to)?.display().to_string();
     let db = sandbox.db.connect().await?;
     let since = SystemTime::now();
@@ -477,16 +499,16 @@ async fn upgrade_once(
         "hubshift upgrade failed ({})",
         output.status
     );
-    let single_node_ms = String::from_utf8_lossy(&output.stdout)
+    let finished = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|e| e["event"] == "run_finished")
-        .and_then(|e| e["single_node_ms"].as_u64());
+        .unwrap_or_default();
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok((
         measure::fetch_ticks(&db, since).await?,
         sandbox.timing,
-        single_node_ms,
+        finished,
     ))
 }
 
@@ -537,13 +559,53 @@ async fn bench(g: &GroupArgs, runs: usize, large_appdata_mib: u64) -> anyhow::Re
         );
     }
     if large_appdata_mib > 0 {
-        let (_, _, single) = upgrade_once(g, large_appdata_mib).await?;
+        pre_copy_comparison(g, large_appdata_mib).await?;
+    }
+    Ok(())
+}
+
+/// The single-node time with 10 MiB and with `large_mib` MiB of appdata,
+/// each with and without pre-copy, side by side.
+async fn pre_copy_comparison(g: &GroupArgs, large_mib: u64) -> anyhow::Result<()> {
+    let mut with = Vec::new();
+    for mib in [SMALL_APPDATA_MIB, large_mib] {
+        let (_, _, on) = upgrade_measured(g, mib, true).await?;
+        let (_, _, off) = upgrade_measured(g, mib, false).await?;
+        let p = &on["pre_copy"];
         println!(
-            "single-node time with {large_appdata_mib} MiB of appdata: {}",
-            single_time(single)
+            "single-node time with {mib} MiB of appdata: {} with pre-copy, {} without",
+            single_secs(&on),
+            single_secs(&off)
+        );
+        println!(
+            "  pre-copy: base {} bytes, delta {} bytes written in {} ms{}",
+            p["base_bytes"],
+            p["delta_bytes"],
+            p["delta_ms"],
+            p["full_because"]
+                .as_str()
+                .map(|w| format!(" (full backup instead: {w})"))
+                .unwrap_or_default()
+        );
+        with.push(on["single_node_ms"].as_u64());
+    }
+    if let [Some(small), Some(large)] = with[..] {
+        println!(
+            "with pre-copy, {large_mib} MiB adds {:+.1} % to the {SMALL_APPDATA_MIB} MiB figure (goal: at most 10 %)",
+            (large as f64 - small as f64) * 100.0 / small as f64
         );
     }
     Ok(())
+}
+
+/// The small appdata of the comparison.
+const SMALL_APPDATA_MIB: u64 = 10;
+
+fn single_secs(finished: &serde_json::Value) -> String {
+    finished["single_node_ms"].as_u64().map_or_else(
+        || "not reported".to_string(),
+        |ms| format!("{:.2} s", ms as f64 / 1000.0),
+    )
 }
 
 fn single_time(ms: Option<u64>) -> String {

@@ -273,6 +273,7 @@ impl Fleet {
             timeouts: crate::configs::InventoryTimeouts::sandbox(&self.timing),
             backups: crate::configs::InventoryBackups {
                 copy_to: self.root.join("backup-copies"),
+                pre_copy: None,
             },
             groups,
         };

@@ -32,7 +32,7 @@ fn demo_upgrades_the_sandbox_group_and_prints_measured_outages() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     for needle in [
         "Preflight passed",
-        "[14/14] await_standby on hub-b: done",
+        "[15/15] await_standby on hub-b: done",
         "measured outage 1:",
         "measured outage 2:",
         "split brain: none",
@@ -77,7 +77,7 @@ fn demo_with_three_nodes_upgrades_every_secondary() {
         "HA group up: hub-a active, hub-b, hub-c standby",
         "Preflight passed",
         "await_standby on hub-b: done",
-        "[19/19] await_standby on hub-c: done",
+        "[20/20] await_standby on hub-c: done",
         "measured outage 1:",
         "measured outage 2:",
         "split brain: none",
@@ -233,7 +233,7 @@ fn docker_demo_upgrades_containers_and_leaves_nothing_behind() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     for needle in [
         "(Docker containers)",
-        "[14/14] await_standby on hub-b: done",
+        "[15/15] await_standby on hub-b: done",
         "measured outage 2:",
         "split brain: none",
         "now producing: hub-a@4.2.0",

@@ -386,6 +386,29 @@ async fn a_damaged_backup_refuses_the_rollback_before_anything_stops() {
         .to_string();
     g.settled("after the upgrade").await;
 
+    // The pair's base damaged: refused, naming it and both copies; the way
+    // it names works.
+    let base_id = finished["pre_copy"]["base_id"]
+        .as_str()
+        .expect("a pre-copy base");
+    let base = backup.with_file_name(format!("{base_id}.tar.gz"));
+    let base_copy = copy.with_file_name(format!("{base_id}.tar.gz"));
+    let bytes = std::fs::read(&base).expect("base");
+    std::fs::write(&base, &bytes[..bytes.len() / 2]).expect("truncate the base");
+    let out = run(&g.inventory, &["rollback", "--run", &up, "--yes"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let all = text(&out);
+    for part in [
+        format!("the base {base_id}"),
+        format!("{} is intact", copy.display()),
+        format!("its base's {}", base_copy.display()),
+        format!("and {} on", base.display()),
+    ] {
+        assert!(all.contains(&part), "{part:?} not said:\n{all}");
+    }
+    assert!(find(&events(&out), "run_started").is_none(), "{all}");
+    std::fs::copy(&base_copy, &base).expect("put the base's copy back");
+
     // Damage it: cut it in half.
     let bytes = std::fs::read(&backup).expect("backup");
     std::fs::write(&backup, &bytes[..bytes.len() / 2]).expect("truncate");

@@ -53,14 +53,14 @@ fn fault_timeouts() -> InventoryTimeouts {
 const SLACK: Duration = Duration::from_secs(3);
 
 /// What the controller's takeover wait adds to the hubs' own takeover time
-/// before it counts a frozen secondary out (docs/faults.md, step 4).
+/// before it counts a frozen secondary out (docs/faults.md, step 5).
 const TAKEOVER_MARGIN: Duration = Duration::from_secs(2);
 
 /// hubshift's poll of the hubs (docs/faults.md: *p*).
 const POLL: Duration = Duration::from_millis(100);
 
 /// The first pause before `await_handback` starts again a primary that
-/// ended while starting (docs/faults.md, step 10: "2–8 s apart").
+/// ended while starting (docs/faults.md, step 11: "2–8 s apart").
 const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(2);
 
 /// The test's own time to take an operator action while nobody serves:
@@ -580,6 +580,7 @@ async fn controller_killed_at_the_start_of_each_early_step(driver: HubDriver) {
     let mut g = Group::start(driver).await;
     for name in [
         "stage_runtime",
+        "base_backup",
         "stop_primary",
         "await_takeover",
         "backup",
@@ -655,8 +656,30 @@ async fn controller_killed_inside_the_long_steps() {
     let sf = g.sandbox.nodes[0].appdata.join("storeforward");
     std::fs::create_dir_all(&sf).expect("storeforward dir");
     std::fs::write(sf.join("ballast.bin"), &ballast).expect("write ballast");
+    // A store-and-forward file written all the time (as a hub's queue is
+    // while it runs): the pre-copy base reads it while it changes, and the
+    // delta after the stop carries it, so both backups last long enough
+    // to be seen.
+    let hot = sf.join("hot-queue.bin");
+    std::fs::write(&hot, &ballast[..48 << 20]).expect("write hot queue");
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        std::thread::spawn(move || {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new().write(true).open(&hot).unwrap();
+            let mut i = 0u64;
+            while writing.load(std::sync::atomic::Ordering::SeqCst) {
+                f.seek(SeekFrom::Start((i * 65_537) % (48 << 20))).unwrap();
+                f.write_all(&i.to_le_bytes()).unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
     for (name, at) in [
         ("stage_runtime", Inside::Uploading),
+        ("base_backup", Inside::BackingUp),
         ("stop_primary", Inside::Stopping),
         ("await_takeover", Inside::PrimaryDown),
         ("backup", Inside::BackingUp),
@@ -666,6 +689,8 @@ async fn controller_killed_inside_the_long_steps() {
     ] {
         kill_controller_then_resume(&mut g, name, None, at).await;
     }
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("the writer ran to its end");
 }
 
 /// A secondary frozen before the primary stops: the stop is refused and
@@ -929,7 +954,12 @@ async fn postgres_restarted_in_each_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_killed_inside_steps() {
     let mut g = Group::start(HubDriver::Process).await;
-    for (name, node) in [("backup", 0), ("await_takeover", 1), ("start_secondary", 1)] {
+    for (name, node) in [
+        ("base_backup", 0),
+        ("backup", 0),
+        ("await_takeover", 1),
+        ("start_secondary", 1),
+    ] {
         let case = format!("agent of node {node} killed during {name}");
         let (version, archive) = g.next_target();
         let (mut up, run_id) = g.start_upgrade(&version, &archive);

@@ -494,11 +494,11 @@ async fn human_output_of_parallel_groups_is_prefixed_and_never_interleaved() {
         per_group[i] += 1;
         // One event per line: never two step tags or two group tags.
         assert_eq!(l.matches("[plant-").count(), 1, "{l:?}");
-        assert!(l.matches("/14]").count() <= 1, "{l:?}");
+        assert!(l.matches("/15]").count() <= 1, "{l:?}");
     }
-    // Both groups ran all 14 steps, announced and finished.
+    // Both groups ran all 15 steps, announced and finished.
     assert!(
-        per_group.iter().all(|n| *n >= 28),
+        per_group.iter().all(|n| *n >= 30),
         "{per_group:?}\n{stdout}"
     );
     for g in ["plant-1", "plant-2"] {

@@ -182,7 +182,7 @@ async fn upgrade_in_a_terminal_draws_bars_then_clears_them_and_keeps_every_step_
 
     // (b) Every step's two lines are there, whole, each on a line of its own.
     let lines: Vec<&str> = all.lines().map(str::trim_end).collect();
-    let total = 14;
+    let total = 15;
     for n in 1..=total {
         let tag = format!("[{n:>2}/{total}] ");
         let at = |pred: &dyn Fn(&str) -> bool| -> Vec<usize> {
@@ -228,6 +228,14 @@ async fn upgrade_in_a_terminal_draws_bars_then_clears_them_and_keeps_every_step_
             "a step line and a bar on one line: {l:?}; {shown}"
         );
     }
+
+    // The summary reports the pre-copy: base and delta sizes, the delta's time.
+    assert!(
+        lines.iter().any(|l| l.contains("pre-copy: base ")
+            && l.contains(" MiB before the stop, delta ")
+            && l.contains(" written in ")),
+        "no pre-copy line in the summary; {shown}"
+    );
 
     // (c) No bar is left, on the last screen or in the history: above all
     // none frozen at zero.

@@ -80,6 +80,42 @@ fn start_upgrade(inventory: &Path, archive: &str) -> (Running, String) {
 }
 
 /// Everything an upgraded group must show.
+/// Applies a base and its delta into `dir` by hand: GNU tar, the deletion
+/// list through `xargs rm`, GNU tar again (docs/backups.md).
+fn apply_pair(base: &Path, delta: &Path, dir: &Path) {
+    let tar = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("tar").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    tar(&[
+        "-xzf".as_ref(),
+        base.as_os_str(),
+        "-C".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let deleted = tar(&[
+        "-xzOf".as_ref(),
+        delta.as_os_str(),
+        "hubshift-delta.deleted".as_ref(),
+    ]);
+    for rel in deleted.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let at = dir.join(String::from_utf8_lossy(rel).as_ref());
+        let _ = std::fs::remove_dir_all(&at).or_else(|_| std::fs::remove_file(&at));
+    }
+    tar(&[
+        "-xzf".as_ref(),
+        delta.as_os_str(),
+        "-C".as_ref(),
+        dir.as_os_str(),
+        "--exclude=hubshift-delta.*".as_ref(),
+    ]);
+}
+
 async fn assert_upgraded(
     sandbox: &Sandbox,
     inventory: &Path,
@@ -125,7 +161,7 @@ async fn assert_upgraded(
     let run = find(&ev, "run").expect("run record");
     assert_eq!(run["state"], "done", "{run}");
     let steps: Vec<_> = ev.iter().filter(|e| e["event"] == "run_step").collect();
-    assert_eq!(steps.len(), 14, "{steps:#?}");
+    assert_eq!(steps.len(), 15, "{steps:#?}");
     assert!(steps.iter().all(|s| s["state"] == "done"), "{steps:#?}");
 
     // The backup: exists on the primary's host, digest matches, GNU tar lists it,
@@ -142,9 +178,29 @@ async fn assert_upgraded(
             .0,
         sha
     );
-    let listing = Command::new("tar").arg("-tzf").arg(path).output().unwrap();
-    assert!(listing.status.success());
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    // Pre-copy: the backup of record is a delta against the base taken
+    // before the stop; the pair, applied with GNU tar as docs/backups.md
+    // says, is the appdata of the stopped primary.
+    let pre = &facts["pre_copy"];
+    assert_eq!(pre["delta"], true, "a delta against the base: {pre}");
+    let base_id = pre["base_id"].as_str().unwrap();
+    let base = Path::new(path).with_file_name(format!("{base_id}.tar.gz"));
+    assert_eq!(
+        hubshift_common::digest::sha256_file(&base).unwrap().0,
+        pre["base_sha256"].as_str().unwrap()
+    );
+    let base_copy = Path::new(copy).with_file_name(format!("{base_id}.tar.gz"));
+    assert_eq!(
+        hubshift_common::digest::sha256_file(&base_copy).unwrap().0,
+        pre["base_sha256"].as_str().unwrap(),
+        "the base copied beside the delta"
+    );
+    assert!(
+        pre["delta_bytes"].as_u64().unwrap() < pre["base_bytes"].as_u64().unwrap(),
+        "{pre}"
+    );
+    let unpacked = tempfile::tempdir().unwrap();
+    apply_pair(&base, Path::new(path), unpacked.path());
     for needle in [
         "appdata/intelligencehub-configuration.json",
         "appdata/intelligencehub-certificatestore.pkcs12",
@@ -152,19 +208,10 @@ async fn assert_upgraded(
         "appdata/storeforward/segment-000017.bin",
     ] {
         assert!(
-            listing.contains(needle),
-            "{needle} not in backup:\n{listing}"
+            unpacked.path().join(needle).is_file(),
+            "{needle} not in the backup"
         );
     }
-    let unpacked = tempfile::tempdir().unwrap();
-    let st = Command::new("tar")
-        .arg("-xzf")
-        .arg(path)
-        .arg("-C")
-        .arg(unpacked.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
     for (file, bytes) in planted {
         assert_eq!(
             &std::fs::read(file).unwrap(),
@@ -242,7 +289,7 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
             .all(|e| e["blocking"] == false),
         "{ev:#?}"
     );
-    assert_eq!(ev.iter().filter(|e| e["event"] == "plan_step").count(), 14);
+    assert_eq!(ev.iter().filter(|e| e["event"] == "plan_step").count(), 15);
     untouched.assert_same(&sandbox, "plan");
     assert_eq!(schema_version(&db).await.as_deref(), Some(FROM));
     let journal = db
@@ -384,6 +431,15 @@ async fn plan_changes_nothing_upgrade_completes_second_upgrade_refused_then_roll
     );
     assert_eq!(finished["backup_sha256"].as_str().map(str::len), Some(64));
     assert!(finished["single_node_ms"].as_u64().is_some(), "{finished}");
+    // Pre-copy: base and delta sizes and the delta's time, reported.
+    let pre = &finished["pre_copy"];
+    assert!(
+        pre["delta"] == true
+            && pre["base_bytes"].as_u64().is_some_and(|b| b > 0)
+            && pre["delta_bytes"].as_u64().is_some()
+            && pre["delta_ms"].as_u64().is_some(),
+        "{finished}"
+    );
     // Reported windows are conservative: never shorter than the data gap
     // the hubs' ticks show, give or take one 100 ms poll.
     let db = sandbox.db.connect().await.unwrap();

@@ -14,6 +14,7 @@ use crate::driver::{Drivers, HubDriver, RuntimeStore};
 use crate::error::{AgentError, Result};
 use crate::hubfiles::settings;
 use crate::metrics::Counters;
+use crate::precopy;
 use hubshift_common::pb::hub_agent_server::HubAgent;
 use hubshift_common::pb::*;
 use std::sync::Arc;
@@ -193,30 +194,66 @@ impl Operations {
     async fn do_backup(&self, req: BackupRequest) -> Result<BackupResponse> {
         let _one = self.backup_lock.lock().await;
         let cfg = self.cfg.clone();
-        let began = std::time::Instant::now();
-        let info = tokio::task::spawn_blocking(move || appdata::backup(&cfg, &req.id)).await??;
-        if !info.existed {
-            self.counters
-                .backup_written(info.size, began.elapsed().as_secs_f64());
-        }
-        Ok(BackupResponse {
-            id: info.id,
-            size_bytes: info.size,
-            sha256: info.sha256,
-            path: info.path.display().to_string(),
-            existed: info.existed,
+        let made = tokio::task::spawn_blocking(move || {
+            if req.base_id.is_empty() {
+                let t = std::time::Instant::now();
+                appdata::backup(&cfg, &req.id).map(|info| precopy::Made {
+                    write_ms: if info.existed {
+                        0
+                    } else {
+                        t.elapsed().as_millis() as u64
+                    },
+                    info,
+                    base: None,
+                    full_because: String::new(),
+                })
+            } else {
+                precopy::backup_with_base(&cfg, &req.id, &req.base_id)
+            }
         })
+        .await??;
+        if !made.info.existed {
+            self.counters
+                .backup_written(made.info.size, made.write_ms as f64 / 1000.0);
+        }
+        Ok(wire::backup_made(made))
+    }
+
+    async fn do_backup_base(&self, req: BackupRequest) -> Result<BackupResponse> {
+        let _one = self.backup_lock.lock().await;
+        let cfg = self.cfg.clone();
+        let t = std::time::Instant::now();
+        let info =
+            tokio::task::spawn_blocking(move || precopy::take_base_gently(cfg, req.id)).await??;
+        Ok(wire::backup_made(precopy::Made {
+            write_ms: if info.existed {
+                0
+            } else {
+                t.elapsed().as_millis() as u64
+            },
+            info,
+            base: None,
+            full_because: String::new(),
+        }))
     }
 
     async fn do_verify_backup(&self, req: VerifyBackupRequest) -> Result<VerifyBackupResponse> {
         let cfg = self.cfg.clone();
-        let verified =
-            tokio::task::spawn_blocking(move || appdata::verify(&cfg, &req.id, &req.sha256))
+        let (verified, base) =
+            tokio::task::spawn_blocking(move || precopy::verify(&cfg, &req.id, &req.sha256))
                 .await??;
+        let base = base.unwrap_or(precopy::pair::BaseChecked {
+            id: String::new(),
+            sha256: String::new(),
+            size: 0,
+        });
         Ok(VerifyBackupResponse {
             sha256: verified.sha256,
             size_bytes: verified.size_bytes,
             entries: verified.entries,
+            base_id: base.id,
+            base_sha256: base.sha256,
+            base_size_bytes: base.size,
         })
     }
 
@@ -232,7 +269,7 @@ impl Operations {
         self.hub_must_be_stopped("restoring appdata").await?;
         let cfg = self.cfg.clone();
         let set_aside_path =
-            tokio::task::spawn_blocking(move || appdata::restore(&cfg, &req.id, &req.sha256))
+            tokio::task::spawn_blocking(move || precopy::restore(&cfg, &req.id, &req.sha256))
                 .await??;
         Ok(RestoreResponse { set_aside_path })
     }
@@ -354,6 +391,14 @@ impl HubAgent for AgentService {
     async fn backup(&self, req: Request<BackupRequest>) -> Reply<BackupResponse> {
         let ops = self.ops.clone();
         detached(async move { ops.do_backup(req.into_inner()).await })
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn backup_base(&self, req: Request<BackupRequest>) -> Reply<BackupResponse> {
+        let ops = self.ops.clone();
+        detached(async move { ops.do_backup_base(req.into_inner()).await })
             .await
             .map(Response::new)
             .map_err(Status::from)

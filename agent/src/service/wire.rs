@@ -119,3 +119,25 @@ pub fn backup_chunk(
         .map(|data| pb::Chunk { data })
         .map_err(|e| tonic::Status::internal(format!("cannot read the backup: {e}")))
 }
+
+/// A written (or found) backup on the wire, with its base when a delta.
+pub fn backup_made(made: crate::precopy::Made) -> pb::BackupResponse {
+    let base = made.base.unwrap_or(crate::precopy::pair::Manifest {
+        format: 0,
+        base_id: String::new(),
+        base_sha256: String::new(),
+        base_size: 0,
+    });
+    pb::BackupResponse {
+        id: made.info.id,
+        size_bytes: made.info.size,
+        sha256: made.info.sha256,
+        path: made.info.path.display().to_string(),
+        existed: made.info.existed,
+        base_id: base.base_id,
+        base_sha256: base.base_sha256,
+        base_size_bytes: base.base_size,
+        full_because: made.full_because,
+        write_ms: made.write_ms,
+    }
+}

@@ -407,6 +407,11 @@ impl Run {
                 "single_node_ms": self.facts.single_node_ms(),
                 "backup_id": self.facts.backup_id, "backup_sha256": self.facts.backup_sha256,
                 "backup_path": self.facts.backup_path, "backup_copy": self.facts.backup_copy,
+                "pre_copy": self.facts.pre_copy.as_ref().map(|p| json!({
+                    "base_id": p.base_id, "base_sha256": p.base_sha256, "base_bytes": p.base_bytes,
+                    "delta": p.delta, "delta_bytes": p.delta_bytes, "delta_ms": p.delta_ms,
+                    "full_because": p.full_because,
+                })),
                 "warnings": self.facts.warnings,
                 "impossible_spans": self.facts.impossible_spans(),
             }),
@@ -456,6 +461,9 @@ impl Run {
                 if let Some(copy) = &self.facts.backup_copy {
                     s.push_str(&format!("  backup copy: {copy}\n"));
                 }
+                if let Some(line) = pre_copy_line(self.facts.pre_copy.as_ref()) {
+                    s.push_str(&line);
+                }
                 for w in &self.facts.warnings {
                     s.push_str(&format!("  warning: {w}\n"));
                 }
@@ -466,6 +474,34 @@ impl Run {
             },
         );
     }
+}
+
+/// The summary's line on the pre-copy: base and delta sizes and the
+/// delta's time, or why the backup was a full one.
+fn pre_copy_line(p: Option<&crate::facts::PreCopy>) -> Option<String> {
+    let p = p?;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+    Some(
+        match (p.delta, p.delta_bytes, p.delta_ms, &p.full_because) {
+            (true, Some(bytes), ms, _) => format!(
+                "  pre-copy: base {} {} before the stop, delta {} written in {} after it\n",
+                p.base_id,
+                mib(p.base_bytes),
+                mib(bytes),
+                ms.map(secs).unwrap_or_else(|| "?".into())
+            ),
+            (_, _, _, Some(why)) => format!(
+                "  pre-copy: base {} {} not used, full backup instead: {why}\n",
+                p.base_id,
+                mib(p.base_bytes)
+            ),
+            _ => format!(
+                "  pre-copy: base {} {} taken before the stop\n",
+                p.base_id,
+                mib(p.base_bytes)
+            ),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -487,6 +523,34 @@ mod tests {
                 (s, st)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_summary_reports_base_and_delta_or_why_a_full_backup() {
+        use crate::facts::PreCopy;
+        assert_eq!(pre_copy_line(None), None);
+        let mut p = PreCopy {
+            base_id: "r-hub-a-base".into(),
+            base_bytes: 512 * 1024 * 1024,
+            delta: true,
+            delta_bytes: Some(3 * 1024 * 1024),
+            delta_ms: Some(420),
+            ..PreCopy::default()
+        };
+        let line = pre_copy_line(Some(&p)).unwrap();
+        assert!(
+            line.contains("r-hub-a-base 512.0 MiB") && line.contains("delta 3.0 MiB"),
+            "{line}"
+        );
+        assert!(line.contains(&secs(420)), "{line}");
+        p.delta = false;
+        p.delta_bytes = None;
+        p.full_because = Some("base r-hub-a-base does not exist".into());
+        let line = pre_copy_line(Some(&p)).unwrap();
+        assert!(
+            line.contains("full backup instead: base r-hub-a-base does not exist"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -219,6 +219,7 @@ pub async fn record_rollback(
         backup_bytes: original.backup_bytes,
         backup_path: original.backup_path.clone(),
         backup_copy: original.backup_copy.clone(),
+        pre_copy: original.pre_copy.clone(),
         rollback_of: Some(of),
         ..Default::default()
     };

@@ -19,6 +19,68 @@ pub(super) fn backup_id(run: &Run, node: &str) -> String {
     }
 }
 
+/// The id of the run's pre-copy base on `node`.
+pub(super) fn base_id(run: &Run, node: &str) -> String {
+    format!("{}-{node}-base", run.id())
+}
+
+/// Pre-copy: the base of the running primary's appdata, taken before any
+/// outage. Not a gate: when it cannot be taken (an agent too old for it,
+/// no room) the run goes on and the backup after the stop is a full one,
+/// said in the run's warnings.
+pub(super) async fn base_backup(run: &mut Run, node: &str) -> Result<Value> {
+    if run.inv().backups.pre_copy == Some(false) {
+        return Ok(
+            json!({ "base_id": null, "why": "pre-copy is off ([backups] pre_copy = false)" }),
+        );
+    }
+    let agent = run.agent(node)?.clone();
+    let id = base_id(run, node);
+    match agent
+        .backup_base(&id, Duration::from_secs(run.inv().timeouts.backup))
+        .await
+    {
+        Ok(r) => {
+            ensure!(r.id == id, "agent returned base {} instead of {id}", r.id);
+            // The controller's copy of the bulk is made now too, not
+            // inside the outage.
+            let mut copy = None;
+            if let Some(dir) = run.inv().backups.copy_to.clone() {
+                let dir = dir.join(&run.group().name);
+                let timeout = Duration::from_secs(run.inv().timeouts.backup);
+                let out = run.out().clone();
+                let path = crate::backup_copy::fetch(
+                    &agent,
+                    &r.id,
+                    &r.sha256,
+                    &dir,
+                    r.size_bytes,
+                    &out,
+                    timeout,
+                )
+                .await?;
+                copy = Some(path.display().to_string());
+            }
+            run.apply(StepOutcome::BaseTaken {
+                id: r.id.clone(),
+                sha256: r.sha256.clone(),
+                bytes: r.size_bytes,
+                copy: copy.clone(),
+            });
+            Ok(
+                json!({ "base_id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "existed": r.existed, "ms": r.write_ms, "copy": copy }),
+            )
+        }
+        Err(e) => {
+            let why = format!(
+                "no pre-copy base of {node} ({e}): the backup after its stop is a full one"
+            );
+            run.apply(StepOutcome::Warned(why.clone()));
+            Ok(json!({ "base_id": null, "why": why }))
+        }
+    }
+}
+
 pub(super) async fn backup(run: &mut Run, node: &str) -> Result<Value> {
     ensure_still_serving(run).await?;
     let agent = run.agent(node)?.clone();
@@ -28,8 +90,13 @@ pub(super) async fn backup(run: &mut Run, node: &str) -> Result<Value> {
         "refusing to back up {node} while its hub runs: appdata would change under the backup"
     );
     let id = backup_id(run, node);
+    let base = run.facts().pre_copy.as_ref().map(|p| p.base_id.clone());
     let r = agent
-        .backup(&id, Duration::from_secs(run.inv().timeouts.backup))
+        .backup(
+            &id,
+            base.as_deref().unwrap_or(""),
+            Duration::from_secs(run.inv().timeouts.backup),
+        )
         .await?;
     ensure!(r.id == id, "agent returned backup {} instead of {id}", r.id);
     ensure!(
@@ -42,9 +109,50 @@ pub(super) async fn backup(run: &mut Run, node: &str) -> Result<Value> {
         bytes: r.size_bytes,
         path: r.path.clone(),
     });
-    Ok(
-        json!({ "id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "path": r.path, "existed": r.existed }),
-    )
+    if let Some(base) = &base {
+        if let Some(b) = &r.base {
+            ensure!(
+                &b.id == base
+                    && run
+                        .facts()
+                        .pre_copy
+                        .as_ref()
+                        .is_some_and(|p| p.base_sha256 == b.sha256),
+                "agent made backup {id} against base {} ({}), not the run's base {base}",
+                b.id,
+                b.sha256
+            );
+        } else {
+            let why = if r.full_because.is_empty() {
+                "the agent made a full backup".to_string()
+            } else {
+                r.full_because.clone()
+            };
+            run.apply(StepOutcome::Warned(format!(
+                "full backup of {node} instead of a delta: {why}"
+            )));
+        }
+        if !r.existed
+            || run
+                .facts()
+                .pre_copy
+                .as_ref()
+                .is_some_and(|p| p.delta_ms.is_none())
+        {
+            run.apply(StepOutcome::BackedUpAgainstBase {
+                delta: r.base.is_some(),
+                bytes: r.size_bytes,
+                ms: r.write_ms,
+                full_because: (r.base.is_none()).then(|| r.full_because.clone()),
+            });
+        }
+    }
+    Ok(json!({
+        "id": r.id, "sha256": r.sha256, "size_bytes": r.size_bytes, "path": r.path, "existed": r.existed,
+        "base_id": r.base.as_ref().map(|b| &b.id), "base_sha256": r.base.as_ref().map(|b| &b.sha256),
+        "base_size_bytes": r.base.as_ref().map(|b| b.size_bytes), "full_because": (!r.full_because.is_empty()).then_some(&r.full_because),
+        "write_ms": r.write_ms,
+    }))
 }
 
 pub(super) async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
@@ -61,18 +169,52 @@ pub(super) async fn verify_backup(run: &mut Run, node: &str) -> Result<Value> {
         Ok(v) => v,
         Err(why) => return backup_damaged(run, node, &id, &why).await,
     };
+    let expected_base = run
+        .facts()
+        .pre_copy
+        .as_ref()
+        .filter(|p| p.delta)
+        .map(|p| (p.base_id.clone(), p.base_sha256.clone()));
+    let found_base = v.base.as_ref().map(|b| (b.id.clone(), b.sha256.clone()));
+    if found_base != expected_base {
+        let why = format!(
+            "it reads back with base {:?}, the run recorded {:?}",
+            found_base, expected_base
+        );
+        return backup_damaged(run, node, &id, &why).await;
+    }
     let mut copy = None;
     if let Some(dir) = run.inv().backups.copy_to.clone() {
         let dir = dir.join(&run.group().name);
+        let copied = run
+            .facts()
+            .pre_copy
+            .as_ref()
+            .and_then(|p| p.base_copy.as_deref())
+            .is_some_and(|c| std::path::Path::new(c).is_file());
+        if let Some(b) = v.base.as_ref().filter(|_| !copied) {
+            // The pair's base first: a copy of a delta alone restores nothing.
+            crate::backup_copy::fetch(
+                &agent,
+                &b.id,
+                &b.sha256,
+                &dir,
+                b.size_bytes,
+                run.out(),
+                timeout,
+            )
+            .await?;
+        }
         let path =
             crate::backup_copy::fetch(&agent, &id, &sha, &dir, v.size_bytes, run.out(), timeout)
                 .await?;
         copy = Some(path.display().to_string());
     }
     run.apply(StepOutcome::BackupVerified { copy: copy.clone() });
-    Ok(
-        json!({ "sha256": v.sha256, "entries": v.entries, "size_bytes": v.size_bytes, "copy": copy }),
-    )
+    Ok(json!({
+        "sha256": v.sha256, "entries": v.entries, "size_bytes": v.size_bytes, "copy": copy,
+        "base_id": v.base.as_ref().map(|b| &b.id), "base_sha256": v.base.as_ref().map(|b| &b.sha256),
+    }))
 }
 
 /// The run's backup on `node` failed its check. Nothing irreversible has

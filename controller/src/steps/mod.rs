@@ -22,7 +22,7 @@ pub use verify::verify_group;
 use crate::plan::Step;
 use crate::run::context::Run;
 use anyhow::Result;
-use backup::{backup, drop_schema, restore_backup, verify_backup};
+use backup::{backup, base_backup, drop_schema, restore_backup, verify_backup};
 use handback::{activate, await_handback, create_and_start};
 use secondary::{await_standby, copy_certificate, start_secondary};
 use serde_json::Value;
@@ -38,6 +38,7 @@ pub async fn run_step(run: &mut Run, step: &Step) -> Result<Value> {
                 .bytes_bar(run.facts().runtime_bytes, &format!("upload to {node}"));
             stage_runtime(&agent, run.runtime_file(), run.facts(), bar).await
         }
+        Step::BaseBackup { node } => base_backup(run, node).await,
         Step::StopPrimary { node } => stop_primary(run, node).await,
         Step::AwaitTakeover { candidates } => await_takeover(run, candidates).await,
         Step::Backup { node } => backup(run, node).await,

@@ -489,13 +489,34 @@ impl HubAgent for FakeAgent {
 
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Reply<pb::BackupResponse> {
         self.enter("Backup").await?;
-        let id = req.into_inner().id;
+        let req = req.into_inner();
+        let id = req.id;
+        // No trees to compare: asked for a delta, it writes a full backup.
+        let full_because = if req.base_id.is_empty() {
+            String::new()
+        } else {
+            "the fake agent keeps no trees".into()
+        };
         Ok(Response::new(pb::BackupResponse {
             sha256: hubshift_common::digest::sha256_hex(id.as_bytes()),
             size_bytes: 1024,
             path: format!("/var/lib/hubshift/backups/{id}.tar.gz"),
             existed: false,
             id,
+            full_because,
+            ..Default::default()
+        }))
+    }
+
+    async fn backup_base(&self, req: Request<pb::BackupRequest>) -> Reply<pb::BackupResponse> {
+        self.enter("BackupBase").await?;
+        let id = req.into_inner().id;
+        Ok(Response::new(pb::BackupResponse {
+            sha256: hubshift_common::digest::sha256_hex(id.as_bytes()),
+            size_bytes: 4096,
+            path: format!("/var/lib/hubshift/backups/{id}.tar.gz"),
+            id,
+            ..Default::default()
         }))
     }
 
@@ -509,6 +530,7 @@ impl HubAgent for FakeAgent {
             sha256: hubshift_common::digest::sha256_hex(req.id.as_bytes()),
             size_bytes: 1024,
             entries: 3,
+            ..Default::default()
         }))
     }
 

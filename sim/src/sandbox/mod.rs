@@ -515,6 +515,7 @@ impl Sandbox {
             timeouts,
             backups: InventoryBackups {
                 copy_to: self.root.join("backup-copies"),
+                pre_copy: None,
             },
             groups: vec![self.inventory_group(group, None)],
         };
