@@ -50,6 +50,11 @@ pub struct TargetArgs {
     /// every byte as they unpack.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    /// The archive's minisign signature (`.minisig`): checked against the
+    /// inventory's `[trust] keys` before anything is staged; required when
+    /// `[trust] require_signature = true`.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
     /// Allow a target older than the version the group runs (compared as
     /// the vendor numbers them: 4.10 is newer than 4.9). An older hub may
     /// not read a project saved by a newer one: to go back after an

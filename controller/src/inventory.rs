@@ -258,6 +258,8 @@ struct RawInventory {
     backups: BackupsSection,
     checks: Option<ChecksSection>,
     #[serde(default)]
+    trust: crate::trust::TrustSection,
+    #[serde(default)]
     groups: Vec<RawGroup>,
 }
 
@@ -274,6 +276,8 @@ pub struct Inventory {
     pub backups: BackupsSection,
     /// HA groups.
     pub groups: Vec<Group>,
+    /// The keys a runtime archive may be signed by (`[trust]`).
+    pub trust: crate::trust::Trust,
 }
 
 impl Inventory {
@@ -315,7 +319,10 @@ impl Inventory {
             timeouts: raw.timeouts,
             backups: raw.backups,
             groups: Vec::new(),
+            trust: crate::trust::Trust::default(),
         };
+        inv.trust = crate::trust::Trust::from_section(&raw.trust)
+            .map_err(|e| inv.invalid("trust", e.to_string()))?;
         inv.backups.copy_to = inv.backups.copy_to.as_deref().map(resolve);
         let default_db = raw.database.map(resolve_db);
         if let Some(d) = &default_db {

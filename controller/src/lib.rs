@@ -31,4 +31,5 @@ pub mod run;
 pub mod steps;
 #[cfg(test)]
 mod testing;
+pub mod trust;
 pub mod version;

@@ -6,8 +6,8 @@ use crate::exit::UsageError;
 use crate::fleet::{self, FleetPolicy};
 use crate::output::Output;
 use crate::run::{
-    self, Site, UpgradeRequest, check_pause_before, check_published_digest, check_version,
-    read_archive, read_declared,
+    self, Site, UpgradeRequest, check_pause_before, check_published_digest, check_signature,
+    check_version, read_archive, read_declared,
 };
 use anyhow::Result;
 use std::path::Path;
@@ -55,6 +55,13 @@ pub async fn upgrade(
     }
     let mut archive = read_archive(&target.runtime).await?;
     check_published_digest(&archive, target.sha256.as_deref())?;
+    check_signature(
+        &out,
+        &site.inventory.trust,
+        &archive,
+        target.signature.as_deref(),
+    )
+    .await?;
     read_declared(&mut archive).await;
     let req = UpgradeRequest {
         version: target.version.clone(),
