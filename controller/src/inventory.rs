@@ -259,6 +259,7 @@ struct RawInventory {
     checks: Option<ChecksSection>,
     #[serde(default)]
     trust: crate::trust::TrustSection,
+    notify: Option<crate::notify::NotifySection>,
     #[serde(default)]
     groups: Vec<RawGroup>,
 }
@@ -278,6 +279,8 @@ pub struct Inventory {
     pub groups: Vec<Group>,
     /// The keys a runtime archive may be signed by (`[trust]`).
     pub trust: crate::trust::Trust,
+    /// Where runs and fleets are announced (`[notify]`).
+    pub notify: Option<crate::notify::NotifySection>,
 }
 
 impl Inventory {
@@ -320,7 +323,13 @@ impl Inventory {
             backups: raw.backups,
             groups: Vec::new(),
             trust: crate::trust::Trust::default(),
+            notify: raw.notify,
         };
+        if let Some(n) = &inv.notify
+            && let Err((key, message)) = n.check()
+        {
+            return Err(inv.invalid(format!("notify.{key}"), message));
+        }
         inv.trust = crate::trust::Trust::from_section(&raw.trust)
             .map_err(|e| inv.invalid("trust", e.to_string()))?;
         inv.backups.copy_to = inv.backups.copy_to.as_deref().map(resolve);

@@ -22,6 +22,7 @@ pub mod hub;
 pub mod inventory;
 pub mod journal;
 pub mod journal_link;
+pub mod notify;
 pub mod observe;
 pub mod output;
 pub mod plan;

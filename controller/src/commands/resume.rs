@@ -21,6 +21,7 @@ pub async fn resume(
     }
     let run_id = which.run.as_deref().unwrap_or_default();
     let site = Site::load(inventory)?;
+    site.notify()?;
     let open = run::open_run(&site, run_id).await?;
     let out = out.for_group(&open.group.name);
     if open.record.state == RunState::Done {

@@ -23,6 +23,7 @@ pub async fn upgrade(
 ) -> Result<()> {
     check_version(&target.version)?;
     let site = Site::load(inventory)?;
+    site.notify()?;
     let names: Vec<String> = if which.all {
         site.inventory
             .groups

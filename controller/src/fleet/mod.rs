@@ -172,6 +172,7 @@ pub async fn resume(
     runtime: Option<&Path>,
 ) -> Result<()> {
     let site = Site::load(inventory)?;
+    site.notify()?;
     let record = find_fleet(&site, fleet).await?;
     let spec = read_spec(&record)?;
     let archive_path = runtime.map_or_else(

@@ -271,6 +271,12 @@ impl Run {
                     let plan: Vec<Step> = steps.iter().map(|s| s.step.clone()).collect();
                     let redo = redo_from(&plan, idx);
                     let _ = self.journal.reset_steps(&self.id, redo).await;
+                    self.out.event(
+                        "run_fell_back",
+                        json!({ "run": self.id, "group": self.group.name, "step": step.name(),
+                                "next": format!("hubshift resume --run {}", self.id) }),
+                        String::new,
+                    );
                 }
                 self.failed(idx, total, &step, &err).await?;
                 Err(err.context(format!(
