@@ -209,6 +209,16 @@ struct RawGroup {
     nodes: Vec<Node>,
     database: Option<DatabaseSection>,
     checks: Option<ChecksSection>,
+    window: Option<WindowsSection>,
+}
+
+/// Maintenance windows (`[windows]`, or per group `[groups.window]`): a
+/// group's hand-over begins only inside one, and only when it fits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSection {
+    /// `"Sat 01:00-05:00 Europe/Berlin"`, several allowed.
+    pub allow: Vec<String>,
 }
 
 /// One HA group, with the database and checks that apply to it (its own,
@@ -227,6 +237,8 @@ pub struct Group {
     pub database_key: String,
     /// Its post-upgrade check, if any.
     pub checks: Option<ChecksSection>,
+    /// Its maintenance windows (its own, or the inventory's); none: any time.
+    pub windows: Vec<crate::window::Window>,
 }
 
 impl Group {
@@ -257,6 +269,7 @@ struct RawInventory {
     #[serde(default)]
     backups: BackupsSection,
     checks: Option<ChecksSection>,
+    windows: Option<WindowsSection>,
     #[serde(default)]
     trust: crate::trust::TrustSection,
     notify: Option<crate::notify::NotifySection>,
@@ -340,6 +353,10 @@ impl Inventory {
         if let Some(c) = &raw.checks {
             inv.validate_checks(c, "checks")?;
         }
+        let default_windows = match &raw.windows {
+            Some(w) => inv.parse_windows(w, "windows")?,
+            None => Vec::new(),
+        };
         for (gi, g) in raw.groups.into_iter().enumerate() {
             let (database, database_key) = match (g.database, &default_db) {
                 (Some(own), _) => {
@@ -362,7 +379,12 @@ impl Inventory {
             if let Some(c) = &g.checks {
                 inv.validate_checks(c, &format!("groups[{gi}].checks"))?;
             }
+            let windows = match &g.window {
+                Some(w) => inv.parse_windows(w, &format!("groups[{gi}].window"))?,
+                None => default_windows.clone(),
+            };
             inv.groups.push(Group {
+                windows,
                 name: g.name,
                 nodes: g.nodes,
                 database,
@@ -408,6 +430,38 @@ impl Inventory {
             ));
         }
         Ok(())
+    }
+
+    fn parse_windows(
+        &self,
+        w: &WindowsSection,
+        key: &str,
+    ) -> Result<Vec<crate::window::Window>, InventoryError> {
+        if w.allow.is_empty() {
+            return Err(self.invalid(
+                format!("{key}.allow"),
+                "name at least one window, e.g. \"Sat 01:00-05:00 Europe/Berlin\"",
+            ));
+        }
+        w.allow
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                crate::window::Window::parse(t)
+                    .map_err(|e| self.invalid(format!("{key}.allow[{i}]"), e))
+            })
+            .collect()
+    }
+
+    /// How long a hand-over may take at most, from the timeouts: the stop,
+    /// the takeover, the backup, the start, the old secondary's shutdown
+    /// and the standby's join. A window must hold this before a hand-over
+    /// begins in it (unless a previous run of the group says better).
+    pub fn handover_estimate(&self) -> Duration {
+        let t = &self.timeouts;
+        Duration::from_secs(
+            t.stop + t.takeover + t.backup + t.start + t.secondary_shutdown + t.standby_join,
+        )
     }
 
     fn validate_checks(&self, c: &ChecksSection, key: &str) -> Result<(), InventoryError> {

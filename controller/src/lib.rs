@@ -34,3 +34,4 @@ pub mod steps;
 mod testing;
 pub mod trust;
 pub mod version;
+pub mod window;

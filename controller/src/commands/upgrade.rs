@@ -78,11 +78,13 @@ pub async fn upgrade(
             soak_ms: which.soak.as_millis() as u64,
             max_failed: which.max_failed,
             skip_unready: which.skip_unready,
+            wait_for_window: which.wait_for_window,
         };
         return fleet::start(out, site, groups, req, policy, yes).await;
     }
     let group = &groups[0];
     let out = out.for_group(&group.name);
+    crate::fleet::await_window(&out, &site, group, which.wait_for_window).await?;
     let prepared = run::prepare_upgrade(&out, &site, group, &req).await?;
     if !yes {
         confirm(&format!(

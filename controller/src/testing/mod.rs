@@ -34,5 +34,6 @@ pub fn sample_group(secondaries: usize) -> Group {
         },
         database_key: "database".into(),
         checks: None,
+        windows: Vec::new(),
     }
 }
