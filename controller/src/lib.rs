@@ -14,6 +14,7 @@ pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod connection_room;
 pub mod db;
 pub mod exit;
 pub mod facts;

@@ -74,6 +74,7 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
         },
     );
     print_findings(&out, &findings);
+    crate::connection_room::warn(&out, &[(db.clone(), 1)]).await;
     out.human("\nSteps:");
     print_plan(
         &out,

@@ -114,6 +114,11 @@ pub async fn status(out: Output, inventory: &Path, names: &[String]) -> Result<(
             },
         );
     }
+    let dbs: Vec<_> = groups
+        .iter()
+        .filter_map(|g| site.database(g).ok().map(|db| (db, 1)))
+        .collect();
+    crate::connection_room::warn(&out, &dbs).await;
     for g in &groups {
         if let Some((fields, line)) = window_line(&site, g).await {
             out.for_group(&g.name)
