@@ -114,6 +114,28 @@ async fn a_group_outside_its_window_parks_and_resumes_inside_it() {
     assert_eq!(w["next_window"], OPENS);
     assert_eq!(w["parked"]["fleet"], fleet_id.as_str());
 
+    // One group's upgrade outside its window: exit 4 at once, nothing
+    // changed, the next window named.
+    let out = at(
+        &inventory,
+        friday,
+        &[
+            "upgrade",
+            "-g",
+            "plant-2",
+            "--runtime",
+            &archive,
+            "--version",
+            TO,
+            "--yes",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let single = events(&out);
+    assert_eq!(find(&single, "group_parked").unwrap()["opens"], OPENS);
+    assert!(find(&single, "run_started").is_none(), "{}", text(&out));
+    assert_eq!(p2.status(0).await.unwrap().active_runtime, FROM);
+
     // Three seconds before the window opens: the resume waits for it, then
     // upgrades plant-2 inside it.
     let out = at(
