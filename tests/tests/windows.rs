@@ -161,4 +161,55 @@ async fn a_group_outside_its_window_parks_and_resumes_inside_it() {
             assert_eq!(group.status(i).await.unwrap().active_runtime, TO, "{g}");
         }
     }
+
+    // Staging may run at any time, the hand-over only inside the window: a
+    // run parked before the primary's stop (inside the window) and resumed
+    // after the window closed stays parked, staged but not switched.
+    let next = fleet
+        .runtime_archive("4.3.0")
+        .unwrap()
+        .display()
+        .to_string();
+    let saturday = "2026-12-05T01:00:00Z";
+    let out = at(
+        &inventory,
+        saturday,
+        &[
+            "upgrade",
+            "-g",
+            "plant-2",
+            "--runtime",
+            &next,
+            "--version",
+            "4.3.0",
+            "--yes",
+            "--pause-before",
+            "stop_primary",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let run_id = find(&events(&out), "run_paused").unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = at(
+        &inventory,
+        "2026-12-05T05:00:00Z",
+        &["resume", "--run", &run_id],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let held = events(&out);
+    let paused = find(&held, "run_paused").unwrap_or_else(|| panic!("{}", text(&out)));
+    assert_eq!(paused["name"], "stop_primary");
+    let error = find(&held, "error").unwrap()["error"].as_str().unwrap();
+    assert!(
+        error.contains("outside its maintenance window") && error.contains("2026-12-12 01:00 CET"),
+        "{error}"
+    );
+    let s = p2.status(0).await.unwrap();
+    assert_eq!(s.active_runtime, TO, "not switched");
+    assert!(
+        s.staged_runtimes.iter().any(|r| r == "4.3.0"),
+        "staged: {s:?}"
+    );
 }

@@ -16,25 +16,11 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// What `group`'s hand-over needs before its window closes: its previous
-/// upgrade's time with half again as margin, or else the timeouts' sum.
+/// What `group`'s hand-over needs before its window closes (as a run
+/// decides it: [`crate::run::window_gate::handover_need`]).
 pub async fn need(site: &Site, group: &Group) -> SignedDuration {
-    let by_timeouts = site.inventory.handover_estimate();
-    let previous = match site.database(group) {
-        Ok(db) => match db.connect().await {
-            Ok(client) => journal::last_upgrade_ms(&client, &group.name)
-                .await
-                .ok()
-                .flatten(),
-            Err(_) => None,
-        },
-        Err(_) => None,
-    };
-    let d = match previous {
-        Some(ms) if ms > 0 => Duration::from_millis(ms as u64 * 3 / 2),
-        _ => by_timeouts,
-    };
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+    let db = site.database(group).ok();
+    crate::run::window_gate::handover_need(&site.inventory, db.as_ref(), group).await
 }
 
 /// The windows of the groups that have any.

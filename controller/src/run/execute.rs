@@ -139,6 +139,7 @@ impl Run {
     async fn park_if_asked(&mut self, steps: &[journal::StepRecord], idx: usize) -> Result<()> {
         let plan: Vec<Step> = steps.iter().map(|s| s.step.clone()).collect();
         let name = steps[idx].step.name();
+        let mut window = false;
         let (state, why) = if pause_due(
             &plan,
             idx,
@@ -157,6 +158,9 @@ impl Run {
                 RunState::Stopped,
                 format!("stopped before step {} ({name}) as asked", idx + 1),
             )
+        } else if let Some(why) = super::window_gate::closed(self, &steps[idx].step).await {
+            window = true;
+            (RunState::Paused, why)
         } else {
             return Ok(());
         };
@@ -178,7 +182,9 @@ impl Run {
             },
         );
         Err(crate::exit::Parked {
-            kind: if state == RunState::Paused {
+            kind: if window {
+                crate::exit::ParkKind::Window
+            } else if state == RunState::Paused {
                 crate::exit::ParkKind::Paused
             } else {
                 crate::exit::ParkKind::Stopped

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod open;
 pub mod preflight;
 pub mod request;
+pub mod window_gate;
 
 pub use context::Run;
 pub use execute::{stop_asked, watch_ctrl_c};
