@@ -47,6 +47,16 @@ async fn a_group_outside_its_window_parks_and_resumes_inside_it() {
     fleet.write_inventory(&inventory).unwrap();
     // The window belongs to the last group of the inventory (plant-2).
     let mut inv = std::fs::read_to_string(&inventory).unwrap();
+    // People hear of the park: a webhook of this test.
+    let webhook = support::webhook::hook(support::webhook::Mode::FailFirst(0));
+    inv = inv.replacen(
+        "[[groups]]",
+        &format!(
+            "[notify]\nwebhook = \"http://127.0.0.1:{}/hook\"\n\n[[groups]]",
+            webhook.port
+        ),
+        1,
+    );
     inv.push_str(&format!("\n[groups.window]\nallow = [\"{WINDOW}\"]\n"));
     std::fs::write(&inventory, inv).unwrap();
     let archive = fleet.runtime_archive(TO).unwrap().display().to_string();
@@ -92,6 +102,22 @@ async fn a_group_outside_its_window_parks_and_resumes_inside_it() {
         error.contains("2026-12-05 01:00 CET") && error.contains("resume --fleet"),
         "{error}"
     );
+    let posted: Vec<Value> = webhook
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let names: Vec<&str> = posted.iter().filter_map(|b| b["event"].as_str()).collect();
+    for name in [
+        "fleet_started",
+        "group_parked",
+        "fleet_finished",
+        "fleet_parked",
+    ] {
+        assert!(names.contains(&name), "{name} not posted: {names:?}");
+    }
     let p2 = fleet.group("plant-2").unwrap();
     assert_eq!(
         p2.status(0).await.unwrap().active_runtime,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod archives;
+pub mod webhook;
 
 use hubshift_sim::sandbox::{HubDriver, Sandbox};
 use serde_json::Value;
