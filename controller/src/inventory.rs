@@ -693,6 +693,51 @@ nodes = [
     }
 
     #[test]
+    fn windows_notify_and_trust_are_read_and_their_errors_named() {
+        // A default window, replaced for one group by its own.
+        let text = GOOD.replace(
+            "[[groups]]",
+            "[windows]\nallow = [\"Sat 01:00-05:00 Europe/Berlin\"]\n\n[notify]\nwebhook = \"https://hooks.example/h\"\nheaders_env = { Authorization = \"HOOK\" }\n\n[[groups]]",
+        );
+        let inv = parse(&text).unwrap();
+        assert_eq!(inv.groups[0].windows.len(), 1);
+        assert_eq!(inv.notify.as_ref().unwrap().attempts, 5);
+        let own = format!(
+            "{text}\n[groups.window]\nallow = [\"daily 03:00-04:00 UTC\", \"Sun 01:00-02:00 UTC\"]\n"
+        );
+        assert_eq!(parse(&own).unwrap().groups[0].windows.len(), 2);
+        for (bad, key) in [
+            (
+                format!(
+                    "{GOOD}\n[groups.window]\nallow = [\"Sat 01:00-05:00 Atlantis/Nowhere\"]\n"
+                ),
+                "groups[0].window.allow[0]",
+            ),
+            (
+                format!("{GOOD}\n[groups.window]\nallow = []\n"),
+                "groups[0].window.allow",
+            ),
+            (
+                GOOD.replace(
+                    "[[groups]]",
+                    "[notify]\nwebhook = \"http://hooks.example/h\"\n\n[[groups]]",
+                ),
+                "notify.webhook",
+            ),
+            (
+                GOOD.replace(
+                    "[[groups]]",
+                    "[trust]\nrequire_signature = true\n\n[[groups]]",
+                ),
+                "trust",
+            ),
+        ] {
+            let e = parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (
