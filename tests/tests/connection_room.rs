@@ -5,6 +5,8 @@
 
 mod support;
 
+use hubshift_sim::fleet::fleet_connections;
+use hubshift_sim::pg::TestDatabase;
 use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
 use support::*;
 
@@ -78,4 +80,20 @@ async fn a_server_near_its_connection_limit_is_warned_about() {
         text(&out)
     );
     drop(held);
+}
+
+/// The sandbox's server for a fleet of a hundred groups starts, and admits
+/// what the fleet holds (the default limit refused clients at about fifty).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_server_is_sized_for_a_hundred_groups() {
+    let want = fleet_connections(100);
+    assert!(want >= 100 * 2 * 2 + 100 * 3, "{want}");
+    let db = TestDatabase::create_for_clients(want).await.unwrap();
+    let client = db.connect().await.unwrap();
+    let (max, _, _) = room(&client).await;
+    if std::env::var("HUBSHIFT_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        eprintln!("an existing server (HUBSHIFT_TEST_DATABASE_URL): its limit is its own ({max})");
+        return;
+    }
+    assert_eq!(u32::try_from(max).unwrap(), want);
 }
