@@ -204,9 +204,13 @@ fn not_done(e: &Value) -> Vec<String> {
         .filter(|g| g["result"] != "done")
         .map(|g| {
             format!(
-                "{} {}",
+                "{} {}{}",
                 g["group"].as_str().unwrap_or("?"),
-                g["result"].as_str().unwrap_or("?")
+                g["result"].as_str().unwrap_or("?"),
+                g["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             )
         })
         .collect()
