@@ -9,8 +9,9 @@ use std::path::PathBuf;
 /// Exit codes: 0 done (every group, for a fleet); 1 failed (some group
 /// failed; state consistent, next actions printed); 2 usage or configuration
 /// error; 3 refused (preflight failed or lock held; nothing changed);
-/// 4 parked (paused by --pause-before, or stopped by `hubshift stop` or
-/// Ctrl-C, at a safe point; `hubshift resume` continues).
+/// 4 parked (paused by --pause-before, stopped by `hubshift stop` or
+/// Ctrl-C at a safe point, or outside a maintenance window; `hubshift
+/// resume` continues).
 #[derive(Debug, Parser)]
 #[command(name = "hubshift", version)]
 pub struct Cli {
@@ -50,6 +51,11 @@ pub struct TargetArgs {
     /// every byte as they unpack.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    /// The archive's minisign signature (`.minisig`): checked against the
+    /// inventory's `[trust] keys` before anything is staged; required when
+    /// `[trust] require_signature = true`.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
     /// Allow a target older than the version the group runs (compared as
     /// the vendor numbers them: 4.10 is newer than 4.9). An older hub may
     /// not read a project saved by a newer one: to go back after an
@@ -89,6 +95,12 @@ pub struct FleetArgs {
     /// skipped, instead of refusing the whole fleet.
     #[arg(long)]
     pub skip_unready: bool,
+    /// A group outside its maintenance window (`[windows]`) is waited for
+    /// in this process. Without it such a group is parked, the others go
+    /// on, and the command exits 4 naming the next window; `hubshift resume
+    /// --fleet ID` (or, for one group, the same `upgrade`) continues inside it.
+    #[arg(long)]
+    pub wait_for_window: bool,
 }
 
 /// `--run ID` or `--fleet ID`.
@@ -223,6 +235,10 @@ pub enum Command {
         /// where the run read it.
         #[arg(long)]
         runtime: Option<PathBuf>,
+        /// For a fleet: wait in this process for the maintenance windows of
+        /// the groups it has yet to begin (instead of exiting 4 again).
+        #[arg(long, requires = "fleet")]
+        wait_for_window: bool,
     },
     /// Take a group back to the version and appdata an upgrade run started
     /// from: the same hand-over as the upgrade, restoring the run's verified

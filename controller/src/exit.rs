@@ -57,6 +57,8 @@ pub enum ParkKind {
     Paused,
     /// At a safe point, because `hubshift stop` or Ctrl-C asked.
     Stopped,
+    /// Before it began, outside its maintenance window.
+    Window,
 }
 
 /// Refused (exit 3) because another controller holds the group's lock: a

@@ -217,6 +217,16 @@ struct RawGroup {
     nodes: Vec<Node>,
     database: Option<DatabaseSection>,
     checks: Option<ChecksSection>,
+    window: Option<WindowsSection>,
+}
+
+/// Maintenance windows (`[windows]`, or per group `[groups.window]`): a
+/// group's hand-over begins only inside one, and only when it fits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSection {
+    /// `"Sat 01:00-05:00 Europe/Berlin"`, several allowed.
+    pub allow: Vec<String>,
 }
 
 /// One HA group, with the database and checks that apply to it (its own,
@@ -235,6 +245,8 @@ pub struct Group {
     pub database_key: String,
     /// Its post-upgrade check, if any.
     pub checks: Option<ChecksSection>,
+    /// Its maintenance windows (its own, or the inventory's); none: any time.
+    pub windows: Vec<crate::window::Window>,
 }
 
 impl Group {
@@ -265,6 +277,10 @@ struct RawInventory {
     #[serde(default)]
     backups: BackupsSection,
     checks: Option<ChecksSection>,
+    windows: Option<WindowsSection>,
+    #[serde(default)]
+    trust: crate::trust::TrustSection,
+    notify: Option<crate::notify::NotifySection>,
     #[serde(default)]
     groups: Vec<RawGroup>,
 }
@@ -282,6 +298,10 @@ pub struct Inventory {
     pub backups: BackupsSection,
     /// HA groups.
     pub groups: Vec<Group>,
+    /// The keys a runtime archive may be signed by (`[trust]`).
+    pub trust: crate::trust::Trust,
+    /// Where runs and fleets are announced (`[notify]`).
+    pub notify: Option<crate::notify::NotifySection>,
 }
 
 impl Inventory {
@@ -323,7 +343,16 @@ impl Inventory {
             timeouts: raw.timeouts,
             backups: raw.backups,
             groups: Vec::new(),
+            trust: crate::trust::Trust::default(),
+            notify: raw.notify,
         };
+        if let Some(n) = &inv.notify
+            && let Err((key, message)) = n.check()
+        {
+            return Err(inv.invalid(format!("notify.{key}"), message));
+        }
+        inv.trust = crate::trust::Trust::from_section(&raw.trust)
+            .map_err(|e| inv.invalid("trust", e.to_string()))?;
         inv.backups.copy_to = inv.backups.copy_to.as_deref().map(resolve);
         let default_db = raw.database.map(resolve_db);
         if let Some(d) = &default_db {
@@ -332,6 +361,10 @@ impl Inventory {
         if let Some(c) = &raw.checks {
             inv.validate_checks(c, "checks")?;
         }
+        let default_windows = match &raw.windows {
+            Some(w) => inv.parse_windows(w, "windows")?,
+            None => Vec::new(),
+        };
         for (gi, g) in raw.groups.into_iter().enumerate() {
             let (database, database_key) = match (g.database, &default_db) {
                 (Some(own), _) => {
@@ -354,7 +387,12 @@ impl Inventory {
             if let Some(c) = &g.checks {
                 inv.validate_checks(c, &format!("groups[{gi}].checks"))?;
             }
+            let windows = match &g.window {
+                Some(w) => inv.parse_windows(w, &format!("groups[{gi}].window"))?,
+                None => default_windows.clone(),
+            };
             inv.groups.push(Group {
+                windows,
                 name: g.name,
                 nodes: g.nodes,
                 database,
@@ -400,6 +438,38 @@ impl Inventory {
             ));
         }
         Ok(())
+    }
+
+    fn parse_windows(
+        &self,
+        w: &WindowsSection,
+        key: &str,
+    ) -> Result<Vec<crate::window::Window>, InventoryError> {
+        if w.allow.is_empty() {
+            return Err(self.invalid(
+                format!("{key}.allow"),
+                "name at least one window, e.g. \"Sat 01:00-05:00 Europe/Berlin\"",
+            ));
+        }
+        w.allow
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                crate::window::Window::parse(t)
+                    .map_err(|e| self.invalid(format!("{key}.allow[{i}]"), e))
+            })
+            .collect()
+    }
+
+    /// How long a hand-over may take at most, from the timeouts: the stop,
+    /// the takeover, the backup, the start, the old secondary's shutdown
+    /// and the standby's join. A window must hold this before a hand-over
+    /// begins in it (unless a previous run of the group says better).
+    pub fn handover_estimate(&self) -> Duration {
+        let t = &self.timeouts;
+        Duration::from_secs(
+            t.stop + t.takeover + t.backup + t.start + t.secondary_shutdown + t.standby_join,
+        )
     }
 
     fn validate_checks(&self, c: &ChecksSection, key: &str) -> Result<(), InventoryError> {
@@ -628,6 +698,51 @@ nodes = [
         assert_eq!(g.primary().server_name(), "hub-a.example");
         assert_eq!(g.secondaries()[0].server_name(), "hub-b.example");
         assert_eq!(inv.timeouts.takeover, 120);
+    }
+
+    #[test]
+    fn windows_notify_and_trust_are_read_and_their_errors_named() {
+        // A default window, replaced for one group by its own.
+        let text = GOOD.replace(
+            "[[groups]]",
+            "[windows]\nallow = [\"Sat 01:00-05:00 Europe/Berlin\"]\n\n[notify]\nwebhook = \"https://hooks.example/h\"\nheaders_env = { Authorization = \"HOOK\" }\n\n[[groups]]",
+        );
+        let inv = parse(&text).unwrap();
+        assert_eq!(inv.groups[0].windows.len(), 1);
+        assert_eq!(inv.notify.as_ref().unwrap().attempts, 5);
+        let own = format!(
+            "{text}\n[groups.window]\nallow = [\"daily 03:00-04:00 UTC\", \"Sun 01:00-02:00 UTC\"]\n"
+        );
+        assert_eq!(parse(&own).unwrap().groups[0].windows.len(), 2);
+        for (bad, key) in [
+            (
+                format!(
+                    "{GOOD}\n[groups.window]\nallow = [\"Sat 01:00-05:00 Atlantis/Nowhere\"]\n"
+                ),
+                "groups[0].window.allow[0]",
+            ),
+            (
+                format!("{GOOD}\n[groups.window]\nallow = []\n"),
+                "groups[0].window.allow",
+            ),
+            (
+                GOOD.replace(
+                    "[[groups]]",
+                    "[notify]\nwebhook = \"http://hooks.example/h\"\n\n[[groups]]",
+                ),
+                "notify.webhook",
+            ),
+            (
+                GOOD.replace(
+                    "[[groups]]",
+                    "[trust]\nrequire_signature = true\n\n[[groups]]",
+                ),
+                "trust",
+            ),
+        ] {
+            let e = parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+        }
     }
 
     #[test]

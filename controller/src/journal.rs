@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS hubshift.observations (
     details jsonb NOT NULL DEFAULT '{}'::jsonb,
     PRIMARY KEY (run_id, seq)
 );
+ALTER TABLE hubshift.fleets ADD COLUMN IF NOT EXISTS parked jsonb NOT NULL DEFAULT '{}'::jsonb;
 "#;
 
 /// Creates the journal schema if needed.
@@ -559,10 +560,13 @@ pub struct FleetRecord {
     pub audit: Value,
     /// When it was created (UTC text).
     pub created_at: String,
+    /// Groups waiting for their maintenance window: group → `opens`,
+    /// `window`.
+    pub parked: Value,
 }
 
 const FLEET_COLUMNS: &str = "id, spec, stop_requested, audit,
-    to_char(created_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"')";
+    to_char(created_at AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), parked";
 
 fn fleet_from_row(row: &tokio_postgres::Row) -> FleetRecord {
     FleetRecord {
@@ -571,7 +575,47 @@ fn fleet_from_row(row: &tokio_postgres::Row) -> FleetRecord {
         stop_requested: row.get(2),
         audit: row.get(3),
         created_at: row.get(4),
+        parked: row.get(5),
     }
+}
+
+/// Journals `group` of `fleet` as waiting for its window (`Some`), or no
+/// longer (`None`).
+pub async fn set_fleet_parked(
+    client: &Client,
+    fleet: &str,
+    group: &str,
+    parked: Option<&Value>,
+) -> Result<(), DbError> {
+    let sql = match parked {
+        Some(_) => {
+            "UPDATE hubshift.fleets SET parked = parked || jsonb_build_object($2::text, $3::jsonb) WHERE id = $1"
+        }
+        None => {
+            "UPDATE hubshift.fleets SET parked = parked - $2::text WHERE id = $1 AND $3::jsonb IS NULL"
+        }
+    };
+    client
+        .execute(sql, &[&fleet, &group, &parked])
+        .await
+        .map_err(query_err("journaling a group parked for its window"))?;
+    Ok(())
+}
+
+/// How long the group's newest finished upgrade took, start to end: a
+/// better guess of its next hand-over than the timeouts.
+pub async fn last_upgrade_ms(client: &Client, group: &str) -> Result<Option<i64>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT (extract(epoch FROM finished_at - created_at) * 1000)::bigint
+             FROM hubshift.runs WHERE grp = $1 AND kind = 'upgrade' AND state = 'done'
+               AND finished_at IS NOT NULL
+             ORDER BY created_at DESC LIMIT 1",
+            &[&group],
+        )
+        .await
+        .map_err(query_err("reading the group's previous run"))?;
+    Ok(row.and_then(|r| r.get(0)))
 }
 
 /// A new fleet id, from the database's clock.

@@ -34,7 +34,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(Exit::Failed as u8);
         }
     };
-    let result = runtime.block_on(hubshift::commands::dispatch(out.clone(), cli.command));
+    let result = runtime.block_on(async {
+        let result = hubshift::commands::dispatch(out.clone(), cli.command).await;
+        hubshift::notify::drain().await;
+        result
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

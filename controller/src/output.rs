@@ -72,6 +72,7 @@ impl Output {
     /// Emits an event: JSON (with `event`, `ts_ms`, and `group`/`fleet` when
     /// known) or the human line(s).
     pub fn event(&self, event: &str, fields: Value, human: impl FnOnce() -> String) {
+        crate::notify::offer(event, self.group.as_deref(), self.fleet.as_deref(), &fields);
         if self.json {
             let mut obj = json!({ "event": event, "ts_ms": now_ms() });
             if let Some(o) = obj.as_object_mut() {

@@ -157,7 +157,11 @@ impl Fleet {
             .map_err(|e| FleetError::Options(format!("timing: {e}")))?;
         let (tmp, root, watchdog) =
             crate::sandbox::root_dir(opts.dir.as_deref(), "hubshift-fleet-")?;
-        let server = TestDatabase::create().await?;
+        // Sized for the fleet: each group's two hubs hold connections while
+        // they run, the controller one or two per group it works on, the
+        // harness its measurements; the default limit is "too many clients"
+        // at about fifty groups.
+        let server = TestDatabase::create_for_clients(fleet_connections(opts.groups)).await?;
         let pki = Arc::new(SandboxPki::create(&root.join("certs"))?);
         let archives = root.join("archives");
         // Written once before the groups start, not raced by them.
@@ -294,4 +298,14 @@ impl Drop for Fleet {
         // (its last handle), the directory and its watchdog.
         self.groups.clear();
     }
+}
+
+/// Connections a fleet of `groups` two-node groups may hold on its one
+/// server at once: per group two hubs (a few each, across a hand-over's
+/// restarts), the controller's journal link and work, the harness.
+pub fn fleet_connections(groups: usize) -> u32 {
+    u32::try_from(groups)
+        .unwrap_or(u32::MAX / 16)
+        .saturating_mul(12)
+        + 40
 }

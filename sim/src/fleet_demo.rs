@@ -22,6 +22,17 @@ struct ControllerRun {
     events: Vec<Value>,
     /// From start to exit, measured here.
     wall: Duration,
+    /// The controller's peak resident memory (VmHWM), KiB, as last sampled.
+    peak_rss_kib: u64,
+}
+
+/// `VmHWM` (peak resident set) of process `pid`, KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 impl ControllerRun {
@@ -50,6 +61,18 @@ async fn run_hubshift(
         .stdout
         .take()
         .context("hubshift's output is not piped")?;
+    // The peak only grows: sampled until the process is gone, the last
+    // sample misses at most the final 100 ms.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = child.id().map(|pid| {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            while let Some(kib) = peak_rss_kib(pid) {
+                peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
     let mut lines = BufReader::new(stdout).lines();
     let mut events = Vec::new();
     while let Some(line) = lines.next_line().await? {
@@ -66,11 +89,15 @@ async fn run_hubshift(
     }
     let status = child.wait().await?;
     let wall = started.elapsed();
+    if let Some(s) = sampler {
+        s.abort();
+    }
     println!();
     Ok(ControllerRun {
         status,
         events,
         wall,
+        peak_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -177,9 +204,13 @@ fn not_done(e: &Value) -> Vec<String> {
         .filter(|g| g["result"] != "done")
         .map(|g| {
             format!(
-                "{} {}",
+                "{} {}{}",
                 g["group"].as_str().unwrap_or("?"),
-                g["result"].as_str().unwrap_or("?")
+                g["result"].as_str().unwrap_or("?"),
+                g["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             )
         })
         .collect()
@@ -455,6 +486,11 @@ pub(crate) async fn bench(
     println!(
         "fleet ratio: {:.2} (fleet {fleet_s:.1} s for {groups} groups at --parallel {parallel}, one group alone {single_s:.1} s)",
         fleet_s / single_s
+    );
+    println!(
+        "controller peak RSS: {:.1} MiB for the fleet, {:.1} MiB for one group (VmHWM, sampled every 100 ms)",
+        all.peak_rss_kib as f64 / 1024.0,
+        single.peak_rss_kib as f64 / 1024.0
     );
     Ok(())
 }

@@ -263,6 +263,10 @@ fn postgres_ids() -> Result<(u32, u32), PgError> {
     Ok((uid, gid))
 }
 
+/// The connection limit of a private cluster: a group and the tests'
+/// own clients fit many times over.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 200;
+
 impl TestDatabase {
     /// A fresh database: on `$HUBSHIFT_TEST_DATABASE_URL` if set, else in a
     /// private cluster.
@@ -278,11 +282,24 @@ impl TestDatabase {
     ) -> Result<TestDatabase, PgError> {
         match std::env::var(DATABASE_URL_ENV) {
             Ok(url) if !url.is_empty() => Self::create_external(&url).await,
-            _ => Self::create_private(also).await,
+            _ => Self::create_private(also, DEFAULT_MAX_CONNECTIONS).await,
         }
     }
 
-    async fn create_private(also: Option<(String, String)>) -> Result<TestDatabase, PgError> {
+    /// Like [`TestDatabase::create`], a private cluster admitting at least
+    /// `clients` connections (a fleet's hubs, its controller and the
+    /// harness; every hub holds connections for as long as it runs).
+    pub async fn create_for_clients(clients: u32) -> Result<TestDatabase, PgError> {
+        match std::env::var(DATABASE_URL_ENV) {
+            Ok(url) if !url.is_empty() => Self::create_external(&url).await,
+            _ => Self::create_private(None, clients.max(DEFAULT_MAX_CONNECTIONS)).await,
+        }
+    }
+
+    async fn create_private(
+        also: Option<(String, String)>,
+        max_connections: u32,
+    ) -> Result<TestDatabase, PgError> {
         let initdb = find_server_binary("initdb")?;
         find_server_binary("pg_ctl")?;
         let bin = initdb.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -353,7 +370,7 @@ impl TestDatabase {
         for _ in 0..5 {
             port = free_port()?;
             let settings = format!(
-                "\n# hubshift sandbox\nlisten_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n",
+                "\n# hubshift sandbox\nlisten_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = {max_connections}\n",
                 sock.display()
             );
             let conf = data.join("postgresql.conf");

@@ -26,7 +26,12 @@ async fn main() -> ExitCode {
     let rss = watch_rss().await;
     let rows = [
         ("agent CPU, idle", idle, "% of a core", f64::INFINITY),
-        ("agent CPU, /metrics scraped every second", scraped, "% of a core", 1.0),
+        (
+            "agent CPU, /metrics scraped every second",
+            scraped,
+            "% of a core",
+            1.0,
+        ),
         ("hubshift watch over 10 groups, peak RSS", rss, "MiB", 64.0),
     ];
     let mut ok = true;
@@ -43,7 +48,11 @@ async fn main() -> ExitCode {
             if met { "" } else { "  MISSED" }
         );
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The pid of the process whose command line holds `needle`.
@@ -52,10 +61,8 @@ fn pid_with_arg(needle: &str) -> i32 {
         .expect("/proc")
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                c.split(|b| *b == 0)
-                    .any(|a| a == needle.as_bytes())
-            })
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == needle.as_bytes()))
         })
         .unwrap_or_else(|| panic!("no process with argument {needle}"))
 }
@@ -73,7 +80,11 @@ fn cpu_secs(pid: i32) -> f64 {
 
 fn scrape(addr: &str) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut body = String::new();
     s.read_to_string(&mut body).expect("read");
     assert!(body.contains("hubshift_agent_hub_up"), "{body}");
@@ -94,7 +105,9 @@ async fn agent_cpu() -> (f64, f64) {
     let mut next = start;
     while start.elapsed() < SPAN {
         let a = addr.clone();
-        tokio::task::spawn_blocking(move || scrape(&a)).await.expect("scrape");
+        tokio::task::spawn_blocking(move || scrape(&a))
+            .await
+            .expect("scrape");
         next += Duration::from_secs(1);
         tokio::time::sleep_until(next.into()).await;
     }
@@ -113,8 +126,12 @@ async fn watch_rss() -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let inventory = dir.path().join("inventory.toml");
     fleet.write_inventory(&inventory).expect("inventory");
-    let watch = WatchProcess::start(&inventory, Duration::from_secs(1), &dir.path().join("watch.log"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let watch = WatchProcess::start(
+        &inventory,
+        Duration::from_secs(1),
+        &dir.path().join("watch.log"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let pid = pid_with_arg(&inventory.display().to_string());
     tokio::time::sleep(SPAN).await;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -125,7 +142,11 @@ async fn watch_rss() -> f64 {
         .expect("VmHWM");
     let (_, body) = {
         let mut s = std::net::TcpStream::connect(&watch.addr).expect("connect");
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
         let mut b = String::new();
         s.read_to_string(&mut b).expect("read");
         ((), b)
@@ -134,7 +155,10 @@ async fn watch_rss() -> f64 {
         .lines()
         .filter(|l| l.starts_with("hubshift_group_active_nodes{") && l.ends_with(" 1.0"))
         .count();
-    assert_eq!(healthy, 10, "the watcher does not see 10 healthy groups:\n{body}");
+    assert_eq!(
+        healthy, 10,
+        "the watcher does not see 10 healthy groups:\n{body}"
+    );
     drop(watch);
     kib / 1024.0
 }

@@ -772,6 +772,12 @@ async fn a_secondary_that_cannot_take_over_never_leaves_the_group_down() {
             .contains("was started again and is active"),
         "{failed}"
     );
+    // The fallback is announced (to a `[notify]` webhook too).
+    let fell_back = seen
+        .iter()
+        .find(|e| e["event"] == "run_fell_back")
+        .expect("run_fell_back");
+    assert_eq!(fell_back["step"], "await_takeover", "{fell_back}");
     // Bound of the controller that falls back as soon as no candidate can
     // take over (see Bounds::no_candidate_fallback).
     let bound = g.bounds.no_candidate_fallback;

@@ -178,7 +178,8 @@ fn systemd_unit_documentation_is_installed_by_the_package() {
 
 /// The CI example passes inputs and secrets to its scripts through `env:`
 /// (never `${{ … }}` inside `run:`, the script-injection pattern), fetches
-/// the runtime over HTTPS only and checks its pinned SHA-256.
+/// the runtime over HTTPS only and checks its pinned SHA-256 and its
+/// signature.
 #[test]
 fn ci_example_keeps_inputs_out_of_scripts_and_pins_the_runtime() {
     let text = std::fs::read_to_string(root().join("packaging/ci/upgrade-hubs.yml")).unwrap();
@@ -208,6 +209,16 @@ fn ci_example_keeps_inputs_out_of_scripts_and_pins_the_runtime() {
     );
     assert!(scripts.contains("--proto '=https'"), "{scripts}");
     assert!(scripts.contains("sha256sum --check"), "{scripts}");
+    for command in ["hubshift --json plan", "hubshift --json upgrade"] {
+        let line = scripts
+            .lines()
+            .find(|l| l.contains(command))
+            .unwrap_or_else(|| panic!("no {command}:\n{scripts}"));
+        assert!(
+            line.contains("--signature runtime.tar.gz.minisig"),
+            "{command} does not verify the signature: {line}"
+        );
+    }
     assert!(text.contains("RUNTIME_SHA256: ${{ inputs.runtime_sha256 }}"));
 }
 

@@ -63,7 +63,17 @@ pub async fn dispatch(out: Output, command: Command) -> Result<()> {
             inventory,
             which,
             runtime,
-        } => resume::resume(out, &inventory.inventory, &which, runtime.as_deref()).await,
+            wait_for_window,
+        } => {
+            resume::resume(
+                out,
+                &inventory.inventory,
+                &which,
+                runtime.as_deref(),
+                wait_for_window,
+            )
+            .await
+        }
         Command::Rollback {
             inventory,
             run,

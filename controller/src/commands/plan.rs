@@ -6,7 +6,8 @@ use crate::output::Output;
 use crate::plan;
 use crate::readiness::{self, Target, human_bytes};
 use crate::run::{
-    Site, check_published_digest, check_version, print_findings, read_archive, read_declared,
+    Site, check_published_digest, check_signature, check_version, print_findings, read_archive,
+    read_declared,
 };
 use anyhow::Result;
 use serde_json::json;
@@ -39,6 +40,13 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
     let db = site.database(&group)?;
     let mut archive = read_archive(&target.runtime).await?;
     check_published_digest(&archive, target.sha256.as_deref())?;
+    check_signature(
+        &out,
+        &site.inventory.trust,
+        &archive,
+        target.signature.as_deref(),
+    )
+    .await?;
     read_declared(&mut archive).await;
     let out = out.for_group(&group.name);
     let (_agents, observed) = crate::observe::observe(&site.inventory, &group, Some(&db)).await;
@@ -66,6 +74,7 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
         },
     );
     print_findings(&out, &findings);
+    crate::connection_room::warn(&out, &[(db.clone(), 1)]).await;
     out.human("\nSteps:");
     print_plan(
         &out,

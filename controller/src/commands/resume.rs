@@ -15,12 +15,14 @@ pub async fn resume(
     inventory: &Path,
     which: &RunOrFleet,
     runtime: Option<&Path>,
+    wait_for_window: bool,
 ) -> Result<()> {
     if let Some(fleet) = &which.fleet {
-        return crate::fleet::resume(out, inventory, fleet, runtime).await;
+        return crate::fleet::resume(out, inventory, fleet, runtime, wait_for_window).await;
     }
     let run_id = which.run.as_deref().unwrap_or_default();
     let site = Site::load(inventory)?;
+    site.notify()?;
     let open = run::open_run(&site, run_id).await?;
     let out = out.for_group(&open.group.name);
     if open.record.state == RunState::Done {

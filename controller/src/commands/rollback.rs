@@ -11,6 +11,7 @@ use std::path::Path;
 /// run started from.
 pub async fn rollback(out: Output, inventory: &Path, run_id: &str, yes: bool) -> Result<()> {
     let site = Site::load(inventory)?;
+    site.notify()?;
     let prepared = run::prepare_rollback(&out, &site, run_id).await?;
     let group = prepared.group_name().to_string();
     let out = out.for_group(&group);

@@ -155,6 +155,18 @@ pub async fn runs(
                         m, r.state, r.id, r.updated_at
                     )
                 }),
+                None if f.parked.get(&m).is_some() => {
+                    let p = &f.parked[&m];
+                    let (opens, window) = (
+                        p["opens"].as_str().unwrap_or("?"),
+                        p["window"].as_str().unwrap_or("?"),
+                    );
+                    out.event(
+                        "fleet_member",
+                        serde_json::json!({ "group": m, "state": "parked", "opens": opens, "window": window }),
+                        || format!("  {m:<16} parked       waits for its window {window}, which opens {opens}"),
+                    )
+                }
                 None => out.event(
                     "fleet_member",
                     serde_json::json!({ "group": m, "state": "not_begun" }),
@@ -177,10 +189,14 @@ pub async fn runs(
             .count();
         out.record("fleet", f, || {
             format!(
-                "fleet {}  {} group(s) -> {}  {done} done  created {}  (hubshift runs --fleet {})",
+                "fleet {}  {} group(s) -> {}  {done} done{}  created {}  (hubshift runs --fleet {})",
                 f.id,
                 members,
                 f.spec["version"].as_str().unwrap_or("?"),
+                match f.parked.as_object().map_or(0, |p| p.len()) {
+                    0 => String::new(),
+                    n => format!(", {n} parked for a window"),
+                },
                 f.created_at,
                 f.id
             )

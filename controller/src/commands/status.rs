@@ -114,6 +114,17 @@ pub async fn status(out: Output, inventory: &Path, names: &[String]) -> Result<(
             },
         );
     }
+    let dbs: Vec<_> = groups
+        .iter()
+        .filter_map(|g| site.database(g).ok().map(|db| (db, 1)))
+        .collect();
+    crate::connection_room::warn(&out, &dbs).await;
+    for g in &groups {
+        if let Some((fields, line)) = window_line(&site, g).await {
+            out.for_group(&g.name)
+                .event("group_window", fields, || format!("{:<16} {line}", g.name));
+        }
+    }
     if unreachable > 0 {
         anyhow::bail!("{unreachable} agent(s) unreachable");
     }
@@ -172,4 +183,57 @@ async fn ready_line(site: &Site, group: &Group) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The group's maintenance window now, and a fleet's park of it (newest
+/// fleets of its database): not a readiness problem, but worth seeing.
+async fn window_line(site: &Site, group: &Group) -> Option<(serde_json::Value, String)> {
+    let mut parked = None;
+    if let Ok(db) = site.database(group)
+        && let Ok(client) = db.connect().await
+        && let Ok(true) = journal::exists(&client).await
+        && let Ok(fleets) = journal::list_fleets(&client, 20).await
+    {
+        parked = fleets.into_iter().find_map(|f| {
+            let p = f.parked.get(&group.name)?;
+            Some((
+                f.id.clone(),
+                p["opens"].as_str().unwrap_or("?").to_string(),
+                p["window"].as_str().unwrap_or("?").to_string(),
+            ))
+        });
+    }
+    if group.windows.is_empty() && parked.is_none() {
+        return None;
+    }
+    let need = crate::fleet::handover_need(site, group).await;
+    let (open, next, line) = match crate::window::decide(&group.windows, crate::window::now(), need)
+    {
+        crate::window::Gate::Open => (true, None, "maintenance window: open now".to_string()),
+        crate::window::Gate::Wait { opens, window } => (
+            false,
+            Some(opens.to_string()),
+            format!(
+                "maintenance window: closed; the next ({window}) opens {}",
+                crate::window::show(opens, &group.windows)
+            ),
+        ),
+        crate::window::Gate::Never => (
+            false,
+            None,
+            format!(
+                "maintenance window: none long enough for a hand-over (about {} s)",
+                need.as_secs()
+            ),
+        ),
+    };
+    let mut fields = json!({ "window_open": open, "next_window": next });
+    let mut line = line;
+    if let Some((fleet, opens, window)) = parked {
+        line.push_str(&format!(
+            "; parked in fleet {fleet} for its window {window} (opens {opens}): hubshift resume --fleet {fleet}"
+        ));
+        fields["parked"] = json!({ "fleet": fleet, "opens": opens, "window": window });
+    }
+    Some((fields, line))
 }

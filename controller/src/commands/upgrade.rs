@@ -6,8 +6,8 @@ use crate::exit::UsageError;
 use crate::fleet::{self, FleetPolicy};
 use crate::output::Output;
 use crate::run::{
-    self, Site, UpgradeRequest, check_pause_before, check_published_digest, check_version,
-    read_archive, read_declared,
+    self, Site, UpgradeRequest, check_pause_before, check_published_digest, check_signature,
+    check_version, read_archive, read_declared,
 };
 use anyhow::Result;
 use std::path::Path;
@@ -23,6 +23,7 @@ pub async fn upgrade(
 ) -> Result<()> {
     check_version(&target.version)?;
     let site = Site::load(inventory)?;
+    site.notify()?;
     let names: Vec<String> = if which.all {
         site.inventory
             .groups
@@ -55,6 +56,13 @@ pub async fn upgrade(
     }
     let mut archive = read_archive(&target.runtime).await?;
     check_published_digest(&archive, target.sha256.as_deref())?;
+    check_signature(
+        &out,
+        &site.inventory.trust,
+        &archive,
+        target.signature.as_deref(),
+    )
+    .await?;
     read_declared(&mut archive).await;
     let req = UpgradeRequest {
         version: target.version.clone(),
@@ -70,11 +78,13 @@ pub async fn upgrade(
             soak_ms: which.soak.as_millis() as u64,
             max_failed: which.max_failed,
             skip_unready: which.skip_unready,
+            wait_for_window: which.wait_for_window,
         };
         return fleet::start(out, site, groups, req, policy, yes).await;
     }
     let group = &groups[0];
     let out = out.for_group(&group.name);
+    crate::fleet::await_window(&out, &site, group, which.wait_for_window).await?;
     let prepared = run::prepare_upgrade(&out, &site, group, &req).await?;
     if !yes {
         confirm(&format!(

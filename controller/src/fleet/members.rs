@@ -219,6 +219,7 @@ pub(super) async fn classify(ctx: &Ctx, group: &Group, e: &anyhow::Error) -> Out
         return match p.kind {
             ParkKind::Paused => Outcome::Paused,
             ParkKind::Stopped => Outcome::Stopped,
+            ParkKind::Window => Outcome::Parked(p.message.clone()),
         };
     }
     if e.downcast_ref::<Refused>().is_some() && already_at(ctx, group).await {

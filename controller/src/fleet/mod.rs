@@ -11,8 +11,10 @@ mod scheduler;
 mod soak;
 mod spec;
 mod table;
+mod windows;
 
 pub use spec::{FleetPolicy, FleetSpec};
+pub use windows::{await_window, need as handover_need};
 
 use crate::exit::{ParkKind, Parked, Refused, UsageError};
 use crate::inventory::Group;
@@ -170,8 +172,10 @@ pub async fn resume(
     inventory: &Path,
     fleet: &str,
     runtime: Option<&Path>,
+    wait_for_window: bool,
 ) -> Result<()> {
     let site = Site::load(inventory)?;
+    site.notify()?;
     let record = find_fleet(&site, fleet).await?;
     let spec = read_spec(&record)?;
     let archive_path = runtime.map_or_else(
@@ -272,6 +276,7 @@ pub async fn resume(
         },
     );
     let mut policy = spec.policy.clone();
+    policy.wait_for_window |= wait_for_window;
     // A canary that is already done has soaked.
     if rows
         .iter()
@@ -360,10 +365,22 @@ async fn run_fleet(
 ) -> Result<()> {
     let started = Instant::now();
     let members: Vec<Group> = queue.iter().map(|w| w.group().clone()).collect();
+    // Only groups not yet begun wait for windows: a begun run goes on.
+    let fresh: Vec<Group> = queue
+        .iter()
+        .filter_map(|w| match w {
+            Work::Start(g) => Some(g.clone()),
+            Work::Resume(..) => None,
+        })
+        .collect();
+    let gates = windows::group_windows(&ctx.site, &fresh).await;
+    // A group with windows may have been parked by an earlier process.
+    let mut parked_once: std::collections::HashSet<String> = gates.keys().cloned().collect();
     let mut sched = Scheduler::new(
         queue.iter().map(|w| w.group().name.clone()).collect(),
         policy,
-    );
+    )
+    .with_windows(gates);
     let mut work: std::collections::HashMap<String, Work> = queue
         .into_iter()
         .map(|w| (w.group().name.clone(), w))
@@ -375,12 +392,38 @@ async fn run_fleet(
             sched.on(Event::StopAsked);
         }
         let (mut wait, mut progressed) = (false, false);
-        for action in sched.next() {
-            progressed |= matches!(action, Action::Start(_) | Action::Soak(_));
+        for action in sched.next(crate::window::now()) {
+            progressed |= matches!(
+                action,
+                Action::Start(_) | Action::Soak(_) | Action::SleepUntil(_)
+            );
             match action {
                 Action::Start(g) => {
                     let w = work.remove(&g).context("a group was started twice")?;
+                    if parked_once.remove(&g) {
+                        windows::journal_park(&ctx.site, &members, &ctx.fleet, &g, None).await;
+                    }
                     running.spawn(run_group(ctx.clone(), w));
+                }
+                Action::Park(p) => {
+                    windows::journal_park(&ctx.site, &members, &ctx.fleet, &p.group, Some(&p))
+                        .await;
+                    let when = windows::show(&ctx.site, &p);
+                    ctx.out.for_group(&p.group).event(
+                        "group_parked",
+                        json!({ "opens": p.opens.to_string(), "window": p.window,
+                                "waiting": policy.wait_for_window }),
+                        || format!("parked: {when}"),
+                    );
+                    parked_once.insert(p.group);
+                }
+                Action::SleepUntil(t) => {
+                    ctx.out
+                        .human(&format!("Waiting for a maintenance window (until {t}) …"));
+                    tokio::select! {
+                        _ = windows::sleep_until(t) => {}
+                        _ = wait_for_stop(&ctx, &members) => sched.on(Event::StopAsked),
+                    }
                 }
                 Action::Soak(g) => {
                     let mut row = soaking.take().context("no run to soak")?;
@@ -427,7 +470,8 @@ async fn run_fleet(
     }
     let halt = sched.halted().map(str::to_string);
     let why = halt.clone().unwrap_or_default();
-    for (g, outcome) in sched.not_started() {
+    let parked_groups = sched.parked().to_vec();
+    for (g, outcome) in sched.not_started(|p| windows::show(&ctx.site, p)) {
         rows.push(Row::new(&g, outcome));
     }
     rows.sort_by_key(|r| {
@@ -456,10 +500,32 @@ async fn run_fleet(
             failed_names.join(", ")
         );
     }
+    if let Some(first) = parked_groups.iter().min_by_key(|p| p.opens) {
+        let when = windows::show(&ctx.site, first);
+        ctx.out.event(
+            "fleet_parked",
+            json!({ "groups": parked_groups.iter().map(|p| json!({ "group": p.group,
+                        "opens": p.opens.to_string(), "window": p.window })).collect::<Vec<_>>(),
+                    "next_window": first.opens.to_string(),
+                    "next": format!("hubshift resume --fleet {}", ctx.fleet) }),
+            String::new,
+        );
+        return Err(Parked {
+            kind: ParkKind::Window,
+            message: format!(
+                "fleet {}: {} group(s) wait for their maintenance window; the first, {}, {when}; continue then with: hubshift resume --fleet {}",
+                ctx.fleet,
+                parked_groups.len(),
+                first.group,
+                ctx.fleet
+            ),
+        }
+        .into());
+    }
     let parked = rows.iter().any(|r| {
         matches!(
             r.outcome,
-            Outcome::Paused | Outcome::Stopped | Outcome::NotStarted(_)
+            Outcome::Paused | Outcome::Stopped | Outcome::NotStarted(_) | Outcome::Parked(_)
         )
     });
     if parked {
@@ -473,4 +539,15 @@ async fn run_fleet(
         .into());
     }
     Ok(())
+}
+
+/// Returns once a stop of the fleet is asked (polled while the fleet
+/// sleeps for a window).
+async fn wait_for_stop(ctx: &Ctx, members: &[Group]) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if stop_asked(ctx, members).await {
+            return;
+        }
+    }
 }

@@ -21,6 +21,10 @@ pub struct FleetPolicy {
     pub max_failed: u32,
     /// Groups that fail preflight are skipped instead of refusing the fleet.
     pub skip_unready: bool,
+    /// A group outside its maintenance window is waited for in the process
+    /// (otherwise it is parked, and the fleet exits 4 once the others end).
+    #[serde(default)]
+    pub wait_for_window: bool,
 }
 
 /// What a fleet was asked to do, as every member's journal records it.

@@ -141,6 +141,7 @@ impl Run {
     async fn park_if_asked(&mut self, steps: &[journal::StepRecord], idx: usize) -> Result<()> {
         let plan: Vec<Step> = steps.iter().map(|s| s.step.clone()).collect();
         let name = steps[idx].step.name();
+        let mut window = false;
         let (state, why) = if pause_due(
             &plan,
             idx,
@@ -159,6 +160,9 @@ impl Run {
                 RunState::Stopped,
                 format!("stopped before step {} ({name}) as asked", idx + 1),
             )
+        } else if let Some(why) = super::window_gate::closed(self, &steps[idx].step).await {
+            window = true;
+            (RunState::Paused, why)
         } else {
             return Ok(());
         };
@@ -186,7 +190,9 @@ impl Run {
             },
         );
         Err(crate::exit::Parked {
-            kind: if state == RunState::Paused {
+            kind: if window {
+                crate::exit::ParkKind::Window
+            } else if state == RunState::Paused {
                 crate::exit::ParkKind::Paused
             } else {
                 crate::exit::ParkKind::Stopped
@@ -301,6 +307,12 @@ impl Run {
                     let plan: Vec<Step> = steps.iter().map(|s| s.step.clone()).collect();
                     let redo = redo_from(&plan, idx);
                     let _ = self.journal.reset_steps(&self.id, redo).await;
+                    self.out.event(
+                        "run_fell_back",
+                        json!({ "run": self.id, "group": self.group.name, "step": step.name(),
+                                "next": format!("hubshift resume --run {}", self.id) }),
+                        String::new,
+                    );
                 }
                 self.failed(idx, total, &step, &err).await?;
                 Err(err.context(format!(

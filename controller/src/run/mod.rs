@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod open;
 pub mod preflight;
 pub mod request;
+pub mod window_gate;
 
 pub use context::Run;
 pub use execute::{stop_asked, watch_ctrl_c};
@@ -31,6 +32,6 @@ pub use lifecycle::{
 pub use open::{Locked, OpenRun, Site, lock, lock_group, open_run};
 pub use preflight::print_findings;
 pub use request::{
-    ArchiveInfo, UpgradeRequest, check_pause_before, check_published_digest, check_version,
-    read_archive, read_declared,
+    ArchiveInfo, UpgradeRequest, check_pause_before, check_published_digest, check_signature,
+    check_version, read_archive, read_declared,
 };

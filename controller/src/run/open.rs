@@ -28,6 +28,14 @@ impl Site {
         Ok(Site::new(inventory))
     }
 
+    /// Starts announcing runs and fleets to the inventory's `[notify]`
+    /// webhook (commands that change groups call it; a header's variable
+    /// that is not set is a usage error naming it).
+    pub fn notify(&self) -> Result<()> {
+        crate::notify::install(self.inventory.notify.as_ref()).map_err(UsageError)?;
+        Ok(())
+    }
+
     /// Resolves every group's database of `inventory`.
     pub fn new(inventory: Inventory) -> Site {
         let databases = inventory

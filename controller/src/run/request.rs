@@ -94,6 +94,40 @@ pub fn check_published_digest(archive: &ArchiveInfo, published: Option<&str>) ->
     Ok(())
 }
 
+/// Checks the archive's signature against the inventory's `[trust]`
+/// keys, before anything is staged; a usage error (exit 2) naming the key
+/// when it is unsigned where one is required, signed by another key, or
+/// does not match.
+pub async fn check_signature(
+    out: &crate::output::Output,
+    trust: &crate::trust::Trust,
+    archive: &ArchiveInfo,
+    signature: Option<&Path>,
+) -> Result<()> {
+    let (trust, path, sig) = (
+        trust.clone(),
+        archive.path.clone(),
+        signature.map(Path::to_path_buf),
+    );
+    let verified = tokio::task::spawn_blocking(move || trust.verify(&path, sig.as_deref()))
+        .await
+        .context("signature check ended abnormally")?
+        .map_err(|e| UsageError(e.to_string()))?;
+    if let Some(v) = verified {
+        out.event(
+            "signature_verified",
+            serde_json::json!({ "key_id": v.key_id, "trusted_comment": v.trusted_comment }),
+            || {
+                format!(
+                    "Runtime archive signed by trusted key {} ({})",
+                    v.key_id, v.trusted_comment
+                )
+            },
+        );
+    }
+    Ok(())
+}
+
 /// Refuses a version that cannot name a runtime directory.
 pub fn check_version(version: &str) -> Result<()> {
     hubshift_common::names::validate_name("runtime version", version)

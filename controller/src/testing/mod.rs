@@ -35,5 +35,6 @@ pub fn sample_group(secondaries: usize) -> Group {
         },
         database_key: "database".into(),
         checks: None,
+        windows: Vec::new(),
     }
 }

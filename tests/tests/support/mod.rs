@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 pub mod archives;
-pub mod http;
 pub mod browser;
+pub mod http;
+pub mod webhook;
 
 use hubshift_sim::sandbox::{HubDriver, Sandbox};
 use serde_json::Value;
