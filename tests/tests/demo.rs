@@ -107,7 +107,7 @@ fn demo_with_three_nodes_upgrades_every_secondary() {
     );
     let report = json!({
         "lanes": [{ "node": "hub-a" }, { "node": "hub-b" }, { "node": "hub-c" }],
-        "steps": (0..19).map(|i| json!({ "index": i + 1 })).collect::<Vec<_>>(),
+        "steps": (0..20).map(|i| json!({ "index": i + 1 })).collect::<Vec<_>>(),
         "windows": browser::windows_of(&html),
     });
     assert_eq!(report["windows"].as_array().unwrap().len(), 2, "{html}");

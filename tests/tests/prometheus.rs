@@ -237,16 +237,7 @@ async fn prometheus_sees_the_active_node_lost_and_regained_a_rogue_second_active
 
     // hub-b on its own database role, with rights on today's schemas only.
     let db = sandbox.db.connect().await.unwrap();
-    db.batch_execute(
-        "CREATE ROLE hub_b LOGIN PASSWORD 'hub-b-secret';
-         GRANT USAGE, CREATE ON SCHEMA hubdata TO hub_b;
-         GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA hubdata TO hub_b;
-         GRANT USAGE ON ALL SEQUENCES IN SCHEMA hubdata TO hub_b;
-         GRANT USAGE ON SCHEMA orchestration TO hub_b;
-         GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA orchestration TO hub_b;",
-    )
-    .await
-    .unwrap();
+    db.batch_execute(support::HUB_B_OWN_ROLE).await.unwrap();
     let jdbc_b = format!(
         "jdbc:postgresql://{}:{}/{}?user=hub_b&password=hub-b-secret",
         sandbox.db.host(),

@@ -178,7 +178,7 @@ async fn a_three_node_run_with_a_fallback_and_a_resume_is_reported_right() {
         .filter(|s| s["outcome"] == "done")
         .map(|s| (s["index"].as_u64().unwrap(), s))
         .collect();
-    assert_eq!(last_done.len(), 19, "every step of a three-node plan");
+    assert_eq!(last_done.len(), 20, "every step of a three-node plan");
     for s in steps {
         assert!(s["start_ms"].as_u64() <= s["end_ms"].as_u64(), "{s}");
         assert!(s["start_ms"].as_u64() >= report["start_ms"].as_u64(), "{s}");

@@ -813,16 +813,7 @@ async fn an_old_secondary_that_keeps_producing_is_stopped_before_two_nodes_produ
     .await;
     // hub-b runs as its own role with rights on the current schemas only.
     let db = sandbox.db.connect().await.unwrap();
-    db.batch_execute(
-        "CREATE ROLE hub_b LOGIN PASSWORD 'hub-b-secret';
-         GRANT USAGE, CREATE ON SCHEMA hubdata TO hub_b;
-         GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA hubdata TO hub_b;
-         GRANT USAGE ON ALL SEQUENCES IN SCHEMA hubdata TO hub_b;
-         GRANT USAGE ON SCHEMA orchestration TO hub_b;
-         GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA orchestration TO hub_b;",
-    )
-    .await
-    .unwrap();
+    db.batch_execute(support::HUB_B_OWN_ROLE).await.unwrap();
     // The database as the hubs reach it (a container: on its network's gateway).
     let host = if sandbox.hub_db_host.is_empty() {
         sandbox.db.host()

@@ -15,6 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// SQL giving hub-b a database role of its own (password `hub-b-secret`)
+/// with rights on today's schemas only: a new orchestration schema is
+/// invisible to it, so a hub-b on this role never sees it replaced.
+pub const HUB_B_OWN_ROLE: &str = "CREATE ROLE hub_b LOGIN PASSWORD 'hub-b-secret';
+     GRANT USAGE, CREATE ON SCHEMA hubdata TO hub_b;
+     GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA hubdata TO hub_b;
+     GRANT USAGE ON ALL SEQUENCES IN SCHEMA hubdata TO hub_b;
+     GRANT USAGE ON SCHEMA orchestration TO hub_b;
+     GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA orchestration TO hub_b;";
+
 /// Group name the tests use.
 pub const GROUP: &str = "plant";
 
