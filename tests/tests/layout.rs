@@ -138,15 +138,25 @@ async fn upgrade_to_a_release_with_its_own_template_appdata_keeps_the_project_an
     let ev = events(&out);
     let done = find(&ev, "run_finished").unwrap_or_else(|| panic!("{}", text(&out)));
 
-    // The backup holds the cached ticks.
-    let backup = done["backup_path"].as_str().unwrap();
-    let listing = std::process::Command::new("tar")
-        .arg("-tzf")
-        .arg(backup)
-        .output()
-        .unwrap();
-    assert!(listing.status.success(), "tar -tzf {backup}");
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    // The backup of record holds the cached ticks: a full backup, or with
+    // pre-copy the base (beside it) and the delta of what changed after it.
+    let backup = std::path::Path::new(done["backup_path"].as_str().unwrap());
+    let mut archives = vec![backup.to_path_buf()];
+    if let Some(base) = done["pre_copy"]["base_id"].as_str()
+        && done["pre_copy"]["delta"] == true
+    {
+        archives.push(backup.with_file_name(format!("{base}.tar.gz")));
+    }
+    let mut listing = String::new();
+    for archive in &archives {
+        let out = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tar -tzf {}", archive.display());
+        listing += &String::from_utf8_lossy(&out.stdout);
+    }
     assert!(
         listing
             .lines()
