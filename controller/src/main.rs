@@ -27,6 +27,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     let out = Output::new(cli.json);
+    if let Err(e) = hubshift::window::check_clock() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(Exit::Usage as u8);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

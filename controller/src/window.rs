@@ -183,24 +183,40 @@ pub fn decide(windows: &[Window], now: Timestamp, need: SignedDuration) -> Gate 
 /// when the process starts and runs on from there. Only the window decision
 /// reads it; journals, TLS and timeouts keep the real clock.
 pub fn now() -> Timestamp {
-    static START: OnceLock<Option<(std::time::Instant, Timestamp)>> = OnceLock::new();
-    let start = START.get_or_init(|| {
-        let text = std::env::var("HUBSHIFT_WINDOW_CLOCK").ok()?;
-        match text.parse::<Timestamp>() {
-            Ok(t) => Some((std::time::Instant::now(), t)),
-            Err(e) => {
-                tracing::warn!(error = %e, "HUBSHIFT_WINDOW_CLOCK is not an RFC 3339 time; the system clock decides windows");
-                None
-            }
-        }
-    });
-    match start {
-        Some((at, t)) => {
+    match drill_clock() {
+        Ok(Some((at, t))) => {
             let run = SignedDuration::try_from(at.elapsed()).unwrap_or(SignedDuration::ZERO);
-            t.checked_add(run).unwrap_or(*t)
+            t.checked_add(run).unwrap_or(t)
         }
-        None => Timestamp::now(),
+        // A bad value is refused at start-up (`check_clock`); should it be
+        // read anyway, no window opens on a guess.
+        Ok(None) => Timestamp::now(),
+        Err(_) => Timestamp::MIN,
     }
+}
+
+/// Refuses a `HUBSHIFT_WINDOW_CLOCK` that is not an RFC 3339 time, naming
+/// it: a drill with a typo must not fall back to the real clock and open a
+/// real window.
+pub fn check_clock() -> Result<(), crate::exit::UsageError> {
+    drill_clock().map(|_| ()).map_err(crate::exit::UsageError)
+}
+
+fn drill_clock() -> Result<Option<(std::time::Instant, Timestamp)>, String> {
+    static START: OnceLock<Result<Option<(std::time::Instant, Timestamp)>, String>> =
+        OnceLock::new();
+    START
+        .get_or_init(|| {
+            let Ok(text) = std::env::var("HUBSHIFT_WINDOW_CLOCK") else {
+                return Ok(None);
+            };
+            text.parse::<Timestamp>()
+                .map(|t| Some((std::time::Instant::now(), t)))
+                .map_err(|e| {
+                    format!("HUBSHIFT_WINDOW_CLOCK {text:?} is not an RFC 3339 time ({e}); unset it to use the system clock")
+                })
+        })
+        .clone()
 }
 
 /// `2026-12-05 01:00 CET (2026-12-05T00:00:00Z)` for people.
