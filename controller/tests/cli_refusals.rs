@@ -483,3 +483,42 @@ fn bad_fleet_requests_exit_2_naming_the_flag_and_change_nothing() {
     assert!(t.contains("2 group(s) not ready: plant, plant-2"), "{t}");
     assert!(!t.contains("secret-"), "{t}");
 }
+
+/// A drill clock that does not parse is refused before anything else is
+/// read, naming the variable: it is never silently replaced by the real
+/// clock (which could open a real maintenance window).
+#[test]
+fn a_window_clock_that_does_not_parse_is_refused() {
+    let out = hubshift(
+        &["status", "-i", "/nonexistent/inventory.toml"],
+        &[("HUBSHIFT_WINDOW_CLOCK", "next saturday")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("HUBSHIFT_WINDOW_CLOCK \"next saturday\" is not an RFC 3339 time"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `hubshift watch` refuses an address it cannot serve on, naming the flag.
+#[test]
+fn watch_refuses_a_bad_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = write_inventory(dir.path(), &inventory(closed_port(), closed_port()));
+    for (listen, code, says) in [
+        (
+            "localhost",
+            2,
+            "--listen \"localhost\" is not an address:port",
+        ),
+        ("8.8.8.8:9465", 1, "cannot listen on --listen 8.8.8.8:9465"),
+    ] {
+        let out = hubshift(&["watch", "-i", &inv, "--listen", listen], &[]);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+    }
+    let out = hubshift(&["watch", "-i", &inv, "--interval", "10ms"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("outside 200ms..1h"), "{}", text(&out));
+}

@@ -42,10 +42,12 @@ pub async fn watch(out: Output, inventory: &Path, args: &WatchArgs) -> Result<()
         }
         v
     };
-    let addr: std::net::SocketAddr = args
-        .listen
-        .parse()
-        .with_context(|| format!("--listen {:?} is not an address:port", args.listen))?;
+    let addr: std::net::SocketAddr = args.listen.parse().map_err(|e| {
+        crate::exit::UsageError(format!(
+            "--listen {:?} is not an address:port ({e})",
+            args.listen
+        ))
+    })?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --listen {addr}"))?;
