@@ -49,6 +49,23 @@ pub struct Made {
     pub write_ms: u64,
 }
 
+impl Made {
+    /// A full backup (or a base) with no delta, written since `started`
+    /// (0 ms when it existed already).
+    pub fn full(info: BackupInfo, started: Instant) -> Self {
+        Self {
+            write_ms: if info.existed {
+                0
+            } else {
+                started.elapsed().as_millis() as u64
+            },
+            info,
+            base: None,
+            full_because: String::new(),
+        }
+    }
+}
+
 fn archive_error(path: &Path) -> impl FnOnce(ArchiveError) -> AgentError + '_ {
     move |e| match e {
         ArchiveError::Unsupported { .. } => {

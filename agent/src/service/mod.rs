@@ -197,16 +197,7 @@ impl Operations {
         let made = tokio::task::spawn_blocking(move || {
             if req.base_id.is_empty() {
                 let t = std::time::Instant::now();
-                appdata::backup(&cfg, &req.id).map(|info| precopy::Made {
-                    write_ms: if info.existed {
-                        0
-                    } else {
-                        t.elapsed().as_millis() as u64
-                    },
-                    info,
-                    base: None,
-                    full_because: String::new(),
-                })
+                appdata::backup(&cfg, &req.id).map(|info| precopy::Made::full(info, t))
             } else {
                 precopy::backup_with_base(&cfg, &req.id, &req.base_id)
             }
@@ -225,16 +216,7 @@ impl Operations {
         let t = std::time::Instant::now();
         let info =
             tokio::task::spawn_blocking(move || precopy::take_base_gently(cfg, req.id)).await??;
-        Ok(wire::backup_made(precopy::Made {
-            write_ms: if info.existed {
-                0
-            } else {
-                t.elapsed().as_millis() as u64
-            },
-            info,
-            base: None,
-            full_because: String::new(),
-        }))
+        Ok(wire::backup_made(precopy::Made::full(info, t)))
     }
 
     async fn do_verify_backup(&self, req: VerifyBackupRequest) -> Result<VerifyBackupResponse> {
