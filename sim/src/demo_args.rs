@@ -19,7 +19,7 @@ pub(crate) struct GroupArgs {
     #[arg(long, default_value = "4.2.0")]
     pub(crate) to: String,
     /// Nodes in the group: hub-a, the primary, and N-1 secondaries (hub-b,
-    /// hub-c, …), each with its own agent; the upgrade runs steps 11–14
+    /// hub-c, …), each with its own agent; the upgrade runs steps 12–15
     /// (switch, certificate, start, standby) once per secondary. Not with
     /// --groups, whose groups have two nodes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=26))]
