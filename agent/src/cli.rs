@@ -166,7 +166,10 @@ pub fn main() -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
-                    eprintln!("hubshift-agent: {e:#}");
+                    eprintln!(
+                        "hubshift-agent: {}",
+                        hubshift_common::error_text::one_line(e.as_ref())
+                    );
                     ExitCode::FAILURE
                 }
             }
@@ -201,8 +204,11 @@ pub fn main() -> ExitCode {
             match runtime.block_on(serve(Arc::new(cfg), insecure_listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("hubshift-agent: {e:#}");
+                    tracing::error!("{}", hubshift_common::error_text::one_line(e.as_ref()));
+                    eprintln!(
+                        "hubshift-agent: {}",
+                        hubshift_common::error_text::one_line(e.as_ref())
+                    );
                     ExitCode::FAILURE
                 }
             }

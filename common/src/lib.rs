@@ -1,11 +1,12 @@
 //! What the hubshift agent and controller both speak, and nothing either side
 //! runs alone: the generated gRPC contract, TLS setup, safe archive handling,
-//! digests, name validation and secret redaction.
+//! digests, name validation, secret redaction and one-line error text.
 
 pub mod archive;
 pub mod clock;
 pub mod declared;
 pub mod digest;
+pub mod error_text;
 #[cfg(feature = "exposition")]
 pub mod exposition;
 pub mod names;

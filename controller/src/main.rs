@@ -47,7 +47,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             let code = exit::classify(&err);
-            let message = hubshift_common::redact::redact(&format!("{err:#}"));
+            let message = hubshift_common::redact::redact(&hubshift_common::error_text::one_line(
+                err.as_ref(),
+            ));
             out.event(
                 "error",
                 serde_json::json!({ "exit_code": code as u8, "error": message }),

@@ -166,7 +166,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                hubshift_common::error_text::one_line(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -33,6 +33,13 @@ pub(crate) struct GroupArgs {
     /// hubsim heartbeat interval (also how often standbys look at it).
     #[arg(long, default_value = "200ms", value_parser = crate::timing::parse_duration)]
     pub(crate) heartbeat_interval: Duration,
+    /// hubsim data tick interval: an active hub writes one numbered tick
+    /// this often, from which outages and split brains are measured
+    /// [default: 50ms for one group, 250ms with --groups, whose hundred
+    /// active hubs would otherwise write 2,000 ticks a second and be the
+    /// largest load on the machine].
+    #[arg(long, value_parser = crate::timing::parse_duration)]
+    pub(crate) tick_interval: Option<Duration>,
     /// How the agents run the hubs: host processes, or containers of the
     /// local Docker Engine (hubsim images built here, no registry needed).
     #[arg(long, value_enum, default_value_t = Driver::Process)]
@@ -64,13 +71,27 @@ pub(crate) fn hubshift_command() -> anyhow::Result<tokio::process::Command> {
     Ok(command)
 }
 
-/// The hubsim timings the options ask for.
+/// Tick interval of one group unless asked otherwise.
+const GROUP_TICK: Duration = Duration::from_millis(50);
+/// Tick interval of a fleet's groups unless asked otherwise.
+const FLEET_TICK: Duration = Duration::from_millis(250);
+
+/// The hubsim timings the options ask for, for one group.
 pub(crate) fn timing(g: &GroupArgs) -> SimTiming {
+    timing_with_tick(g, g.tick_interval.unwrap_or(GROUP_TICK))
+}
+
+/// The hubsim timings the options ask for, for a fleet's groups.
+pub(crate) fn fleet_timing(g: &GroupArgs) -> SimTiming {
+    timing_with_tick(g, g.tick_interval.unwrap_or(FLEET_TICK))
+}
+
+fn timing_with_tick(g: &GroupArgs, tick_interval: Duration) -> SimTiming {
     SimTiming {
         heartbeat_interval: g.heartbeat_interval,
         takeover_timeout: g.takeover_timeout,
         start_delay: g.start_delay,
-        tick_interval: Duration::from_millis(50),
+        tick_interval,
         stop_delay: SimTiming::fast().stop_delay,
     }
 }

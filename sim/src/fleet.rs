@@ -5,7 +5,10 @@
 //! `[groups.database]`. What a fleet upgrade (`hubshift upgrade --all`)
 //! runs against in the demo, the benchmark and the tests.
 //!
-//! The groups start concurrently. Teardown is the sandbox's: dropping the
+//! The groups start concurrently, [`GROUPS_STARTING_AT_ONCE`] at a time: a
+//! hundred groups starting together would have four hundred processes and
+//! their database connections compete for a small machine's cores at once
+//! (not what the fleet measures). Teardown is the sandbox's: dropping the
 //! fleet (or the future that builds it, on a signal) stops every agent and
 //! hub, then the server, then removes the temporary directory; a process
 //! killed outright leaves the same to the parent-death signals, the hubs'
@@ -18,7 +21,6 @@ use crate::sandbox::{
 };
 use crate::timing::SimTiming;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use hubshift_common::tls::TlsFiles;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,6 +133,9 @@ pub struct Fleet {
     _watchdog: Option<Watchdog>,
 }
 
+/// How many groups are being started at one time.
+pub const GROUPS_STARTING_AT_ONCE: usize = 16;
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
     let what = what.into();
     move |source| FleetError::Sandbox(SandboxError::Io { what, source })
@@ -167,7 +172,7 @@ impl Fleet {
         // Written once before the groups start, not raced by them.
         Sandbox::archive_in(&archives, &opts.version, opts.driver)?;
 
-        let mut starting = FuturesUnordered::new();
+        let mut starting = Vec::with_capacity(opts.groups);
         for i in 1..=opts.groups {
             let name = group_name(i);
             let database = server.create_database(&database_name(i)).await?;
@@ -190,6 +195,8 @@ impl Fleet {
                 (i, name, started)
             });
         }
+        let mut starting =
+            futures_util::stream::iter(starting).buffer_unordered(GROUPS_STARTING_AT_ONCE);
         // One task runs them all: should this future be dropped (a signal),
         // every group being built is dropped, and torn down, with it.
         let mut groups = Vec::with_capacity(opts.groups);

@@ -3,7 +3,7 @@
 //! the real `hubshift upgrade --all`; outages and split brain measured per
 //! group from that group's own data ticks.
 
-use crate::demo_args::{GroupArgs, hubshift_command, timing};
+use crate::demo_args::{GroupArgs, fleet_timing, hubshift_command};
 use crate::fleet::{Fleet, FleetOptions, group_name};
 use crate::measure;
 use anyhow::Context;
@@ -225,7 +225,7 @@ async fn build_fleet(g: &GroupArgs, groups: usize) -> anyhow::Result<Fleet> {
         matches!(g.driver, crate::demo_args::Driver::Process),
         "--groups runs the hubs as host processes (--driver process)"
     );
-    let t = timing(g);
+    let t = fleet_timing(g);
     t.validate().map_err(|e| anyhow::anyhow!("timing: {e}"))?;
     println!(
         "Starting one throwaway PostgreSQL, a CA and {groups} two-node groups ({} … {}), each on a database of its own, at {} ...",

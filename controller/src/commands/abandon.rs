@@ -43,7 +43,10 @@ pub async fn abandon(out: Output, inventory: &Path, run_id: &str) -> Result<()> 
         match restart_primary(&inventory, &db, &group, n).await {
             Ok(true) => restarted.push(n.clone()),
             Ok(false) => {}
-            Err(e) => problems.push(format!("{n}: {e:#}")),
+            Err(e) => problems.push(format!(
+                "{n}: {}",
+                hubshift_common::error_text::one_line(e.as_ref())
+            )),
         }
     }
     if !problems.is_empty() {

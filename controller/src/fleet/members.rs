@@ -211,7 +211,7 @@ pub(super) async fn resume_group(
 
 /// A group's error as the fleet counts it.
 pub(super) async fn classify(ctx: &Ctx, group: &Group, e: &anyhow::Error) -> Outcome {
-    let text = hubshift_common::redact::redact(&format!("{e:#}"));
+    let text = hubshift_common::redact::redact(&hubshift_common::error_text::one_line(e.as_ref()));
     if let Some(t) = e.downcast_ref::<Taken>() {
         return Outcome::Taken(format!("locked by {}", t.holder));
     }

@@ -6,6 +6,7 @@
 //! is reported as taken and left to it — that is how several controllers
 //! share a fleet.
 
+mod databases;
 mod members;
 mod scheduler;
 mod soak;
@@ -250,14 +251,19 @@ pub async fn resume(
         .filter_map(|n| site.inventory.group(n).ok().cloned())
         .collect();
     // A stop request was for the run that ended; resuming clears it.
-    for (_, db) in site.distinct_databases_among(&members) {
-        if let Ok(db) = db
-            && let Ok(client) = db.connect().await
-        {
-            let _ = journal::set_fleet_stop(&client, fleet, false, &crate::audit::entry("resume"))
-                .await;
-        }
-    }
+    let audit = crate::audit::entry("resume");
+    let audit = &audit;
+    databases::each(
+        site.distinct_databases_among(&members),
+        |(_, db)| async move {
+            if let Ok(db) = db
+                && let Ok(client) = db.connect().await
+            {
+                let _ = journal::set_fleet_stop(&client, fleet, false, audit).await;
+            }
+        },
+    )
+    .await;
     fout.event(
         "fleet_resumed",
         json!({ "to_resume": queue.iter().filter(|w| matches!(w, Work::Resume(..))).count(),
@@ -312,10 +318,20 @@ pub async fn stop(out: Output, inventory: &Path, fleet: &str) -> Result<()> {
     let mut recorded = 0;
     let members = member_runs(&site, &spec, fleet).await?;
     let groups: Vec<Group> = members.iter().map(|(g, _)| g.clone()).collect();
-    for (_, db) in site.distinct_databases_among(&groups) {
-        let db = db?;
-        if let Ok(client) = db.connect().await {
-            journal::set_fleet_stop(&client, fleet, true, &audit).await?;
+    let audit_ref = &audit;
+    let marked = databases::each(
+        site.distinct_databases_among(&groups),
+        |(_, db)| async move {
+            if let Ok(client) = db?.connect().await {
+                journal::set_fleet_stop(&client, fleet, true, audit_ref).await?;
+                return Ok::<_, anyhow::Error>(true);
+            }
+            Ok(false)
+        },
+    )
+    .await;
+    for m in marked {
+        if m? {
             recorded += 1;
         }
     }

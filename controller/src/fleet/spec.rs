@@ -1,6 +1,7 @@
 //! What a fleet was asked to do, recorded in every member's database so
 //! that it can be resumed or stopped from any machine that reaches one.
 
+use super::databases::each;
 use crate::exit::{Refused, UsageError};
 use crate::inventory::Group;
 use crate::journal::{self, RunRecord};
@@ -59,37 +60,45 @@ pub(super) async fn record_fleet(
 ) -> Result<()> {
     let spec_json = serde_json::to_value(spec)?;
     let audit = crate::audit::entry(action);
-    for (g, db) in site.distinct_databases_among(members) {
+    let (spec_json, audit) = (&spec_json, &audit);
+    let written = each(site.distinct_databases_among(members), |(g, db)| async move {
         match db?.connect().await {
             Ok(client) => {
                 journal::ensure_schema(&client).await?;
-                journal::create_fleet(&client, fleet, &spec_json, &audit).await?;
+                journal::create_fleet(&client, fleet, spec_json, audit).await?;
             }
             // Preflight reached it; a member skipped as unready may not be.
             Err(e) => {
                 tracing::warn!(group = %g.name, error = %e, "fleet not recorded in this group's database")
             }
         }
-    }
-    Ok(())
+        Ok::<(), anyhow::Error>(())
+    })
+    .await;
+    written.into_iter().collect()
 }
 
-/// Finds a fleet's record in the inventory's databases.
+/// Finds a fleet's record in the inventory's databases (the first group's
+/// that holds it).
 pub(super) async fn find_fleet(site: &Site, fleet: &str) -> Result<journal::FleetRecord> {
+    let looked = each(site.distinct_databases(), |(g, db)| async move {
+        let client = match db?.connect().await {
+            Ok(client) => client,
+            Err(e) => return Ok(Err(format!("group {}: {e}", g.name))),
+        };
+        if !journal::exists(&client).await? {
+            return Ok(Ok(None));
+        }
+        journal::ensure_schema(&client).await?;
+        Ok::<_, anyhow::Error>(Ok(journal::load_fleet(&client, fleet).await?))
+    })
+    .await;
     let mut unreachable = Vec::new();
-    for (g, db) in site.distinct_databases() {
-        let db = db?;
-        match db.connect().await {
-            Ok(client) => {
-                if !journal::exists(&client).await? {
-                    continue;
-                }
-                journal::ensure_schema(&client).await?;
-                if let Some(f) = journal::load_fleet(&client, fleet).await? {
-                    return Ok(f);
-                }
-            }
-            Err(e) => unreachable.push(format!("group {}: {e}", g.name)),
+    for found in looked {
+        match found? {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => unreachable.push(e),
         }
     }
     if !unreachable.is_empty() {
@@ -111,7 +120,7 @@ pub(super) async fn member_runs(
     spec: &FleetSpec,
     fleet: &str,
 ) -> Result<Vec<(Group, std::result::Result<Option<RunRecord>, String>)>> {
-    let mut out = Vec::new();
+    let mut members = Vec::new();
     for name in &spec.groups {
         let g = site
             .inventory
@@ -119,9 +128,12 @@ pub(super) async fn member_runs(
             .map_err(|e| UsageError(format!("fleet {fleet} has group {name}, but: {e}")))?
             .clone();
         let db = site.database(&g)?;
+        members.push((g, db));
+    }
+    Ok(each(members, |(g, db)| async move {
         let run = match db.connect().await {
             Ok(client) => match journal::exists(&client).await {
-                Ok(true) => journal::fleet_run(&client, fleet, name)
+                Ok(true) => journal::fleet_run(&client, fleet, &g.name)
                     .await
                     .map_err(|e| e.to_string()),
                 Ok(false) => Ok(None),
@@ -129,9 +141,9 @@ pub(super) async fn member_runs(
             },
             Err(e) => Err(e.to_string()),
         };
-        out.push((g, run));
-    }
-    Ok(out)
+        (g, run)
+    })
+    .await)
 }
 
 pub(super) fn read_spec(record: &journal::FleetRecord) -> Result<FleetSpec> {

@@ -254,7 +254,7 @@ impl Run {
         step: &Step,
         err: &anyhow::Error,
     ) -> Result<()> {
-        let text = redact(&format!("{err:#}"));
+        let text = redact(&hubshift_common::error_text::one_line(err.as_ref()));
         self.note(
             &step.node(),
             Kind::StepFailed,

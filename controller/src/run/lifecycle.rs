@@ -350,7 +350,7 @@ pub async fn finish(run: &mut Run, records: &[StepRecord]) -> Result<()> {
             let _ = run.journal.finish_run(&id, RunState::Failed).await;
             run.out.event(
                 "run_failed",
-                json!({ "run": id, "error": hubshift_common::redact::redact(&format!("{e:#}")),
+                json!({ "run": id, "error": hubshift_common::redact::redact(&hubshift_common::error_text::one_line(e.as_ref())),
                         "next": format!("hubshift resume --run {id}") }),
                 || format!(
                     "\nRun {id} stopped at a failed step; every step before it is done and journaled.\n\

@@ -6,7 +6,7 @@
 use super::EXIT_REFUSED;
 use super::appdata::AppData;
 use super::cli::NodeArgs;
-use super::db::{CONNECT_TIMEOUT, DbFailure};
+use super::db::{DbFailure, STARTUP_CONNECT_TIMEOUT};
 use super::jdbc::JdbcTarget;
 use super::log;
 use super::schema::{self, CreateError, NewCluster};
@@ -49,9 +49,9 @@ pub async fn run(args: NodeArgs, version: String, places: Places) -> i32 {
         }
     };
 
-    let config = target.pg_config(CONNECT_TIMEOUT);
+    let config = target.pg_config(STARTUP_CONNECT_TIMEOUT);
     let mut client = match tokio::time::timeout(
-        CONNECT_TIMEOUT * 2,
+        STARTUP_CONNECT_TIMEOUT,
         config.connect(tokio_postgres::NoTls),
     )
     .await

@@ -50,8 +50,9 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a node is a heartbeat loop and a ticker, both waiting on
+    // timers and the database; a fleet runs hundreds of them on one host.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -30,7 +30,7 @@
 
 use super::appdata::AppData;
 use super::cli::NodeArgs;
-use super::db::Db;
+use super::db::{CONNECT_TIMEOUT, Db, STARTUP_CONNECT_TIMEOUT};
 use super::jdbc::JdbcTarget;
 use super::log::{self, Latch};
 use super::schema::{self, HaState};
@@ -79,7 +79,9 @@ pub async fn run(args: NodeArgs, version: String, places: Places) -> i32 {
             return EXIT_REFUSED;
         }
     };
-    let mut db = Db::new(&target);
+    // The first connection waits as long as the JDBC driver would; once
+    // running, a lost database is noticed within the short timeout.
+    let mut db = Db::with_connect_timeout(&target, STARTUP_CONNECT_TIMEOUT);
     let cluster = match db
         .run(|c| async move { schema::read_cluster(&c).await })
         .await
@@ -148,6 +150,7 @@ pub async fn run(args: NodeArgs, version: String, places: Places) -> i32 {
     {
         log::warn(&format!("cannot create data table hubdata.ticks yet: {e}"));
     }
+    db.set_connect_timeout(CONNECT_TIMEOUT);
     let ticker = Ticker::spawn(
         Db::new(&target),
         args.node.clone(),
@@ -195,6 +198,9 @@ fn install_signal_handlers(stop_delay: std::time::Duration) -> std::io::Result<(
     Ok(())
 }
 
+/// How stale `orchestration.nodes.last_seen` may get while nothing changes.
+const NODE_ROW_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Unknown,
@@ -234,6 +240,9 @@ impl Node {
     async fn run(&mut self) -> i32 {
         let mut timer = tokio::time::interval(self.timing.heartbeat_interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The node row is written when the role changes and otherwise every
+        // NODE_ROW_EVERY: a heartbeat's worth of writes less per beat.
+        let mut recorded: Option<(Role, Instant)> = None;
         loop {
             timer.tick().await;
             if super::stopping() {
@@ -247,16 +256,23 @@ impl Node {
             if let Next::Exit(code) = next {
                 return code;
             }
+            if recorded.is_some_and(|(r, at)| r == self.role && at.elapsed() < NODE_ROW_EVERY) {
+                continue;
+            }
             let (me, version, role, started) = (
                 self.me.clone(),
                 self.version.clone(),
                 self.role.name(),
                 self.started_at,
             );
-            let _ = self
+            if self
                 .db
                 .run(|c| async move { schema::upsert_node(&c, &me, &version, role, started).await })
-                .await;
+                .await
+                .is_ok()
+            {
+                recorded = Some((self.role, Instant::now()));
+            }
         }
     }
 

@@ -10,11 +10,12 @@
 //! - `orchestration.leader` (one row, id = 1): `node` (active node or NULL),
 //!   `heartbeat_at`, `term` (incremented at every change of leader),
 //!   `handover_to` (node that asked for leadership), `handover_requested_at`.
-//! - `orchestration.nodes`: `node`, `version`, `role`, `started_at`, `last_seen`.
+//! - `orchestration.nodes`: `node`, `version`, `role`, `started_at`, `last_seen` (written when the role changes, otherwise every 5 s).
 //! - `hubdata.ticks`: `id`, `node`, `seq`, `version`, `produced_at`,
 //!   `inserted_at`; unique on (`node`, `seq`, `produced_at`) so a replayed
 //!   tick is never stored twice.
 
+use super::db::Session;
 use std::time::{Duration, SystemTime};
 use tokio_postgres::Client;
 
@@ -173,13 +174,12 @@ pub struct ClusterRow {
     pub project: String,
 }
 
+const READ_CLUSTER_SQL: &str = "SELECT version, cert_fingerprint, preferred_primary, project FROM orchestration.cluster WHERE id = 1";
+
 /// Reads the cluster row; `Ok(None)` when the table is empty.
-pub async fn read_cluster(client: &Client) -> Result<Option<ClusterRow>, tokio_postgres::Error> {
+pub async fn read_cluster(client: &Session) -> Result<Option<ClusterRow>, tokio_postgres::Error> {
     let row = client
-        .query_opt(
-            "SELECT version, cert_fingerprint, preferred_primary, project FROM orchestration.cluster WHERE id = 1",
-            &[],
-        )
+        .query_opt(&client.statement(READ_CLUSTER_SQL).await?, &[])
         .await?;
     Ok(row.map(|r| ClusterRow {
         version: r.get(0),
@@ -210,16 +210,18 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+const READ_STATE_SQL: &str = "SELECT c.version, c.preferred_primary, c.project, l.node, l.handover_to,
+                    (l.heartbeat_at IS NULL OR l.heartbeat_at < clock_timestamp() - $1::float8 * interval '1 millisecond')
+             FROM orchestration.cluster c, orchestration.leader l WHERE c.id = 1 AND l.id = 1";
+
 /// Reads cluster and leader in one statement.
 pub async fn read_state(
-    client: &Client,
+    client: &Session,
     takeover: Duration,
 ) -> Result<Option<HaState>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT c.version, c.preferred_primary, c.project, l.node, l.handover_to,
-                    (l.heartbeat_at IS NULL OR l.heartbeat_at < clock_timestamp() - $1::float8 * interval '1 millisecond')
-             FROM orchestration.cluster c, orchestration.leader l WHERE c.id = 1 AND l.id = 1",
+            &client.statement(READ_STATE_SQL).await?,
             &[&millis(takeover)],
         )
         .await?;
@@ -233,18 +235,7 @@ pub async fn read_state(
     }))
 }
 
-/// The atomic election: `me` becomes (or stays) leader when the schema has
-/// `version` and the leader is `me`, nobody, or silent for longer than
-/// `takeover`. Returns the term when `me` is leader afterwards.
-pub async fn claim(
-    client: &Client,
-    me: &str,
-    version: &str,
-    takeover: Duration,
-) -> Result<Option<i64>, tokio_postgres::Error> {
-    let row = client
-        .query_opt(
-            "UPDATE orchestration.leader l
+const CLAIM_SQL: &str = "UPDATE orchestration.leader l
              SET term = CASE WHEN l.node IS NOT DISTINCT FROM $1 THEN l.term ELSE l.term + 1 END,
                  node = $1, heartbeat_at = clock_timestamp(),
                  handover_to = CASE WHEN l.handover_to = $1 THEN NULL ELSE l.handover_to END
@@ -253,65 +244,90 @@ pub async fn claim(
                AND (l.node IS NULL OR l.node = $1
                     OR l.heartbeat_at IS NULL
                     OR l.heartbeat_at < clock_timestamp() - $3::float8 * interval '1 millisecond')
-             RETURNING l.term",
+             RETURNING l.term";
+
+/// The atomic election: `me` becomes (or stays) leader when the schema has
+/// `version` and the leader is `me`, nobody, or silent for longer than
+/// `takeover`. Returns the term when `me` is leader afterwards.
+pub async fn claim(
+    client: &Session,
+    me: &str,
+    version: &str,
+    takeover: Duration,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            &client.statement(CLAIM_SQL).await?,
             &[&me, &version, &millis(takeover)],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
 
+const HEARTBEAT_SQL: &str =
+    "UPDATE orchestration.leader l SET node = $1, heartbeat_at = clock_timestamp()
+             FROM orchestration.cluster c
+             WHERE l.id = 1 AND c.id = 1 AND c.version = $2 AND (l.node = $1 OR l.node IS NULL)";
+
 /// The active node's heartbeat: only while `me` is still leader (or the
 /// leader row is fresh and empty) and the schema has `version`. Returns
 /// whether `me` is leader afterwards.
 pub async fn heartbeat(
-    client: &Client,
+    client: &Session,
     me: &str,
     version: &str,
 ) -> Result<bool, tokio_postgres::Error> {
     let n = client
-        .execute(
-            "UPDATE orchestration.leader l SET node = $1, heartbeat_at = clock_timestamp()
-             FROM orchestration.cluster c
-             WHERE l.id = 1 AND c.id = 1 AND c.version = $2 AND (l.node = $1 OR l.node IS NULL)",
-            &[&me, &version],
-        )
+        .execute(&client.statement(HEARTBEAT_SQL).await?, &[&me, &version])
         .await?;
     Ok(n == 1)
 }
 
+const REQUEST_HANDOVER_SQL: &str =
+    "UPDATE orchestration.leader SET handover_to = $1, handover_requested_at = clock_timestamp()
+             WHERE id = 1 AND node = $2 AND handover_to IS DISTINCT FROM $1";
+
 /// The preferred primary asks the active node `other` to hand over.
 pub async fn request_handover(
-    client: &Client,
+    client: &Session,
     me: &str,
     other: &str,
 ) -> Result<bool, tokio_postgres::Error> {
     let n = client
         .execute(
-            "UPDATE orchestration.leader SET handover_to = $1, handover_requested_at = clock_timestamp()
-             WHERE id = 1 AND node = $2 AND handover_to IS DISTINCT FROM $1",
+            &client.statement(REQUEST_HANDOVER_SQL).await?,
             &[&me, &other],
         )
         .await?;
     Ok(n == 1)
 }
 
+const HAND_OVER_SQL: &str = "UPDATE orchestration.leader
+             SET node = $2, heartbeat_at = clock_timestamp(), term = term + 1, handover_to = NULL
+             WHERE id = 1 AND node = $1 AND handover_to = $2";
+
 /// The active node `me`, having stopped producing data, passes leadership
 /// to `to`, who starts with a fresh heartbeat.
-pub async fn hand_over(client: &Client, me: &str, to: &str) -> Result<bool, tokio_postgres::Error> {
+pub async fn hand_over(
+    client: &Session,
+    me: &str,
+    to: &str,
+) -> Result<bool, tokio_postgres::Error> {
     let n = client
-        .execute(
-            "UPDATE orchestration.leader
-             SET node = $2, heartbeat_at = clock_timestamp(), term = term + 1, handover_to = NULL
-             WHERE id = 1 AND node = $1 AND handover_to = $2",
-            &[&me, &to],
-        )
+        .execute(&client.statement(HAND_OVER_SQL).await?, &[&me, &to])
         .await?;
     Ok(n == 1)
 }
 
+const UPSERT_NODE_SQL: &str =
+    "INSERT INTO orchestration.nodes (node, version, role, started_at, last_seen)
+             VALUES ($1, $2, $3, $4, clock_timestamp())
+             ON CONFLICT (node) DO UPDATE SET version = EXCLUDED.version, role = EXCLUDED.role,
+                 started_at = EXCLUDED.started_at, last_seen = EXCLUDED.last_seen";
+
 /// Records this node in `orchestration.nodes`.
 pub async fn upsert_node(
-    client: &Client,
+    client: &Session,
     me: &str,
     version: &str,
     role: &str,
@@ -319,10 +335,7 @@ pub async fn upsert_node(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO orchestration.nodes (node, version, role, started_at, last_seen)
-             VALUES ($1, $2, $3, $4, clock_timestamp())
-             ON CONFLICT (node) DO UPDATE SET version = EXCLUDED.version, role = EXCLUDED.role,
-                 started_at = EXCLUDED.started_at, last_seen = EXCLUDED.last_seen",
+            &client.statement(UPSERT_NODE_SQL).await?,
             &[&me, &version, &role, &started_at],
         )
         .await
@@ -349,9 +362,13 @@ impl TickRow {
     }
 }
 
+const INSERT_TICKS_SQL: &str = "INSERT INTO hubdata.ticks (node, seq, version, produced_at)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::timestamptz[])
+             ON CONFLICT DO NOTHING";
+
 /// Inserts ticks (one statement), ignoring ones already stored.
 pub async fn insert_ticks(
-    client: &Client,
+    client: &Session,
     ticks: &[TickRow],
 ) -> Result<u64, tokio_postgres::Error> {
     let nodes: Vec<&str> = ticks.iter().map(|t| t.node.as_str()).collect();
@@ -360,9 +377,7 @@ pub async fn insert_ticks(
     let times: Vec<SystemTime> = ticks.iter().map(TickRow::produced_at).collect();
     client
         .execute(
-            "INSERT INTO hubdata.ticks (node, seq, version, produced_at)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::timestamptz[])
-             ON CONFLICT DO NOTHING",
+            &client.statement(INSERT_TICKS_SQL).await?,
             &[&nodes, &seqs, &versions, &times],
         )
         .await
