@@ -20,6 +20,8 @@ const DEMO_SOAK: &str = "3s";
 struct ControllerRun {
     status: ExitStatus,
     events: Vec<Value>,
+    /// When each of `events` arrived, from the start.
+    arrived: Vec<Duration>,
     /// From start to exit, measured here.
     wall: Duration,
     /// The controller's peak resident memory (VmHWM), KiB, as last sampled.
@@ -39,6 +41,78 @@ impl ControllerRun {
     fn event(&self, name: &str) -> Option<&Value> {
         self.events.iter().rev().find(|e| e["event"] == name)
     }
+
+    /// When the first `name` event arrived.
+    fn first_arrival(&self, name: &str) -> Option<Duration> {
+        self.events
+            .iter()
+            .zip(&self.arrived)
+            .find(|(e, _)| e["event"] == name)
+            .map(|(_, t)| *t)
+    }
+
+    /// Every step's durations, ms, by step name.
+    fn step_durations(&self) -> std::collections::BTreeMap<String, Vec<u64>> {
+        let mut out = std::collections::BTreeMap::<String, Vec<u64>>::new();
+        for e in self.events.iter().filter(|e| e["event"] == "step_finished") {
+            if let (Some(name), Some(ms)) = (e["name"].as_str(), e["duration_ms"].as_u64()) {
+                out.entry(name.to_string()).or_default().push(ms);
+            }
+        }
+        out
+    }
+}
+
+/// Where a fleet's extra time goes: until its first run starts (preflight,
+/// journal), then each step's median in the fleet against the lone group's,
+/// the steps that grew most first.
+fn where_the_time_goes(single: &ControllerRun, fleet: &ControllerRun) -> String {
+    let secs = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1} s", d.as_secs_f64()));
+    let mut text = format!(
+        "until the first run starts: {} alone, {} in the fleet (preflight of every group done at {}, fleet journaled at {})\n",
+        secs(single.first_arrival("run_started")),
+        secs(fleet.first_arrival("run_started")),
+        secs(
+            fleet
+                .first_arrival("fleet_started")
+                .and(fleet.first_arrival("fleet_preflight"))
+                .and_then(|_| {
+                    fleet
+                        .events
+                        .iter()
+                        .zip(&fleet.arrived)
+                        .filter(|(e, _)| e["event"] == "group_ready")
+                        .map(|(_, t)| *t)
+                        .max()
+                })
+        ),
+        secs(fleet.first_arrival("fleet_started"))
+    );
+    let alone = single.step_durations();
+    let mut rows: Vec<(String, u64, u64)> = fleet
+        .step_durations()
+        .into_iter()
+        .map(|(name, mut ms)| {
+            let fleet_median = median(&mut ms);
+            let alone_median = alone.get(&name).cloned().map_or(0, |mut a| median(&mut a));
+            (name, alone_median, fleet_median)
+        })
+        .collect();
+    rows.sort_by_key(|(_, a, f)| std::cmp::Reverse(f.saturating_sub(*a)));
+    text.push_str("step medians, alone -> fleet:");
+    for (name, a, f) in rows {
+        text.push_str(&format!(
+            "\n  {name:<22} {:>6.2} s -> {:>6.2} s",
+            a as f64 / 1000.0,
+            f as f64 / 1000.0
+        ));
+    }
+    text
+}
+
+fn median(ms: &mut [u64]) -> u64 {
+    ms.sort_unstable();
+    ms.get(ms.len() / 2).copied().unwrap_or(0)
 }
 
 /// Runs `hubshift ARGS -i INVENTORY` (ARGS include `--json`), reading its
@@ -75,6 +149,7 @@ async fn run_hubshift(
     });
     let mut lines = BufReader::new(stdout).lines();
     let mut events = Vec::new();
+    let mut arrived = Vec::new();
     while let Some(line) = lines.next_line().await? {
         match serde_json::from_str::<Value>(&line) {
             Ok(event) => {
@@ -82,6 +157,7 @@ async fn run_hubshift(
                     println!("{text}");
                 }
                 events.push(event);
+                arrived.push(started.elapsed());
             }
             // Not an event: show it as it is.
             Err(_) => println!("{line}"),
@@ -96,6 +172,7 @@ async fn run_hubshift(
     Ok(ControllerRun {
         status,
         events,
+        arrived,
         wall,
         peak_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
     })
@@ -482,6 +559,7 @@ pub(crate) async fn bench(
         }
     }
     println!("split brain: none in any group (each measured in its own database)");
+    println!("{}", where_the_time_goes(&single, &all));
     let (fleet_s, single_s) = (all.wall.as_secs_f64(), single.wall.as_secs_f64());
     println!(
         "fleet ratio: {:.2} (fleet {fleet_s:.1} s for {groups} groups at --parallel {parallel}, one group alone {single_s:.1} s)",

@@ -55,17 +55,56 @@ CREATE TABLE IF NOT EXISTS hubshift.observations (
     PRIMARY KEY (run_id, seq)
 );
 ALTER TABLE hubshift.fleets ADD COLUMN IF NOT EXISTS parked jsonb NOT NULL DEFAULT '{}'::jsonb;
+CREATE TABLE IF NOT EXISTS hubshift.journal_version (
+    id      integer PRIMARY KEY CHECK (id = 1),
+    version integer NOT NULL
+);
 "#;
 
-/// Creates the journal schema if needed.
+/// The version of [`DDL`]: bumped with every change to it (a unit test
+/// holds the DDL's digest to it), so that a journal already at it is not
+/// altered again.
+const JOURNAL_VERSION: i32 = 1;
+
+/// Creates or upgrades the journal schema if needed. A journal already at
+/// [`JOURNAL_VERSION`] costs one read: no DDL, whose `ALTER TABLE` would
+/// lock the journal's tables against every other controller and watcher
+/// at each run, and whose catalog work a hundred groups' runs starting at
+/// once would all repeat.
 pub async fn ensure_schema(client: &Client) -> Result<(), DbError> {
-    // Serialise concurrent first-time creation by two controllers.
+    if recorded_version(client).await? >= Some(JOURNAL_VERSION) {
+        return Ok(());
+    }
+    // Serialise concurrent first-time creation by two controllers; one
+    // implicit transaction, so the version is recorded only with the DDL.
     client
         .batch_execute(&format!(
-            "SELECT pg_advisory_xact_lock(hashtextextended('hubshift:journal-ddl', 0)); {DDL}"
+            "SELECT pg_advisory_xact_lock(hashtextextended('hubshift:journal-ddl', 0)); {DDL}
+             INSERT INTO hubshift.journal_version (id, version) VALUES (1, {JOURNAL_VERSION})
+             ON CONFLICT (id) DO UPDATE SET version = GREATEST(hubshift.journal_version.version, EXCLUDED.version);"
         ))
         .await
         .map_err(query_err("creating the journal schema"))
+}
+
+/// The journal's recorded DDL version; `None` for no journal, or one made
+/// before versions were recorded.
+async fn recorded_version(client: &Client) -> Result<Option<i32>, DbError> {
+    match client
+        .query_one("SELECT max(version) FROM hubshift.journal_version", &[])
+        .await
+    {
+        Ok(row) => Ok(row.get(0)),
+        Err(e)
+            if e.code().is_some_and(|c| {
+                *c == tokio_postgres::error::SqlState::UNDEFINED_TABLE
+                    || *c == tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME
+            }) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(query_err("reading the journal's version")(e)),
+    }
 }
 
 /// Whether the journal schema exists (read-only commands do not create it).
@@ -635,6 +674,23 @@ mod tests {
             assert_eq!(s.as_str().parse::<StepState>(), Ok(*s));
             assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
         }
+    }
+
+    #[test]
+    fn a_change_to_the_ddl_bumps_the_journal_version() {
+        // A journal at JOURNAL_VERSION is not altered again: a DDL change
+        // without a new version would never reach existing journals.
+        assert_eq!(
+            (
+                JOURNAL_VERSION,
+                hubshift_common::digest::sha256_hex(DDL.as_bytes()).as_str()
+            ),
+            (
+                1,
+                "f03d26a70924ab9ed807c2906684b4a5ff45ed1053819fa5e3bf0b2eae54b9b1"
+            ),
+            "the journal DDL changed: bump JOURNAL_VERSION and record the new digest here"
+        );
     }
 
     #[test]
