@@ -22,19 +22,6 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Bytes that do not compress (xorshift).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
 /// The tree with each entry's permission bits (directories' as Restore
 /// leaves them: always owner-writable).
 fn snapshot(dir: &Path) -> Vec<(String, String, Vec<u8>, u32)> {

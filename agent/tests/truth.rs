@@ -5,7 +5,6 @@
 mod support;
 
 use hubshift_common::pb::*;
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 use support::*;
 use tonic::Code;
@@ -72,17 +71,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// `n` bytes that do not compress.
-fn noise(n: usize, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    let mut block = [seed; 32];
-    for chunk in out.chunks_mut(32) {
-        block = sha2::Sha256::digest(block).into();
-        chunk.copy_from_slice(&block[..chunk.len()]);
-    }
-    out
-}
-
 fn names_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -91,6 +79,19 @@ fn names_in(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `e` has `code` and its message names `cause` (and `path`, when given).
+fn assert_refused(e: &tonic::Status, code: Code, cause: &str, path: Option<&Path>) {
+    assert_eq!(e.code(), code, "{e:?}");
+    assert!(e.message().contains(cause), "{}", e.message());
+    if let Some(path) = path {
+        assert!(
+            e.message().contains(&path.display().to_string()),
+            "{}",
+            e.message()
+        );
+    }
 }
 
 /// A backup into a full file system says so (RESOURCE_EXHAUSTED, the OS
@@ -114,16 +115,11 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(
-        e.message().contains("No space left on device"),
-        "{}",
-        e.message()
-    );
-    assert!(
-        e.message().contains(&backups.display().to_string()),
-        "{}",
-        e.message()
+    assert_refused(
+        &e,
+        Code::ResourceExhausted,
+        "No space left on device",
+        Some(&backups),
     );
     assert_eq!(names_in(&backups), Vec::<String>::new());
 
@@ -135,16 +131,11 @@ async fn backup_on_a_full_or_read_only_disk_names_the_cause() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(
-        e.message().contains("Read-only file system"),
-        "{}",
-        e.message()
-    );
-    assert!(
-        e.message().contains(&backups.display().to_string()),
-        "{}",
-        e.message()
+    assert_refused(
+        &e,
+        Code::FailedPrecondition,
+        "Read-only file system",
+        Some(&backups),
     );
 }
 
@@ -168,16 +159,11 @@ async fn base_and_delta_on_a_full_disk_name_the_cause() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(
-        e.message().contains("No space left on device"),
-        "{}",
-        e.message()
-    );
-    assert!(
-        e.message().contains(&backups.display().to_string()),
-        "{}",
-        e.message()
+    assert_refused(
+        &e,
+        Code::ResourceExhausted,
+        "No space left on device",
+        Some(&backups),
     );
     assert_eq!(names_in(&backups), Vec::<String>::new());
     drop(disk);
@@ -202,12 +188,7 @@ async fn base_and_delta_on_a_full_disk_name_the_cause() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(
-        e.message().contains("No space left on device"),
-        "{}",
-        e.message()
-    );
+    assert_refused(&e, Code::ResourceExhausted, "No space left on device", None);
     let mut left = names_in(&backups);
     left.retain(|n| n != "filler");
     left.sort();
@@ -226,28 +207,12 @@ async fn install_on_a_full_disk_is_not_a_bad_archive() {
     let mut c = agent.controller().await;
     let runtimes = agent.install_root().join("runtimes");
     let _disk = Tmpfs::mount(&runtimes, "1m");
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let data = noise(3 << 20, 2);
-    let mut h = tar::Header::new_gnu();
-    h.set_path("lib/noise.bin").unwrap();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append(&h, data.as_slice()).unwrap();
-    let bytes = b.into_inner().unwrap().finish().unwrap();
+    let bytes = tar_gz(&[("lib/noise.bin", noise(3 << 20, 2))]);
     let sha = sha256_hex(&bytes);
     let e = install(&mut c, "3.0.0", bytes, &sha, ArchiveFormat::TarGz, false)
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(
-        e.message().contains("No space left on device"),
-        "{}",
-        e.message()
-    );
+    assert_refused(&e, Code::ResourceExhausted, "No space left on device", None);
     wait_for("the staging directory removed", || {
         names_in(&runtimes).is_empty().then_some(())
     });
@@ -748,7 +713,7 @@ async fn a_restore_cut_by_a_kill_leaves_nothing_after_restart() {
     for i in 0..8u8 {
         std::fs::write(
             agent.appdata().join(format!("data-{i}.bin")),
-            noise(12 << 20, i),
+            noise(12 << 20, u64::from(i)),
         )
         .unwrap();
     }

@@ -467,3 +467,16 @@ pub fn snapshot_tree(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Bytes that do not compress (xorshift).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
