@@ -7,7 +7,7 @@ mod support;
 
 use hubshift_sim::fleet::fleet_connections;
 use hubshift_sim::pg::TestDatabase;
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
+use hubshift_sim::sandbox::SandboxOptions;
 use support::*;
 
 async fn room(client: &tokio_postgres::Client) -> (i32, i32, i32) {
@@ -25,11 +25,7 @@ async fn room(client: &tokio_postgres::Client) -> (i32, i32, i32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_near_its_connection_limit_is_warned_about() {
-    let sandbox = Sandbox::start(SandboxOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let (sandbox, inventory) = group_with(SandboxOptions::default()).await;
     let archive = sandbox
         .runtime_archive("4.2.0")
         .unwrap()

@@ -6,17 +6,13 @@
 
 mod support;
 
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
+use hubshift_sim::sandbox::SandboxOptions;
 use std::time::Duration;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_old_journal_is_upgraded_once_and_a_current_one_is_not_altered() {
-    let sandbox = Sandbox::start(SandboxOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let (sandbox, inventory) = group_with(SandboxOptions::default()).await;
     let db = sandbox.db.connect().await.unwrap();
 
     // A journal as an older hubshift left it: no version, no `parked`.

@@ -10,7 +10,7 @@ mod support;
 
 use hubshift_common::pb::HubRole;
 use hubshift_sim::hubsim::schema::TickRow;
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
+use hubshift_sim::sandbox::Sandbox;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
@@ -22,14 +22,7 @@ const CACHED_SEQ: i64 = 900_000;
 const CACHED: i64 = 40;
 
 async fn sandbox() -> (Sandbox, PathBuf, String) {
-    let sandbox = Sandbox::start(SandboxOptions {
-        version: FROM.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let (sandbox, inventory) = group_at(FROM).await;
     let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
     (sandbox, inventory, archive)
 }

@@ -6,7 +6,6 @@
 
 mod support;
 
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::Path;
@@ -42,14 +41,7 @@ fn notified(got: &[Received]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_are_announced_and_a_bad_webhook_never_holds_them_up() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        version: FROM.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let (sandbox, inventory) = group_at(FROM).await;
     let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
     let url = std::fs::read_to_string(sandbox.root.join("database-url")).unwrap();
 

@@ -4,7 +4,6 @@
 
 mod support;
 
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
 use std::io::Cursor;
 use std::path::Path;
 use support::*;
@@ -61,14 +60,7 @@ fn error_of(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_an_archive_signed_by_a_trusted_key_is_staged() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        version: FROM.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let (sandbox, inventory) = group_at(FROM).await;
     let archive = sandbox.runtime_archive(TO).unwrap();
     let (release, other) = (keypair(), keypair());
     add_trust(&inventory, &[&release], true);

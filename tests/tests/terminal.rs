@@ -9,7 +9,6 @@
 mod support;
 
 use hubshift_sim::runtime::{archive_name, shell_quote};
-use hubshift_sim::sandbox::{Sandbox, SandboxOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -100,14 +99,7 @@ fn is_bar(line: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_in_a_terminal_draws_bars_then_clears_them_and_keeps_every_step_line_whole() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        version: FROM.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sandbox: {e}"));
-    let inventory = sandbox.root.join("inventory.toml");
-    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    let (sandbox, inventory) = group_at(FROM).await;
     let big = sandbox.root.join("big").join(archive_name(TO));
     std::fs::create_dir_all(big.parent().unwrap()).unwrap();
     archives::ballasted_archive(&sandbox, TO, BALLAST_MIB, &big);

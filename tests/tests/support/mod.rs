@@ -8,7 +8,7 @@ pub mod browser;
 pub mod http;
 pub mod webhook;
 
-use hubshift_sim::sandbox::{HubDriver, Sandbox};
+use hubshift_sim::sandbox::{HubDriver, Sandbox, SandboxOptions};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,26 @@ pub const HUB_B_OWN_ROLE: &str = "CREATE ROLE hub_b LOGIN PASSWORD 'hub-b-secret
 
 /// Group name the tests use.
 pub const GROUP: &str = "plant";
+
+/// A sandbox group started with `opts`, its inventory written for
+/// [`GROUP`]: where the single-group tests begin.
+pub async fn group_with(opts: SandboxOptions) -> (Sandbox, PathBuf) {
+    let sandbox = Sandbox::start(opts)
+        .await
+        .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let inventory = sandbox.root.join("inventory.toml");
+    sandbox.write_inventory(&inventory, GROUP).unwrap();
+    (sandbox, inventory)
+}
+
+/// [`group_with`] a group running `version`.
+pub async fn group_at(version: &str) -> (Sandbox, PathBuf) {
+    group_with(SandboxOptions {
+        version: version.into(),
+        ..Default::default()
+    })
+    .await
+}
 
 /// Path of a workspace binary.
 pub fn bin(name: &str) -> PathBuf {
