@@ -5,10 +5,7 @@ use crate::exit::Refused;
 use crate::output::Output;
 use crate::plan;
 use crate::readiness::{self, Target, human_bytes};
-use crate::run::{
-    Site, check_published_digest, check_signature, check_version, print_findings, read_archive,
-    read_declared,
-};
+use crate::run::{Site, check_version, checked_archive, print_findings};
 use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
@@ -38,16 +35,14 @@ pub async fn plan(out: Output, inventory: &Path, group: &str, target: &TargetArg
     let site = Site::load(inventory)?;
     let group = site.group(group)?.clone();
     let db = site.database(&group)?;
-    let mut archive = read_archive(&target.runtime).await?;
-    check_published_digest(&archive, target.sha256.as_deref())?;
-    check_signature(
+    let archive = checked_archive(
         &out,
         &site.inventory.trust,
-        &archive,
+        &target.runtime,
+        target.sha256.as_deref(),
         target.signature.as_deref(),
     )
     .await?;
-    read_declared(&mut archive).await;
     let out = out.for_group(&group.name);
     let (_agents, observed) = crate::observe::observe(&site.inventory, &group, Some(&db)).await;
     let findings = readiness::preflight(

@@ -5,10 +5,7 @@ use crate::cli::{FleetArgs, TargetArgs};
 use crate::exit::UsageError;
 use crate::fleet::{self, FleetPolicy};
 use crate::output::Output;
-use crate::run::{
-    self, Site, UpgradeRequest, check_pause_before, check_published_digest, check_signature,
-    check_version, read_archive, read_declared,
-};
+use crate::run::{self, Site, UpgradeRequest, check_pause_before, check_version, checked_archive};
 use anyhow::Result;
 use std::path::Path;
 
@@ -54,16 +51,14 @@ pub async fn upgrade(
         ))
         .into());
     }
-    let mut archive = read_archive(&target.runtime).await?;
-    check_published_digest(&archive, target.sha256.as_deref())?;
-    check_signature(
+    let archive = checked_archive(
         &out,
         &site.inventory.trust,
-        &archive,
+        &target.runtime,
+        target.sha256.as_deref(),
         target.signature.as_deref(),
     )
     .await?;
-    read_declared(&mut archive).await;
     let req = UpgradeRequest {
         version: target.version.clone(),
         archive,

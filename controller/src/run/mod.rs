@@ -32,6 +32,5 @@ pub use lifecycle::{
 pub use open::{Locked, OpenRun, Site, lock, lock_group, open_run};
 pub use preflight::print_findings;
 pub use request::{
-    ArchiveInfo, UpgradeRequest, check_pause_before, check_published_digest, check_signature,
-    check_version, read_archive, read_declared,
+    ArchiveInfo, UpgradeRequest, check_pause_before, check_version, checked_archive, read_archive,
 };

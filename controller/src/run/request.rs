@@ -44,11 +44,28 @@ pub async fn read_archive(path: &Path) -> Result<ArchiveInfo> {
     })
 }
 
+/// The archive a plan or an upgrade is asked to stage, hashed and checked
+/// before anything else: against the published digest, against the
+/// inventory's trusted keys, and what it declares of its own version.
+pub async fn checked_archive(
+    out: &crate::output::Output,
+    trust: &crate::trust::Trust,
+    path: &Path,
+    published: Option<&str>,
+    signature: Option<&Path>,
+) -> Result<ArchiveInfo> {
+    let mut archive = read_archive(path).await?;
+    check_published_digest(&archive, published)?;
+    check_signature(out, trust, &archive, signature).await?;
+    read_declared(&mut archive).await;
+    Ok(archive)
+}
+
 /// Reads what a tar.gz runtime archive declares of its own version, so
 /// that plan and preflight can refuse a mislabelled archive before
 /// anything changes. Other formats are read by the agent when it stages
 /// them (their declaration stays None here).
-pub async fn read_declared(archive: &mut ArchiveInfo) {
+async fn read_declared(archive: &mut ArchiveInfo) {
     if crate::steps::archive_format(&archive.path) != crate::hub::RuntimeFormat::TarGz {
         return;
     }
@@ -72,7 +89,7 @@ pub async fn read_declared(archive: &mut ArchiveInfo) {
 }
 
 /// Refuses an archive whose digest is not the published one.
-pub fn check_published_digest(archive: &ArchiveInfo, published: Option<&str>) -> Result<()> {
+fn check_published_digest(archive: &ArchiveInfo, published: Option<&str>) -> Result<()> {
     let Some(published) = published else {
         return Ok(());
     };
@@ -98,7 +115,7 @@ pub fn check_published_digest(archive: &ArchiveInfo, published: Option<&str>) ->
 /// keys, before anything is staged; a usage error (exit 2) naming the key
 /// when it is unsigned where one is required, signed by another key, or
 /// does not match.
-pub async fn check_signature(
+async fn check_signature(
     out: &crate::output::Output,
     trust: &crate::trust::Trust,
     archive: &ArchiveInfo,
