@@ -134,12 +134,7 @@ pub fn backup(cfg: &Config, id: &str) -> Result<BackupInfo> {
             ArchiveError::Io(e) => AgentError::io("cannot archive appdata into", &path)(e),
             other => AgentError::Internal(other.to_string()),
         })?;
-    let (buf, sha256, size) = writer.finish();
-    let file = buf
-        .into_inner()
-        .map_err(|e| AgentError::io("cannot write", tmp.path())(e.into_error()))?;
-    file.sync_all()
-        .map_err(AgentError::io("cannot fsync", tmp.path()))?;
+    let (sha256, size) = seal(writer, tmp.path())?;
     tmp.persist_noclobber(&path)
         .map_err(|e| AgentError::io("cannot rename into", &path)(e.error))?;
     fsutil::sync_dir(&dir);
@@ -368,4 +363,19 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Flushes an archive written through `writer` into its temporary file
+/// `tmp` and fsyncs it; its SHA-256 and size.
+pub(crate) fn seal(
+    writer: HashingWriter<BufWriter<std::fs::File>>,
+    tmp: &Path,
+) -> Result<(String, u64)> {
+    let (buf, sha256, size) = writer.finish();
+    let file = buf
+        .into_inner()
+        .map_err(|e| AgentError::io("cannot write", tmp)(e.into_error()))?;
+    file.sync_all()
+        .map_err(AgentError::io("cannot fsync", tmp))?;
+    Ok((sha256, size))
 }

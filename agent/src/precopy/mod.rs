@@ -113,12 +113,7 @@ impl Writing {
         let writer = encoder
             .finish()
             .map_err(AgentError::io("cannot archive appdata into", path))?;
-        let (buf, sha256, size) = writer.finish();
-        let file = buf
-            .into_inner()
-            .map_err(|e| AgentError::io("cannot write", tmp.path())(e.into_error()))?;
-        file.sync_all()
-            .map_err(AgentError::io("cannot fsync", tmp.path()))?;
+        let (sha256, size) = crate::appdata::seal(writer, tmp.path())?;
         Ok((tmp, sha256, size))
     }
 }
