@@ -357,14 +357,18 @@ async fn connect_and_wait_for_data(
     for group in fleet.groups() {
         clients.push(group.db.connect().await?);
     }
+    const WANTED: u32 = 20;
     let since = SystemTime::now();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Long enough for WANTED ticks at any tick interval the timings allow.
+    let wait = Duration::from_secs(30) + fleet.timing.tick_interval * WANTED;
+    let deadline = Instant::now() + wait;
     for (group, db) in fleet.groups().iter().zip(&clients) {
-        while measure::fetch_ticks(db, since).await?.len() < 20 {
+        while measure::fetch_ticks(db, since).await?.len() < WANTED as usize {
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "no data ticks from the active hub of {}",
-                group.name
+                "fewer than {WANTED} data ticks from the active hub of {} in {} s",
+                group.name,
+                wait.as_secs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -146,6 +146,42 @@ fn nodes_is_explained_and_checked() {
     assert!(err.contains("--nodes is for one group"), "{err}");
 }
 
+/// `--tick-interval` is explained (its two defaults) and a value the
+/// timings cannot hold is refused before anything is built, naming why.
+#[test]
+fn tick_interval_is_explained_and_checked() {
+    let bin = hubshift_sim::bins::binary("hubshift-sandbox").unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(&bin)
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--tick-interval <TICK_INTERVAL>")
+            && help.contains("50ms for one group, 250ms with --groups"),
+        "bench --help:\n{help}"
+    );
+    for (tick, why) in [
+        ("0s", "tick intervals must be greater than zero"),
+        ("3s", "takeover timeout 3000ms must be at least"),
+    ] {
+        let out = Command::new(&bin)
+            .args(["bench", "--groups", "2", "--tick-interval", tick])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--tick-interval {tick}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "--tick-interval {tick}: {err}");
+        assert!(
+            !stdout.contains("Starting one throwaway PostgreSQL"),
+            "--tick-interval {tick} built a fleet first: {stdout}"
+        );
+    }
+}
+
 /// `hubshift-sandbox demo --groups 2`: a fleet upgraded by
 /// `hubshift upgrade --all` with a canary; every group done, and each
 /// group's outages and split-brain check measured in its own database.
