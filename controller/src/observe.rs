@@ -15,6 +15,37 @@ pub async fn observe(
     group: &Group,
     database: Option<&Database>,
 ) -> (HashMap<String, Agent>, Observed) {
+    let (connected, nodes) = agents_of(inv, group).await;
+    let database = match database {
+        None => Err("no database settings".into()),
+        Some(d) => match d.connect().await {
+            Ok(client) => schema_on(&client, group).await,
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    (connected, Observed { nodes, database })
+}
+
+/// [`observe`] with the schema looked for on a connection the caller
+/// already holds (a locked run's journal connection): no login of its own.
+pub async fn observe_on(
+    inv: &Inventory,
+    group: &Group,
+    client: &tokio_postgres::Client,
+) -> (HashMap<String, Agent>, Observed) {
+    let ((connected, nodes), database) =
+        tokio::join!(agents_of(inv, group), schema_on(client, group));
+    (connected, Observed { nodes, database })
+}
+
+async fn schema_on(client: &tokio_postgres::Client, group: &Group) -> Result<bool, String> {
+    db::schema_exists(client, &group.database.schema)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Every agent of `group`, connected and asked for its status at once.
+async fn agents_of(inv: &Inventory, group: &Group) -> (HashMap<String, Agent>, Vec<ObservedNode>) {
     let mut set = JoinSet::new();
     for (i, node) in group.nodes.iter().enumerate() {
         let inv = inv.clone();
@@ -60,14 +91,5 @@ pub async fn observe(
             })
         })
         .collect();
-    let database = match database {
-        None => Err("no database settings".into()),
-        Some(d) => match d.connect().await {
-            Ok(client) => db::schema_exists(&client, &group.database.schema)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
-    };
-    (connected, Observed { nodes, database })
+    (connected, nodes)
 }

@@ -14,6 +14,15 @@ pub struct Observed {
     pub database: Result<bool, String>,
 }
 
+impl Observed {
+    /// Every node answered, running `version` already: nothing to upgrade.
+    pub fn all_run(&self, version: &str) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| n.status.as_ref().is_ok_and(|f| f.active_runtime == version))
+    }
+}
+
 /// What one node's agent showed.
 #[derive(Debug, Clone)]
 pub struct ObservedNode {

@@ -213,6 +213,21 @@ async fn a_failing_canary_stops_the_fleet_and_a_failure_within_budget_does_not()
     assert_eq!(windows.len(), 2, "{done}");
     assert!(done["backup_id"].as_str().is_some(), "{done}");
     assert!(done["duration_ms"].as_u64().unwrap() > 0, "{done}");
+    // plant-2 starts at once on its preflight's lock and agents: looked at
+    // once. plant-3 waits behind --parallel 1, lets its lock go meanwhile,
+    // and is looked at again when it starts.
+    let looked = |g: &str, node: &str| {
+        ev.iter()
+            .filter(|e| {
+                e["event"] == "preflight"
+                    && e["group"] == g
+                    && e["check"] == "agent"
+                    && e["node"] == node
+            })
+            .count()
+    };
+    assert_eq!(looked("plant-2", "plant-2-a"), 1, "{ev:#?}");
+    assert_eq!(looked("plant-3", "plant-3-a"), 2, "{ev:#?}");
     let second_fleet = find(&ev, "fleet_started").unwrap()["fleet"]
         .as_str()
         .unwrap()

@@ -7,16 +7,19 @@ use crate::exit::{ParkKind, Parked, Refused, Taken};
 use crate::inventory::Group;
 use crate::journal::{self};
 use crate::output::{Output, secs};
-use crate::readiness::Target;
-use crate::run::{self, Site, UpgradeRequest, print_findings};
+use crate::run::{self, Prepared, Site, UpgradeRequest, print_findings};
 use anyhow::Result;
 use serde_json::json;
 use std::time::Instant;
 
 /// What a group task is to do.
-#[derive(Debug, Clone)]
 pub(super) enum Work {
+    /// Upgrade it: lock it and run its preflight first.
     Start(Group),
+    /// Upgrade it on the lock, connections and agents of the fleet's own
+    /// preflight, which it passed just now: no second look.
+    Ready(Box<Prepared>),
+    /// Resume its run.
     Resume(Group, String),
 }
 
@@ -24,6 +27,17 @@ impl Work {
     pub(super) fn group(&self) -> &Group {
         match self {
             Work::Start(g) | Work::Resume(g, _) => g,
+            Work::Ready(p) => &p.locked.group,
+        }
+    }
+
+    /// The same work without what the preflight held: its lock and
+    /// connections are let go, and the group is looked at again when it
+    /// starts (it may wait for others, a canary or its window).
+    pub(super) fn released(self) -> Work {
+        match self {
+            Work::Ready(p) => Work::Start(p.locked.group),
+            w => w,
         }
     }
 }
@@ -41,81 +55,42 @@ pub(super) struct Ctx {
 
 /// Whether a group can be upgraded now, as preflight sees it.
 pub(super) enum Readiness {
-    Ready,
+    /// Ready, still locked by this controller.
+    Ready(Box<Prepared>),
     Unready(String),
     Taken(String),
 }
 
-/// Looks at one group without changing anything: database, lock, an
-/// unfinished run, agents and the preflight checks.
+/// Looks at one group as its upgrade does — the lock, an unfinished run,
+/// agents and the preflight checks — without changing it. A ready group
+/// stays locked, its agents connected.
 pub(super) async fn preflight_group(
     out: &Output,
     site: &Site,
     group: &Group,
     req: &UpgradeRequest,
 ) -> Readiness {
-    let db = match site.database(group) {
-        Ok(db) => db,
-        Err(e) => return Readiness::Unready(e.to_string()),
-    };
-    let client = match db.connect().await {
-        Ok(c) => c,
-        Err(e) => return Readiness::Unready(e.to_string()),
-    };
-    match journal::exists(&client).await {
-        Ok(true) => {
-            match crate::db::try_lock_group(&client, &group.name).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    let holder = match journal::unfinished_run(&client, &group.name).await {
-                        Ok(Some(r)) => format!("run {} (started {})", r.id, r.created_at),
-                        _ => "another hubshift controller".into(),
-                    };
-                    return Readiness::Taken(format!("locked by {holder}"));
-                }
-                Err(e) => return Readiness::Unready(e.to_string()),
-            }
-            match journal::unfinished_run(&client, &group.name).await {
-                Ok(Some(r)) => {
-                    return Readiness::Unready(format!(
-                        "run {} did not finish ({}): `hubshift resume --run {}` or `hubshift abandon --run {}`",
-                        r.id, r.state, r.id, r.id
-                    ));
-                }
-                Ok(None) => {}
-                Err(e) => return Readiness::Unready(e.to_string()),
-            }
+    let looked = match run::look_upgrade(site, group, req).await {
+        Ok(l) => l,
+        Err(e) => {
+            return match e.downcast_ref::<Taken>() {
+                Some(t) => Readiness::Taken(format!("locked by {}", t.holder)),
+                None => Readiness::Unready(hubshift_common::error_text::one_line(e.as_ref())),
+            };
         }
-        Ok(false) => {}
-        Err(e) => return Readiness::Unready(e.to_string()),
-    }
-    // The lock (if taken above) goes with this connection.
-    drop(client);
-    let (_agents, observed) = crate::observe::observe(&site.inventory, group, Some(&db)).await;
-    let at_target = observed.nodes.iter().all(|n| {
-        n.status
-            .as_ref()
-            .is_ok_and(|f| f.active_runtime == req.version)
-    });
-    if at_target {
+    };
+    if looked.observed.all_run(&req.version) {
         return Readiness::Taken(format!("already runs {}", req.version));
     }
-    let findings = crate::readiness::preflight(
-        &observed,
-        &Target {
-            version: req.version.clone(),
-            archive_bytes: req.archive.bytes,
-            allow_downgrade: req.allow_downgrade,
-            declared: req.archive.declared.clone(),
-        },
-    );
-    let shown: Vec<_> = findings
+    let shown: Vec<_> = looked
+        .findings
         .iter()
         .filter(|f| f.blocking || f.warning || out.is_json())
         .cloned()
         .collect();
     print_findings(out, &shown);
-    let problems: Vec<String> = findings
+    let problems: Vec<String> = looked
+        .findings
         .iter()
         .filter(|f| f.blocking)
         .map(|f| {
@@ -127,7 +102,7 @@ pub(super) async fn preflight_group(
         })
         .collect();
     if problems.is_empty() {
-        Readiness::Ready
+        Readiness::Ready(Box::new(looked.prepared))
     } else {
         Readiness::Unready(problems.join("; "))
     }
@@ -158,9 +133,13 @@ pub(super) async fn run_group(ctx: Ctx, work: Work) -> Row {
     let out = ctx.out.for_group(&group.name);
     let t = Instant::now();
     let mut row = Row::new(&group.name, Outcome::Done);
-    let result = match &work {
-        Work::Start(g) => start_group(&ctx, &out, g, &mut row).await,
-        Work::Resume(_, run_id) => resume_group(&ctx, &out, run_id, &mut row).await,
+    let result = match work {
+        Work::Start(g) => match run::prepare_upgrade(&out, &ctx.site, &g, &ctx.req).await {
+            Ok(prepared) => start_group(&ctx, &out, prepared, &mut row).await,
+            Err(e) => Err(e),
+        },
+        Work::Ready(prepared) => start_group(&ctx, &out, *prepared, &mut row).await,
+        Work::Resume(_, run_id) => resume_group(&ctx, &out, &run_id, &mut row).await,
     };
     row.duration_ms = t.elapsed().as_millis() as u64;
     row.outcome = match result {
@@ -179,13 +158,8 @@ pub(super) async fn run_group(ctx: Ctx, work: Work) -> Row {
     row
 }
 
-pub(super) async fn start_group(
-    ctx: &Ctx,
-    out: &Output,
-    group: &Group,
-    row: &mut Row,
-) -> Result<()> {
-    let prepared = run::prepare_upgrade(out, &ctx.site, group, &ctx.req).await?;
+/// Records and runs the upgrade of a group that passed its preflight.
+async fn start_group(ctx: &Ctx, out: &Output, prepared: Prepared, row: &mut Row) -> Result<()> {
     let (mut run, records) = run::record_upgrade(out, prepared, &ctx.req, "upgrade").await?;
     row.run = Some(run.id().to_string());
     let result = run::finish(&mut run, &records).await;
@@ -194,12 +168,7 @@ pub(super) async fn start_group(
     crate::checks::after_upgrade(&mut run).await
 }
 
-pub(super) async fn resume_group(
-    ctx: &Ctx,
-    out: &Output,
-    run_id: &str,
-    row: &mut Row,
-) -> Result<()> {
+async fn resume_group(ctx: &Ctx, out: &Output, run_id: &str, row: &mut Row) -> Result<()> {
     row.run = Some(run_id.to_string());
     let (mut run, records) =
         run::prepare_resume(out, &ctx.site, run_id, ctx.runtime.as_deref(), "resume").await?;
@@ -210,7 +179,7 @@ pub(super) async fn resume_group(
 }
 
 /// A group's error as the fleet counts it.
-pub(super) async fn classify(ctx: &Ctx, group: &Group, e: &anyhow::Error) -> Outcome {
+async fn classify(ctx: &Ctx, group: &Group, e: &anyhow::Error) -> Outcome {
     let text = hubshift_common::redact::redact(&hubshift_common::error_text::one_line(e.as_ref()));
     if let Some(t) = e.downcast_ref::<Taken>() {
         return Outcome::Taken(format!("locked by {}", t.holder));
@@ -232,11 +201,7 @@ pub(super) async fn classify(ctx: &Ctx, group: &Group, e: &anyhow::Error) -> Out
 }
 
 /// Every node of `group` runs the fleet's version already.
-pub(super) async fn already_at(ctx: &Ctx, group: &Group) -> bool {
+async fn already_at(ctx: &Ctx, group: &Group) -> bool {
     let (_agents, observed) = crate::observe::observe(&ctx.site.inventory, group, None).await;
-    observed.nodes.iter().all(|n| {
-        n.status
-            .as_ref()
-            .is_ok_and(|f| f.active_runtime == ctx.req.version)
-    })
+    observed.all_run(&ctx.req.version)
 }

@@ -21,13 +21,14 @@ use crate::exit::{ParkKind, Parked, Refused, UsageError};
 use crate::inventory::Group;
 use crate::journal::{self, RunState};
 use crate::output::Output;
-use crate::run::{self, ArchiveInfo, Site, UpgradeRequest, read_archive};
+use crate::run::{self, ArchiveInfo, Prepared, Site, UpgradeRequest, read_archive};
 use anyhow::{Context, Result};
 use members::{Ctx, Readiness, Work, preflight_group, run_group, stop_asked};
 use scheduler::{Action, Event, Outcome, Scheduler};
 use serde_json::json;
 use soak::soak;
 use spec::{find_fleet, member_runs, read_spec, record_fleet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 use table::{Row, closing_table};
@@ -67,12 +68,16 @@ pub async fn start(
     let mut ready = Vec::new();
     let mut rows = Vec::new();
     let mut unready = Vec::new();
+    // Each ready group's lock, journal connection and agents, kept for its
+    // run: the groups the fleet starts at once are not looked at twice.
+    let mut held: HashMap<String, Box<Prepared>> = HashMap::new();
     for (g, r) in groups.iter().zip(readiness) {
         let gout = out.for_group(&g.name);
         match r {
-            Some(Readiness::Ready) => {
+            Some(Readiness::Ready(prepared)) => {
                 gout.event("group_ready", json!({}), || "ready".into());
                 ready.push(g.clone());
+                held.insert(g.name.clone(), prepared);
             }
             Some(Readiness::Unready(why)) => {
                 gout.event("group_not_ready", json!({ "reason": why }), || {
@@ -118,14 +123,18 @@ pub async fn start(
         ))?;
     }
     let members: Vec<Group> = groups.clone();
-    let first = members
-        .first()
-        .context("a fleet needs at least one group")?;
-    let db = site.database(first)?;
-    let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
-    journal::ensure_schema(&client).await?;
-    let fleet = journal::new_fleet_id(&client).await?;
-    drop(client);
+    let fleet = match held.values().next() {
+        Some(p) => journal::new_fleet_id(&p.locked.client).await?,
+        None => {
+            let first = members
+                .first()
+                .context("a fleet needs at least one group")?;
+            let db = site.database(first)?;
+            let client = db.connect().await.map_err(|e| Refused(e.to_string()))?;
+            journal::ensure_schema(&client).await?;
+            journal::new_fleet_id(&client).await?
+        }
+    };
     let spec = FleetSpec {
         groups: members.iter().map(|g| g.name.clone()).collect(),
         version: req.version.clone(),
@@ -136,7 +145,12 @@ pub async fn start(
         allow_downgrade: req.allow_downgrade,
         policy: policy.clone(),
     };
-    record_fleet(&site, &members, &fleet, &spec, "upgrade").await?;
+    let open: HashMap<String, &tokio_postgres::Client> = held
+        .iter()
+        .map(|(g, p)| (g.clone(), &p.locked.client))
+        .collect();
+    record_fleet(&site, &members, &open, &fleet, &spec, "upgrade").await?;
+    drop(open);
     req.fleet = Some(fleet.clone());
     let fout = out.in_fleet(&fleet);
     fout.event(
@@ -153,7 +167,13 @@ pub async fn start(
             )
         },
     );
-    let queue: Vec<Work> = ready.into_iter().map(Work::Start).collect();
+    let queue: Vec<Work> = ready
+        .into_iter()
+        .map(|g| match held.remove(&g.name) {
+            Some(prepared) => Work::Ready(prepared),
+            None => Work::Start(g),
+        })
+        .collect();
     let ctx = Ctx {
         out: fout,
         site,
@@ -385,7 +405,7 @@ async fn run_fleet(
     let fresh: Vec<Group> = queue
         .iter()
         .filter_map(|w| match w {
-            Work::Start(g) => Some(g.clone()),
+            Work::Start(_) | Work::Ready(_) => Some(w.group().clone()),
             Work::Resume(..) => None,
         })
         .collect();
@@ -403,6 +423,7 @@ async fn run_fleet(
         .collect();
     let mut soaking: Option<Row> = None;
     let mut running = JoinSet::new();
+    let mut first_round = true;
     loop {
         if sched.would_start() && stop_asked(&ctx, &members).await {
             sched.on(Event::StopAsked);
@@ -462,6 +483,12 @@ async fn run_fleet(
                 Action::Wait => wait = true,
                 Action::Finish => {}
             }
+        }
+        if std::mem::take(&mut first_round) {
+            // Groups that did not start at once (behind a canary, the
+            // parallel limit or their window) let their preflight's lock
+            // and connections go, and are looked at again when they start.
+            work = work.into_iter().map(|(g, w)| (g, w.released())).collect();
         }
         if progressed {
             continue;

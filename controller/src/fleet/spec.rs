@@ -8,6 +8,8 @@ use crate::journal::{self, RunRecord};
 use crate::run::Site;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use tokio_postgres::Client;
 
 /// How a fleet goes about its groups.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,10 +52,13 @@ pub struct FleetSpec {
     pub policy: FleetPolicy,
 }
 
-/// Writes the fleet record into every member's database.
+/// Writes the fleet record into every member's database, on the
+/// connection `open` holds for a group's (its journal current) where there
+/// is one.
 pub(super) async fn record_fleet(
     site: &Site,
     members: &[Group],
+    open: &HashMap<String, &Client>,
     fleet: &str,
     spec: &FleetSpec,
     action: &str,
@@ -62,6 +67,10 @@ pub(super) async fn record_fleet(
     let audit = crate::audit::entry(action);
     let (spec_json, audit) = (&spec_json, &audit);
     let written = each(site.distinct_databases_among(members), |(g, db)| async move {
+        if let Some(client) = open.get(&g.name) {
+            journal::create_fleet(client, fleet, spec_json, audit).await?;
+            return Ok(());
+        }
         match db?.connect().await {
             Ok(client) => {
                 journal::ensure_schema(&client).await?;

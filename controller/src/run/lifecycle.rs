@@ -14,7 +14,7 @@ use crate::inventory::Group;
 use crate::journal::{self, RunRecord, RunState, StepRecord, StepState};
 use crate::output::Output;
 use crate::plan::{self, Step};
-use crate::readiness::Target;
+use crate::readiness::{Finding, Observed, Target};
 use crate::refusals::{self, RunView};
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -40,6 +40,28 @@ pub async fn prepare_upgrade(
     group: &Group,
     req: &UpgradeRequest,
 ) -> Result<Prepared> {
+    let looked = look_upgrade(site, group, req).await?;
+    preflight::print_findings(out, &looked.findings);
+    refuse_on_blocking(&looked.findings)?;
+    Ok(looked.prepared)
+}
+
+/// A group locked and looked at for an upgrade, its findings not yet
+/// judged: the fleet sorts its groups into ready, not ready and taken by
+/// them, and keeps the lock, connections and agents of those it starts.
+pub struct Looked {
+    /// The group, locked, with its agents.
+    pub prepared: Prepared,
+    /// Every finding, blocking or not.
+    pub findings: Vec<Finding>,
+    /// What the agents and the database showed.
+    pub observed: Observed,
+}
+
+/// The lock, then the upgrade's preflight, as [`prepare_upgrade`] takes
+/// them; refused only when the lock is held or an earlier run is
+/// unfinished. The group is not changed.
+pub async fn look_upgrade(site: &Site, group: &Group, req: &UpgradeRequest) -> Result<Looked> {
     // The lock first: a group being upgraded is refused naming the run that
     // holds it, not by a preflight that sees the run's half-done state.
     let locked = lock(site, group).await?;
@@ -57,12 +79,14 @@ pub async fn prepare_upgrade(
         declared: req.archive.declared.clone(),
     };
     let checked = preflight::upgrade(&locked, &target).await;
-    preflight::print_findings(out, &checked.findings);
-    refuse_on_blocking(&checked.findings)?;
-    Ok(Prepared {
-        locked,
-        agents: checked.agents,
-        from_version: checked.from_version,
+    Ok(Looked {
+        prepared: Prepared {
+            locked,
+            agents: checked.agents,
+            from_version: checked.from_version,
+        },
+        findings: checked.findings,
+        observed: checked.observed,
     })
 }
 

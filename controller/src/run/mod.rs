@@ -26,8 +26,8 @@ pub mod window_gate;
 pub use context::Run;
 pub use execute::{stop_asked, watch_ctrl_c};
 pub use lifecycle::{
-    Prepared, PreparedRollback, abandon_refusal, finish, lock_run, prepare_resume,
-    prepare_rollback, prepare_upgrade, record_rollback, record_upgrade,
+    Looked, Prepared, PreparedRollback, abandon_refusal, finish, lock_run, look_upgrade,
+    prepare_resume, prepare_rollback, prepare_upgrade, record_rollback, record_upgrade,
 };
 pub use open::{Locked, OpenRun, Site, lock, lock_group, open_run};
 pub use preflight::print_findings;

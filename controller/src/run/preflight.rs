@@ -9,7 +9,7 @@ use crate::agents::Agent;
 use crate::exit::Refused;
 use crate::facts::RunFacts;
 use crate::output::Output;
-use crate::readiness::{self, Finding, Target};
+use crate::readiness::{self, Finding, Observed, Target};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,13 +22,16 @@ pub struct Checked {
     pub findings: Vec<Finding>,
     /// The version the first reachable node runs.
     pub from_version: String,
+    /// What the agents and the database showed.
+    pub observed: Observed,
 }
 
 /// The upgrade's preflight of a locked group.
 pub async fn upgrade(locked: &Locked, target: &Target) -> Checked {
     let (agents, observed) =
-        crate::observe::observe(&locked.inventory, &locked.group, Some(&locked.db)).await;
+        crate::observe::observe_on(&locked.inventory, &locked.group, &locked.client).await;
     let findings = readiness::preflight(&observed, target);
+
     let from_version = observed
         .nodes
         .iter()
@@ -38,6 +41,7 @@ pub async fn upgrade(locked: &Locked, target: &Target) -> Checked {
         agents,
         findings,
         from_version,
+        observed,
     }
 }
 
@@ -47,7 +51,7 @@ pub async fn upgrade(locked: &Locked, target: &Target) -> Checked {
 /// its controller-side copy checked.
 pub async fn rollback(locked: &Locked, original: &RunFacts, run: &str) -> Checked {
     let (agents, observed) =
-        crate::observe::observe(&locked.inventory, &locked.group, Some(&locked.db)).await;
+        crate::observe::observe_on(&locked.inventory, &locked.group, &locked.client).await;
     let mut findings = readiness::rollback_preflight(&observed, &original.from_version);
     if findings.iter().all(|f| !f.blocking) {
         let primary = locked.group.primary().name.clone();
@@ -57,10 +61,12 @@ pub async fn rollback(locked: &Locked, original: &RunFacts, run: &str) -> Checke
             findings.push(health.finding(&primary, run, original));
         }
     }
+
     Checked {
         agents,
         findings,
         from_version: original.version.clone(),
+        observed,
     }
 }
 
