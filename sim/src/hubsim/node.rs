@@ -7,12 +7,16 @@
 //!
 //! - **standby**: read cluster + leader; shut down (exit 0) on a version
 //!   mismatch; copy the project into appdata; if this node is the preferred
-//!   primary and another node is active, ask it to hand over; then try the
-//!   atomic claim (leader is me, nobody, or its heartbeat is older than the
-//!   takeover timeout). On success data starts one tick interval + one
+//!   primary and another node is active, ask it to hand over; then, unless
+//!   another node leads with a fresh heartbeat, try the atomic claim (leader
+//!   is me, nobody, or its heartbeat is older than the takeover timeout).
+//!   On success data starts one tick interval + one
 //!   heartbeat interval later, and `HA role: active` is logged with the
 //!   first tick: active means serving data.
-//! - **active**: read cluster + leader; shut down on a version mismatch; if
+//! - **active**: heartbeat in one UPDATE that succeeds only while nothing
+//!   changed (this node leads, the schema's version is its own, nobody asked
+//!   for leadership). Otherwise read cluster + leader; shut down on a
+//!   version mismatch; if
 //!   the preferred primary asked for leadership, stop producing data (wait
 //!   until no tick is in flight), then pass leadership to it in one UPDATE
 //!   and become standby; otherwise heartbeat (an UPDATE that only succeeds
@@ -326,6 +330,29 @@ impl Node {
     }
 
     async fn active_step(&mut self) -> Next {
+        let sent = Instant::now();
+        let (me, version) = (self.me.clone(), self.version.clone());
+        match self
+            .db
+            .run(|c| async move { schema::steady_heartbeat(&c, &me, &version).await })
+            .await
+        {
+            Ok(true) => {
+                self.latch
+                    .ok("HA database answers again; heartbeat resumed");
+                self.ticker.renew(self.lease_from(sent));
+                return Next::Continue;
+            }
+            // Something changed: the state says what.
+            Ok(false) => {}
+            Err(e) => {
+                self.ticker.set_degraded();
+                self.latch.fail(format!(
+                    "HA database error ({e}); staying active and producing data"
+                ));
+                return Next::Continue;
+            }
+        }
         let state = match self.read_state().await {
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -440,6 +467,18 @@ impl Node {
                 Ok(false) => {}
                 Err(e) => log::warn(&format!("handover request failed: {e}")),
             }
+        }
+        // A live leader that is another node cannot be claimed from: the
+        // claim would change nothing, so it is not sent.
+        if state.leader.as_deref().is_some_and(|l| l != self.me) && !state.stale {
+            if self.role == Role::Unknown {
+                log::info(&format!(
+                    "standing by: active node is {}",
+                    state.leader.as_deref().unwrap_or("none")
+                ));
+                self.set_role(Role::Standby);
+            }
+            return Next::Continue;
         }
         let sent = Instant::now();
         let (me, version, takeover) = (
