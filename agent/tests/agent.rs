@@ -183,6 +183,28 @@ async fn hub_lifecycle_with_readoption_and_no_secret_leaks() {
     assert_eq!(s.node, "hub-a");
     assert_eq!(s.start_mode, "CREATE_AND_START");
     assert!(s.started_at_unix_ms > 0);
+    // A brief status, as polling loops ask: the hub and its runtime as in
+    // full, the host's files left out.
+    let brief = c
+        .status(StatusRequest {
+            brief: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (brief.state, brief.role, brief.pid, brief.frozen),
+        (s.state, s.role, s.pid, s.frozen)
+    );
+    assert_eq!(
+        (&brief.active_runtime, &brief.node, &brief.start_mode),
+        (&s.active_runtime, &s.node, &s.start_mode)
+    );
+    assert!(!s.staged_runtimes.is_empty() && !s.free_space.is_empty());
+    assert!(brief.staged_runtimes.is_empty() && brief.staged.is_empty());
+    assert!(brief.free_space.is_empty() && brief.certificate_sha256.is_empty());
+    assert!(brief.settings.is_none() && brief.runtime_dir.is_empty());
     let log = std::fs::read_to_string(agent.state().join("hub.log")).unwrap();
     assert!(log.contains("extra=from-config"), "{log}");
     let again = start(&mut c, StartMode::Start, "hub-a").await.unwrap();
@@ -353,6 +375,7 @@ async fn backup_restore_round_trip_and_certificate() {
     let measured = c
         .status(StatusRequest {
             measure_appdata: true,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -196,27 +196,40 @@ impl Agent {
         }
     }
 
-    /// Status, raw (cheap: for polling).
+    /// Status, in full: the hub and the host's files (staged runtimes,
+    /// certificate store, free space, settings).
     pub async fn status(&self) -> Result<HubStatus, AgentError> {
-        let r = self
-            .unary("Status", self.rpc_timeout, |mut c| async move {
-                c.status(pb::StatusRequest {
-                    measure_appdata: false,
-                })
-                .await
-            })
-            .await;
-        self.seen(r.map(HubStatus::from))
+        self.ask_status(pb::StatusRequest {
+            measure_appdata: false,
+            brief: false,
+        })
+        .await
     }
 
     /// Status with the size of appdata, for preflight.
     pub async fn status_measured(&self) -> Result<HubStatus, AgentError> {
+        self.ask_status(pb::StatusRequest {
+            measure_appdata: true,
+            brief: false,
+        })
+        .await
+    }
+
+    /// The hub's state, role and active runtime only, for loops that poll
+    /// ten times a second: the fields of the host's files are left empty
+    /// (an agent older than the field answers in full).
+    pub async fn status_brief(&self) -> Result<HubStatus, AgentError> {
+        self.ask_status(pb::StatusRequest {
+            measure_appdata: false,
+            brief: true,
+        })
+        .await
+    }
+
+    async fn ask_status(&self, req: pb::StatusRequest) -> Result<HubStatus, AgentError> {
         let r = self
             .unary("Status", self.rpc_timeout, |mut c| async move {
-                c.status(pb::StatusRequest {
-                    measure_appdata: true,
-                })
-                .await
+                c.status(req).await
             })
             .await;
         self.seen(r.map(HubStatus::from))

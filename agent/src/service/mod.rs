@@ -91,6 +91,23 @@ impl Operations {
     async fn do_status(&self, req: StatusRequest) -> Result<StatusResponse> {
         let view = self.hub.view().await?;
         let active = self.runtimes.active_version().await.unwrap_or_default();
+        if req.brief {
+            return Ok(StatusResponse {
+                state: wire::hub_state(view.state) as i32,
+                exit_code: view.exit_code,
+                pid: view.pid,
+                role: wire::hub_role(view.role) as i32,
+                active_runtime: active,
+                appdata: self.cfg.paths.appdata.display().to_string(),
+                agent_version: hubshift_common::VERSION.into(),
+                start_mode: view.mode,
+                started_at_unix_ms: view.started_at_unix_ms,
+                node: view.node,
+                frozen: view.frozen,
+                layout: self.cfg.hub.layout.name().into(),
+                ..Default::default()
+            });
+        }
         let staged = self.runtimes.staged_versions().await;
         let mut staged_declared = Vec::with_capacity(staged.len());
         for version in &staged {

@@ -50,7 +50,7 @@ pub async fn await_active_again(primary: &Agent, timeouts: &TimeoutsSection) -> 
         || {
             let agent = primary.clone();
             async move {
-                let s = agent.status().await?;
+                let s = agent.status_brief().await?;
                 if !is_running(&s) {
                     bail!("{} ended while starting ({})", agent.node, state_name(&s));
                 }
@@ -118,7 +118,7 @@ pub(super) async fn ensure_still_serving(run: &mut Run) -> Result<()> {
     let agent = run.agent(&node)?.clone();
     let asked = Instant::now();
     let why = loop {
-        match agent.status().await {
+        match agent.status_brief().await {
             Ok(s) if role_name(&s) == "active" && is_running(&s) && !s.frozen => {
                 run.apply(StepOutcome::SeenServing { at_ms: now_ms() });
                 return Ok(());

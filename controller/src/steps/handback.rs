@@ -186,7 +186,7 @@ pub async fn hand_back(
             if down[i].is_some() {
                 continue;
             }
-            let s = a.status().await?;
+            let s = a.status_brief().await?;
             if !is_running(&s) {
                 down[i] = Some(now_ms());
             } else if began.elapsed() >= shutdown_timeout || primary_active.is_some() {
@@ -195,13 +195,13 @@ pub async fn hand_back(
                 // stop it now — never two active nodes for longer than a poll.
                 let requested = now_ms();
                 a.stop(stop_timeout).await?;
-                let s = a.status().await?;
+                let s = a.status_brief().await?;
                 ensure!(!is_running(&s), "{} still runs after Stop", a.node);
                 down[i] = Some(requested);
                 stopped_by_us.push(a.node.clone());
             }
         }
-        let ps = p.status().await?;
+        let ps = p.status_brief().await?;
         if !is_running(&ps) {
             // The old secondaries are going or gone: the group has no other
             // node to serve. A hub that refused to start (the database

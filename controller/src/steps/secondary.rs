@@ -88,7 +88,7 @@ pub(super) async fn await_standby(run: &mut Run, node: &str) -> Result<Value> {
     poll_until(timeout, &format!("{node} to become standby"), || {
         let agent = agent.clone();
         async move {
-            let s = agent.status().await?;
+            let s = agent.status_brief().await?;
             if !is_running(&s) {
                 bail!(
                     "{node} is no longer running ({}); see its hub log on the host",

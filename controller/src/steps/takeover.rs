@@ -198,7 +198,7 @@ pub async fn wait_for_takeover(
         let mut live = 0;
         let mut states = Vec::new();
         for a in candidates {
-            match a.status().await {
+            match a.status_brief().await {
                 Ok(s) if role_name(&s) == "active" && !s.frozen => {
                     return TakeoverWait::Active {
                         node: a.node.clone(),
