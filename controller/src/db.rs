@@ -218,30 +218,6 @@ impl Database {
         Secret::new(uri)
     }
 
-    /// [`Database::connect`], trying again for up to `patience` while the
-    /// server is away (restarting): for steps that must reach it.
-    pub async fn connect_patiently(
-        &self,
-        patience: std::time::Duration,
-    ) -> Result<Client, DbError> {
-        let start = std::time::Instant::now();
-        let mut delay = std::time::Duration::from_millis(250);
-        loop {
-            match self.connect().await {
-                Ok(c) => return Ok(c),
-                Err(e @ DbError::Connect { .. })
-                    if std::time::Instant::now()
-                        < self.unreachable_since().unwrap_or(start) + patience =>
-                {
-                    tracing::warn!(error = %e, "database not reachable; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(4));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     /// Opens a connection; the connection task runs in the background.
     pub async fn connect(&self) -> Result<Client, DbError> {
         let client = self

@@ -149,6 +149,22 @@ impl JournalLink {
         ))
     }
 
+    /// See [`crate::db::schema_exists`]: asked on this connection, which
+    /// survives a database restart as the journal does, instead of a login
+    /// of its own.
+    pub async fn schema_exists(&mut self, schema: &str) -> Result<bool, DbError> {
+        retrying!(self, "looking for the orchestration schema", |c| {
+            crate::db::schema_exists(c, schema)
+        })
+    }
+
+    /// See [`crate::db::drop_schema`], on this connection.
+    pub async fn drop_schema(&mut self, schema: &str) -> Result<(), DbError> {
+        retrying!(self, "dropping the orchestration schema", |c| {
+            crate::db::drop_schema(c, schema)
+        })
+    }
+
     /// See [`journal::add_facts`].
     pub async fn add_facts(&mut self, run: &str, facts: &Value) -> Result<(), DbError> {
         retrying!(self, "journaling run facts", |c| journal::add_facts(

@@ -918,15 +918,16 @@ async fn hubs_killed_after_their_own_step_are_started_again() {
     }
 }
 
-/// PostgreSQL restarted inside each outage window and during the backup:
-/// the journal reconnects and takes the group lock again; the run
-/// finishes by itself. The step was running across the restart: it began
-/// before it (the controller held while the journal said so) and finished
-/// after it (the journal's own clock).
+/// PostgreSQL restarted inside each outage window, during the backup and
+/// during the schema's drop: the journal reconnects and takes the group
+/// lock again (the drop, asked on the journal's connection, is asked again
+/// on the new one); the run finishes by itself. The step was running
+/// across the restart: it began before it (the controller held while the
+/// journal said so) and finished after it (the journal's own clock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_in_each_window() {
     let mut g = Group::start(HubDriver::Process).await;
-    for name in ["await_takeover", "backup", "await_handback"] {
+    for name in ["await_takeover", "backup", "drop_schema", "await_handback"] {
         let case = format!("PostgreSQL restarted during {name}");
         let (version, archive) = g.next_target();
         let (mut up, run_id) = g.start_upgrade(&version, &archive);
@@ -947,7 +948,7 @@ async fn postgres_restarted_in_each_window() {
         let away = began.elapsed();
         let (code, seen) = up.finish(Duration::from_secs(240));
         // The journal reconnected and took the lock again: the run went on
-        // by itself (these steps do no database work of their own).
+        // by itself.
         assert_eq!(code, Some(0), "{case}: {seen:#?}\n{}", g.hub_logs());
         let finished = find(&seen, "run_finished").expect("run_finished");
         assert_eq!(finished["run"], run_id.as_str());

@@ -172,6 +172,21 @@ impl Run {
         }
     }
 
+    /// Whether the group's orchestration schema exists (asked on the
+    /// journal's connection: no login per step, and a database restart is
+    /// waited for as the journal waits).
+    pub async fn schema_exists(&mut self) -> Result<bool> {
+        let schema = self.facts.schema.clone();
+        Ok(self.journal.schema_exists(&schema).await?)
+    }
+
+    /// Drops the group's orchestration schema (see
+    /// [`crate::db::drop_schema`]), on the journal's connection.
+    pub async fn drop_schema(&mut self) -> Result<()> {
+        let schema = self.facts.schema.clone();
+        Ok(self.journal.drop_schema(&schema).await?)
+    }
+
     /// Writes the current facts to the journal.
     pub async fn save_facts(&mut self) -> Result<()> {
         let value = serde_json::to_value(&self.facts).context("serialising run facts")?;

@@ -272,14 +272,10 @@ pub(super) fn require_verified_backup(run: &Run) -> Result<()> {
 pub(super) async fn drop_schema(run: &mut Run) -> Result<Value> {
     require_verified_backup(run)?;
     ensure_still_serving(run).await?;
-    let client = run
-        .db()
-        .connect_patiently(Duration::from_secs(run.inv().timeouts.database))
-        .await?;
-    let existed = crate::db::schema_exists(&client, &run.facts().schema).await?;
-    crate::db::drop_schema(&client, &run.facts().schema).await?;
+    let existed = run.schema_exists().await?;
+    run.drop_schema().await?;
     ensure!(
-        !crate::db::schema_exists(&client, &run.facts().schema).await?,
+        !run.schema_exists().await?,
         "schema {} still exists after DROP",
         run.facts().schema
     );

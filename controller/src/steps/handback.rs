@@ -50,11 +50,7 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
     // Re-observe instead of trusting the journal: after a crash the new
     // schema may exist without a running hub (`create` done, `start` not),
     // or the agent may still be running the compound.
-    let client = run
-        .db()
-        .connect_patiently(Duration::from_secs(run.inv().timeouts.database))
-        .await?;
-    let schema_there = crate::db::schema_exists(&client, &run.facts().schema).await?;
+    let schema_there = run.schema_exists().await?;
     let mode = if schema_there {
         StartMode::Start
     } else {
@@ -75,7 +71,7 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
         fresh,
     });
     ensure!(
-        crate::db::schema_exists(&client, &run.facts().schema).await?,
+        run.schema_exists().await?,
         "{node} started but schema {} was not created",
         run.facts().schema
     );
