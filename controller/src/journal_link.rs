@@ -6,7 +6,8 @@
 //! lock.
 
 use crate::db::{Database, DbError, try_lock_group};
-use crate::journal::{self, RunState};
+use crate::journal::{self, Prepared, RunState};
+use crate::timeline::Observation;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -16,6 +17,8 @@ pub struct JournalLink {
     db: Database,
     group: String,
     client: Client,
+    /// The statements prepared on `client`.
+    prepared: Prepared,
     /// How long the run waits for its database to come back
     /// (`timeouts.database`).
     patience: Duration,
@@ -67,6 +70,7 @@ impl JournalLink {
             db,
             group: group.to_string(),
             client,
+            prepared: Prepared::default(),
             gone: None,
         }
     }
@@ -81,6 +85,7 @@ impl JournalLink {
                     if try_lock_group(&client, &self.group).await? {
                         tracing::warn!("journal reconnected; group lock taken again");
                         self.client = client;
+                        self.prepared = Prepared::default();
                         return Ok(());
                     }
                     return Err(DbError::Query {
@@ -119,26 +124,57 @@ impl JournalLink {
     /// See [`journal::step_started`].
     pub async fn step_started(&mut self, run: &str, idx: usize) -> Result<(), DbError> {
         retrying!(self, "journaling a step start", |c| journal::step_started(
-            c, run, idx
+            c,
+            &self.prepared,
+            run,
+            idx
         ))
     }
 
-    /// See [`journal::step_done`].
-    pub async fn step_done(
+    /// See [`journal::step_begun`].
+    pub async fn step_begun(
+        &mut self,
+        run: &str,
+        idx: usize,
+        observations: &[Observation],
+    ) -> Result<(), DbError> {
+        retrying!(self, "journaling a step start", |c| journal::step_begun(
+            c,
+            &self.prepared,
+            run,
+            idx,
+            observations
+        ))
+    }
+
+    /// See [`journal::step_ended`].
+    pub async fn step_ended(
         &mut self,
         run: &str,
         idx: usize,
         detail: &Value,
+        facts: &Value,
+        observations: &[Observation],
     ) -> Result<(), DbError> {
-        retrying!(self, "journaling a step end", |c| journal::step_done(
-            c, run, idx, detail
+        retrying!(self, "journaling a step end", |c| journal::step_ended(
+            c,
+            &self.prepared,
+            run,
+            idx,
+            detail,
+            facts,
+            observations
         ))
     }
 
     /// See [`journal::step_failed`].
     pub async fn step_failed(&mut self, run: &str, idx: usize, error: &str) -> Result<(), DbError> {
         retrying!(self, "journaling a step failure", |c| journal::step_failed(
-            c, run, idx, error
+            c,
+            &self.prepared,
+            run,
+            idx,
+            error
         ))
     }
 
@@ -168,21 +204,27 @@ impl JournalLink {
     /// See [`journal::add_facts`].
     pub async fn add_facts(&mut self, run: &str, facts: &Value) -> Result<(), DbError> {
         retrying!(self, "journaling run facts", |c| journal::add_facts(
-            c, run, facts
+            c,
+            &self.prepared,
+            run,
+            facts
         ))
     }
 
     /// See [`journal::finish_run`].
     pub async fn finish_run(&mut self, run: &str, state: RunState) -> Result<(), DbError> {
         retrying!(self, "journaling the run end", |c| journal::finish_run(
-            c, run, state
+            c,
+            &self.prepared,
+            run,
+            state
         ))
     }
 
     /// See [`journal::take_stop_request`].
     pub async fn take_stop_request(&mut self, run: &str) -> Result<bool, DbError> {
         retrying!(self, "reading a stop request", |c| {
-            journal::take_stop_request(c, run)
+            journal::take_stop_request(c, &self.prepared, run)
         })
     }
 
@@ -190,10 +232,10 @@ impl JournalLink {
     pub async fn add_observations(
         &mut self,
         run: &str,
-        observations: &[crate::timeline::Observation],
+        observations: &[Observation],
     ) -> Result<(), DbError> {
         retrying!(self, "journaling what the run observed", |c| {
-            journal::add_observations(c, run, observations)
+            journal::add_observations(c, &self.prepared, run, observations)
         })
     }
 

@@ -10,7 +10,9 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 mod fleets;
+mod prepared;
 pub use fleets::*;
+pub use prepared::Prepared;
 
 const DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS hubshift;
@@ -296,15 +298,21 @@ pub async fn create_run(
         .await
         .map_err(query_err("recording the run"))?;
     let id: String = row.get(0);
-    for (i, step) in steps.iter().enumerate() {
-        let spec = serde_json::to_value(step).unwrap_or(Value::Null);
-        tx.execute(
-            "INSERT INTO hubshift.steps (run_id, idx, spec) VALUES ($1, $2, $3)",
-            &[&id, &(i as i32), &spec],
-        )
-        .await
-        .map_err(query_err("recording the steps"))?;
-    }
+    // Every step in one statement: one round trip, not one per step.
+    let specs = Value::Array(
+        steps
+            .iter()
+            .map(|step| serde_json::to_value(step).unwrap_or(Value::Null))
+            .collect(),
+    );
+    tx.execute(
+        "INSERT INTO hubshift.steps (run_id, idx, spec)
+         SELECT $1, (n - 1)::integer, spec
+         FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(spec, n)",
+        &[&id, &specs],
+    )
+    .await
+    .map_err(query_err("recording the steps"))?;
     tx.commit()
         .await
         .map_err(query_err("committing the run record"))?;
@@ -312,31 +320,100 @@ pub async fn create_run(
 }
 
 /// Marks a step running (before it runs).
-pub async fn step_started(client: &Client, run: &str, idx: usize) -> Result<(), DbError> {
-    client
+/// The step and its run marked running in one statement.
+pub async fn step_started(
+    client: &Client,
+    prepared: &Prepared,
+    run: &str,
+    idx: usize,
+) -> Result<(), DbError> {
+    prepared
         .execute(
-            "UPDATE hubshift.steps SET state = $3, attempts = attempts + 1,
-                    started_at = now(), finished_at = NULL, error = NULL
-             WHERE run_id = $1 AND idx = $2",
-            &[&run, &(idx as i32), &StepState::Running.as_str()],
+            client,
+            "WITH step AS (
+                 UPDATE hubshift.steps SET state = $3, attempts = attempts + 1,
+                        started_at = now(), finished_at = NULL, error = NULL
+                 WHERE run_id = $1 AND idx = $2)
+             UPDATE hubshift.runs SET state = $4, updated_at = now() WHERE id = $1",
+            &[
+                &run,
+                &(idx as i32),
+                &StepState::Running.as_str(),
+                &RunState::Running.as_str(),
+            ],
         )
         .await
         .map_err(query_err("journaling a step start"))?;
-    touch(client, run, RunState::Running).await
+    Ok(())
 }
 
-/// Marks a step done with what it observed.
-pub async fn step_done(
+/// A step's start, with what the run observed since the last write, in
+/// one statement: the step and its run marked running, the observations
+/// added.
+pub async fn step_begun(
     client: &Client,
+    prepared: &Prepared,
+    run: &str,
+    idx: usize,
+    observations: &[Observation],
+) -> Result<(), DbError> {
+    prepared
+        .execute(
+            client,
+            "WITH step AS (
+                 UPDATE hubshift.steps SET state = $3, attempts = attempts + 1,
+                        started_at = now(), finished_at = NULL, error = NULL
+                 WHERE run_id = $1 AND idx = $2),
+             seen AS (
+                 INSERT INTO hubshift.observations (run_id, at_ms, node, kind, details)
+                 SELECT $1, (o->>'at_ms')::bigint, o->>'node', o->>'kind', o->'details'
+                 FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS t(o, n) ORDER BY n)
+             UPDATE hubshift.runs SET state = $4, updated_at = now() WHERE id = $1",
+            &[
+                &run,
+                &(idx as i32),
+                &StepState::Running.as_str(),
+                &RunState::Running.as_str(),
+                &observation_rows(observations),
+            ],
+        )
+        .await
+        .map_err(query_err("journaling a step start"))?;
+    Ok(())
+}
+
+/// A step's end in one statement, all or nothing: the run's facts, the
+/// step done with what it observed, and the run's observations since the
+/// last write. (Facts and the step's end apart, a controller killed between
+/// them could leave a step done without the facts it found.)
+pub async fn step_ended(
+    client: &Client,
+    prepared: &Prepared,
     run: &str,
     idx: usize,
     detail: &Value,
+    facts: &Value,
+    observations: &[Observation],
 ) -> Result<(), DbError> {
-    client
+    prepared
         .execute(
-            "UPDATE hubshift.steps SET state = $4, finished_at = now(), detail = $3
-             WHERE run_id = $1 AND idx = $2",
-            &[&run, &(idx as i32), detail, &StepState::Done.as_str()],
+            client,
+            "WITH step AS (
+                 UPDATE hubshift.steps SET state = $4, finished_at = now(), detail = $3
+                 WHERE run_id = $1 AND idx = $2),
+             seen AS (
+                 INSERT INTO hubshift.observations (run_id, at_ms, node, kind, details)
+                 SELECT $1, (o->>'at_ms')::bigint, o->>'node', o->>'kind', o->'details'
+                 FROM jsonb_array_elements($6::jsonb) WITH ORDINALITY AS t(o, n) ORDER BY n)
+             UPDATE hubshift.runs SET facts = facts || $5, updated_at = now() WHERE id = $1",
+            &[
+                &run,
+                &(idx as i32),
+                detail,
+                &StepState::Done.as_str(),
+                facts,
+                &observation_rows(observations),
+            ],
         )
         .await
         .map_err(query_err("journaling a step end"))?;
@@ -346,12 +423,14 @@ pub async fn step_done(
 /// Marks a step failed; the error text must already be redacted.
 pub async fn step_failed(
     client: &Client,
+    prepared: &Prepared,
     run: &str,
     idx: usize,
     error: &str,
 ) -> Result<(), DbError> {
-    client
+    prepared
         .execute(
+            client,
             "UPDATE hubshift.steps SET state = $4, finished_at = now(), error = $3
              WHERE run_id = $1 AND idx = $2",
             &[&run, &(idx as i32), &error, &StepState::Failed.as_str()],
@@ -376,9 +455,15 @@ pub async fn reset_steps(client: &Client, run: &str, from: usize) -> Result<(), 
 }
 
 /// Merges `facts` into the run's facts.
-pub async fn add_facts(client: &Client, run: &str, facts: &Value) -> Result<(), DbError> {
-    client
+pub async fn add_facts(
+    client: &Client,
+    prepared: &Prepared,
+    run: &str,
+    facts: &Value,
+) -> Result<(), DbError> {
+    prepared
         .execute(
+            client,
             "UPDATE hubshift.runs SET facts = facts || $2, updated_at = now() WHERE id = $1",
             &[&run, facts],
         )
@@ -425,9 +510,14 @@ pub async fn request_stop(client: &Client, run: &str) -> Result<bool, DbError> {
 }
 
 /// Takes a pending stop request (clearing it); `true` when there was one.
-pub async fn take_stop_request(client: &Client, run: &str) -> Result<bool, DbError> {
-    let n = client
+pub async fn take_stop_request(
+    client: &Client,
+    prepared: &Prepared,
+    run: &str,
+) -> Result<bool, DbError> {
+    let n = prepared
         .execute(
+            client,
             "UPDATE hubshift.runs SET stop_requested = false
              WHERE id = $1 AND stop_requested",
             &[&run],
@@ -448,9 +538,15 @@ pub async fn mark_abandoned(client: &Client, run: &str) -> Result<(), DbError> {
 }
 
 /// Marks the run finished (`done`), failed or parked.
-pub async fn finish_run(client: &Client, run: &str, state: RunState) -> Result<(), DbError> {
-    client
+pub async fn finish_run(
+    client: &Client,
+    prepared: &Prepared,
+    run: &str,
+    state: RunState,
+) -> Result<(), DbError> {
+    prepared
         .execute(
+            client,
             "UPDATE hubshift.runs SET state = $2, updated_at = now(),
                     finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
              WHERE id = $1",
@@ -607,30 +703,38 @@ pub async fn last_upgrade_ms(client: &Client, group: &str) -> Result<Option<i64>
 /// Appends a run's observations, in their order, in one statement.
 pub async fn add_observations(
     client: &Client,
+    prepared: &Prepared,
     run: &str,
     observations: &[Observation],
 ) -> Result<(), DbError> {
     if observations.is_empty() {
         return Ok(());
     }
-    let rows: Vec<Value> = observations
-        .iter()
-        .map(|o| {
-            serde_json::json!({
-                "at_ms": o.at_ms, "node": o.node, "kind": o.kind.as_str(), "details": o.details,
-            })
-        })
-        .collect();
-    client
+    prepared
         .execute(
+            client,
             "INSERT INTO hubshift.observations (run_id, at_ms, node, kind, details)
              SELECT $1, (o->>'at_ms')::bigint, o->>'node', o->>'kind', o->'details'
              FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(o, n) ORDER BY n",
-            &[&run, &Value::Array(rows)],
+            &[&run, &observation_rows(observations)],
         )
         .await
         .map_err(query_err("journaling what the run observed"))?;
     Ok(())
+}
+
+/// Observations as the JSON array the journal's statements unpack.
+fn observation_rows(observations: &[Observation]) -> Value {
+    Value::Array(
+        observations
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "at_ms": o.at_ms, "node": o.node, "kind": o.kind.as_str(), "details": o.details,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// A run's observations in the order they were made (kinds this version

@@ -187,6 +187,34 @@ impl Run {
         Ok(self.journal.drop_schema(&schema).await?)
     }
 
+    /// Journals step `idx`'s start with what the run observed so far, in
+    /// one statement (the observations are kept for the next write when it
+    /// fails).
+    pub(super) async fn journal_step_start(&mut self, idx: usize) -> Result<()> {
+        let pending = self.timeline.take();
+        if let Err(e) = self.journal.step_begun(&self.id, idx, &pending).await {
+            self.timeline.put_back(pending);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Journals step `idx`'s end in one statement, all or nothing: the
+    /// facts, the step done with `detail`, what the run observed.
+    pub(super) async fn journal_step_end(&mut self, idx: usize, detail: &Value) -> Result<()> {
+        let facts = serde_json::to_value(&self.facts).context("serialising run facts")?;
+        let pending = self.timeline.take();
+        if let Err(e) = self
+            .journal
+            .step_ended(&self.id, idx, detail, &facts, &pending)
+            .await
+        {
+            self.timeline.put_back(pending);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Writes the current facts to the journal.
     pub async fn save_facts(&mut self) -> Result<()> {
         let value = serde_json::to_value(&self.facts).context("serialising run facts")?;

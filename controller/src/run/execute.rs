@@ -219,16 +219,23 @@ impl Run {
         );
     }
 
-    /// Journals a step's end in the timeline, then says so: what a person
-    /// or pipeline saw end is in the journal even if the controller dies
-    /// right after.
-    async fn finished(&mut self, idx: usize, total: usize, step: &Step, ms: u64, detail: &Value) {
+    /// Journals a step's end — the facts, the step done, its end in the
+    /// timeline, in one statement — then says so: what a person or pipeline
+    /// saw end is in the journal even if the controller dies right after.
+    async fn finished(
+        &mut self,
+        idx: usize,
+        total: usize,
+        step: &Step,
+        ms: u64,
+        detail: &Value,
+    ) -> Result<()> {
         self.note(
             &step.node(),
             Kind::StepDone,
             json!({ "idx": idx, "name": step.name() }),
         );
-        self.flush_timeline().await;
+        self.journal_step_end(idx, detail).await?;
         self.out.event(
             "step_finished",
             json!({
@@ -245,6 +252,7 @@ impl Run {
                 )
             },
         );
+        Ok(())
     }
 
     async fn failed(
@@ -288,16 +296,12 @@ impl Run {
     ) -> Result<()> {
         let step = steps[idx].step.clone();
         self.announce(idx, total, &step);
-        self.journal.step_started(&self.id, idx).await?;
-        self.flush_timeline().await;
+        self.journal_step_start(idx).await?;
         let t = Instant::now();
         match crate::steps::run_step(self, &step).await {
             Ok(detail) => {
-                self.save_facts().await?;
-                self.journal.step_done(&self.id, idx, &detail).await?;
                 self.finished(idx, total, &step, t.elapsed().as_millis() as u64, &detail)
-                    .await;
-                Ok(())
+                    .await
             }
             Err(err) => {
                 let _ = self.save_facts().await;
@@ -375,10 +379,8 @@ impl Run {
                             step.node(),
                             self.facts.version
                         )));
-                        self.save_facts().await?;
                     }
-                    self.journal.step_done(&self.id, idx, &detail).await?;
-                    self.finished(idx, total, step, ms, &detail).await;
+                    self.finished(idx, total, step, ms, &detail).await?;
                 }
                 Err(err) => {
                     self.failed(idx, total, step, &err).await?;
