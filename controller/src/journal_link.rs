@@ -121,16 +121,6 @@ impl JournalLink {
         }
     }
 
-    /// See [`journal::step_started`].
-    pub async fn step_started(&mut self, run: &str, idx: usize) -> Result<(), DbError> {
-        retrying!(self, "journaling a step start", |c| journal::step_started(
-            c,
-            &self.prepared,
-            run,
-            idx
-        ))
-    }
-
     /// See [`journal::step_begun`].
     pub async fn step_begun(
         &mut self,

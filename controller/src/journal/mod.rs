@@ -5,14 +5,15 @@
 
 use crate::db::{DbError, query_err};
 use crate::plan::Step;
-use crate::timeline::{Kind, Observation};
 use serde_json::Value;
 use tokio_postgres::Client;
 
 mod fleets;
 mod prepared;
+mod progress;
 pub use fleets::*;
 pub use prepared::Prepared;
+pub use progress::*;
 
 const DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS hubshift;
@@ -319,141 +320,6 @@ pub async fn create_run(
     Ok(id)
 }
 
-/// Marks a step running (before it runs).
-/// The step and its run marked running in one statement.
-pub async fn step_started(
-    client: &Client,
-    prepared: &Prepared,
-    run: &str,
-    idx: usize,
-) -> Result<(), DbError> {
-    prepared
-        .execute(
-            client,
-            "WITH step AS (
-                 UPDATE hubshift.steps SET state = $3, attempts = attempts + 1,
-                        started_at = now(), finished_at = NULL, error = NULL
-                 WHERE run_id = $1 AND idx = $2)
-             UPDATE hubshift.runs SET state = $4, updated_at = now() WHERE id = $1",
-            &[
-                &run,
-                &(idx as i32),
-                &StepState::Running.as_str(),
-                &RunState::Running.as_str(),
-            ],
-        )
-        .await
-        .map_err(query_err("journaling a step start"))?;
-    Ok(())
-}
-
-/// A step's start, with what the run observed since the last write, in
-/// one statement: the step and its run marked running, the observations
-/// added.
-pub async fn step_begun(
-    client: &Client,
-    prepared: &Prepared,
-    run: &str,
-    idx: usize,
-    observations: &[Observation],
-) -> Result<(), DbError> {
-    prepared
-        .execute(
-            client,
-            "WITH step AS (
-                 UPDATE hubshift.steps SET state = $3, attempts = attempts + 1,
-                        started_at = now(), finished_at = NULL, error = NULL
-                 WHERE run_id = $1 AND idx = $2),
-             seen AS (
-                 INSERT INTO hubshift.observations (run_id, at_ms, node, kind, details)
-                 SELECT $1, (o->>'at_ms')::bigint, o->>'node', o->>'kind', o->'details'
-                 FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS t(o, n) ORDER BY n)
-             UPDATE hubshift.runs SET state = $4, updated_at = now() WHERE id = $1",
-            &[
-                &run,
-                &(idx as i32),
-                &StepState::Running.as_str(),
-                &RunState::Running.as_str(),
-                &observation_rows(observations),
-            ],
-        )
-        .await
-        .map_err(query_err("journaling a step start"))?;
-    Ok(())
-}
-
-/// A step's end in one statement, all or nothing: the run's facts, the
-/// step done with what it observed, and the run's observations since the
-/// last write. (Facts and the step's end apart, a controller killed between
-/// them could leave a step done without the facts it found.)
-pub async fn step_ended(
-    client: &Client,
-    prepared: &Prepared,
-    run: &str,
-    idx: usize,
-    detail: &Value,
-    facts: &Value,
-    observations: &[Observation],
-) -> Result<(), DbError> {
-    prepared
-        .execute(
-            client,
-            "WITH step AS (
-                 UPDATE hubshift.steps SET state = $4, finished_at = now(), detail = $3
-                 WHERE run_id = $1 AND idx = $2),
-             seen AS (
-                 INSERT INTO hubshift.observations (run_id, at_ms, node, kind, details)
-                 SELECT $1, (o->>'at_ms')::bigint, o->>'node', o->>'kind', o->'details'
-                 FROM jsonb_array_elements($6::jsonb) WITH ORDINALITY AS t(o, n) ORDER BY n)
-             UPDATE hubshift.runs SET facts = facts || $5, updated_at = now() WHERE id = $1",
-            &[
-                &run,
-                &(idx as i32),
-                detail,
-                &StepState::Done.as_str(),
-                facts,
-                &observation_rows(observations),
-            ],
-        )
-        .await
-        .map_err(query_err("journaling a step end"))?;
-    Ok(())
-}
-
-/// Marks a step failed; the error text must already be redacted.
-pub async fn step_failed(
-    client: &Client,
-    prepared: &Prepared,
-    run: &str,
-    idx: usize,
-    error: &str,
-) -> Result<(), DbError> {
-    prepared
-        .execute(
-            client,
-            "UPDATE hubshift.steps SET state = $4, finished_at = now(), error = $3
-             WHERE run_id = $1 AND idx = $2",
-            &[&run, &(idx as i32), &error, &StepState::Failed.as_str()],
-        )
-        .await
-        .map_err(query_err("journaling a step failure"))?;
-    touch(client, run, RunState::Failed).await
-}
-
-/// Puts steps `from..` back to pending: after a fallback undid them (the
-/// primary was started again), a resume must do them again.
-pub async fn reset_steps(client: &Client, run: &str, from: usize) -> Result<(), DbError> {
-    client
-        .execute(
-            "UPDATE hubshift.steps SET state = $3, finished_at = NULL
-             WHERE run_id = $1 AND idx >= $2",
-            &[&run, &(from as i32), &StepState::Pending.as_str()],
-        )
-        .await
-        .map_err(query_err("journaling a fallback"))?;
-    Ok(())
-}
-
 /// Merges `facts` into the run's facts.
 pub async fn add_facts(
     client: &Client,
@@ -472,7 +338,7 @@ pub async fn add_facts(
     Ok(())
 }
 
-async fn touch(client: &Client, run: &str, state: RunState) -> Result<(), DbError> {
+pub(super) async fn touch(client: &Client, run: &str, state: RunState) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE hubshift.runs SET state = $2, updated_at = now() WHERE id = $1",
@@ -698,69 +564,6 @@ pub async fn last_upgrade_ms(client: &Client, group: &str) -> Result<Option<i64>
         .await
         .map_err(query_err("reading the group's previous run"))?;
     Ok(row.and_then(|r| r.get(0)))
-}
-
-/// Appends a run's observations, in their order, in one statement.
-pub async fn add_observations(
-    client: &Client,
-    prepared: &Prepared,
-    run: &str,
-    observations: &[Observation],
-) -> Result<(), DbError> {
-    if observations.is_empty() {
-        return Ok(());
-    }
-    prepared
-        .execute(
-            client,
-            "INSERT INTO hubshift.observations (run_id, at_ms, node, kind, details)
-             SELECT $1, (o->>'at_ms')::bigint, o->>'node', o->>'kind', o->'details'
-             FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(o, n) ORDER BY n",
-            &[&run, &observation_rows(observations)],
-        )
-        .await
-        .map_err(query_err("journaling what the run observed"))?;
-    Ok(())
-}
-
-/// Observations as the JSON array the journal's statements unpack.
-fn observation_rows(observations: &[Observation]) -> Value {
-    Value::Array(
-        observations
-            .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "at_ms": o.at_ms, "node": o.node, "kind": o.kind.as_str(), "details": o.details,
-                })
-            })
-            .collect(),
-    )
-}
-
-/// A run's observations in the order they were made (kinds this version
-/// does not know are left out).
-pub async fn load_observations(client: &Client, run: &str) -> Result<Vec<Observation>, DbError> {
-    let rows = client
-        .query(
-            "SELECT at_ms, node, kind, details FROM hubshift.observations
-             WHERE run_id = $1 ORDER BY at_ms, seq",
-            &[&run],
-        )
-        .await
-        .map_err(query_err("reading what the run observed"))?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let kind: String = r.get(2);
-            let at_ms: i64 = r.get(0);
-            Some(Observation {
-                at_ms: u64::try_from(at_ms).ok()?,
-                node: r.get(1),
-                kind: Kind::parse(&kind)?,
-                details: r.get(3),
-            })
-        })
-        .collect())
 }
 
 #[cfg(test)]

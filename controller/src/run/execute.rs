@@ -337,9 +337,8 @@ impl Run {
     ) -> Result<()> {
         for &idx in batch {
             self.announce(idx, total, &steps[idx].step);
-            self.journal.step_started(&self.id, idx).await?;
+            self.journal_step_start(idx).await?;
         }
-        self.flush_timeline().await;
         let mut tasks = Vec::new();
         for &idx in batch {
             let Step::StageRuntime { node } = &steps[idx].step else {

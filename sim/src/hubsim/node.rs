@@ -338,18 +338,13 @@ impl Node {
             .await
         {
             Ok(true) => {
-                self.latch
-                    .ok("HA database answers again; heartbeat resumed");
-                self.ticker.renew(self.lease_from(sent));
+                self.beat_landed(sent);
                 return Next::Continue;
             }
             // Something changed: the state says what.
             Ok(false) => {}
             Err(e) => {
-                self.ticker.set_degraded();
-                self.latch.fail(format!(
-                    "HA database error ({e}); staying active and producing data"
-                ));
+                self.database_failed_while_active(&e.to_string());
                 return Next::Continue;
             }
         }
@@ -363,10 +358,7 @@ impl Node {
                 return Next::Continue;
             }
             Err(e) => {
-                self.ticker.set_degraded();
-                self.latch.fail(format!(
-                    "HA database error ({e}); staying active and producing data"
-                ));
+                self.database_failed_while_active(&e.to_string());
                 return Next::Continue;
             }
         };
@@ -408,11 +400,7 @@ impl Node {
             .run(|c| async move { schema::heartbeat(&c, &me, &version).await })
             .await
         {
-            Ok(true) => {
-                self.latch
-                    .ok("HA database answers again; heartbeat resumed");
-                self.ticker.renew(self.lease_from(sent));
-            }
+            Ok(true) => self.beat_landed(sent),
             Ok(false) => {
                 self.ticker.stop().await;
                 log::warn(&format!(
@@ -421,14 +409,25 @@ impl Node {
                 ));
                 self.set_role(Role::Standby);
             }
-            Err(e) => {
-                self.ticker.set_degraded();
-                self.latch.fail(format!(
-                    "HA database error ({e}); staying active and producing data"
-                ));
-            }
+            Err(e) => self.database_failed_while_active(&e.to_string()),
         }
         Next::Continue
+    }
+
+    /// A heartbeat landed: the lease runs from when it was sent.
+    fn beat_landed(&mut self, sent: Instant) {
+        self.latch
+            .ok("HA database answers again; heartbeat resumed");
+        self.ticker.renew(self.lease_from(sent));
+    }
+
+    /// The database failed an active node: it stays active, producing data
+    /// into store and forward.
+    fn database_failed_while_active(&mut self, e: &str) {
+        self.ticker.set_degraded();
+        self.latch.fail(format!(
+            "HA database error ({e}); staying active and producing data"
+        ));
     }
 
     async fn standby_step(&mut self) -> Next {
