@@ -215,9 +215,10 @@ impl Agent {
         .await
     }
 
-    /// The hub's state, role and active runtime only, for loops that poll
-    /// ten times a second: the fields of the host's files are left empty
-    /// (an agent older than the field answers in full).
+    /// The hub's state, role and active runtime only — what the steps check
+    /// before and after they act, and what the waits poll ten times a
+    /// second: the fields of the host's files are left empty (an agent
+    /// older than the field answers in full).
     pub async fn status_brief(&self) -> Result<HubStatus, AgentError> {
         self.ask_status(pb::StatusRequest {
             measure_appdata: false,

@@ -84,7 +84,7 @@ pub(super) async fn base_backup(run: &mut Run, node: &str) -> Result<Value> {
 pub(super) async fn backup(run: &mut Run, node: &str) -> Result<Value> {
     ensure_still_serving(run).await?;
     let agent = run.agent(node)?.clone();
-    let status = agent.status().await?;
+    let status = agent.status_brief().await?;
     ensure!(
         !is_running(&status),
         "refusing to back up {node} while its hub runs: appdata would change under the backup"
@@ -285,7 +285,7 @@ pub(super) async fn drop_schema(run: &mut Run) -> Result<Value> {
 pub(super) async fn restore_backup(run: &mut Run, node: &str) -> Result<Value> {
     require_verified_backup(run)?;
     let agent = run.agent(node)?.clone();
-    let status = agent.status().await?;
+    let status = agent.status_brief().await?;
     ensure!(
         !is_running(&status),
         "{node} runs ({}) — appdata is restored only on a stopped hub",

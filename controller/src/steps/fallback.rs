@@ -30,7 +30,7 @@ pub async fn start_unless_running(
     jdbc: &str,
     timeouts: &TimeoutsSection,
 ) -> Result<()> {
-    let status = primary.status().await?;
+    let status = primary.status_brief().await?;
     if !is_running(&status) {
         let start_timeout = Duration::from_secs(timeouts.start);
         primary

@@ -24,7 +24,7 @@ pub(super) const PRIMARY_RESTARTS: u32 = 4;
 pub(super) async fn activate(run: &mut Run, node: &str) -> Result<Value> {
     require_verified_backup(run)?;
     let agent = run.agent(node)?.clone();
-    let before = agent.status().await?;
+    let before = agent.status_brief().await?;
     if before.active_runtime == run.facts().version {
         return Ok(json!({ "already_active": true }));
     }
@@ -34,7 +34,7 @@ pub(super) async fn activate(run: &mut Run, node: &str) -> Result<Value> {
         state_name(&before)
     );
     let r = agent.activate(&run.facts().version).await?;
-    let after = agent.status().await?;
+    let after = agent.status_brief().await?;
     ensure!(
         after.active_runtime == run.facts().version,
         "{node} reports runtime {:?} after activating {}",
@@ -75,7 +75,7 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
         "{node} started but schema {} was not created",
         run.facts().schema
     );
-    let after = agent.status().await?;
+    let after = agent.status_brief().await?;
     ensure!(
         is_running(&after),
         "{node} is {} after its start; see its hub log on the host",
@@ -161,7 +161,7 @@ pub async fn hand_back(
     let shutdown_timeout = Duration::from_secs(timeouts.secondary_shutdown);
     let start_timeout = Duration::from_secs(timeouts.start);
     let stop_timeout = Duration::from_secs(timeouts.stop);
-    let first = p.status().await?;
+    let first = p.status_brief().await?;
     if !is_running(&first) {
         // The primary ended after its start (or a crash left it stopped):
         // the new schema is there, so `start` is what is left to do.

@@ -37,7 +37,7 @@ pub(super) async fn copy_certificate(run: &mut Run, from: &str, to: &str) -> Res
 
 pub(super) async fn start_secondary(run: &mut Run, node: &str) -> Result<Value> {
     let agent = run.agent(node)?.clone();
-    let status = agent.status().await?;
+    let status = agent.status_brief().await?;
     if is_running(&status) {
         return Ok(json!({ "already_running": true }));
     }
@@ -59,7 +59,7 @@ pub(super) async fn start_secondary(run: &mut Run, node: &str) -> Result<Value> 
 /// stopped, is started again by the step that waits for it.
 pub(super) async fn start_if_down(run: &mut Run, node: &str) -> Result<bool> {
     let agent = run.agent(node)?.clone();
-    let s = agent.status().await?;
+    let s = agent.status_brief().await?;
     if is_running(&s) {
         return Ok(false);
     }

@@ -78,13 +78,13 @@ pub async fn stop_primary_if_safe(
     stop: Duration,
 ) -> Result<PrimaryStopped> {
     let node = &primary.node;
-    let before = primary.status().await?;
+    let before = primary.status_brief().await?;
     if is_running(&before) && role_name(&before) == "active" {
         // Look now, not at a log line from earlier.
         let mut why = Vec::new();
         let mut ready = false;
         for c in secondaries {
-            match c.status().await {
+            match c.status_brief().await {
                 Ok(s) => match not_ready_to_take_over(&s) {
                     None => ready = true,
                     Some(reason) => why.push(format!("{}: {reason}", c.node)),
@@ -100,7 +100,7 @@ pub async fn stop_primary_if_safe(
     }
     let requested_ms = now_ms();
     let response = primary.stop(stop).await?;
-    let status = primary.status().await?;
+    let status = primary.status_brief().await?;
     ensure!(
         !is_running(&status),
         "{node} still runs after Stop ({})",
