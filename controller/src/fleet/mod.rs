@@ -34,6 +34,12 @@ use std::time::Instant;
 use table::{Row, closing_table};
 use tokio::task::JoinSet;
 
+/// Groups preflighted at once. A hundred at once, each with its logins,
+/// agent handshakes and (the first time) its journal's tables, contend for
+/// the database server and the machine; a bounded number at a time gets
+/// through them sooner.
+const PREFLIGHTS_AT_ONCE: usize = 16;
+
 /// `hubshift upgrade` of several groups: preflight all, then the fleet.
 pub async fn start(
     out: Output,
@@ -56,9 +62,14 @@ pub async fn start(
         },
     );
     let mut set = JoinSet::new();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(PREFLIGHTS_AT_ONCE));
     for (i, g) in groups.iter().enumerate() {
         let (out, site, g, req) = (out.for_group(&g.name), site.clone(), g.clone(), req.clone());
-        set.spawn(async move { (i, preflight_group(&out, &site, &g, &req).await) });
+        let gate = gate.clone();
+        set.spawn(async move {
+            let _turn = gate.acquire_owned().await;
+            (i, preflight_group(&out, &site, &g, &req).await)
+        });
     }
     let mut readiness: Vec<Option<Readiness>> = groups.iter().map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
