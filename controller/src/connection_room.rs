@@ -5,9 +5,10 @@
 
 use crate::db::{Database, DbError};
 
-/// Connections the controller opens per group it upgrades (the journal
-/// link that holds the lock, and one for the group's database work), plus
-/// one for a hub connecting again while its old connection is not yet gone.
+/// Connections an upgrade adds per group while it runs: the controller's
+/// journal link (it holds the lock, and the steps' own database work uses
+/// it), the hub's `create` on the new primary, and a hub connecting again
+/// while its old connection is not yet gone.
 pub const PER_GROUP: u32 = 3;
 
 /// What a server admits and holds now.
