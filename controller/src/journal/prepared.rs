@@ -16,7 +16,7 @@ pub struct Prepared(Mutex<HashMap<&'static str, Statement>>);
 
 impl Prepared {
     /// `sql` prepared on `client`, the first use preparing it.
-    pub async fn statement(&self, client: &Client, sql: &'static str) -> Result<Statement, Error> {
+    async fn statement(&self, client: &Client, sql: &'static str) -> Result<Statement, Error> {
         if let Some(s) = self.cached(sql) {
             return Ok(s);
         }
