@@ -26,11 +26,15 @@ pub async fn stop(out: Output, inventory: &Path, which: &RunOrFleet) -> Result<(
         ))
         .into());
     }
+    // The request's time is taken before the request is made: the run may
+    // park on it at once, and its park must not read as earlier than the
+    // stop that caused it.
+    crate::clock::sync(&client).await?;
+    let audit = crate::audit::entry("stop");
     if !journal::request_stop(&client, run_id).await? {
         return Err(Refused(format!("run {run_id} ended meanwhile: nothing to stop")).into());
     }
-    crate::clock::sync(&client).await?;
-    journal::add_audit(&client, run_id, &crate::audit::entry("stop")).await?;
+    journal::add_audit(&client, run_id, &audit).await?;
     out.event(
         "stop_requested",
         json!({ "run": run_id, "group": record.group }),
