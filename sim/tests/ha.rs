@@ -139,6 +139,21 @@ async fn ticks_flow_and_failed_inserts_are_stored_and_forwarded() {
     assert!(ticks.iter().all(|t| t.version == "4.1.0"));
 
     let c = db.connect().await.unwrap();
+    // The HA loop and the ticks share the node's one connection (create's
+    // own has ended by now, or soon will).
+    poll("hub-a on one connection", WAIT, || async {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'hubsim' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (n == 1).then_some(())
+    })
+    .await;
     let held = SystemTime::now();
     c.batch_execute("ALTER TABLE hubdata.ticks ADD CONSTRAINT hold_data CHECK (false) NOT VALID")
         .await

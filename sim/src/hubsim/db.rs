@@ -1,6 +1,8 @@
 //! One lazily (re)connecting PostgreSQL connection. A node keeps running
 //! while the database is away, so every use may reconnect, and every call
-//! is bounded by a timeout. The statements a node repeats several times a
+//! is bounded by a timeout. The node's HA loop and its data ticks share the
+//! connection ([`Db::share`]), as the hub's pool would: one login per hub,
+//! their statements pipelined on it. The statements a node repeats several times a
 //! second are prepared once per connection, as a JDBC pool does: one round
 //! trip each instead of two, and no parse and plan on a busy server.
 
@@ -10,6 +12,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement};
+
+/// The live connection, if any, shared by every handle of one node.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 
 /// Longest wait for a connection while running: a node that loses its
 /// database notices within it, and keeps flowing data meanwhile.
@@ -116,7 +121,7 @@ impl std::ops::Deref for Session {
 /// A connection that reconnects on demand.
 pub struct Db {
     config: tokio_postgres::Config,
-    client: Option<Arc<Session>>,
+    slot: Slot,
     connect_timeout: Duration,
 }
 
@@ -130,7 +135,20 @@ impl Db {
     pub fn with_connect_timeout(target: &JdbcTarget, connect_timeout: Duration) -> Self {
         Self {
             config: target.pg_config(connect_timeout),
-            client: None,
+            slot: Slot::default(),
+            connect_timeout,
+        }
+    }
+
+    /// Another handle on the same connection, whose own (re)connections
+    /// wait at most `connect_timeout`. Whichever handle finds the
+    /// connection gone makes the next one, for both.
+    pub fn share(&self, connect_timeout: Duration) -> Self {
+        let mut config = self.config.clone();
+        config.connect_timeout(connect_timeout);
+        Self {
+            config,
+            slot: self.slot.clone(),
             connect_timeout,
         }
     }
@@ -143,37 +161,28 @@ impl Db {
 
     /// The live client, connecting first if needed.
     pub async fn client(&mut self) -> Result<Arc<Session>, DbFailure> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
-            self.client = None;
+        let mut slot = self.slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
         }
-        if self.client.is_none() {
-            let connect = self.config.connect(NoTls);
-            let (client, connection) = match tokio::time::timeout(self.connect_timeout, connect)
-                .await
-            {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => {
-                    return Err(DbFailure {
-                        code: None,
-                        message: format!("connection timed out after {:?}", self.connect_timeout),
-                    });
-                }
-            };
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            let client = Arc::new(Session::new(client));
-            self.client = Some(client.clone());
-            return Ok(client);
-        }
-        match &self.client {
-            Some(c) => Ok(c.clone()),
-            None => Err(DbFailure {
-                code: None,
-                message: "not connected".into(),
-            }),
-        }
+        *slot = None;
+        let connect = self.config.connect(NoTls);
+        let (client, connection) = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(DbFailure {
+                    code: None,
+                    message: format!("connection timed out after {:?}", self.connect_timeout),
+                });
+            }
+        };
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let client = Arc::new(Session::new(client));
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// Runs `f` on the client with [`STATEMENT_TIMEOUT`]; a timeout drops
@@ -184,10 +193,15 @@ impl Db {
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let client = self.client().await?;
-        match tokio::time::timeout(STATEMENT_TIMEOUT, f(client)).await {
+        match tokio::time::timeout(STATEMENT_TIMEOUT, f(client.clone())).await {
             Ok(r) => r.map_err(DbFailure::from),
             Err(_) => {
-                self.client = None;
+                // Drop the connection that did not answer, unless another
+                // handle has already replaced it.
+                let mut slot = self.slot.lock().await;
+                if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
+                    *slot = None;
+                }
                 Err(DbFailure {
                     code: None,
                     message: format!("database did not answer within {STATEMENT_TIMEOUT:?}"),

@@ -156,7 +156,7 @@ pub async fn run(args: NodeArgs, version: String, places: Places) -> i32 {
     }
     db.set_connect_timeout(CONNECT_TIMEOUT);
     let ticker = Ticker::spawn(
-        Db::new(&target),
+        db.share(CONNECT_TIMEOUT),
         args.node.clone(),
         version.clone(),
         timing.tick_interval,

@@ -18,6 +18,7 @@
 use super::db::Session;
 use std::time::{Duration, SystemTime};
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 /// Name of the HA schema.
 pub const SCHEMA: &str = "orchestration";
@@ -100,18 +101,23 @@ impl From<tokio_postgres::Error> for CreateError {
     }
 }
 
-/// Creates schema `orchestration` and its rows in one transaction.
+/// Creates schema `orchestration` and its rows in one transaction. Each
+/// statement is sent with its parameters' types, so each is one round trip
+/// (no separate prepare): a server busy with many hubs starting at once
+/// answers each round trip late.
 pub async fn create_orchestration(
     client: &mut Client,
     new: &NewCluster<'_>,
 ) -> Result<(), CreateError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
-        .await?;
     let exists = tx
-        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&SCHEMA])
+        .query_typed(
+            "SELECT pg_advisory_xact_lock($1), EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)",
+            &[(&DDL_LOCK, Type::INT8), (&SCHEMA, Type::TEXT)],
+        )
         .await?
-        .is_some();
+        .first()
+        .is_some_and(|r| r.get::<_, bool>(1));
     if exists {
         drop(tx);
         let version = client
@@ -131,34 +137,39 @@ pub async fn create_orchestration(
         }
         return Err(e.into());
     }
-    tx.execute(
-        "INSERT INTO orchestration.cluster (id, version, cert_fingerprint, preferred_primary, project)
-         VALUES (1, $1, $2, $3, $4)",
-        &[&new.version, &new.cert_fingerprint, &new.preferred_primary, &new.project],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO orchestration.nodes (node, version, role) VALUES ($1, $2, 'created')",
-        &[&new.preferred_primary, &new.version],
+    tx.execute_typed(
+        "WITH cluster AS (
+           INSERT INTO orchestration.cluster (id, version, cert_fingerprint, preferred_primary, project)
+           VALUES (1, $1, $2, $3, $4))
+         INSERT INTO orchestration.nodes (node, version, role) VALUES ($3, $1, 'created')",
+        &[
+            (&new.version, Type::TEXT),
+            (&new.cert_fingerprint, Type::TEXT),
+            (&new.preferred_primary, Type::TEXT),
+            (&new.project, Type::TEXT),
+        ],
     )
     .await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// Creates schema `hubdata` and its table unless present (one transaction,
-/// serialised against other hubsim processes).
+/// Creates schema `hubdata` and its table unless present: one round trip,
+/// and on the usual start (they exist) no DDL and no lock on the table the
+/// other node writes to. Creation is serialised against other hubsim
+/// processes; the statement is its own transaction, so a failure leaves
+/// none open on a connection the node's ticks share.
 pub async fn ensure_hubdata(client: &Client) -> Result<(), tokio_postgres::Error> {
-    let result = client
+    client
         .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {CREATE_HUBDATA} COMMIT;"
+            "DO $$ BEGIN
+               IF to_regclass('hubdata.ticks_produced_at') IS NULL THEN
+                 PERFORM pg_advisory_xact_lock({DDL_LOCK});
+                 {CREATE_HUBDATA}
+               END IF;
+             END $$;"
         ))
-        .await;
-    if result.is_err() {
-        // Leave no aborted transaction behind on this connection.
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    result
+        .await
 }
 
 /// The cluster row.
