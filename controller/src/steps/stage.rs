@@ -17,8 +17,15 @@ pub async fn stage_runtime(
     facts: &RunFacts,
     bar: indicatif::ProgressBar,
 ) -> Result<Value> {
-    let status = agent.status().await?;
-    if status.staged_runtimes.contains(&facts.version) && file.is_none() {
+    // With the archive at hand the upload answers for itself (the agent
+    // says `already_installed`); without it, only a staged runtime will do.
+    if file.is_none()
+        && agent
+            .status()
+            .await?
+            .staged_runtimes
+            .contains(&facts.version)
+    {
         return Ok(json!({ "already_staged": true }));
     }
     let file = file.context(
