@@ -46,10 +46,13 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// The launcher script: runs the real hubsim binary as `version`, from the
-/// runtime directory it lives in (`<runtime>/bin/hubsim`).
+/// runtime directory it lives in (`<runtime>/bin/hubsim`). Called by its
+/// absolute path (as agents do), it finds that directory without starting
+/// another process: a fleet's hundreds of hub starts each save a fork and
+/// an exec.
 pub fn launcher_script(version: &str, hubsim_binary: &Path) -> String {
     format!(
-        "#!/bin/sh\n# hubsim runtime {version}: runs hubsim as this version\nhere=$(cd \"$(dirname \"$0\")/..\" && pwd) || exit 1\nexec {} --version {} --runtime-dir \"$here\" \"$@\"\n",
+        "#!/bin/sh\n# hubsim runtime {version}: runs hubsim as this version\ncase $0 in\n  /*/bin/*) here=${{0%/bin/*}} ;;\n  *) here=$(cd \"$(dirname \"$0\")/..\" && pwd) || exit 1 ;;\nesac\nexec {} --version {} --runtime-dir \"$here\" \"$@\"\n",
         shell_quote(&hubsim_binary.to_string_lossy()),
         shell_quote(version)
     )
@@ -190,6 +193,33 @@ mod tests {
     use super::*;
     use hubshift_common::archive::{UnpackLimits, unpack_tar_gz};
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_launcher_finds_its_runtime_called_by_path_or_from_within() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("rel bin/runtime");
+        std::fs::create_dir_all(runtime.join("bin")).unwrap();
+        let launcher = runtime.join("bin/hubsim");
+        // `echo` in hubsim's place shows what hubsim would be given.
+        std::fs::write(&launcher, launcher_script("1.2.3", Path::new("/bin/echo"))).unwrap();
+        std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run = |program: &Path, cwd: &Path| {
+            let out = std::process::Command::new(program)
+                .arg("start")
+                .current_dir(cwd)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let expected = format!(
+            "--version 1.2.3 --runtime-dir {} start\n",
+            runtime.display()
+        );
+        assert_eq!(run(&launcher, dir.path()), expected, "called by its path");
+        let relative = run(Path::new("./bin/hubsim"), &runtime);
+        assert_eq!(relative, expected, "called from within its runtime");
+    }
 
     #[test]
     fn quotes_for_the_shell() {
