@@ -27,6 +27,9 @@ pub struct JournalLink {
     /// database is gone waits once, not once per statement it still has
     /// to journal.
     gone: Option<String>,
+    /// How often the connection was made again: a step tells from it that
+    /// the database went away while it ran.
+    reconnects: u64,
 }
 
 /// Runs `$call` (an expression using the client `$c`), reconnecting once
@@ -72,7 +75,13 @@ impl JournalLink {
             client,
             prepared: Prepared::default(),
             gone: None,
+            reconnects: 0,
         }
+    }
+
+    /// How often the connection was lost and made again so far.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     async fn reconnect(&mut self, what: &'static str, first: DbError) -> Result<(), DbError> {
@@ -86,6 +95,7 @@ impl JournalLink {
                         tracing::warn!("journal reconnected; group lock taken again");
                         self.client = client;
                         self.prepared = Prepared::default();
+                        self.reconnects += 1;
                         return Ok(());
                     }
                     return Err(DbError::Query {
@@ -145,7 +155,7 @@ impl JournalLink {
         detail: &Value,
         facts: &Value,
         observations: &[Observation],
-    ) -> Result<(), DbError> {
+    ) -> Result<bool, DbError> {
         retrying!(self, "journaling a step end", |c| journal::step_ended(
             c,
             &self.prepared,

@@ -643,18 +643,17 @@ impl TestDatabase {
     /// stopped with `-m fast` and started again; on an external server
     /// connections to this database are refused and cut for that long).
     pub async fn restart(&mut self, down: std::time::Duration) -> Result<(), PgError> {
-        let private = self.server.cluster().map(|mut c| c.stop_fast());
-        match private {
-            Some(stopped) => {
-                stopped?;
-                tokio::time::sleep(down).await;
-                self.server.cluster().map_or(Ok(()), |mut c| c.start())
-            }
-            None => {
-                self.suspend().await?;
-                tokio::time::sleep(down).await;
-                self.resume().await
-            }
+        self.stop_for_restart().await?;
+        tokio::time::sleep(down).await;
+        self.resume().await
+    }
+
+    /// The first half of [`TestDatabase::restart`]: sessions cut, committed
+    /// data kept, the database away until [`TestDatabase::resume`].
+    pub async fn stop_for_restart(&mut self) -> Result<(), PgError> {
+        match self.server.cluster().map(|mut c| c.stop_fast()) {
+            Some(stopped) => stopped,
+            None => self.suspend().await,
         }
     }
 

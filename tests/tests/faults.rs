@@ -918,16 +918,24 @@ async fn hubs_killed_after_their_own_step_are_started_again() {
     }
 }
 
-/// PostgreSQL restarted inside each outage window, during the backup and
-/// during the schema's drop: the journal reconnects and takes the group
-/// lock again (the drop, asked on the journal's connection, is asked again
-/// on the new one); the run finishes by itself. The step was running
-/// across the restart: it began before it (the controller held while the
-/// journal said so) and finished after it (the journal's own clock).
+/// PostgreSQL restarted inside each outage window, during the backup,
+/// during the schema's drop and during the upgraded primary's create and
+/// start: the journal reconnects and takes the group lock again (the drop,
+/// asked on the journal's connection, is asked again on the new one; a
+/// create that found no database is asked again); the run finishes by
+/// itself. The step was running across the restart: it began before it
+/// (the controller held while the journal said so, and while the server
+/// stopped) and finished after it (the journal's own clock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_in_each_window() {
     let mut g = Group::start(HubDriver::Process).await;
-    for name in ["await_takeover", "backup", "drop_schema", "await_handback"] {
+    for name in [
+        "await_takeover",
+        "backup",
+        "drop_schema",
+        "create_and_start",
+        "await_handback",
+    ] {
         let case = format!("PostgreSQL restarted during {name}");
         let (version, archive) = g.next_target();
         let (mut up, run_id) = g.start_upgrade(&version, &archive);
@@ -936,14 +944,16 @@ async fn postgres_restarted_in_each_window() {
         });
         let index = started["index"].as_u64().unwrap();
         g.hold_inside(&mut up, &run_id, &started).await;
+        // Down before the controller goes on: the restart lands inside the
+        // step however fast the step is. (In create_and_start the hub's
+        // create may be running already: it finds no database, and the
+        // step waits for it and asks again.)
         let down_at = SystemTime::now();
-        release(&up);
         let began = Instant::now();
-        g.sandbox
-            .db
-            .restart(Duration::from_millis(1500))
-            .await
-            .unwrap();
+        g.sandbox.db.stop_for_restart().await.unwrap();
+        release(&up);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        g.sandbox.db.resume().await.unwrap();
         // The database's whole absence, stop to ready, adds to the window.
         let away = began.elapsed();
         let (code, seen) = up.finish(Duration::from_secs(240));

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Error, Statement};
+use tokio_postgres::{Client, Error, Row, Statement};
 
 /// The statements prepared on one connection, by their text. A new
 /// connection needs a new cache: statements belong to their session.
@@ -37,6 +37,17 @@ impl Prepared {
     ) -> Result<u64, Error> {
         let statement = self.statement(client, sql).await?;
         client.execute(&statement, params).await
+    }
+
+    /// Runs `sql` (prepared once) with `params`; its one row.
+    pub async fn query_one(
+        &self,
+        client: &Client,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        let statement = self.statement(client, sql).await?;
+        client.query_one(&statement, params).await
     }
 
     fn cached(&self, sql: &'static str) -> Option<Statement> {

@@ -61,7 +61,11 @@ pub async fn step_begun(
 /// A step's end in one statement, all or nothing: the run's facts, the
 /// step done with what it observed, and the run's observations since the
 /// last write. (Facts and the step's end apart, a controller killed between
-/// them could leave a step done without the facts it found.)
+/// them could leave a step done without the facts it found.) Returns
+/// whether a stop is asked for (`hubshift stop`), read under the run row's
+/// lock the statement holds: the executor's check before the next step,
+/// without a round trip of its own. The request stays until the run parks
+/// on it ([`super::take_stop_request`]).
 pub async fn step_ended(
     client: &Client,
     prepared: &Prepared,
@@ -70,7 +74,7 @@ pub async fn step_ended(
     detail: &Value,
     facts: &Value,
     observations: &[Observation],
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let sql = concat!(
         "WITH step AS (
              UPDATE hubshift.steps SET state = $4, finished_at = now(), detail = $3
@@ -78,7 +82,8 @@ pub async fn step_ended(
          seen AS (",
         insert_observations!("$6"),
         ")
-         UPDATE hubshift.runs SET facts = facts || $5, updated_at = now() WHERE id = $1"
+         UPDATE hubshift.runs SET facts = facts || $5, updated_at = now() WHERE id = $1
+         RETURNING stop_requested"
     );
     let params: [&(dyn ToSql + Sync); 6] = [
         &run,
@@ -88,11 +93,11 @@ pub async fn step_ended(
         facts,
         &observation_rows(observations),
     ];
-    prepared
-        .execute(client, sql, &params)
+    let row = prepared
+        .query_one(client, sql, &params)
         .await
         .map_err(query_err("journaling a step end"))?;
-    Ok(())
+    Ok(row.get(0))
 }
 
 /// Marks a step failed; the error text must already be redacted.

@@ -43,6 +43,9 @@ pub struct Run {
     pub(super) jdbc: Secret,
     /// What the run observes, waiting to be journaled.
     pub(super) timeline: Arc<Timeline>,
+    /// The step a just-journaled step end was followed by, and whether a
+    /// stop was asked for then: the check before that step, already made.
+    pub(super) stop_seen: Option<(usize, bool)>,
 }
 
 impl Run {
@@ -82,6 +85,7 @@ impl Run {
             facts,
             runtime_file,
             jdbc,
+            stop_seen: None,
         }
     }
 
@@ -180,6 +184,12 @@ impl Run {
         Ok(self.journal.schema_exists(&schema).await?)
     }
 
+    /// How often the journal's connection was lost and made again: a step
+    /// that sees it grow knows the database went away while it ran.
+    pub fn journal_reconnects(&self) -> u64 {
+        self.journal.reconnects()
+    }
+
     /// Drops the group's orchestration schema (see
     /// [`crate::db::drop_schema`]), on the journal's connection.
     pub async fn drop_schema(&mut self) -> Result<()> {
@@ -200,19 +210,25 @@ impl Run {
     }
 
     /// Journals step `idx`'s end in one statement, all or nothing: the
-    /// facts, the step done with `detail`, what the run observed.
+    /// facts, the step done with `detail`, what the run observed; notes
+    /// whether a stop was asked for by then (see [`Run::stop_seen`]).
     pub(super) async fn journal_step_end(&mut self, idx: usize, detail: &Value) -> Result<()> {
         let facts = serde_json::to_value(&self.facts).context("serialising run facts")?;
         let pending = self.timeline.take();
-        if let Err(e) = self
+        match self
             .journal
             .step_ended(&self.id, idx, detail, &facts, &pending)
             .await
         {
-            self.timeline.put_back(pending);
-            return Err(e.into());
+            Ok(stop) => {
+                self.stop_seen = Some((idx + 1, stop));
+                Ok(())
+            }
+            Err(e) => {
+                self.timeline.put_back(pending);
+                Err(e.into())
+            }
         }
-        Ok(())
     }
 
     /// Writes the current facts to the journal.

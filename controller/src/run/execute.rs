@@ -153,9 +153,7 @@ impl Run {
                 RunState::Paused,
                 format!("paused before step {} ({name}) as asked", idx + 1),
             )
-        } else if safe_boundary(&plan, idx)
-            && (stop_asked() || self.journal.take_stop_request(&self.id).await?)
-        {
+        } else if safe_boundary(&plan, idx) && (stop_asked() || self.stop_requested(idx).await?) {
             (
                 RunState::Stopped,
                 format!("stopped before step {} ({name}) as asked", idx + 1),
@@ -200,6 +198,17 @@ impl Run {
             message: format!("run {id} {why}"),
         }
         .into())
+    }
+
+    /// Whether `hubshift stop` asked this run to stop before step `idx`,
+    /// taking the request. The end of the step before usually read it
+    /// already (one round trip less per step on a loaded server); only a
+    /// request seen there is taken here.
+    async fn stop_requested(&mut self, idx: usize) -> Result<bool> {
+        match self.stop_seen.take() {
+            Some((next, false)) if next == idx => Ok(false),
+            _ => Ok(self.journal.take_stop_request(&self.id).await?),
+        }
     }
 
     fn announce(&self, idx: usize, total: usize, step: &Step) {

@@ -60,9 +60,31 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
     let timeout = Duration::from_secs(run.inv().timeouts.start);
     // Start is idempotent on the agent: a running hub (or a compound still
     // in progress, which Start waits for) is answered `already_running`.
-    let r = agent
-        .start(mode, node, run.jdbc().expose(), timeout)
-        .await?;
+    let reconnects = run.journal_reconnects();
+    let (r, mode) = match agent.start(mode, node, run.jdbc().expose(), timeout).await {
+        Ok(r) => (r, mode),
+        Err(e) => {
+            // The hub's create and start give up at once on a database that
+            // refuses connections (one restarting, say). Wait for it as the
+            // journal does; when it had gone away meanwhile, ask once more.
+            let there = run.schema_exists().await?;
+            if run.journal_reconnects() == reconnects {
+                return Err(e.into());
+            }
+            let mode = if there {
+                StartMode::Start
+            } else {
+                StartMode::CreateAndStart
+            };
+            run.out().human(&format!(
+                "  the database went away while {node} started; starting it again"
+            ));
+            let r = agent
+                .start(mode, node, run.jdbc().expose(), timeout)
+                .await?;
+            (r, mode)
+        }
+    };
     // When the schema was made before this attempt (a crash in between),
     // the window opened no later than this attempt began.
     let fresh = mode == StartMode::CreateAndStart && !r.already_running;
@@ -89,7 +111,7 @@ pub(super) async fn create_and_start(run: &mut Run, node: &str) -> Result<Value>
     );
     Ok(json!({ "pid": r.pid, "already_running": r.already_running,
                "carried_store_forward": r.carried_store_forward,
-               "mode": if schema_there { "START" } else { "CREATE_AND_START" } }))
+               "mode": if mode == StartMode::Start { "START" } else { "CREATE_AND_START" } }))
 }
 
 pub(super) async fn await_handback(
