@@ -248,18 +248,25 @@ impl Group {
         journal_step(&db, run_id, index).await
     }
 
-    /// The journal's view of step `index` while the controller is held:
-    /// read twice, a little apart, so that a statement the controller sent
-    /// just before it stopped has landed too.
+    /// The journal's view of step `index` while the controller is held,
+    /// once it is settled: a statement the controller sent just before it
+    /// stopped may land a while later on a busy server, and nothing else
+    /// can move it. Read until two reads 100 ms apart agree.
     async fn journal_held(&self, run_id: &str, index: u64) -> JournalStep {
-        let first = self.journal(run_id, index).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let second = self.journal(run_id, index).await;
-        assert_eq!(
-            first, second,
-            "the journal moved while the controller was held"
-        );
-        second
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.journal(run_id, index).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.journal(run_id, index).await;
+            if now == last {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the journal kept moving while the controller was held: {last:?}, then {now:?}"
+            );
+            last = now;
+        }
     }
 
     /// Holds the controller inside the step its `step_started` event
