@@ -980,6 +980,62 @@ async fn postgres_restarted_in_each_window() {
     }
 }
 
+/// PostgreSQL away while the upgraded primary's `create` runs: the create
+/// finds no database and gives up (as the hub's does); the step waits for
+/// the database and asks the agent again, and the run finishes by itself.
+/// The fault lands in the create: the server stops once the agent has
+/// started it and comes back only after the create's refusal is in the
+/// hub's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_away_while_the_primary_is_created() {
+    let mut g = Group::start(HubDriver::Process).await;
+    let case = "PostgreSQL away during the primary's create";
+    let (version, archive) = g.next_target();
+    let (mut up, run_id) = g.start_upgrade(&version, &archive);
+    let marker = "--- hubshift-agent: create node";
+    let creates_before = g.sandbox.nodes[0].hub_log().matches(marker).count();
+    up.wait_for(Duration::from_secs(180), "create_and_start", |e| {
+        is_step(e, "step_started", "create_and_start")
+    });
+    let primary_log_shows = |what: &str, seen: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if seen(&g.sandbox.nodes[0].hub_log()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{case}: {what} not seen in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    primary_log_shows("the primary's create", &|log| {
+        log.matches(marker).count() > creates_before
+    });
+    let down_at = SystemTime::now();
+    let began = Instant::now();
+    g.sandbox.db.stop_for_restart().await.unwrap();
+    primary_log_shows("the create's refusal", &|log| {
+        let since = log.rfind(marker).map_or("", |i| &log[i..]);
+        since.contains("cannot reach database")
+    });
+    g.sandbox.db.resume().await.unwrap();
+    let away = began.elapsed();
+    let (code, seen) = up.finish(Duration::from_secs(240));
+    assert_eq!(code, Some(0), "{case}: {seen:#?}\n{}", g.hub_logs());
+    let index = seen
+        .iter()
+        .find(|e| is_step(e, "step_finished", "create_and_start"))
+        .and_then(|e| e["index"].as_u64())
+        .expect("create_and_start finished");
+    let s = g.journal(&run_id, index).await;
+    assert_eq!(s.state, "done", "{case}");
+    assert!(
+        s.finished_at.expect("finished_at") > down_at,
+        "{case}: the step had finished before PostgreSQL went away: {s:?}"
+    );
+    let bound = g.bounds.hand_over + away;
+    g.assert_healthy(&version, bound, case).await;
+}
+
 /// An agent killed and restarted inside a step; the hub it supervises keeps
 /// running and is re-adopted; a backup cut short leaves no partial file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
