@@ -204,6 +204,48 @@ async fn ticks_flow_and_failed_inserts_are_stored_and_forwarded() {
     assert_no_password(&db, &pa.log());
 }
 
+/// 6b: a running node whose data table was dropped makes it again (the
+/// one path where a started hub creates `hubdata`) and its data flows on,
+/// the ticks of the gap replayed from store and forward.
+#[tokio::test]
+async fn a_dropped_data_table_is_made_again_and_the_gap_replayed() {
+    let db = TestDatabase::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = NodeDir::new(dir.path(), "hub-a");
+    let t0 = SystemTime::now();
+    assert!(a.create(&db, "4.1.0").await.0.success());
+    let mut pa = a.start(&db, "4.1.0");
+    pa.wait_for_log_line("HA role: active", WAIT).await.unwrap();
+    wait_for_ticks(&db, "hub-a", t0, 5).await;
+
+    let c = db.connect().await.unwrap();
+    c.batch_execute("DROP SCHEMA hubdata CASCADE")
+        .await
+        .unwrap();
+    let dropped = SystemTime::now();
+    pa.wait_for_log_line("writing ticks to store-and-forward", WAIT)
+        .await
+        .unwrap();
+    pa.wait_for_log_line("data flows to the database again", WAIT)
+        .await
+        .unwrap();
+    let made: bool = c
+        .query_one(
+            "SELECT to_regclass('hubdata.ticks_produced_at') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(made, "hubdata.ticks and its index were not made again");
+    wait_for_ticks(&db, "hub-a", dropped, 5).await;
+    poll("store and forward drained", WAIT, || async {
+        (sf_lines(&a) == 0).then_some(())
+    })
+    .await;
+    assert_no_password(&db, &pa.log());
+}
+
 /// 7: a running active node keeps producing data when the schema is
 /// dropped and when the database goes away (store and forward), and
 /// replays once it is back.

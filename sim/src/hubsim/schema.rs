@@ -154,20 +154,29 @@ pub async fn create_orchestration(
     Ok(())
 }
 
-/// Creates schema `hubdata` and its table unless present: one round trip,
-/// and on the usual start (they exist) no DDL and no lock on the table the
-/// other node writes to. Creation is serialised against other hubsim
-/// processes; the statement is its own transaction, so a failure leaves
-/// none open on a connection the node's ticks share.
+/// Creates schema `hubdata` and its table unless present. On the usual
+/// start (they exist) this is one plain read: no DDL, no lock on the table
+/// the other node writes to, and no procedural block (a `DO` block loads
+/// and compiles PL/pgSQL in every new backend, which made each of a
+/// hundred hubs starting at once several milliseconds of server time).
+/// Creation is serialised against other hubsim processes and sent as one
+/// implicit transaction, so a failure leaves none open on a connection the
+/// node's ticks share.
 pub async fn ensure_hubdata(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let present = client
+        .query_typed(
+            "SELECT to_regclass('hubdata.ticks_produced_at') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .first()
+        .is_some_and(|r| r.get::<_, bool>(0));
+    if present {
+        return Ok(());
+    }
     client
         .batch_execute(&format!(
-            "DO $$ BEGIN
-               IF to_regclass('hubdata.ticks_produced_at') IS NULL THEN
-                 PERFORM pg_advisory_xact_lock({DDL_LOCK});
-                 {CREATE_HUBDATA}
-               END IF;
-             END $$;"
+            "SELECT pg_advisory_xact_lock({DDL_LOCK}); {CREATE_HUBDATA}"
         ))
         .await
 }
