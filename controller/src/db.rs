@@ -149,20 +149,18 @@ impl Database {
     /// `require` insists). Server certificates are checked against
     /// `database.ca_file` or the system's roots.
     fn tls(&self) -> Result<MakeRustlsConnect, DbError> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_file {
+        let roots = match &self.ca_file {
             Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
                 for cert in read_pem_certs(path)? {
                     roots
                         .add(cert)
                         .map_err(|e| DbError::Tls(format!("{}: {e}", path.display())))?;
                 }
+                std::sync::Arc::new(roots)
             }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-            }
-        }
+            None => crate::system_roots::system_roots(),
+        };
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();

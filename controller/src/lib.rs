@@ -33,6 +33,7 @@ pub mod refusals;
 pub mod report;
 pub mod run;
 pub mod steps;
+pub mod system_roots;
 #[cfg(test)]
 mod testing;
 pub mod timeline;

@@ -32,11 +32,9 @@ impl std::fmt::Debug for Endpoint {
 
 /// TLS client configuration with the system's roots.
 pub fn system_tls() -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     Arc::new(
         rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
+            .with_root_certificates(crate::system_roots::system_roots())
             .with_no_client_auth(),
     )
 }
