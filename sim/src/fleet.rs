@@ -136,6 +136,11 @@ pub struct Fleet {
 /// How many groups are being started at one time.
 pub const GROUPS_STARTING_AT_ONCE: usize = 16;
 
+/// Room a fleet's files in memory must leave (a hundred groups' appdata,
+/// runtimes and backups take tens of megabytes); without it the fleet
+/// lives in the temporary directory.
+const FLEET_ROOT_ROOM: u64 = 1 << 30;
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
     let what = what.into();
     move |source| FleetError::Sandbox(SandboxError::Io { what, source })
@@ -160,8 +165,11 @@ impl Fleet {
         opts.timing
             .validate()
             .map_err(|e| FleetError::Options(format!("timing: {e}")))?;
-        let (tmp, root, watchdog) =
-            crate::sandbox::root_dir(opts.dir.as_deref(), "hubshift-fleet-")?;
+        let (tmp, root, watchdog) = crate::sandbox::root_dir(
+            opts.dir.as_deref(),
+            "hubshift-fleet-",
+            crate::memory_dir::memory_dir(FLEET_ROOT_ROOM),
+        )?;
         // Sized for the fleet: each group's two hubs hold connections while
         // they run, the controller one or two per group it works on, the
         // harness its measurements; the default limit is "too many clients"

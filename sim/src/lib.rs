@@ -19,6 +19,7 @@ pub mod hubsim;
 pub mod image;
 pub mod lifetime;
 pub mod measure;
+pub mod memory_dir;
 pub mod pg;
 pub mod process;
 pub mod runtime;

@@ -102,14 +102,18 @@ struct Cluster {
 /// gone: its cmdline is empty). PostgreSQL itself would run on: the
 /// postmaster detaches from whoever started it and does not watch it.
 /// Where a throwaway cluster's files go: memory (`/dev/shm`) when the
-/// machine has it (and lets us write there), else the temporary directory. The cluster keeps nothing worth a disk (it runs without
-/// fsync), and a fleet's hundred schema drops and creations at once made
-/// the file system's inode allocation — files of dropped tables just
-/// deleted, new ones made — a contended part of every upgrade on it.
+/// machine has it with [`CLUSTER_ROOM`] to spare (and lets us write there),
+/// else the temporary directory. The cluster keeps nothing worth a disk (it
+/// runs without fsync), and a fleet's hundred schema drops and creations at
+/// once made the file system's inode allocation — files of dropped tables
+/// just deleted, new ones made — a contended part of every upgrade on it.
 fn cluster_parent() -> Option<&'static Path> {
-    let shm = Path::new("/dev/shm");
-    shm.is_dir().then_some(shm)
+    crate::memory_dir::memory_dir(CLUSTER_ROOM)
 }
+
+/// Room a cluster in memory must leave: a fleet's hundred databases take
+/// about a gigabyte.
+const CLUSTER_ROOM: u64 = 2 << 30;
 
 const STOP_CLUSTER: &str = r#"cmdline() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null; }
 if [ -f "$1/data/postmaster.pid" ]; then

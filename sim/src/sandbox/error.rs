@@ -53,11 +53,12 @@ pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Sand
 }
 
 /// The directory everything of a sandbox or fleet lives in: `dir`, or a
-/// temp dir (prefixed `prefix`) removed on drop and, should this process be
-/// killed, by a watchdog.
+/// temp dir (prefixed `prefix`, made in `parent` when given) removed on
+/// drop and, should this process be killed, by a watchdog.
 pub(crate) fn root_dir(
     dir: Option<&Path>,
     prefix: &str,
+    parent: Option<&Path>,
 ) -> Result<(Option<tempfile::TempDir>, PathBuf, Option<Watchdog>), SandboxError> {
     let (tmp, root) = match dir {
         Some(d) => {
@@ -68,10 +69,13 @@ pub(crate) fn root_dir(
             )
         }
         None => {
-            let t = tempfile::Builder::new()
-                .prefix(prefix)
-                .tempdir()
-                .map_err(io("creating a temp dir"))?;
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(prefix);
+            let t = match parent {
+                Some(p) => builder.tempdir_in(p),
+                None => builder.tempdir(),
+            }
+            .map_err(io("creating a temp dir"))?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }

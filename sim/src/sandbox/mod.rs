@@ -108,7 +108,7 @@ impl Sandbox {
                 "a sandbox group has at most 26 nodes (hub-a to hub-z)".into(),
             ));
         }
-        let (tmp, root, watchdog) = root_dir(opts.dir.as_deref(), "hubshift-sandbox-")?;
+        let (tmp, root, watchdog) = root_dir(opts.dir.as_deref(), "hubshift-sandbox-", None)?;
         // Unique per sandbox: several may share one engine.
         let tag = format!(
             "hubshift-sandbox-{}-{}",
