@@ -35,9 +35,9 @@ pub(crate) struct GroupArgs {
     pub(crate) heartbeat_interval: Duration,
     /// hubsim data tick interval: an active hub writes one numbered tick
     /// this often, from which outages and split brains are measured
-    /// [default: 50ms for one group, 250ms with --groups, whose hundred
-    /// active hubs would otherwise write 2,000 ticks a second and be the
-    /// largest load on the machine].
+    /// [default: 50ms for one group; 250ms for a fleet (`demo --groups`,
+    /// `bench`), whose hundred active hubs would otherwise write 2,000
+    /// ticks a second and be the largest load on the machine].
     #[arg(long, value_parser = crate::timing::parse_duration)]
     pub(crate) tick_interval: Option<Duration>,
     /// How the agents run the hubs: host processes, or containers of the

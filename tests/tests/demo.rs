@@ -159,7 +159,7 @@ fn tick_interval_is_explained_and_checked() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
         help.contains("--tick-interval <TICK_INTERVAL>")
-            && help.contains("50ms for one group, 250ms with --groups"),
+            && help.contains("50ms for one group; 250ms for a fleet"),
         "bench --help:\n{help}"
     );
     for (tick, why) in [
