@@ -11,7 +11,8 @@ use hubshift_sim::fleet::{Fleet, FleetOptions};
 use hubshift_sim::measure;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
 
 const FROM: &str = "4.1.0";
@@ -328,11 +329,52 @@ async fn a_paused_then_stopped_fleet_resumes_to_the_end() {
     resumed.wait_for(Duration::from_secs(120), "a resumed step", |e| {
         e["event"] == "step_started" && e["name"] == "drop_schema"
     });
-    let out = run(&s.inventory, &["stop", "--fleet", &fleet_id]);
+    // Asked from a machine whose clock is three minutes behind: the stop is
+    // still stamped on the database server's clock.
+    let before_stop = unix_ms();
+    let out = Command::new("faketime")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .args(["-f", "-180s"])
+        .arg(bin("hubshift"))
+        .args(["--json", "stop", "--fleet", &fleet_id, "-i"])
+        .arg(&s.inventory)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("faketime runs (apt-get install faketime)");
+    let after_stop = unix_ms();
     assert!(out.status.success(), "{}", text(&out));
-    let stop_ts = find(&events(&out), "stop_requested").expect("stop_requested")["ts_ms"]
-        .as_u64()
+    assert!(
+        find(&events(&out), "stop_requested").is_some(),
+        "{}",
+        text(&out)
+    );
+    let db = s
+        .fleet
+        .group("plant-1")
+        .unwrap()
+        .db
+        .connect()
+        .await
         .unwrap();
+    let audit: String = db
+        .query_one(
+            "SELECT audit::text FROM hubshift.fleets WHERE id = $1",
+            &[&fleet_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let stamped = audit
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|e| e["action"] == "stop"))
+        .and_then(|e| e["at_ms"].as_u64())
+        .unwrap_or_else(|| panic!("no stop in the fleet's audit: {audit}"));
+    assert!(
+        stamped + 1_000 >= before_stop && stamped <= after_stop + 1_000,
+        "the stop was stamped {stamped}, not within {before_stop}..{after_stop}: {audit}"
+    );
+    let stop_ts = stamped;
     let (code, seen) = resumed.finish(Duration::from_secs(300));
     assert_eq!(code, Some(4), "{seen:#?}");
     let finished = find(&seen, "fleet_finished").expect("fleet_finished");
@@ -673,4 +715,11 @@ async fn a_fleet_controller_killed_mid_run_is_resumed_to_the_end() {
             .collect();
         assert_eq!(runs.len(), 1, "{g}: {runs:#?}");
     }
+}
+
+/// This machine's real Unix milliseconds.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

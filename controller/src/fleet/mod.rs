@@ -344,11 +344,19 @@ pub async fn stop(out: Output, inventory: &Path, fleet: &str) -> Result<()> {
     let site = Site::load(inventory)?;
     let record = find_fleet(&site, fleet).await?;
     let spec = read_spec(&record)?;
-    let audit = crate::audit::entry("stop");
     let mut asked = Vec::new();
     let mut recorded = 0;
     let members = member_runs(&site, &spec, fleet).await?;
     let groups: Vec<Group> = members.iter().map(|(g, _)| g.clone()).collect();
+    // Stamped on the database server's clock, as the runs stamp theirs, so
+    // the stop never reads as later than the parks it causes.
+    for (_, db) in site.distinct_databases_among(&groups) {
+        if let Ok(client) = async { db?.connect().await.map_err(anyhow::Error::from) }.await {
+            crate::clock::sync(&client).await?;
+            break;
+        }
+    }
+    let audit = crate::audit::entry("stop");
     let audit_ref = &audit;
     let marked = databases::each(
         site.distinct_databases_among(&groups),
