@@ -97,6 +97,13 @@ impl Probe {
         })
     }
 
+    /// Whether the probe reads `{runtime}` (kinds `file` and `command`):
+    /// finding the active runtime's folder costs a few file-system calls,
+    /// and a status poll of a `log` probe need not pay them.
+    pub fn uses_runtime(&self) -> bool {
+        self.kind != ProbeKind::Log
+    }
+
     /// The followed file (kind `file`) for this appdata, else None.
     pub fn followed_file(&self, runtime: &str, appdata: &str) -> Option<PathBuf> {
         (self.kind == ProbeKind::File).then(|| {
@@ -302,6 +309,13 @@ mod tests {
             command,
             ..RoleProbeSection::default()
         })
+    }
+
+    #[test]
+    fn only_file_and_command_probes_read_the_runtime_folder() {
+        assert!(!probe(ProbeKind::Log, Vec::new()).uses_runtime());
+        assert!(probe(ProbeKind::File, Vec::new()).uses_runtime());
+        assert!(probe(ProbeKind::Command, vec!["/bin/true".into()]).uses_runtime());
     }
 
     fn input(output: HubOutput, file_offset: u64, appdata: &Path) -> ProbeInput {

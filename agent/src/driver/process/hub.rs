@@ -279,9 +279,13 @@ impl Hub {
     }
 
     fn probe_input_for(&self, rec: Option<&HubRecord>) -> ProbeInput {
-        let runtime = layout::active_runtime_dir(&self.cfg)
-            .map(|d| d.display().to_string())
-            .unwrap_or_default();
+        let runtime = if self.probe.uses_runtime() {
+            layout::active_runtime_dir(&self.cfg)
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         ProbeInput {
             output: HubOutput::File {
                 path: self.log_path(),
