@@ -61,7 +61,8 @@ pub struct FleetOptions {
     /// How the agents run the hubs (only [`HubDriver::Process`] for now:
     /// containers would need the shared server on each group's network).
     pub driver: HubDriver,
-    /// Where to keep everything; a temp dir (removed on drop) when `None`.
+    /// Where to keep everything; when `None`, a temp dir (removed on drop),
+    /// in memory (`/dev/shm`) when the machine has it with room.
     pub dir: Option<PathBuf>,
 }
 
