@@ -2,8 +2,6 @@
 //! tree (what a backup of it will hold), so the controller can check for room
 //! before an outage starts.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Bytes available to unprivileged users on the filesystem holding `path`
@@ -12,7 +10,7 @@ pub fn free_bytes(path: &Path) -> u64 {
     let mut at = Some(path);
     while let Some(p) = at {
         if p.exists() {
-            return statvfs_free(p).unwrap_or(0);
+            return hubshift_common::disk::available_bytes(p).unwrap_or(0);
         }
         at = p.parent();
     }
@@ -40,14 +38,6 @@ pub fn tree_bytes(dir: &Path) -> u64 {
         }
     }
     total
-}
-
-fn statvfs_free(path: &Path) -> Option<u64> {
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid C string and `st` a properly sized out-buffer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[cfg(test)]

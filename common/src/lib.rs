@@ -1,11 +1,13 @@
 //! What the hubshift agent and controller both speak, and nothing either side
 //! runs alone: the generated gRPC contract, TLS setup, safe archive handling,
-//! digests, name validation, secret redaction and one-line error text.
+//! digests, name validation, secret redaction, one-line error text and a
+//! file system's free space.
 
 pub mod archive;
 pub mod clock;
 pub mod declared;
 pub mod digest;
+pub mod disk;
 pub mod error_text;
 #[cfg(feature = "exposition")]
 pub mod exposition;

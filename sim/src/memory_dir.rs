@@ -4,23 +4,14 @@
 //! once on one disk made the file system's inode allocation a contended
 //! part of every step, which hosts of their own would not share.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// `/dev/shm` when it is a directory with at least `room` bytes free,
 /// else `None` (use the temporary directory).
 pub fn memory_dir(room: u64) -> Option<&'static Path> {
     let shm = Path::new("/dev/shm");
-    (shm.is_dir() && free_bytes(shm).is_some_and(|free| free >= room)).then_some(shm)
-}
-
-fn free_bytes(path: &Path) -> Option<u64> {
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid C string and `st` a properly sized out-buffer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    (shm.is_dir() && hubshift_common::disk::available_bytes(shm).is_some_and(|free| free >= room))
+        .then_some(shm)
 }
 
 #[cfg(test)]

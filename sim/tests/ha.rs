@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use hubshift_sim::measure::{no_active_windows, split_brain};
 use hubshift_sim::pg::TestDatabase;
+use hubshift_sim::process::HubsimProcess;
 use hubshift_sim::timing::SimTiming;
 use std::time::{Duration, SystemTime};
 
@@ -204,6 +205,17 @@ async fn ticks_flow_and_failed_inserts_are_stored_and_forwarded() {
     assert_no_password(&db, &pa.log());
 }
 
+/// hub-a created and started at 4.1.0 in `root`: active, five ticks in.
+async fn active_and_ticking(db: &TestDatabase, root: &std::path::Path) -> (NodeDir, HubsimProcess) {
+    let a = NodeDir::new(root, "hub-a");
+    let t0 = SystemTime::now();
+    assert!(a.create(db, "4.1.0").await.0.success());
+    let mut pa = a.start(db, "4.1.0");
+    pa.wait_for_log_line("HA role: active", WAIT).await.unwrap();
+    wait_for_ticks(db, "hub-a", t0, 5).await;
+    (a, pa)
+}
+
 /// 6b: a running node whose data table was dropped makes it again (the
 /// one path where a started hub creates `hubdata`) and its data flows on,
 /// the ticks of the gap replayed from store and forward.
@@ -211,12 +223,7 @@ async fn ticks_flow_and_failed_inserts_are_stored_and_forwarded() {
 async fn a_dropped_data_table_is_made_again_and_the_gap_replayed() {
     let db = TestDatabase::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let a = NodeDir::new(dir.path(), "hub-a");
-    let t0 = SystemTime::now();
-    assert!(a.create(&db, "4.1.0").await.0.success());
-    let mut pa = a.start(&db, "4.1.0");
-    pa.wait_for_log_line("HA role: active", WAIT).await.unwrap();
-    wait_for_ticks(&db, "hub-a", t0, 5).await;
+    let (a, mut pa) = active_and_ticking(&db, dir.path()).await;
 
     let c = db.connect().await.unwrap();
     c.batch_execute("DROP SCHEMA hubdata CASCADE")
@@ -253,12 +260,7 @@ async fn a_dropped_data_table_is_made_again_and_the_gap_replayed() {
 async fn keeps_producing_when_schema_dropped_and_database_away() {
     let mut db = TestDatabase::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let a = NodeDir::new(dir.path(), "hub-a");
-    let t0 = SystemTime::now();
-    assert!(a.create(&db, "4.1.0").await.0.success());
-    let mut pa = a.start(&db, "4.1.0");
-    pa.wait_for_log_line("HA role: active", WAIT).await.unwrap();
-    wait_for_ticks(&db, "hub-a", t0, 5).await;
+    let (a, mut pa) = active_and_ticking(&db, dir.path()).await;
 
     {
         let c = db.connect().await.unwrap();
