@@ -140,7 +140,7 @@ pub const GROUPS_STARTING_AT_ONCE: usize = 16;
 /// Room a fleet's files in memory must leave (a hundred groups' appdata,
 /// runtimes and backups take tens of megabytes); without it the fleet
 /// lives in the temporary directory.
-const FLEET_ROOT_ROOM: u64 = 1 << 30;
+pub const FLEET_ROOT_ROOM: u64 = 1 << 30;
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
     let what = what.into();

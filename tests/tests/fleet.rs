@@ -183,6 +183,15 @@ async fn a_fleet_runs_each_group_on_its_own_database_and_leaves_nothing_behind()
     }
     assert_eq!(url_files.len(), 3);
 
+    // Its files in memory when the machine has room there, as the server's.
+    let in_memory = hubshift_sim::memory_dir::memory_dir(hubshift_sim::fleet::FLEET_ROOT_ROOM);
+    assert_eq!(
+        in_memory.is_some_and(|m| fleet.root.starts_with(m)),
+        in_memory.is_some(),
+        "fleet root {}",
+        fleet.root.display()
+    );
+
     // Teardown: agents, hubs, the server and every directory go.
     let root = fleet.root.clone();
     let server_dir = fleet.server().server_dir();
