@@ -969,14 +969,7 @@ async fn postgres_restarted_in_each_window() {
         assert_eq!(code, Some(0), "{case}: {seen:#?}\n{}", g.hub_logs());
         let finished = find(&seen, "run_finished").expect("run_finished");
         assert_eq!(finished["run"], run_id.as_str());
-        let s = g.journal(&run_id, index).await;
-        assert_eq!(s.state, "done", "{case}");
-        assert!(
-            s.finished_at.expect("finished_at") > down_at,
-            "{case}: the step had finished before PostgreSQL went away: {s:?}"
-        );
-        let bound = g.bounds.hand_over + away;
-        g.assert_healthy(&version, bound, &case).await;
+        outlived_the_outage(&mut g, &run_id, index, down_at, away, &version, &case).await;
     }
 }
 
@@ -1026,14 +1019,29 @@ async fn postgres_away_while_the_primary_is_created() {
         .find(|e| is_step(e, "step_finished", "create_and_start"))
         .and_then(|e| e["index"].as_u64())
         .expect("create_and_start finished");
-    let s = g.journal(&run_id, index).await;
+    outlived_the_outage(&mut g, &run_id, index, down_at, away, &version, case).await;
+}
+
+/// The step at `index` was done after PostgreSQL went away at `down_at`
+/// (the fault landed inside it), and the group is healthy within the
+/// hand-over bound plus the time the database was `away`.
+async fn outlived_the_outage(
+    g: &mut Group,
+    run_id: &str,
+    index: u64,
+    down_at: SystemTime,
+    away: Duration,
+    version: &str,
+    case: &str,
+) {
+    let s = g.journal(run_id, index).await;
     assert_eq!(s.state, "done", "{case}");
     assert!(
         s.finished_at.expect("finished_at") > down_at,
         "{case}: the step had finished before PostgreSQL went away: {s:?}"
     );
     let bound = g.bounds.hand_over + away;
-    g.assert_healthy(&version, bound, case).await;
+    g.assert_healthy(version, bound, case).await;
 }
 
 /// An agent killed and restarted inside a step; the hub it supervises keeps
