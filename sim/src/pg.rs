@@ -94,13 +94,6 @@ struct Cluster {
     _watchdog: Watchdog,
 }
 
-/// What the cluster's watchdog runs before removing its directory (`$1`).
-/// `pg_ctl` refuses to run as root and the owner may be root, so it does
-/// what `pg_ctl stop -m immediate` does: SIGQUIT to the postmaster named in
-/// `postmaster.pid`, if that process really is this cluster's (its command
-/// line names the data directory), then waits for it (a zombie counts as
-/// gone: its cmdline is empty). PostgreSQL itself would run on: the
-/// postmaster detaches from whoever started it and does not watch it.
 /// Where a throwaway cluster's files go: memory (`/dev/shm`) when the
 /// machine has it with [`CLUSTER_ROOM`] to spare (and lets us write there),
 /// else the temporary directory. The cluster keeps nothing worth a disk (it
@@ -115,6 +108,13 @@ fn cluster_parent() -> Option<&'static Path> {
 /// about a gigabyte.
 const CLUSTER_ROOM: u64 = 2 << 30;
 
+/// What the cluster's watchdog runs before removing its directory (`$1`).
+/// `pg_ctl` refuses to run as root and the owner may be root, so it does
+/// what `pg_ctl stop -m immediate` does: SIGQUIT to the postmaster named in
+/// `postmaster.pid`, if that process really is this cluster's (its command
+/// line names the data directory), then waits for it (a zombie counts as
+/// gone: its cmdline is empty). PostgreSQL itself would run on: the
+/// postmaster detaches from whoever started it and does not watch it.
 const STOP_CLUSTER: &str = r#"cmdline() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null; }
 if [ -f "$1/data/postmaster.pid" ]; then
   read -r pid < "$1/data/postmaster.pid"
