@@ -351,7 +351,9 @@ pub async fn stop(out: Output, inventory: &Path, fleet: &str) -> Result<()> {
     // Stamped on the database server's clock, as the runs stamp theirs, so
     // the stop never reads as later than the parks it causes.
     for (_, db) in site.distinct_databases_among(&groups) {
-        if let Ok(client) = async { db?.connect().await.map_err(anyhow::Error::from) }.await {
+        if let Ok(db) = db
+            && let Ok(client) = db.connect().await
+        {
             crate::clock::sync(&client).await?;
             break;
         }
