@@ -11,117 +11,11 @@ use tokio_postgres::Client;
 mod fleets;
 mod prepared;
 mod progress;
+mod schema;
 pub use fleets::*;
 pub use prepared::Prepared;
 pub use progress::*;
-
-/// A run's steps and observations carry its id without a foreign key: they
-/// are written only after the run's row, and the key's check would lock
-/// that row for every step and observation written and make a new journal
-/// (a fleet makes a hundred at once) a third costlier to create.
-const DDL: &str = r#"
-CREATE SCHEMA IF NOT EXISTS hubshift;
-CREATE TABLE IF NOT EXISTS hubshift.runs (
-    id          text PRIMARY KEY,
-    grp         text NOT NULL,
-    kind        text NOT NULL,
-    state       text NOT NULL,
-    facts       jsonb NOT NULL DEFAULT '{}'::jsonb,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS hubshift.steps (
-    run_id      text NOT NULL,
-    idx         integer NOT NULL,
-    spec        jsonb NOT NULL,
-    state       text NOT NULL DEFAULT 'pending',
-    attempts    integer NOT NULL DEFAULT 0,
-    started_at  timestamptz,
-    finished_at timestamptz,
-    detail      jsonb NOT NULL DEFAULT '{}'::jsonb,
-    error       text,
-    PRIMARY KEY (run_id, idx)
-);
-ALTER TABLE hubshift.runs ADD COLUMN IF NOT EXISTS stop_requested boolean NOT NULL DEFAULT false;
-ALTER TABLE hubshift.runs ADD COLUMN IF NOT EXISTS audit jsonb NOT NULL DEFAULT '[]'::jsonb;
-CREATE TABLE IF NOT EXISTS hubshift.fleets (
-    id             text PRIMARY KEY,
-    spec           jsonb NOT NULL,
-    stop_requested boolean NOT NULL DEFAULT false,
-    audit          jsonb NOT NULL DEFAULT '[]'::jsonb,
-    created_at     timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS hubshift.observations (
-    run_id  text NOT NULL,
-    seq     bigserial,
-    at_ms   bigint NOT NULL,
-    node    text NOT NULL DEFAULT '',
-    kind    text NOT NULL,
-    details jsonb NOT NULL DEFAULT '{}'::jsonb,
-    PRIMARY KEY (run_id, seq)
-);
-ALTER TABLE hubshift.fleets ADD COLUMN IF NOT EXISTS parked jsonb NOT NULL DEFAULT '{}'::jsonb;
-CREATE TABLE IF NOT EXISTS hubshift.journal_version (
-    id      integer PRIMARY KEY CHECK (id = 1),
-    version integer NOT NULL
-);
-"#;
-
-/// The version of [`DDL`]: bumped with every change to it (a unit test
-/// holds the DDL's digest to it), so that a journal already at it is not
-/// altered again.
-const JOURNAL_VERSION: i32 = 2;
-
-/// Creates or upgrades the journal schema if needed. A journal already at
-/// [`JOURNAL_VERSION`] costs one read: no DDL, whose `ALTER TABLE` would
-/// lock the journal's tables against every other controller and watcher
-/// at each run, and whose catalog work a hundred groups' runs starting at
-/// once would all repeat.
-pub async fn ensure_schema(client: &Client) -> Result<(), DbError> {
-    if recorded_version(client).await? >= Some(JOURNAL_VERSION) {
-        return Ok(());
-    }
-    // Serialise concurrent first-time creation by two controllers; one
-    // implicit transaction, so the version is recorded only with the DDL.
-    client
-        .batch_execute(&format!(
-            "SELECT pg_advisory_xact_lock(hashtextextended('hubshift:journal-ddl', 0)); {DDL}
-             INSERT INTO hubshift.journal_version (id, version) VALUES (1, {JOURNAL_VERSION})
-             ON CONFLICT (id) DO UPDATE SET version = GREATEST(hubshift.journal_version.version, EXCLUDED.version);"
-        ))
-        .await
-        .map_err(query_err("creating the journal schema"))
-}
-
-/// The journal's recorded DDL version; `None` for no journal, or one made
-/// before versions were recorded.
-async fn recorded_version(client: &Client) -> Result<Option<i32>, DbError> {
-    match client
-        .query_one("SELECT max(version) FROM hubshift.journal_version", &[])
-        .await
-    {
-        Ok(row) => Ok(row.get(0)),
-        Err(e)
-            if e.code().is_some_and(|c| {
-                *c == tokio_postgres::error::SqlState::UNDEFINED_TABLE
-                    || *c == tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME
-            }) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(query_err("reading the journal's version")(e)),
-    }
-}
-
-/// Whether the journal schema exists (read-only commands do not create it).
-pub async fn exists(client: &Client) -> Result<bool, DbError> {
-    let row = client
-        .query_one("SELECT to_regclass('hubshift.steps') IS NOT NULL", &[])
-        .await
-        .map_err(query_err("looking for the journal"))?;
-    Ok(row.get(0))
-}
+pub use schema::{ensure_schema, exists};
 
 /// Defines a journal state: a closed set of names that are stored as text
 /// in the journal and shown as the same text in `--json` output, so that
@@ -588,23 +482,6 @@ mod tests {
     }
 
     #[test]
-    fn a_change_to_the_ddl_bumps_the_journal_version() {
-        // A journal at JOURNAL_VERSION is not altered again: a DDL change
-        // without a new version would never reach existing journals.
-        assert_eq!(
-            (
-                JOURNAL_VERSION,
-                hubshift_common::digest::sha256_hex(DDL.as_bytes()).as_str()
-            ),
-            (
-                2,
-                "c7f4ac5f361a408b5d363e4267dc3509be23fae9f8359d5e89f4585904aab2e5"
-            ),
-            "the journal DDL changed: bump JOURNAL_VERSION and record the new digest here"
-        );
-    }
-
-    #[test]
     fn the_journal_texts_stay_as_they_were() {
         // Journals written by earlier versions hold these texts, and CI
         // scripts read them from `--json`: they must not change.
@@ -627,7 +504,9 @@ mod tests {
         assert_eq!(finished_states(), ["done", "abandoned", "rolled_back"]);
         assert!(RUN_COLUMNS.contains(&format!("state = '{}'", RunState::Running)));
         assert!(RUN_COLUMNS.contains(&format!("THEN '{}'", RunState::Interrupted)));
-        assert!(DDL.contains(&format!("DEFAULT '{}'", StepState::Pending)));
+        for ddl in [schema::CREATE, schema::UPGRADE] {
+            assert!(ddl.contains(&format!("DEFAULT '{}'", StepState::Pending)));
+        }
     }
 
     #[test]
