@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(finished_states(), ["done", "abandoned", "rolled_back"]);
         assert!(RUN_COLUMNS.contains(&format!("state = '{}'", RunState::Running)));
         assert!(RUN_COLUMNS.contains(&format!("THEN '{}'", RunState::Interrupted)));
-        for ddl in [schema::CREATE, schema::UPGRADE] {
+        for ddl in [schema::CREATE.to_string(), schema::upgrade_ddl()] {
             assert!(ddl.contains(&format!("DEFAULT '{}'", StepState::Pending)));
         }
     }
