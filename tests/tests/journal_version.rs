@@ -7,6 +7,7 @@
 
 mod support;
 
+use hubshift_common::pb::HubRole;
 use hubshift_sim::sandbox::SandboxOptions;
 use std::time::Duration;
 use support::*;
@@ -187,4 +188,73 @@ async fn a_new_journal_is_made_whole_with_the_columns_an_upgraded_one_has() {
         "the old journal was not upgraded in place"
     );
     assert_eq!(journal_columns(&db).await, made);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_killed_while_making_the_journal_leaves_none_half_made() {
+    let (sandbox, inventory) = group_with(SandboxOptions::default()).await;
+    let db = sandbox.db.connect().await.unwrap();
+    let archive = sandbox.runtime_archive(TO).unwrap().display().to_string();
+    let mut args = upgrade_args(&archive, TO);
+    args.retain(|a| *a != "--yes");
+
+    // The controller is killed inside the journal's DDL transaction: it
+    // waits there at the DDL lock this session holds.
+    db.execute(DDL_LOCK, &[]).await.unwrap();
+    let mut child = hubshift(&inventory, &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while waiting_for_ddl_lock(&db).await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upgrade never reached the journal's DDL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    db.execute(
+        &DDL_LOCK.replace("pg_advisory_lock", "pg_advisory_unlock"),
+        &[],
+    )
+    .await
+    .unwrap();
+    // The server ends the killed controller's session and its transaction.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while waiting_for_ddl_lock(&db).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed controller's session still waits"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let schema: bool = db
+        .query_one("SELECT to_regnamespace('hubshift') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!schema, "a killed controller left part of a journal");
+
+    // The hubs never noticed, and the next command makes the journal whole.
+    sandbox
+        .wait_role(0, HubRole::Active, Duration::from_secs(60))
+        .await
+        .expect("hub-a active");
+    sandbox
+        .wait_role(1, HubRole::Standby, Duration::from_secs(60))
+        .await
+        .expect("hub-b standby");
+    let out = run(&inventory, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("pass --yes"), "{}", text(&out));
+    assert!(
+        journal_columns(&db)
+            .await
+            .iter()
+            .any(|c| c.starts_with("fleets.parked "))
+    );
+    assert_eq!(added_columns(&db).await, 0);
 }
